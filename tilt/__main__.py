@@ -1,0 +1,5 @@
+"""``python -m tilt`` runs ``tilt.compare``."""
+
+from tilt.compare import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""Shared pieces of the command-line tools: options, the instance they describe, errors.
+
+The CLIs (``tilt.compare``, ``tilt.train``) are thin ``main(argv)`` functions:
+they parse, call the library and print.  Bad input is one line on stderr and
+exit status 2; an interrupt is one line and status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from tilt.context import CONTEXTS, DEMOS, ContextModel, demonstrations, make_context
+from tilt.graphs import catalogue, resolve_task
+from tilt.policy import BASES, Policy, base_policy
+from tilt.space import DEFAULT_MAX_ROLLOUTS, RolloutSpace, enumerate_rollouts
+
+__all__ = [
+    "DEFAULT_STRENGTH",
+    "Instance",
+    "OneLineParser",
+    "add_instance_arguments",
+    "build_instance",
+    "run_main",
+    "write_atomic",
+    "fmt",
+    "table",
+    "positive_int",
+    "non_negative_int",
+    "finite_float",
+    "check_output_folder",
+]
+
+DEFAULT_STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
+"""Strength used when ``--strength`` is not given: ``lam`` for copy, ``gamma`` otherwise."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
+def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose graph, base, context model and demonstrations."""
+    g = parser.add_argument_group("instance")
+    g.add_argument("--graph", default="grid5", metavar="NAME|FILE",
+                   help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/edge-list file "
+                        "(default grid5)")
+    g.add_argument("--source", help="source node label (default: the graph's)")
+    g.add_argument("--target", help="target node label (default: the graph's)")
+    g.add_argument("--horizon", type=non_negative_int, help="most moves per rollout (default: none)")
+    g.add_argument("--directed", action="store_true", help="read an edge list as directed moves")
+    g.add_argument("--max-rollouts", type=positive_int, default=DEFAULT_MAX_ROLLOUTS,
+                   help=f"size guard for enumeration (default {DEFAULT_MAX_ROLLOUTS:,})")
+    g.add_argument("--base", default="default", choices=BASES,
+                   help="base policy: the graph's logits, uniform, or seeded random logits")
+    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    s = parser.add_argument_group("self-distillation")
+    s.add_argument("--context", default="edge", choices=CONTEXTS, help="context model (default edge)")
+    s.add_argument("--strength", type=finite_float,
+                   help="lam for copy, gamma for edge/kernel (default: "
+                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_STRENGTH.items()) + ")")
+    s.add_argument("--demos", default="own", choices=DEMOS, help="demonstration distribution (default own)")
+    s.add_argument("--alpha", type=finite_float, default=0.5,
+                   help="tempering exponent for --demos tempered (default 0.5)")
+    s.add_argument("--anchor", type=finite_float, default=0.0,
+                   help="anchor b of b*KL(q||pi) for sequence and token SD (default 0)")
+    s.add_argument("--beta", type=finite_float, default=0.0,
+                   help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the instance options describe."""
+
+    space: RolloutSpace
+    base: Policy
+    model: ContextModel
+    demos: str
+    alpha: float
+    anchor: float
+    beta: float
+    seed: int
+    base_name: str = "default"
+
+    def demonstrations(self, policy: Policy) -> Policy:
+        """The demonstration distribution of ``policy``."""
+        return demonstrations(policy, self.demos, self.alpha)
+
+    def header(self) -> str:
+        """One line naming the instance."""
+        space = self.space
+        demos = self.demos + (f"(alpha={self.alpha:g})" if self.demos == "tempered" else "")
+        return (
+            f"{space.task.name}: {space.n_rollouts:,} rollouts, {space.n_correct:,} correct, "
+            f"{space.labels[space.source]} -> {space.labels[space.target]}, "
+            f"horizon {'none' if space.task.horizon is None else space.task.horizon}; "
+            f"base {self.base_name}; context {self.model.describe()}; demonstrations {demos}"
+            + (f"; anchor {self.anchor:g}" if self.anchor else "")
+        )
+
+
+
+def build_instance(args: argparse.Namespace) -> Instance:
+    """Enumerate the space and build base, context model and options from parsed arguments."""
+    if args.beta < 0:
+        raise ValueError(f"--beta must be >= 0 (0 is the limit beta -> 0), got {args.beta!r}")
+    if args.anchor < 0:
+        raise ValueError(f"--anchor must be >= 0, got {args.anchor!r}")
+    if args.alpha < 0:
+        raise ValueError(f"--alpha must be >= 0, got {args.alpha!r}")
+    strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
+    model = make_context(args.context, strength)
+    task = resolve_task(args.graph, args.source, args.target, args.horizon, args.directed)
+    space = enumerate_rollouts(task, args.max_rollouts)
+    base = base_policy(space, args.base, seed=args.seed)
+    base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
+    return Instance(space, base, model, args.demos, args.alpha, args.anchor, args.beta, args.seed,
+                    base_name)
+
+
+def run_main(prog: str, body: Callable[[], int]) -> int:
+    """Run ``body``; turn ``ValueError``/``TypeError`` into one line and status 2."""
+    try:
+        return body()
+    except (ValueError, TypeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> None:
+    """Raise ``ValueError`` early if the folder of ``path`` does not exist."""
+    folder = Path(path).parent
+    if str(folder) and not folder.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
+
+    Raises
+    ------
+    ValueError
+        If the folder does not exist.
+    """
+    target = Path(path)
+    check_output_folder(target)
+    folder = target.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for a table: fixed digits, ``n/a`` for ``None``/``nan``, ``inf`` kept."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned first column, right-aligned others."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        cells = [str(r[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells))
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

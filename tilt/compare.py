@@ -1,0 +1,258 @@
+"""``python -m tilt.compare``: RL against self-distillation on one instance, exactly.
+
+Prints one row per method (base, RL at ``--beta``, RL at SD's accuracy, SD
+sequence, SD token, SD forward) with every measure of ``docs/theory.md``;
+``--json`` prints the same numbers as one JSON object; ``--rollouts FILE.csv``
+writes one row per rollout with full-precision probabilities.
+
+Example::
+
+    python -m tilt.compare --graph grid5 --context edge --strength 2 --k 1 8 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tilt.cli import (
+    Instance,
+    OneLineParser,
+    add_instance_arguments,
+    build_instance,
+    check_output_folder,
+    fmt,
+    non_negative_int,
+    positive_int,
+    run_main,
+    table,
+    write_atomic,
+)
+from tilt.measures import Measures, measure
+from tilt.optimal import iterate, rl_matched, rl_optimum, sd_optimum, tilt_score
+from tilt.policy import Policy
+from tilt.space import FloatArray, TooLargeError
+
+__all__ = ["MethodResult", "Comparison", "compare", "rollouts_csv", "main"]
+
+METHODS = ("base", "rl", "rl_matched", "sd", "sd_token", "sd_forward")
+"""Row keys, also the CSV column names of the probabilities."""
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's optimum and its measures (``policy is None`` when skipped)."""
+
+    key: str
+    label: str
+    policy: Policy | None
+    measures: Measures | None
+    beta: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every method of one instance, and the tilt score of the first round."""
+
+    instance: Instance
+    ks: tuple[int, ...]
+    rounds: int
+    rows: tuple[MethodResult, ...]
+    tilt: FloatArray
+
+    def row(self, key: str) -> MethodResult:
+        """The row of method ``key`` (one of ``METHODS``)."""
+        return next(r for r in self.rows if r.key == key)
+
+
+def _sd_step(instance: Instance, method: str):  # type: ignore[no-untyped-def]
+    def step(policy: Policy) -> Policy:
+        return sd_optimum(policy, instance.model, method, instance.demos, instance.alpha, instance.anchor)
+
+    return step
+
+
+def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1) -> Comparison:
+    """Compute base, RL, matched RL and the three SD optima of ``instance``, with measures.
+
+    Each method is applied ``rounds`` times (iterated from its own output); RL
+    is matched to the accuracy of sequence SD after the same rounds.  A method
+    whose exact computation exceeds a size limit is kept as a row with a note.
+    """
+    base = instance.base
+    ks = tuple(ks)
+    results: list[MethodResult] = [MethodResult("base", "base", base, measure(base, base, ks))]
+    rl = iterate(base, lambda p: rl_optimum(p, instance.beta), rounds)[-1]
+    rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
+    results.append(MethodResult("rl", rl_label, rl, measure(rl, base, ks), beta=instance.beta))
+    sd_rows: list[MethodResult] = []
+    for key, method, label in (
+        ("sd", "sequence", "SD sequence"),
+        ("sd_token", "token", "SD token"),
+        ("sd_forward", "forward", "SD forward"),
+    ):
+        try:
+            q = iterate(base, _sd_step(instance, method), rounds)[-1]
+        except TooLargeError as exc:
+            sd_rows.append(MethodResult(key, label, None, None, note=f"skipped: {exc}"))
+            continue
+        sd_rows.append(MethodResult(key, label, q, measure(q, base, ks)))
+    sequence = sd_rows[0].policy
+    assert sequence is not None  # sequence SD has a structured form for every built-in
+    matched = rl_matched(base, sequence.accuracy)
+    if matched.policy is None:
+        results.append(MethodResult("rl_matched", "RL @ SD acc", None, None, note=matched.message))
+    else:
+        results.append(
+            MethodResult("rl_matched", "RL @ SD acc", matched.policy, measure(matched.policy, base, ks),
+                         beta=matched.beta)
+        )
+    results.extend(sd_rows)
+    tilt = tilt_score(base, instance.model, instance.demonstrations(base))
+    return Comparison(instance, ks, rounds, tuple(results), tilt)
+
+
+# --------------------------------------------------------------------------
+# output
+
+
+def format_table(comparison: Comparison) -> str:
+    """The human-readable report: a header line and two tables."""
+    c = comparison
+    lines = [c.instance.header() + (f"; rounds {c.rounds}" if c.rounds != 1 else "")]
+    shape_rows, k_rows = [], []
+    for r in c.rows:
+        m = r.measures
+        beta = "" if r.beta is None else ("inf" if math.isinf(r.beta) else f"{r.beta:.4g}")
+        if m is None:
+            shape_rows.append([r.label, beta] + ["--"] * 5)
+            k_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
+            continue
+        shape_rows.append([r.label, beta, fmt(m.accuracy), fmt(m.correct_entropy, 3), fmt(m.effective_correct, 1),
+                           fmt(m.gap_slope, 3), fmt(m.ratio_distortion, 3)])
+        k_rows.append([r.label] + [fmt(m.pass_at_k[k]) for k in c.ks] + [fmt(m.distinct_at_k[k], 2) for k in c.ks]
+                      + [fmt(m.ood[k].mean) for k in c.ks] + [fmt(m.ood[k].worst) for k in c.ks])
+    lines.append("")
+    lines.append(table(["method", "beta", "accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion"],
+                       shape_rows))
+    lines.append("")
+    header = (["method"] + [f"pass@{k}" for k in c.ks] + [f"distinct@{k}" for k in c.ks]
+              + [f"ood@{k} mean" for k in c.ks] + [f"ood@{k} worst" for k in c.ks])
+    lines.append(table(header, k_rows))
+    notes = [f"{r.label}: {r.note}" for r in c.rows if r.note]
+    if notes:
+        lines.append("")
+        lines.extend(notes)
+    return "\n".join(lines)
+
+
+def as_json(comparison: Comparison) -> dict[str, object]:
+    """The comparison as a JSON-ready dict (non-finite numbers become ``null``)."""
+    inst = comparison.instance
+    space = inst.space
+    return {
+        "instance": {
+            "graph": space.task.name,
+            "source": space.labels[space.source],
+            "target": space.labels[space.target],
+            "horizon": space.task.horizon,
+            "rollouts": space.n_rollouts,
+            "correct": space.n_correct,
+            "prefixes": space.n_prefixes,
+            "base": inst.base_name,
+            "context": inst.model.name,
+            "strength": inst.model.strength,
+            "demos": inst.demos,
+            "alpha": inst.alpha,
+            "anchor": inst.anchor,
+            "beta": inst.beta,
+            "rounds": comparison.rounds,
+            "k": list(comparison.ks),
+        },
+        "methods": [
+            {
+                "key": r.key,
+                "label": r.label,
+                "beta": None if r.beta is None or not math.isfinite(r.beta) else r.beta,
+                "skipped": r.policy is None,
+                "note": r.note,
+                "measures": None if r.measures is None else r.measures.as_dict(),
+            }
+            for r in comparison.rows
+        ],
+    }
+
+
+def rollouts_csv(comparison: Comparison) -> str:
+    """One row per rollout: ``path,correct,base,rl,sd,sd_token,sd_forward,tilt,rl_matched``.
+
+    Probabilities are ``repr`` floats (full precision); a skipped method's column is empty.
+    """
+    space = comparison.instance.space
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["base", "rl", "sd", "sd_token", "sd_forward"]
+    writer.writerow(["path", "correct", *columns, "tilt", "rl_matched"])
+    probs = {}
+    for key in [*columns, "rl_matched"]:
+        policy = comparison.row(key).policy
+        probs[key] = None if policy is None else policy.prob
+    paths = space.path_labels()
+    correct = space.correct.astype(int)
+    tilt = comparison.tilt
+    for i, path in enumerate(paths):
+        cells: list[object] = [path, correct[i]]
+        for key in [*columns]:
+            cells.append("" if probs[key] is None else repr(float(probs[key][i])))  # type: ignore[index]
+        cells.append(repr(float(tilt[i])))
+        cells.append("" if probs["rl_matched"] is None else repr(float(probs["rl_matched"][i])))
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m tilt.compare",
+        description="Exact optima of RL and self-distillation on one rollout space, and their measures.",
+    )
+    add_instance_arguments(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--k", type=positive_int, nargs="+", default=[1, 8, 64],
+                     help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)")
+    out.add_argument("--rounds", type=non_negative_int, default=1,
+                     help="apply each method this many times, each round from the last (default 1)")
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    out.add_argument("--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m tilt.compare``; returns the exit status."""
+    args = _parser().parse_args(argv)
+
+    def body() -> int:
+        if args.rollouts:
+            check_output_folder(args.rollouts)
+        instance = build_instance(args)
+        comparison = compare(instance, args.k, args.rounds)
+        if args.rollouts:
+            write_atomic(args.rollouts, rollouts_csv(comparison))
+        if args.json:
+            print(json.dumps(as_json(comparison), indent=2, allow_nan=False))
+        else:
+            print(format_table(comparison))
+            if args.rollouts:
+                print(f"\nwrote {comparison.instance.space.n_rollouts:,} rollouts to {args.rollouts}")
+        return 0
+
+    return run_main("tilt.compare", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,334 @@
+"""Task instances: a graph, a source, a target and a horizon.
+
+A :class:`Task` is the ``(G, s, t, H)`` of ``docs/theory.md`` ("Rollout
+spaces").  The catalogue holds named instances with a documented default base
+policy (the edge attribute ``logit``); :func:`load_graph` reads a user's graph
+from GraphML, node-link JSON or an edge list.
+
+Every named graph is stored as a ``networkx.DiGraph``: an undirected graph is
+kept as both directions of each edge, so that a move ``v -> u`` can carry its
+own ``logit`` (the default bases prefer moves toward the target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+
+__all__ = [
+    "Task",
+    "catalogue",
+    "named_task",
+    "load_graph",
+    "resolve_task",
+    "make_task",
+]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task instance ``(G, s, t, H)``.
+
+    Attributes
+    ----------
+    name : str
+        Catalogue name or file name, used in reports.
+    graph : networkx.DiGraph
+        Directed graph; each edge may carry a finite float ``logit``.
+    source, target : hashable
+        Nodes of ``graph``, ``source != target``.
+    horizon : int or None
+        Most moves a rollout may make; ``None`` means unlimited.
+    description : str
+        One line on what the instance isolates and its default base.
+    """
+
+    name: str
+    graph: nx.DiGraph
+    source: Hashable
+    target: Hashable
+    horizon: int | None = None
+    description: str = ""
+
+
+# --------------------------------------------------------------------------
+# catalogue
+
+
+def _toward_target_logits(graph: nx.DiGraph, target: Hashable, bias: float) -> None:
+    """Set ``logit = bias`` on moves that shorten the distance to ``target``, else 0."""
+    dist = nx.single_source_shortest_path_length(graph.reverse(copy=False), target)
+    for v, u, data in graph.edges(data=True):
+        closer = v in dist and u in dist and dist[u] < dist[v]
+        data["logit"] = bias if closer else 0.0
+
+
+def _grid(n: int) -> Task:
+    graph = nx.grid_2d_graph(n, n).to_directed()
+    source, target = (0, 0), (n - 1, n - 1)
+    _toward_target_logits(graph, target, 1.0)
+    return Task(
+        name=f"grid{n}",
+        graph=graph,
+        source=source,
+        target=target,
+        horizon=None,
+        description=(
+            f"{n}x{n} grid graph, corner {source} to corner {target}, no horizon; "
+            "default base: logit 1 on moves that shorten the distance to the target, 0 otherwise"
+        ),
+    )
+
+
+def _diamonds(k: int = 5) -> Task:
+    """A chain of ``k`` diamonds: every correct rollout has length ``2k``.
+
+    At junction ``j`` the rollout goes up (logit log 2), down (logit 0), or into
+    a dead-end trap (logit -1).  Correct rollouts differ only in how many
+    diamonds they cross on the upper side, so their base probabilities are
+    ``(2/3 * p)^u * (1/3 * p)^(k-u)`` with no length effect.
+    """
+    graph = nx.DiGraph()
+    for j in range(k):
+        junction, nxt = f"j{j}", f"j{j + 1}"
+        graph.add_edge(junction, f"u{j}", logit=math.log(2.0))
+        graph.add_edge(junction, f"d{j}", logit=0.0)
+        graph.add_edge(junction, f"trap{j}", logit=-1.0)
+        graph.add_edge(f"u{j}", nxt, logit=0.0)
+        graph.add_edge(f"d{j}", nxt, logit=0.0)
+    return Task(
+        name="diamonds",
+        graph=graph,
+        source="j0",
+        target=f"j{k}",
+        horizon=None,
+        description=(
+            f"directed chain of {k} diamonds (all correct rollouts have length {2 * k}) with a "
+            "dead-end trap at each junction; default base: up log 2, down 0, trap -1"
+        ),
+    )
+
+
+def _routes() -> Task:
+    """One dominant and one minority route from ``s`` to ``t``, with dead ends.
+
+    Each route is a chain of two diamonds; the dominant route ``a`` has logit 2
+    at the fork, the minority route ``b`` logit 0.  Each route node also offers
+    a dead end.  Blocking a move on route ``a`` leaves only route ``b``.
+    """
+    graph = nx.DiGraph()
+    graph.add_edge("s", "a0", logit=2.0)
+    graph.add_edge("s", "b0", logit=0.0)
+    for route in ("a", "b"):
+        for j in range(2):
+            here, nxt = f"{route}{j}", (f"{route}{j + 1}" if j < 1 else "t")
+            graph.add_edge(here, f"{route}{j}up", logit=0.5)
+            graph.add_edge(here, f"{route}{j}down", logit=0.0)
+            graph.add_edge(here, f"{route}{j}dead", logit=-1.0)
+            graph.add_edge(f"{route}{j}up", nxt, logit=0.0)
+            graph.add_edge(f"{route}{j}down", nxt, logit=0.0)
+    return Task(
+        name="routes",
+        graph=graph,
+        source="s",
+        target="t",
+        horizon=None,
+        description=(
+            "directed: a dominant route a (fork logit 2) and a minority route b (logit 0), "
+            "each two diamonds (up 0.5, down 0) with a dead end (-1) at every junction"
+        ),
+    )
+
+
+_CATALOGUE: dict[str, Callable[[], Task]] = {
+    **{f"grid{n}": (lambda n=n: _grid(n)) for n in range(2, 7)},  # type: ignore[misc]
+    "diamonds": _diamonds,
+    "routes": _routes,
+}
+
+
+def catalogue() -> list[str]:
+    """Return the names of the built-in task instances, in catalogue order.
+
+    >>> catalogue()
+    ['grid2', 'grid3', 'grid4', 'grid5', 'grid6', 'diamonds', 'routes']
+    """
+    return list(_CATALOGUE)
+
+
+def named_task(name: str) -> Task:
+    """Return the built-in task ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not in the catalogue; the message lists the known names.
+    """
+    if name not in _CATALOGUE:
+        raise ValueError(
+            f"unknown graph {name!r}: known graphs are {', '.join(catalogue())} "
+            "(or give the path of a .graphml, .json or edge-list file)"
+        )
+    return _CATALOGUE[name]()
+
+
+# --------------------------------------------------------------------------
+# files
+
+
+def _read_file(path: Path, directed: bool) -> nx.Graph:
+    suffix = path.suffix.lower()
+    if suffix in {".graphml", ".xml"}:
+        return nx.read_graphml(path)
+    if suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "nodes" not in data:
+            raise ValueError("not a node-link JSON object (no 'nodes' key)")
+        links = "links" if "links" in data else "edges"
+        return nx.node_link_graph(data, edges=links)
+    create = nx.DiGraph() if directed else nx.Graph()
+    return nx.read_edgelist(path, create_using=create, nodetype=str, data=True)
+
+
+def _find_node(graph: nx.Graph, label: object, role: str, where: str) -> Hashable:
+    if label in graph:
+        return label  # type: ignore[return-value]
+    matches = [node for node in graph if str(node) == str(label)]
+    if len(matches) != 1:
+        raise ValueError(
+            f"{role} {label!r} is not a node of {where} "
+            f"({graph.number_of_nodes()} nodes; give --{role} with one of its node labels)"
+        )
+    return matches[0]
+
+
+def make_task(
+    graph: nx.Graph,
+    source: object,
+    target: object,
+    horizon: int | None = None,
+    name: str = "graph",
+) -> Task:
+    """Validate ``graph``, ``source``, ``target`` and ``horizon`` into a :class:`Task`.
+
+    An undirected graph becomes a ``DiGraph`` with both directions of each edge
+    (the same ``logit`` on both).  Every ``logit`` must be a finite number.
+
+    Raises
+    ------
+    ValueError
+        On a missing node, ``source == target``, a bad horizon or a bad logit.
+    """
+    if not isinstance(graph, nx.Graph):
+        raise TypeError(f"graph must be a networkx graph, got {type(graph).__name__}")
+    if graph.is_multigraph():
+        graph = nx.DiGraph(graph) if graph.is_directed() else nx.Graph(graph)
+    src = _find_node(graph, source, "source", name)
+    tgt = _find_node(graph, target, "target", name)
+    if src == tgt:
+        raise ValueError(f"source and target are the same node {str(src)!r}: give two different nodes")
+    if horizon is not None:
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
+            raise ValueError(f"horizon must be a non-negative integer or None, got {horizon!r}")
+    directed = graph.to_directed() if not graph.is_directed() else graph.copy()
+    for v, u, data in directed.edges(data=True):
+        raw = data.get("logit", 0.0)
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"edge {v!s} -> {u!s} has a logit {raw!r} that is not a number"
+            ) from None
+        if not math.isfinite(value):
+            raise ValueError(f"edge {v!s} -> {u!s} has a non-finite logit {raw!r}: logits must be finite")
+        data["logit"] = value
+    return Task(name=name, graph=directed, source=src, target=tgt, horizon=horizon,
+                description=f"graph read from {name}")
+
+
+def load_graph(
+    path: str | Path,
+    source: object | None = None,
+    target: object | None = None,
+    horizon: int | None = None,
+    directed: bool = False,
+) -> Task:
+    """Load a task from a GraphML, node-link JSON (``.json``) or edge-list file.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.graphml``/``.xml`` (networkx GraphML), ``.json`` (node-link), anything
+        else is read as a whitespace edge list with optional ``{'logit': x}`` data.
+    source, target : node label, optional
+        Matched to a node or to its ``str``; default from the graph attributes
+        ``source`` / ``target``.
+    horizon : int, optional
+        Most moves; default from the graph attribute ``horizon`` or unlimited.
+    directed : bool
+        For edge lists only: read the edges as directed moves.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing or does not parse, or the task is invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"graph file {str(path)!r} does not exist")
+    try:
+        graph = _read_file(path, directed)
+    except ValueError as exc:
+        raise ValueError(f"cannot read graph file {str(path)!r}: {exc}") from None
+    except Exception as exc:  # parsers raise many types; report one clear line
+        raise ValueError(
+            f"cannot read graph file {str(path)!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    if graph.number_of_nodes() == 0:
+        raise ValueError(f"graph file {str(path)!r} has no nodes")
+    attrs = graph.graph
+    source = attrs.get("source") if source is None else source
+    target = attrs.get("target") if target is None else target
+    if source is None or target is None:
+        raise ValueError(
+            f"graph file {str(path)!r} names no source/target: give --source and --target"
+        )
+    if horizon is None and attrs.get("horizon") is not None:
+        try:
+            horizon = int(attrs["horizon"])
+        except (TypeError, ValueError):
+            raise ValueError(f"graph attribute horizon={attrs['horizon']!r} is not an integer") from None
+    return make_task(graph, source, target, horizon, name=path.name)
+
+
+def resolve_task(
+    name_or_path: str,
+    source: object | None = None,
+    target: object | None = None,
+    horizon: int | None = None,
+    directed: bool = False,
+) -> Task:
+    """Return the named task, or the task in a file, with optional overrides.
+
+    A name in :func:`catalogue` wins over a file of the same name.  For a named
+    task, ``source``/``target``/``horizon`` override the catalogue defaults.
+    """
+    if name_or_path in _CATALOGUE:
+        task = named_task(name_or_path)
+        if source is None and target is None and horizon is None:
+            return task
+        return make_task(
+            task.graph,
+            task.source if source is None else source,
+            task.target if target is None else target,
+            task.horizon if horizon is None else horizon,
+            name=task.name,
+        )
+    if not Path(name_or_path).exists():
+        named_task(name_or_path)  # raises the "unknown graph" message
+    return load_graph(name_or_path, source, target, horizon, directed)

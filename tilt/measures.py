@@ -1,0 +1,199 @@
+"""Measures of a policy against the base, computed exactly from the distribution.
+
+``docs/theory.md`` ("Measures"): accuracy ``q(C)``, ``pass@k``,
+``distinct@k``, correct-set entropy and effective number of correct rollouts,
+gap slope, ratio distortion, and out-of-distribution ``pass@k`` over single
+blocked moves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import logsumexp
+
+from tilt.policy import Policy
+from tilt.space import FloatArray
+
+__all__ = [
+    "Measures",
+    "OODPass",
+    "measure",
+    "pass_at_k",
+    "distinct_at_k",
+    "correct_entropy",
+    "gap_slope",
+    "ratio_distortion",
+    "correct_flow_by_move",
+    "ood_pass_at_k",
+]
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _fail_prob(q: float, k: int) -> float:
+    """``(1 - q)^k`` accurately for small and large ``q``."""
+    if q >= 1.0:
+        return 0.0
+    return math.exp(k * math.log1p(-q))
+
+
+def _failure_mass(policy: Policy) -> float:
+    """``1 - q(C)`` computed from the incorrect mass (no cancellation)."""
+    return policy.mass(~policy.space.correct)
+
+
+def pass_at_k(policy: Policy, k: int) -> float:
+    """``1 - (1 - q(C))^k``: a correct rollout among ``k`` independent samples."""
+    k = _check_k(k)
+    fail = _failure_mass(policy)
+    return -math.expm1(k * math.log(fail)) if fail > 0 else 1.0
+
+
+def distinct_at_k(policy: Policy, k: int) -> float:
+    """``sum over y in C of 1 - (1 - q(y))^k``: expected distinct correct rollouts in ``k`` samples."""
+    k = _check_k(k)
+    q = policy.prob[policy.space.correct]
+    return float(-np.expm1(k * np.log1p(-np.minimum(q, 1.0))).sum())
+
+
+def correct_entropy(policy: Policy) -> float:
+    """``H(q(. | C))`` in nats; ``exp`` of it is the effective number of correct rollouts."""
+    lp = policy.log_prob[policy.space.correct]
+    lp = lp[np.isfinite(lp)]
+    if lp.size == 0:
+        return 0.0
+    cond = lp - logsumexp(lp)
+    return float(max(0.0, -(np.exp(cond) * cond).sum()))
+
+
+def gap_slope(policy: Policy, base: Policy) -> float:
+    """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
+
+    Exactly 1 for RL; above 1 means the gaps among correct rollouts widened.
+    ``nan`` when fewer than two such rollouts or ``log pi0`` is constant on them.
+    """
+    correct = policy.space.correct
+    keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
+    x, y = base.log_prob[keep], policy.log_prob[keep]
+    if x.size < 2:
+        return math.nan
+    dx = x - x.mean()
+    var = float(dx @ dx)
+    if var <= 1e-24 * x.size:
+        return math.nan
+    return float(dx @ (y - y.mean())) / var
+
+
+def ratio_distortion(policy: Policy, base: Policy) -> float:
+    """``max - min over y in C of (log q(y) - log pi0(y))``: 0 for RL, ``inf`` if ``q`` drops a correct rollout."""
+    correct = policy.space.correct
+    diff = policy.log_prob[correct] - base.log_prob[correct]
+    if np.isneginf(policy.log_prob[correct]).any():
+        return math.inf
+    return float(diff.max() - diff.min())
+
+
+def correct_flow_by_move(policy: Policy) -> FloatArray:
+    """``q({y in C : e in E(y)})`` for every move ``e``, shape (n_moves,)."""
+    space = policy.space
+    flow = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
+    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves)
+
+
+@dataclass(frozen=True)
+class OODPass:
+    """Out-of-distribution ``pass@k`` over single blocked moves.
+
+    Attributes
+    ----------
+    k : int
+    mean, worst : float
+        Mean and minimum of ``1 - (1 - q(C without e))^k`` over the moves ``e``
+        that some correct rollout makes.
+    worst_move : str
+        The blocked move of the worst case, as ``'v>u'``.
+    n_moves : int
+        How many moves were blocked in turn.
+    """
+
+    k: int
+    mean: float
+    worst: float
+    worst_move: str
+    n_moves: int
+
+
+def ood_pass_at_k(policy: Policy, k: int) -> OODPass:
+    """Block one move ``e`` used by some correct rollout; rollouts through ``e`` fail.
+
+    ``ood_pass@k(e) = 1 - (1 - q(C without e))^k``; mean and worst over every such ``e``.
+    One pass over the prefix tree gives the correct flow through every move.
+    """
+    k = _check_k(k)
+    space = policy.space
+    used = np.zeros(space.n_moves, dtype=bool)
+    used_flow = space.subtree_sum(space.correct.astype(np.float64))
+    used[np.unique(space.move[1:][used_flow[1:] > 0])] = True
+    moves = np.flatnonzero(used)
+    fail = np.minimum(_failure_mass(policy) + correct_flow_by_move(policy)[moves], 1.0)
+    with np.errstate(divide="ignore"):
+        values = -np.expm1(k * np.log(fail))
+    worst = int(np.argmin(values))
+    return OODPass(k, float(values.mean()), float(values[worst]), space.move_label(int(moves[worst])), int(moves.size))
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Every measure of ``docs/theory.md`` for one policy against the base."""
+
+    accuracy: float
+    correct_entropy: float
+    effective_correct: float
+    gap_slope: float
+    ratio_distortion: float
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    distinct_at_k: dict[int, float] = field(default_factory=dict)
+    ood: dict[int, OODPass] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-ready dict (non-finite numbers become ``None``)."""
+
+        def clean(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {
+            "accuracy": clean(self.accuracy),
+            "correct_entropy": clean(self.correct_entropy),
+            "effective_correct": clean(self.effective_correct),
+            "gap_slope": clean(self.gap_slope),
+            "ratio_distortion": clean(self.ratio_distortion),
+            "pass_at_k": {str(k): clean(v) for k, v in self.pass_at_k.items()},
+            "distinct_at_k": {str(k): clean(v) for k, v in self.distinct_at_k.items()},
+            "ood_pass_at_k_mean": {str(k): clean(v.mean) for k, v in self.ood.items()},
+            "ood_pass_at_k_worst": {str(k): clean(v.worst) for k, v in self.ood.items()},
+            "ood_worst_move": {str(k): v.worst_move for k, v in self.ood.items()},
+        }
+
+
+def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
+    """All measures of ``policy`` against ``base`` for every ``k`` in ``ks``."""
+    ks = [_check_k(k) for k in ks]
+    entropy = correct_entropy(policy)
+    return Measures(
+        accuracy=policy.accuracy,
+        correct_entropy=entropy,
+        effective_correct=math.exp(entropy),
+        gap_slope=gap_slope(policy, base),
+        ratio_distortion=ratio_distortion(policy, base),
+        pass_at_k={k: pass_at_k(policy, k) for k in ks},
+        distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
+        ood={k: ood_pass_at_k(policy, k) for k in ks},
+    )

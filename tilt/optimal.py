@@ -1,0 +1,248 @@
+"""Exact optima of RL and of self-distillation, and their iterates.
+
+All in log space over the enumerated rollouts (``docs/theory.md``):
+
+* RL: ``pi_RL(y) = pi0(y) exp(r(y) / beta) / Z``; ``beta -> 0`` gives
+  ``pi0(y) r(y) / pi0(C)``.
+* sequence SD: ``q*(y) = pi(y) exp(S(y) / (1 + b)) / Z`` (anchor ``b >= 0``).
+* token SD: ``q(u | h) ∝ exp((E_c[log T_c(u | h)] + b log pi(u | h)) / (1 + b))``.
+* forward SD: ``q(y) = E_c T_c(y)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tilt.context import ContextModel, demonstrations
+from tilt.policy import Policy
+from tilt.space import FloatArray
+
+__all__ = [
+    "SD_METHODS",
+    "rl_optimum",
+    "MatchedRL",
+    "rl_matched",
+    "matched_beta",
+    "tilt_score",
+    "sd_sequence",
+    "sd_token",
+    "sd_forward",
+    "sd_optimum",
+    "iterate",
+]
+
+SD_METHODS = ("sequence", "token", "forward")
+"""Self-distillation variants accepted by :func:`sd_optimum`."""
+
+Demos = str | Policy
+
+
+def _check_beta(beta: float) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
+        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
+    beta = float(beta)
+    if math.isnan(beta) or beta < 0:
+        raise ValueError(f"beta must be >= 0 (0 is the limit beta -> 0), got {beta!r}")
+    return beta
+
+
+def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
+    """The optimum of ``E_q[r] - beta KL(q || pi)``.
+
+    ``q(y) = pi(y) exp(r(y) / beta) / Z`` for ``beta > 0``; at ``beta = 0`` the
+    limit ``pi(y) r(y) / pi(C)``; ``beta = inf`` returns ``pi``.  For correct
+    ``y, y'`` the ratio ``q(y) / q(y')`` equals ``pi(y) / pi(y')`` for every
+    ``beta``.
+
+    Raises
+    ------
+    ValueError
+        If ``beta < 0`` or ``nan``, or the limit is asked of a policy with no
+        correct mass.
+
+    Examples
+    --------
+    >>> from tilt.graphs import named_task
+    >>> from tilt.space import enumerate_rollouts
+    >>> from tilt.policy import base_policy
+    >>> pi0 = base_policy(enumerate_rollouts(named_task("grid3")), "uniform")
+    >>> round(rl_optimum(pi0).accuracy, 12)
+    1.0
+    """
+    beta = _check_beta(beta)
+    correct = policy.space.correct
+    if math.isinf(beta):
+        return policy
+    if beta == 0:
+        if not np.isfinite(policy.log_prob[correct]).any():
+            raise ValueError("the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined")
+        return Policy.from_log_weights(policy.space, np.where(correct, policy.log_prob, -np.inf))
+    return Policy.from_log_weights(policy.space, policy.log_prob + correct / beta)
+
+
+def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
+    """The ``beta`` at which RL from a base of accuracy ``p`` reaches accuracy ``a``.
+
+    ``pi_RL(C) = p e^{1/beta} / (p e^{1/beta} + 1 - p) = a`` gives
+    ``beta = 1 / log(a (1 - p) / (p (1 - a)))`` for ``p < a < 1``; ``a = 1``
+    gives ``0`` (the limit) and ``a = p`` gives ``inf`` (RL is the base).
+    Returns ``None`` when no ``beta >= 0`` reaches ``a`` (``a < p``: a reward of
+    1 for correct rollouts never lowers accuracy).
+    """
+    p, a = float(base_accuracy), float(target_accuracy)
+    if not (0 < p <= 1 and 0 <= a <= 1):
+        raise ValueError(f"accuracies must lie in (0, 1] and [0, 1], got {p!r} and {a!r}")
+    tol = 1e-14
+    if abs(a - p) <= tol:
+        return math.inf
+    if a < p:
+        return None
+    if a >= 1 - tol:
+        return 0.0
+    logit_gap = (math.log(a) - math.log1p(-a)) - (math.log(p) - math.log1p(-p))
+    return 1.0 / logit_gap
+
+
+@dataclass(frozen=True)
+class MatchedRL:
+    """RL at a target accuracy.
+
+    Attributes
+    ----------
+    target_accuracy : float
+    beta : float or None
+        ``None`` when no ``beta`` reaches the target.
+    policy : Policy or None
+        The RL optimum at ``beta``.
+    message : str
+        Why no ``beta`` reaches the target, or ``''``.
+    """
+
+    target_accuracy: float
+    beta: float | None
+    policy: Policy | None
+    message: str = ""
+
+
+def rl_matched(policy: Policy, target_accuracy: float) -> MatchedRL:
+    """RL optimum from ``policy`` whose accuracy equals ``target_accuracy`` (see :func:`matched_beta`)."""
+    beta = matched_beta(policy.accuracy, target_accuracy)
+    if beta is None:
+        return MatchedRL(
+            target_accuracy,
+            None,
+            None,
+            f"no beta reaches accuracy {target_accuracy:.6g}: it is below the base's "
+            f"{policy.accuracy:.6g}, and RL with a 0/1 reward only raises accuracy",
+        )
+    return MatchedRL(target_accuracy, beta, rl_optimum(policy, beta))
+
+
+def _demos(policy: Policy, demos: Demos, alpha: float) -> Policy:
+    return demonstrations(policy, demos, alpha) if isinstance(demos, str) else demos
+
+
+def _check_anchor(anchor: float) -> float:
+    anchor = float(anchor)
+    if not math.isfinite(anchor) or anchor < 0:
+        raise ValueError(f"anchor b must be finite and >= 0, got {anchor!r}")
+    return anchor
+
+
+def tilt_score(policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0) -> FloatArray:
+    """``S(y) = E_{c ~ D}[log pi(y | c) - log pi(y)]`` for every rollout.
+
+    ``demos`` is a name from :data:`tilt.context.DEMOS` (built from ``policy``)
+    or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
+    teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
+    """
+    return model.tilt_score(policy, _demos(policy, demos, alpha))
+
+
+def sd_sequence(
+    policy: Policy,
+    model: ContextModel,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> Policy:
+    """Optimum of ``E_c KL(q || T_c) + b KL(q || pi)``: ``q*(y) ∝ pi(y) exp(S(y) / (1 + b))``.
+
+    By Gibbs' inequality the objective is ``(1 + b) KL(q || q*) - log Z``.
+    """
+    anchor = _check_anchor(anchor)
+    score = tilt_score(policy, model, demos, alpha)
+    with np.errstate(invalid="ignore"):
+        log_weight = np.where(np.isneginf(score), -np.inf, policy.log_prob + score / (1.0 + anchor))
+    return Policy.from_log_weights(policy.space, log_weight)
+
+
+def sd_token(
+    policy: Policy,
+    model: ContextModel,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> Policy:
+    """Fixed point of per-token reverse KL with no gradient through the prefix distribution.
+
+    ``q(u | h) ∝ exp((E_c[log T_c(u | h) | T_c(h) > 0] + b log pi(u | h)) / (1 + b))``
+    at every prefix; where no teacher reaches ``h``, ``q(. | h) = pi(. | h)``.
+    Not the sequence optimum in general.
+    """
+    anchor = _check_anchor(anchor)
+    space = policy.space
+    target = model.token_log_target(policy, _demos(policy, demos, alpha))
+    own = policy.log_conditionals()
+    with np.errstate(invalid="ignore"):
+        logits = np.where(
+            np.isneginf(target), -np.inf, (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor)
+        )
+    logits = np.where(np.isneginf(own) & (anchor > 0), -np.inf, logits)
+    norm = space.sibling_logsumexp(logits)
+    dead = ~np.isfinite(norm)
+    with np.errstate(invalid="ignore"):
+        log_cond = np.where(dead, own, logits - norm)
+    return Policy.from_log_conditionals(space, log_cond)
+
+
+def sd_forward(policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0) -> Policy:
+    """Off-policy SD (fine-tuning on teacher samples): ``q(y) = E_{c ~ D} T_c(y)``."""
+    log_mix = model.forward_log_prob(policy, _demos(policy, demos, alpha))
+    return Policy.from_log_weights(policy.space, log_mix)
+
+
+def sd_optimum(
+    policy: Policy,
+    model: ContextModel,
+    method: str = "sequence",
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> Policy:
+    """The SD optimum of ``method`` in :data:`SD_METHODS` (anchor ignored by ``forward``)."""
+    if method == "sequence":
+        return sd_sequence(policy, model, demos, alpha, anchor)
+    if method == "token":
+        return sd_token(policy, model, demos, alpha, anchor)
+    if method == "forward":
+        return sd_forward(policy, model, demos, alpha)
+    raise ValueError(f"unknown SD method {method!r}: choose one of {', '.join(SD_METHODS)}")
+
+
+def iterate(policy: Policy, step: Callable[[Policy], Policy], rounds: int) -> list[Policy]:
+    """``[pi_0, pi_1, ..., pi_n]`` with ``pi_{k+1} = step(pi_k)``.
+
+    For SD, ``step`` takes demonstrations and teacher from ``pi_k`` (for example
+    ``lambda p: sd_sequence(p, model)``); for RL, ``lambda p: rl_optimum(p, beta)``.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+        raise ValueError(f"rounds must be a non-negative integer, got {rounds!r}")
+    out = [policy]
+    for _ in range(int(rounds)):
+        out.append(step(out[-1]))
+    return out

@@ -1,0 +1,190 @@
+"""Policies: distributions over the rollouts of a space, and base policies.
+
+A :class:`Policy` is the log-probability of every rollout; its conditionals on
+the prefix tree, ``pi(u | h)``, are derived from it (and back) exactly, in log
+space.  The base policy ``pi0`` is the edge softmax of ``docs/theory.md``:
+``pi0(u | h) = exp(theta(v, u)) / sum over u' in avail(h) of exp(theta(v, u'))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import logsumexp
+
+from tilt.space import FloatArray, RolloutSpace
+
+__all__ = [
+    "Policy",
+    "BASES",
+    "base_policy",
+    "edge_softmax",
+    "as_generator",
+]
+
+BASES = ("default", "uniform", "random")
+"""Names accepted by :func:`base_policy`."""
+
+
+def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """Normalise a seed (int, Generator or None) into a ``numpy.random.Generator``."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+    return np.random.default_rng(seed)
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """A probability distribution over the rollouts of ``space``.
+
+    Attributes
+    ----------
+    space : RolloutSpace
+    log_prob : ndarray of float64, shape (n_rollouts,)
+        ``log pi(y)``; ``-inf`` for zero mass.  Normalised: ``logsumexp == 0``.
+    """
+
+    space: RolloutSpace
+    log_prob: FloatArray
+
+    @classmethod
+    def from_log_weights(cls, space: RolloutSpace, log_weight: FloatArray) -> Policy:
+        """Normalise unnormalised log-weights ``w`` into ``pi(y) = exp(w(y)) / Z``.
+
+        Raises
+        ------
+        ValueError
+            If the weights contain ``nan`` or ``+inf``, or all are ``-inf``.
+        """
+        log_weight = np.asarray(log_weight, dtype=np.float64)
+        if log_weight.shape != (space.n_rollouts,):
+            raise ValueError(
+                f"expected {space.n_rollouts} log-weights, got shape {log_weight.shape}"
+            )
+        if np.isnan(log_weight).any() or np.isposinf(log_weight).any():
+            raise ValueError("log-weights contain nan or +inf: cannot normalise")
+        if np.isneginf(log_weight).all():
+            raise ValueError("every rollout has zero weight: cannot normalise")
+        return cls(space, log_weight - logsumexp(log_weight))
+
+    @classmethod
+    def from_log_conditionals(cls, space: RolloutSpace, log_cond: FloatArray) -> Policy:
+        """Build the policy whose conditionals are ``log pi(node[p] | parent[p])``.
+
+        ``log_cond`` has shape (n_prefixes,); entry 0 is ignored.  Each sibling
+        group must be normalised (within rounding); the result is renormalised.
+        """
+        values = np.array(log_cond, dtype=np.float64, copy=True)
+        values[0] = 0.0
+        log_prefix = space.path_sum(values)
+        return cls.from_log_weights(space, log_prefix[space.rollout_prefix])
+
+    # ------------------------------------------------------------- views
+    @property
+    def prob(self) -> FloatArray:
+        """``pi(y)`` for every rollout."""
+        return np.exp(self.log_prob)
+
+    def mass(self, where: NDArray[np.bool_]) -> float:
+        """``pi(A)`` for a boolean mask ``A`` over rollouts."""
+        return float(np.exp(logsumexp(self.log_prob[where]))) if where.any() else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """``pi(C)``."""
+        return self.mass(self.space.correct)
+
+    def prefix_log_mass(self) -> FloatArray:
+        """``log pi(h)`` for every prefix ``h``: the mass of the rollouts through it."""
+        return self.space.subtree_logsumexp(self.log_prob)
+
+    def log_conditionals(self) -> FloatArray:
+        """``log pi(node[p] | parent[p])`` for every prefix ``p`` (entry 0 is 0).
+
+        Where the parent prefix has zero mass the conditional is undefined; it is
+        set to the uniform ``-log(number of siblings)`` so every sibling group
+        stays a distribution.
+        """
+        space = self.space
+        mass = self.prefix_log_mass()
+        out = np.zeros(space.n_prefixes)
+        parent_mass = mass[space.parent[1:]]
+        reachable = np.isfinite(parent_mass)
+        with np.errstate(invalid="ignore"):
+            cond = mass[1:] - parent_mass
+        siblings = space.child_count[space.parent[1:]]
+        out[1:] = np.where(reachable, cond, -np.log(siblings))
+        return out
+
+    def conditional_probs(self) -> FloatArray:
+        """``pi(node[p] | parent[p])`` for every prefix (entry 0 is 1)."""
+        return np.exp(self.log_conditionals())
+
+    def check(self, atol: float = 1e-12) -> None:
+        """Raise ``ValueError`` unless the probabilities are finite, >= 0 and sum to 1."""
+        p = self.prob
+        if np.isnan(self.log_prob).any():
+            raise ValueError("policy has nan log-probabilities")
+        if abs(p.sum() - 1.0) > atol:
+            raise ValueError(f"policy sums to {p.sum()!r}, not 1 within {atol}")
+
+
+def edge_softmax(space: RolloutSpace, move_logit: FloatArray) -> Policy:
+    """The edge-softmax policy of per-move logits ``theta``.
+
+    ``pi(u | h) = exp(theta(v, u)) / sum over u' in avail(h) of exp(theta(v, u'))``
+    and ``pi(y)`` is the product along the path.
+
+    Parameters
+    ----------
+    move_logit : ndarray, shape (n_moves,)
+        Finite logit of every directed move.
+    """
+    move_logit = np.asarray(move_logit, dtype=np.float64)
+    if move_logit.shape != (space.n_moves,):
+        raise ValueError(f"expected {space.n_moves} move logits, got shape {move_logit.shape}")
+    if not np.isfinite(move_logit).all():
+        raise ValueError("move logits must be finite")
+    logits = np.zeros(space.n_prefixes)
+    logits[1:] = move_logit[space.move[1:]]
+    log_cond = logits - space.sibling_logsumexp(logits)
+    return Policy.from_log_conditionals(space, log_cond)
+
+
+def base_policy(
+    space: RolloutSpace,
+    kind: str = "default",
+    seed: int | np.random.Generator | None = None,
+    scale: float = 1.0,
+) -> Policy:
+    """The base policy ``pi0`` of a space.
+
+    Parameters
+    ----------
+    kind : {'default', 'uniform', 'random'}
+        ``default``: the edge softmax of the graph's ``logit`` attributes (each
+        named graph documents its own); ``uniform``: all logits 0, so every
+        available next node is equally likely; ``random``: logits drawn
+        ``Normal(0, scale)`` per directed move from ``seed``.
+    seed : int, Generator or None
+        Used by ``random`` only.
+
+    Raises
+    ------
+    ValueError
+        On an unknown ``kind`` or a negative ``scale``.
+    """
+    if kind == "default":
+        return edge_softmax(space, space.move_logit)
+    if kind == "uniform":
+        return edge_softmax(space, np.zeros(space.n_moves))
+    if kind == "random":
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"random base scale must be finite and >= 0, got {scale!r}")
+        rng = as_generator(seed)
+        return edge_softmax(space, rng.normal(0.0, scale, size=space.n_moves))
+    raise ValueError(f"unknown base {kind!r}: choose one of {', '.join(BASES)}")
