@@ -93,7 +93,8 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"size guard for enumeration (default {DEFAULT_MAX_ROLLOUTS:,})")
     g.add_argument("--base", default="default", choices=BASES,
                    help="base policy: the graph's logits, uniform, or seeded random logits")
-    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of every random choice (default 0)")
     s = parser.add_argument_group("self-distillation")
     s.add_argument("--context", default="edge", choices=CONTEXTS, help="context model (default edge)")
     s.add_argument("--strength", type=finite_float,

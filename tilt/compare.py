@@ -171,7 +171,7 @@ def as_json(comparison: Comparison) -> dict[str, object]:
             "demos": inst.demos,
             "alpha": inst.alpha,
             "anchor": inst.anchor,
-            "beta": inst.beta,
+            "beta": inst.beta if math.isfinite(inst.beta) else None,
             "rounds": comparison.rounds,
             "k": list(comparison.ks),
         },

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,8 +234,9 @@ def make_task(
     if src == tgt:
         raise ValueError(f"source and target are the same node {str(src)!r}: give two different nodes")
     if horizon is not None:
-        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
+        if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 0:
             raise ValueError(f"horizon must be a non-negative integer or None, got {horizon!r}")
+        horizon = int(horizon)  # a numpy integer becomes a plain int (JSON output)
     directed = graph.to_directed() if not graph.is_directed() else graph.copy()
     for v, u, data in directed.edges(data=True):
         raw = data.get("logit", 0.0)
@@ -299,10 +301,14 @@ def load_graph(
             f"graph file {str(path)!r} names no source/target: give --source and --target"
         )
     if horizon is None and attrs.get("horizon") is not None:
+        raw = attrs["horizon"]
         try:
-            horizon = int(attrs["horizon"])
-        except (TypeError, ValueError):
-            raise ValueError(f"graph attribute horizon={attrs['horizon']!r} is not an integer") from None
+            value = float(raw)
+            horizon = int(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+            raise ValueError(f"graph attribute horizon={raw!r} is not an integer") from None
+        if value != horizon:  # 2.7 is not silently truncated to 2
+            raise ValueError(f"graph attribute horizon={raw!r} is not an integer")
     return make_task(graph, source, target, horizon, name=path.name)
 
 

@@ -54,14 +54,16 @@ def pass_at_k(policy: Policy, k: int) -> float:
     """``1 - (1 - q(C))^k``: a correct rollout among ``k`` independent samples."""
     k = _check_k(k)
     fail = _failure_mass(policy)
-    return -math.expm1(k * math.log(fail)) if fail > 0 else 1.0
+    # 0.0 - x, not -x: a plain 0.0 (not -0.0) when fail = 1
+    return 0.0 - math.expm1(k * math.log(fail)) if fail > 0 else 1.0
 
 
 def distinct_at_k(policy: Policy, k: int) -> float:
     """``sum over y in C of 1 - (1 - q(y))^k``: expected distinct correct rollouts in ``k`` samples."""
     k = _check_k(k)
     q = policy.prob[policy.space.correct]
-    return float(-np.expm1(k * np.log1p(-np.minimum(q, 1.0))).sum())
+    with np.errstate(divide="ignore"):  # q(y) = 1: log1p(-1) = -inf, term 1
+        return float(0.0 - np.expm1(k * np.log1p(-np.minimum(q, 1.0))).sum())
 
 
 def correct_entropy(policy: Policy) -> float:
@@ -145,7 +147,7 @@ def ood_pass_at_k(policy: Policy, k: int) -> OODPass:
     moves = np.flatnonzero(used)
     fail = np.minimum(_failure_mass(policy) + correct_flow_by_move(policy)[moves], 1.0)
     with np.errstate(divide="ignore"):
-        values = -np.expm1(k * np.log(fail))
+        values = 0.0 - np.expm1(k * np.log(fail))  # 0.0 - x: 0.0, not -0.0, at fail = 1
     worst = int(np.argmin(values))
     return OODPass(k, float(values.mean()), float(values[worst]), space.move_label(int(moves[worst])), int(moves.size))
 

@@ -81,7 +81,9 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
         if not np.isfinite(policy.log_prob[correct]).any():
             raise ValueError("the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined")
         return Policy.from_log_weights(policy.space, np.where(correct, policy.log_prob, -np.inf))
-    return Policy.from_log_weights(policy.space, policy.log_prob + correct / beta)
+    # weight exp(-1/beta) on incorrect rollouts (not exp(+1/beta) on correct ones): adding 1/beta
+    # to the correct log-probabilities would round them to the ulp of 1/beta (1e-4 at beta=1e-12)
+    return Policy.from_log_weights(policy.space, policy.log_prob - (~correct) / beta)
 
 
 def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
