@@ -82,31 +82,66 @@ def finite_float(text: str) -> float:
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose graph, base, context model and demonstrations."""
     g = parser.add_argument_group("instance")
-    g.add_argument("--graph", default="grid5", metavar="NAME|FILE",
-                   help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/edge-list file "
-                        "(default grid5)")
+    g.add_argument(
+        "--graph",
+        default="grid5",
+        metavar="NAME|FILE",
+        help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/edge-list file "
+        "(default grid5)",
+    )
     g.add_argument("--source", help="source node label (default: the graph's)")
     g.add_argument("--target", help="target node label (default: the graph's)")
-    g.add_argument("--horizon", type=non_negative_int, help="most moves per rollout (default: none)")
+    g.add_argument(
+        "--horizon", type=non_negative_int, help="most moves per rollout (default: none)"
+    )
     g.add_argument("--directed", action="store_true", help="read an edge list as directed moves")
-    g.add_argument("--max-rollouts", type=positive_int, default=DEFAULT_MAX_ROLLOUTS,
-                   help=f"size guard for enumeration (default {DEFAULT_MAX_ROLLOUTS:,})")
-    g.add_argument("--base", default="default", choices=BASES,
-                   help="base policy: the graph's logits, uniform, or seeded random logits")
-    g.add_argument("--seed", type=non_negative_int, default=0,
-                   help="seed of every random choice (default 0)")
+    g.add_argument(
+        "--max-rollouts",
+        type=positive_int,
+        default=DEFAULT_MAX_ROLLOUTS,
+        help=f"size guard for enumeration (default {DEFAULT_MAX_ROLLOUTS:,})",
+    )
+    g.add_argument(
+        "--base",
+        default="default",
+        choices=BASES,
+        help="base policy: the graph's logits, uniform, or seeded random logits",
+    )
+    g.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of every random choice (default 0)"
+    )
     s = parser.add_argument_group("self-distillation")
-    s.add_argument("--context", default="edge", choices=CONTEXTS, help="context model (default edge)")
-    s.add_argument("--strength", type=finite_float,
-                   help="lam for copy, gamma for edge/kernel (default: "
-                        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_STRENGTH.items()) + ")")
-    s.add_argument("--demos", default="own", choices=DEMOS, help="demonstration distribution (default own)")
-    s.add_argument("--alpha", type=finite_float, default=0.5,
-                   help="tempering exponent for --demos tempered (default 0.5)")
-    s.add_argument("--anchor", type=finite_float, default=0.0,
-                   help="anchor b of b*KL(q||pi) for sequence and token SD (default 0)")
-    s.add_argument("--beta", type=finite_float, default=0.0,
-                   help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)")
+    s.add_argument(
+        "--context", default="edge", choices=CONTEXTS, help="context model (default edge)"
+    )
+    s.add_argument(
+        "--strength",
+        type=finite_float,
+        help="lam for copy, gamma for edge/kernel (default: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_STRENGTH.items())
+        + ")",
+    )
+    s.add_argument(
+        "--demos", default="own", choices=DEMOS, help="demonstration distribution (default own)"
+    )
+    s.add_argument(
+        "--alpha",
+        type=finite_float,
+        default=0.5,
+        help="tempering exponent for --demos tempered (default 0.5)",
+    )
+    s.add_argument(
+        "--anchor",
+        type=finite_float,
+        default=0.0,
+        help="anchor b of b*KL(q||pi) for sequence and token SD (default 0)",
+    )
+    s.add_argument(
+        "--beta",
+        type=finite_float,
+        default=0.0,
+        help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +175,6 @@ class Instance:
         )
 
 
-
 def build_instance(args: argparse.Namespace) -> Instance:
     """Enumerate the space and build base, context model and options from parsed arguments."""
     if args.beta < 0:
@@ -155,8 +189,9 @@ def build_instance(args: argparse.Namespace) -> Instance:
     space = enumerate_rollouts(task, args.max_rollouts)
     base = base_policy(space, args.base, seed=args.seed)
     base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
-    return Instance(space, base, model, args.demos, args.alpha, args.anchor, args.beta, args.seed,
-                    base_name)
+    return Instance(
+        space, base, model, args.demos, args.alpha, args.anchor, args.beta, args.seed, base_name
+    )
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:
@@ -215,7 +250,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for r in [header, *rows]:
-        cells = [str(r[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        cells = [str(r[0]).ljust(widths[0])] + [
+            str(c).rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

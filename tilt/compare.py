@@ -17,7 +17,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.cli import (
@@ -71,9 +71,11 @@ class Comparison:
         return next(r for r in self.rows if r.key == key)
 
 
-def _sd_step(instance: Instance, method: str):  # type: ignore[no-untyped-def]
+def _sd_step(instance: Instance, method: str) -> Callable[[Policy], Policy]:
     def step(policy: Policy) -> Policy:
-        return sd_optimum(policy, instance.model, method, instance.demos, instance.alpha, instance.anchor)
+        return sd_optimum(
+            policy, instance.model, method, instance.demos, instance.alpha, instance.anchor
+        )
 
     return step
 
@@ -110,8 +112,13 @@ def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1)
         results.append(MethodResult("rl_matched", "RL @ SD acc", None, None, note=matched.message))
     else:
         results.append(
-            MethodResult("rl_matched", "RL @ SD acc", matched.policy, measure(matched.policy, base, ks),
-                         beta=matched.beta)
+            MethodResult(
+                "rl_matched",
+                "RL @ SD acc",
+                matched.policy,
+                measure(matched.policy, base, ks),
+                beta=matched.beta,
+            )
         )
     results.extend(sd_rows)
     tilt = tilt_score(base, instance.model, instance.demonstrations(base))
@@ -134,16 +141,39 @@ def format_table(comparison: Comparison) -> str:
             shape_rows.append([r.label, beta] + ["--"] * 5)
             k_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
             continue
-        shape_rows.append([r.label, beta, fmt(m.accuracy), fmt(m.correct_entropy, 3), fmt(m.effective_correct, 1),
-                           fmt(m.gap_slope, 3), fmt(m.ratio_distortion, 3)])
-        k_rows.append([r.label] + [fmt(m.pass_at_k[k]) for k in c.ks] + [fmt(m.distinct_at_k[k], 2) for k in c.ks]
-                      + [fmt(m.ood[k].mean) for k in c.ks] + [fmt(m.ood[k].worst) for k in c.ks])
+        shape_rows.append(
+            [
+                r.label,
+                beta,
+                fmt(m.accuracy),
+                fmt(m.correct_entropy, 3),
+                fmt(m.effective_correct, 1),
+                fmt(m.gap_slope, 3),
+                fmt(m.ratio_distortion, 3),
+            ]
+        )
+        k_rows.append(
+            [r.label]
+            + [fmt(m.pass_at_k[k]) for k in c.ks]
+            + [fmt(m.distinct_at_k[k], 2) for k in c.ks]
+            + [fmt(m.ood[k].mean) for k in c.ks]
+            + [fmt(m.ood[k].worst) for k in c.ks]
+        )
     lines.append("")
-    lines.append(table(["method", "beta", "accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion"],
-                       shape_rows))
+    lines.append(
+        table(
+            ["method", "beta", "accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion"],
+            shape_rows,
+        )
+    )
     lines.append("")
-    header = (["method"] + [f"pass@{k}" for k in c.ks] + [f"distinct@{k}" for k in c.ks]
-              + [f"ood@{k} mean" for k in c.ks] + [f"ood@{k} worst" for k in c.ks])
+    header = (
+        ["method"]
+        + [f"pass@{k}" for k in c.ks]
+        + [f"distinct@{k}" for k in c.ks]
+        + [f"ood@{k} mean" for k in c.ks]
+        + [f"ood@{k} worst" for k in c.ks]
+    )
     lines.append(table(header, k_rows))
     notes = [f"{r.label}: {r.note}" for r in c.rows if r.note]
     if notes:
@@ -219,16 +249,28 @@ def rollouts_csv(comparison: Comparison) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m tilt.compare",
-        description="Exact optima of RL and self-distillation on one rollout space, and their measures.",
+        description="Exact optima of RL and self-distillation on one rollout space, "
+        "and their measures.",
     )
     add_instance_arguments(parser)
     out = parser.add_argument_group("output")
-    out.add_argument("--k", type=positive_int, nargs="+", default=[1, 8, 64],
-                     help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)")
-    out.add_argument("--rounds", type=non_negative_int, default=1,
-                     help="apply each method this many times, each round from the last (default 1)")
+    out.add_argument(
+        "--k",
+        type=positive_int,
+        nargs="+",
+        default=[1, 8, 64],
+        help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",
+    )
+    out.add_argument(
+        "--rounds",
+        type=non_negative_int,
+        default=1,
+        help="apply each method this many times, each round from the last (default 1)",
+    )
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    out.add_argument("--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file")
+    out.add_argument(
+        "--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file"
+    )
     return parser
 
 
@@ -248,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(format_table(comparison))
             if args.rollouts:
-                print(f"\nwrote {comparison.instance.space.n_rollouts:,} rollouts to {args.rollouts}")
+                print(
+                    f"\nwrote {comparison.instance.space.n_rollouts:,} rollouts to {args.rollouts}"
+                )
         return 0
 
     return run_main("tilt.compare", body)

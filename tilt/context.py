@@ -16,10 +16,11 @@ edge marginals plus one rollout-by-demonstration product for its constant.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 
 import numpy as np
-from scipy.special import logsumexp
 
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray, RolloutSpace, TooLargeError
@@ -136,6 +137,139 @@ def _log_expm1(gamma: float) -> float:
     return gamma + math.log(-math.expm1(-gamma))
 
 
+_POLICY_CACHE: dict[str, object] = {}
+"""Per-prefix arrays of the last policy seen (one entry, held weakly): the optima of one
+instance ask for the same conditionals several times."""
+
+
+def _cached(policy: Policy, name: str, compute):  # type: ignore[no-untyped-def]
+    """``compute()``, remembered for ``policy`` under ``name`` (read-only array).
+
+    One policy at a time, held weakly: the entries go when the policy does or
+    when another policy is asked about.  Names ending in ``@...`` form a group
+    of which only the latest is kept (one per set of demonstrations).
+    """
+    ref = _POLICY_CACHE.get("policy")
+    if ref is None or ref() is not policy:  # type: ignore[operator]
+        _POLICY_CACHE.clear()
+
+        def forget(dead: weakref.ref[Policy]) -> None:
+            if _POLICY_CACHE.get("policy") is dead:
+                _POLICY_CACHE.clear()
+
+        _POLICY_CACHE["policy"] = weakref.ref(policy, forget)
+    if name not in _POLICY_CACHE:
+        group = name.split("@")[0] + "@"
+        if "@" in name:
+            for key in [k for k in _POLICY_CACHE if k.startswith(group)]:
+                del _POLICY_CACHE[key]
+        value = compute()
+        value.flags.writeable = False
+        _POLICY_CACHE[name] = value
+    return _POLICY_CACHE[name]
+
+
+def _log_conditionals(policy: Policy) -> FloatArray:
+    """``policy.log_conditionals()``, computed once per policy object (read-only)."""
+    return _cached(policy, "log_cond", policy.log_conditionals)
+
+
+def _prefix_log_mass(policy: Policy) -> FloatArray:
+    """``policy.prefix_log_mass()``, computed once per policy object (read-only)."""
+    return _cached(policy, "log_mass", policy.prefix_log_mass)
+
+
+def _scipy_logsumexp():  # type: ignore[no-untyped-def]
+    """``scipy.special.logsumexp``, imported on first use (it costs 0.15 s at start-up)."""
+    from scipy.special import logsumexp
+
+    return logsumexp
+
+
+def _check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
+    """Raise :class:`TooLargeError` when ``n_demos x n_rollouts`` teacher terms exceed the limit.
+
+    The forward mixture ``sum_c D(c) T_c(y)`` of the edge and kernel models has
+    no structured form: every pair ``(y, c)`` contributes its own term.
+    """
+    work = n_demos * space.n_rollouts
+    if work > GENERIC_LIMIT:
+        raise TooLargeError(
+            f"{what} needs the sum over {n_demos:,} demonstrations of every teacher at each of "
+            f"{space.n_rollouts:,} rollouts = {work:.3g} teacher terms (limit {GENERIC_LIMIT:.3g}; "
+            "no exact algorithm avoids the pairs): use a horizon, a smaller graph, or sequence/token SD"
+        )
+
+
+_SAFE_RANGE = 600.0
+"""Largest spread of exponents summed in the linear domain (``e^-600`` is far from underflow)."""
+
+_BLOCK_ENTRIES = 1 << 23
+"""Entries of one block of the pairwise mixture (64 MiB): large enough that a threaded BLAS
+product is worth its synchronisation (small blocks are much slower with OpenBLAS threads on a
+busy machine), small enough to stay far below the memory of the space."""
+
+_KERNEL_BLOCK = 1 << 19
+"""Entries of one level block of the kernel pass (4 MiB, cache-sized)."""
+
+
+def _log_mixture(weights: FloatArray, members: FloatArray, log_w: FloatArray) -> FloatArray:
+    """``out[y] = log sum_c exp(weights[y] . members[c] + log_w[c])`` for 0/1 rows ``members``.
+
+    ``members`` is a 0/1 matrix, so ``weights[y] . members[c]`` lies in
+    ``[lo(y), hi(y)]``, the sums of the negative and positive entries of
+    ``weights[y]``: each row is shifted by ``hi(y)`` inside the product (one extra
+    column) and the mixture is ``exp(block) @ w``, in cache-sized blocks, with no
+    max pass.  Rows whose spread ``hi - lo`` (plus that of ``log_w``) exceeds
+    :data:`_SAFE_RANGE` take the exact max-shifted path instead.
+    """
+    n_rows = weights.shape[0]
+    out = np.full(n_rows, -np.inf)
+    finite = np.isfinite(log_w)
+    if not finite.any() or n_rows == 0:
+        return out
+    members = members[finite]
+    log_w = log_w[finite]
+    top = float(log_w.max())
+    w = np.exp(log_w - top)
+    hi = np.maximum(weights, 0.0).sum(axis=1)
+    lo = np.minimum(weights, 0.0).sum(axis=1)
+    w_spread = top - float(log_w.min())
+    fast = (hi - lo) + w_spread <= _SAFE_RANGE
+    shifted = np.empty((n_rows, weights.shape[1] + 1))
+    shifted[:, :-1] = weights
+    shifted[:, -1] = -hi
+    ones = np.empty((members.shape[0], members.shape[1] + 1))
+    ones[:, :-1] = members
+    ones[:, -1] = 1.0
+    ones_t = np.ascontiguousarray(ones.T)
+    cols = members.shape[0]
+    col_step = max(256, min(cols, _BLOCK_ENTRIES // 64))
+    row_step = max(1, _BLOCK_ENTRIES // min(col_step, cols))
+    rows_fast = np.flatnonzero(fast)
+    total = np.zeros(n_rows)
+    for r0 in range(0, rows_fast.size, row_step):
+        rows = rows_fast[r0 : r0 + row_step]
+        left = shifted[rows]
+        acc = np.zeros(rows.size)
+        for c0 in range(0, cols, col_step):
+            block = left @ ones_t[:, c0 : c0 + col_step]
+            np.exp(block, out=block)
+            acc += np.einsum("ij,j->i", block, w[c0 : c0 + col_step])
+        total[rows] = acc
+    with np.errstate(divide="ignore"):
+        out[fast] = np.log(total[fast]) + hi[fast] + top
+    slow = np.flatnonzero(~fast)
+    members_t = np.ascontiguousarray(members.T)
+    step = max(1, _BLOCK_ENTRIES // max(cols, 1))
+    for r0 in range(0, slow.size, step):
+        rows = slow[r0 : r0 + step]
+        block = weights[rows] @ members_t
+        block += log_w
+        out[rows] = _logsumexp_columns(block)
+    return out
+
+
 # --------------------------------------------------------------------------
 # generic paths, through teacher_log_prob
 
@@ -196,7 +330,7 @@ def generic_token_log_target(model: ContextModel, policy: Policy, demos: Policy)
             w = demos.prob[c]
             numerator[1:] += np.where(reached, np.where(np.isneginf(cond), -np.inf, w * cond), 0.0)
             weight_sum[1:] += np.where(reached, w, 0.0)
-    own = policy.log_conditionals()
+    own = _log_conditionals(policy)
     has = weight_sum > 0
     out = own.copy()
     out[has] = numerator[has] / weight_sum[has]
@@ -212,7 +346,7 @@ def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy)
     out = np.full(space.n_rollouts, -np.inf)
     for chunk in _chunks(support, space.n_rollouts):
         teacher = model.teacher_log_prob(policy, chunk) + demos.log_prob[chunk][:, None]
-        out = np.logaddexp(out, logsumexp(teacher, axis=0))
+        out = np.logaddexp(out, _scipy_logsumexp()(teacher, axis=0))
     return out
 
 
@@ -318,13 +452,13 @@ class CopyContext(ContextModel):
         # E_c log T_c(p | h) = (1 - D(h)) log pi(p|h) + D(p) log((1-lam) pi(p) + lam)
         #   + (D(h) - D(p)) log((1-lam) pi(p)) - D(h) log((1-lam) pi(h) + lam)
         space = policy.space
-        log_mass = policy.prefix_log_mass()
+        log_mass = _prefix_log_mass(policy)
         d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
         parent = space.parent[1:]
         lam = self.lam
         log_keep = math.log1p(-lam)
         log_lam = math.log(lam) if lam else -np.inf
-        own = policy.log_conditionals()[1:]
+        own = _log_conditionals(policy)[1:]
         d_h, d_p = d_mass[parent], np.minimum(d_mass[1:], d_mass[parent])
         lp, lh = log_mass[1:], log_mass[parent]
         through_both = np.logaddexp(log_keep + lp, log_lam)
@@ -379,11 +513,14 @@ class EdgeContext(ContextModel):
         return f"edge(gamma={self.gamma:g})"
 
     def _log_boost(self, policy: Policy) -> FloatArray:
-        """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0)."""
-        log_cond = policy.log_conditionals()
-        out = np.logaddexp(0.0, _log_expm1(self.gamma) + log_cond)
-        out[0] = 0.0
-        return out
+        """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0; cached, read-only)."""
+
+        def compute() -> FloatArray:
+            out = np.logaddexp(0.0, _log_expm1(self.gamma) + _log_conditionals(policy))
+            out[0] = 0.0
+            return out
+
+        return _cached(policy, f"edge_boost_{self.gamma!r}", compute)
 
     def _step_weights(self, policy: Policy) -> FloatArray:
         """``W[y, e] = gamma [e in E(y)] - sum of l over the moves e available along y``."""
@@ -396,36 +533,40 @@ class EdgeContext(ContextModel):
         incidence = space.move_incidence()[np.asarray(demos, dtype=np.int64)]
         return policy.log_prob[None, :] + incidence @ weights.T
 
+    def _step(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``gamma m(move[p]) - E_c log Z(parent[p], c)`` per prefix (entry 0 is 0; cached, read-only).
+
+        Shared by the tilt score (summed along paths) and the token target
+        (added to ``log pi(u | h)``); cached per policy and demonstrations.
+        """
+
+        def compute() -> FloatArray:
+            space = policy.space
+            m = edge_marginals(demos)
+            step = np.zeros(space.n_prefixes)
+            step[1:] = self.gamma * m[space.move[1:]]
+            expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
+            step[1:] -= expected_log_z[space.parent[1:]]
+            return step
+
+        return _cached(policy, f"edge_step@{self.gamma!r}_{_digest(demos.log_prob)}", compute)
+
     def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
-        m = edge_marginals(demos)
-        step = np.zeros(space.n_prefixes)
-        step[1:] = self.gamma * m[space.move[1:]]
-        expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
-        step[1:] -= expected_log_z[space.parent[1:]]
-        return space.path_sum(step)[space.rollout_prefix]
+        return space.path_sum(self._step(policy, demos))[space.rollout_prefix]
 
     def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
-        space = policy.space
-        m = edge_marginals(demos)
-        own = policy.log_conditionals()
-        expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
-        out = own.copy()
-        out[1:] += self.gamma * m[space.move[1:]] - expected_log_z[space.parent[1:]]
+        out = _log_conditionals(policy) + self._step(policy, demos)
         out[0] = 0.0
         return out
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
         support = _support(demos)
+        _check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
         weights = self._step_weights(policy)
         incidence = space.move_incidence()
-        out = np.full(space.n_rollouts, -np.inf)
-        for chunk in _chunks(support, space.n_rollouts):
-            teacher = weights @ incidence[chunk].T
-            teacher += demos.log_prob[chunk][None, :]
-            out = np.logaddexp(out, _logsumexp_columns(teacher))
-        return policy.log_prob + out
+        return policy.log_prob + _log_mixture(weights, incidence[support], demos.log_prob[support])
 
 
 def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> FloatArray:
@@ -439,9 +580,18 @@ class KernelContext(ContextModel):
     """``kernel(gamma)``: ``pi(y | c) ∝ pi(y) exp(gamma |E(y) ∩ E(c)|)``.
 
     ``S(y) = gamma sum_{e in E(y)} m(e) - E_c log Z(c)`` with
-    ``Z(c) = sum_y pi(y) exp(gamma |E(y) ∩ E(c)|)``; the constant needs one
-    ``(n_rollouts x n_moves) @ (n_moves x |supp D|)`` product, done in blocks.
-    The token target goes through the generic path (one teacher per demo).
+    ``Z(c) = sum_y pi(y) exp(gamma |E(y) ∩ E(c)|)``.  Structured forms, with
+    ``r_c(p) = sum over rollouts y below p of pi(y | p) exp(gamma |E(y after p) ∩ E(c)|)``
+    computed for a block of demonstrations at once by one bottom-up pass over
+    the prefix tree (``r_c = 1`` at a leaf)::
+
+        r_c(h) = sum_{q child of h} pi(q | h) (1 + (e^gamma - 1) [move(q) in E(c)]) r_c(q)
+        Z(c) = r_c(root)
+        token: E_c log T_c(u | h) = log pi(u | h) + gamma m(v, u) + E_c log r_c(hu) - E_c log r_c(h)
+
+    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix.  The
+    forward mixture needs every pair: one ``(n_rollouts x n_moves) @ (n_moves x k)``
+    product per block of demonstrations.
     """
 
     name = "kernel"
@@ -452,6 +602,10 @@ class KernelContext(ContextModel):
     def describe(self) -> str:
         return f"kernel(gamma={self.gamma:g})"
 
+    def _linear_ok(self, space: RolloutSpace) -> bool:
+        """``r_c <= e^(gamma max_depth)`` stays far from overflow."""
+        return self.gamma * space.max_depth <= _SAFE_RANGE
+
     def _blocks(self, policy: Policy, demos: Policy):  # type: ignore[no-untyped-def]
         """Yield ``(chunk, log pi(y) + gamma n(y, c))`` of shape (n_rollouts, k)."""
         space = policy.space
@@ -460,28 +614,171 @@ class KernelContext(ContextModel):
             overlap = incidence @ incidence[chunk].T
             yield chunk, policy.log_prob[:, None] + self.gamma * overlap
 
+    def _log_z_dense(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
+        """``(support, log Z(c))`` by explicit rollout-by-demonstration blocks."""
+        support, parts = [], []
+        for chunk, tilted in self._blocks(policy, demos):
+            support.append(chunk)
+            parts.append(_logsumexp_columns(np.ascontiguousarray(tilted.T).copy()))
+        return np.concatenate(support), np.concatenate(parts)
+
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
         incidence = policy.space.move_incidence()
         tilted = policy.log_prob[None, :] + self.gamma * (incidence[np.asarray(demos)] @ incidence.T)
-        return tilted - logsumexp(tilted, axis=1, keepdims=True)
+        return tilted - _scipy_logsumexp()(tilted, axis=1, keepdims=True)
+
+    def _log_z(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
+        space = policy.space
+        support = _support(demos)
+        if self._linear_ok(space) and support.size * space.n_prefixes <= GENERIC_LIMIT:
+            log_z, _ = _kernel_pass(self.gamma, policy, demos, want_prefixes=False)
+            return support, log_z
+        return self._log_z_dense(policy, demos)
 
     def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
         m = edge_marginals(demos)
-        expected_log_z = 0.0
-        for chunk, tilted in self._blocks(policy, demos):
-            expected_log_z += float(demos.prob[chunk] @ _logsumexp_columns(np.ascontiguousarray(tilted.T)))
+        support, log_z = self._log_z(policy, demos)
+        expected_log_z = float(demos.prob[support] @ log_z)
         per_move = np.zeros(space.n_prefixes)
         per_move[1:] = self.gamma * m[space.move[1:]]
         return space.path_sum(per_move)[space.rollout_prefix] - expected_log_z
 
-    def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
-        out = np.full(policy.space.n_rollouts, -np.inf)
-        for chunk, tilted in self._blocks(policy, demos):
-            log_z = _logsumexp_columns(np.ascontiguousarray(tilted.T))
-            tilted += demos.log_prob[chunk] - log_z
-            out = np.logaddexp(out, _logsumexp_columns(tilted))
+    def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        if not self._linear_ok(space):
+            return generic_token_log_target(self, policy, demos)
+        _, expected = _kernel_pass(self.gamma, policy, demos, want_prefixes=True)
+        own = _log_conditionals(policy)
+        log_mass = _prefix_log_mass(policy)
+        parent = space.parent[1:]
+        m = edge_marginals(demos)
+        out = own.copy()
+        reached = np.isfinite(log_mass[parent])
+        alive = reached & np.isfinite(log_mass[1:])
+        value = np.full(space.n_prefixes - 1, -np.inf)
+        value[alive] = (log_mass[1:][alive] - log_mass[parent][alive]) + self.gamma * m[space.move[1:]][alive] + (
+            expected[1:][alive] - expected[parent][alive]
+        )
+        out[1:] = np.where(reached, value, own[1:])
+        out[0] = 0.0
         return out
+
+    def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        support, log_z = self._log_z(policy, demos)
+        _check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
+        incidence = space.move_incidence()
+        log_w = demos.log_prob[support] - log_z
+        return policy.log_prob + _log_mixture(self.gamma * incidence, incidence[support], log_w)
+
+
+def _incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
+    """``A[i, e] = 1`` when rollout ``rollouts[i]`` makes move ``e``: shape (len(rollouts), n_moves)."""
+    out = np.zeros((rollouts.size, space.n_moves))
+    moves = space.path_moves(rollouts)
+    rows = np.broadcast_to(np.arange(rollouts.size)[:, None], moves.shape)
+    keep = moves >= 0
+    out[rows[keep], moves[keep]] = 1.0
+    return out
+
+
+_KERNEL_CACHE: dict[str, object] = {}
+"""The last kernel pass, one entry: keyed on the space (weakly), ``gamma`` and digests of the
+policy's and the demonstrations' log-probabilities, so the optima of one instance share it."""
+
+
+def _digest(values: FloatArray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(values).tobytes(), digest_size=16).hexdigest()
+
+
+def _kernel_key(gamma: float, policy: Policy, demos: Policy) -> tuple[object, ...]:
+    return (id(policy.space), gamma, _digest(policy.log_prob), _digest(demos.log_prob))
+
+
+def _kernel_pass(gamma: float, policy: Policy, demos: Policy, want_prefixes: bool) -> tuple[FloatArray, FloatArray]:
+    """Bottom-up pass of the kernel model over blocks of demonstrations.
+
+    Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
+    when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix
+    (meaningless below a zero-mass prefix).  Values are held one depth at a
+    time, prefix-major (``(width, k)``), so each level is a contiguous block.
+    The last result is cached for the same policy object and demonstrations.
+    """
+    key = _kernel_key(gamma, policy, demos)
+    cached = _KERNEL_CACHE.get("key")
+    ref = _KERNEL_CACHE.get("space")
+    if cached == key and ref is not None and ref() is policy.space:  # type: ignore[operator]
+        log_z, expected = _KERNEL_CACHE["value"]  # type: ignore[misc]
+        if expected is not None or not want_prefixes:
+            return log_z, expected  # type: ignore[return-value]
+    space = policy.space
+    support = _support(demos)
+    _check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
+    log_mass = _prefix_log_mass(policy)
+    cond = np.zeros(space.n_prefixes)
+    parent = space.parent[1:]
+    reached = np.isfinite(log_mass[parent])
+    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
+    boost = math.expm1(gamma)
+    moves = space.move
+    level_start = space.level_start
+    levels = space._bottom_up_levels()
+    widest = int(np.diff(level_start).max())
+    log_z = np.empty(support.size)
+    expected = np.zeros(space.n_prefixes) if want_prefixes else None
+    weight = demos.prob[support]
+    cols = int(min(support.size, max(8, _KERNEL_BLOCK // max(widest, 1))))
+    incidence_t = np.ascontiguousarray(_incidence_rows(space, support).T)  # (n_moves, |supp D|)
+    # sibling groups by slot: group g of a level has children offsets[g] + j for j < count[g]
+    slot_groups = []
+    for lo, hi, _, offsets in levels:
+        count = np.diff(np.r_[offsets, hi - lo])
+        slot_groups.append([np.flatnonzero(count > j) for j in range(1, int(count.max(initial=1)))])
+    all_positive = bool(np.all(cond[1:] > 0))
+    below_buffer = np.empty(widest * cols)
+    above_buffer = np.empty(widest * cols)
+    for c0 in range(0, support.size, cols):
+        factor = 1.0 + boost * incidence_t[:, c0 : c0 + cols]  # (n_moves, k)
+        k = factor.shape[1]
+        w = weight[c0 : c0 + k]
+        d = space.max_depth
+        below = below_buffer[: (level_start[d + 1] - level_start[d]) * k].reshape(-1, k)
+        below.fill(1.0)
+        for (lo, hi, internal, offsets), groups in zip(levels, slot_groups, strict=True):
+            if expected is not None:
+                expected[lo:hi] += np.einsum("ij,j->i", _log_rows(below, all_positive), w)
+            below *= cond[lo:hi, None]
+            below *= factor[moves[lo:hi]]
+            up_lo = int(level_start[d - 1])
+            above = above_buffer[: (lo - up_lo) * k].reshape(-1, k)
+            above.fill(1.0)
+            rows = internal - up_lo
+            summed = below[offsets]
+            for j, has in enumerate(groups, start=1):
+                summed[has] += below[offsets[has] + j]
+            above[rows] = summed
+            below_buffer, above_buffer = above_buffer, below_buffer
+            below = above
+            d -= 1
+        if expected is not None:
+            expected[:1] += np.einsum("ij,j->i", _log_rows(below, all_positive), w)
+        with np.errstate(divide="ignore"):
+            log_z[c0 : c0 + k] = np.log(below[0])
+    if expected is not None:
+        expected /= float(weight.sum())
+    _KERNEL_CACHE.clear()
+    _KERNEL_CACHE.update(key=key, space=weakref.ref(policy.space), value=(log_z, expected))
+    return log_z, expected  # type: ignore[return-value]
+
+
+def _log_rows(values: FloatArray, all_positive: bool) -> FloatArray:
+    """``log`` of a block of values; zeros (below zero-mass prefixes, unused) give 0."""
+    if all_positive:
+        return np.log(values)
+    out = np.zeros_like(values)
+    np.log(values, out=out, where=values > 0)
+    return out
 
 
 def make_context(name: str, strength: float) -> ContextModel:

@@ -198,7 +198,7 @@ def _read_file(path: Path, directed: bool) -> nx.Graph:
 
 def _find_node(graph: nx.Graph, label: object, role: str, where: str) -> Hashable:
     if label in graph:
-        return label  # type: ignore[return-value]
+        return label
     matches = [node for node in graph if str(node) == str(label)]
     if len(matches) != 1:
         raise ValueError(
@@ -232,7 +232,9 @@ def make_task(
     src = _find_node(graph, source, "source", name)
     tgt = _find_node(graph, target, "target", name)
     if src == tgt:
-        raise ValueError(f"source and target are the same node {str(src)!r}: give two different nodes")
+        raise ValueError(
+            f"source and target are the same node {str(src)!r}: give two different nodes"
+        )
     if horizon is not None:
         if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 0:
             raise ValueError(f"horizon must be a non-negative integer or None, got {horizon!r}")
@@ -247,10 +249,18 @@ def make_task(
                 f"edge {v!s} -> {u!s} has a logit {raw!r} that is not a number"
             ) from None
         if not math.isfinite(value):
-            raise ValueError(f"edge {v!s} -> {u!s} has a non-finite logit {raw!r}: logits must be finite")
+            raise ValueError(
+                f"edge {v!s} -> {u!s} has a non-finite logit {raw!r}: logits must be finite"
+            )
         data["logit"] = value
-    return Task(name=name, graph=directed, source=src, target=tgt, horizon=horizon,
-                description=f"graph read from {name}")
+    return Task(
+        name=name,
+        graph=directed,
+        source=src,
+        target=tgt,
+        horizon=horizon,
+        description=f"graph read from {name}",
+    )
 
 
 def load_graph(

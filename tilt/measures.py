@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import logsumexp
 
 from tilt.policy import Policy
 from tilt.space import FloatArray
@@ -72,6 +71,8 @@ def correct_entropy(policy: Policy) -> float:
     lp = lp[np.isfinite(lp)]
     if lp.size == 0:
         return 0.0
+    from scipy.special import logsumexp  # lazy: 0.15 s of start-up otherwise
+
     cond = lp - logsumexp(lp)
     return float(max(0.0, -(np.exp(cond) * cond).sum()))
 
@@ -139,17 +140,26 @@ def ood_pass_at_k(policy: Policy, k: int) -> OODPass:
     ``ood_pass@k(e) = 1 - (1 - q(C without e))^k``; mean and worst over every such ``e``.
     One pass over the prefix tree gives the correct flow through every move.
     """
-    k = _check_k(k)
+    return _ood_pass(policy, [_check_k(k)])[0]
+
+
+def _ood_pass(policy: Policy, ks: Sequence[int]) -> list[OODPass]:
+    """:func:`ood_pass_at_k` for several ``k`` from one pass over the prefix tree."""
     space = policy.space
     used = np.zeros(space.n_moves, dtype=bool)
     used_flow = space.subtree_sum(space.correct.astype(np.float64))
-    used[np.unique(space.move[1:][used_flow[1:] > 0])] = True
+    used[space.move[1:][used_flow[1:] > 0]] = True
     moves = np.flatnonzero(used)
     fail = np.minimum(_failure_mass(policy) + correct_flow_by_move(policy)[moves], 1.0)
     with np.errstate(divide="ignore"):
-        values = 0.0 - np.expm1(k * np.log(fail))  # 0.0 - x: 0.0, not -0.0, at fail = 1
-    worst = int(np.argmin(values))
-    return OODPass(k, float(values.mean()), float(values[worst]), space.move_label(int(moves[worst])), int(moves.size))
+        log_fail = np.log(fail)
+    out = []
+    for k in ks:
+        values = 0.0 - np.expm1(k * log_fail)  # 0.0 - x: 0.0, not -0.0, at fail = 1
+        worst = int(np.argmin(values))
+        out.append(OODPass(k, float(values.mean()), float(values[worst]), space.move_label(int(moves[worst])),
+                           int(moves.size)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -197,5 +207,5 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
         ratio_distortion=ratio_distortion(policy, base),
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
         distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
-        ood={k: ood_pass_at_k(policy, k) for k in ks},
+        ood=dict(zip(ks, _ood_pass(policy, ks), strict=True)),
     )

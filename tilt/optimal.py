@@ -79,7 +79,9 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
         return policy
     if beta == 0:
         if not np.isfinite(policy.log_prob[correct]).any():
-            raise ValueError("the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined")
+            raise ValueError(
+                "the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined"
+            )
         return Policy.from_log_weights(policy.space, np.where(correct, policy.log_prob, -np.inf))
     # weight exp(-1/beta) on incorrect rollouts (not exp(+1/beta) on correct ones): adding 1/beta
     # to the correct log-probabilities would round them to the ulp of 1/beta (1e-4 at beta=1e-12)
@@ -131,7 +133,7 @@ class MatchedRL:
 
 
 def rl_matched(policy: Policy, target_accuracy: float) -> MatchedRL:
-    """RL optimum from ``policy`` whose accuracy equals ``target_accuracy`` (see :func:`matched_beta`)."""
+    """The RL optimum from ``policy`` at accuracy ``target_accuracy`` (:func:`matched_beta`)."""
     beta = matched_beta(policy.accuracy, target_accuracy)
     if beta is None:
         return MatchedRL(
@@ -155,14 +157,19 @@ def _check_anchor(anchor: float) -> float:
     return anchor
 
 
-def tilt_score(policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0) -> FloatArray:
+def tilt_score(
+    policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
+) -> FloatArray:
     """``S(y) = E_{c ~ D}[log pi(y | c) - log pi(y)]`` for every rollout.
 
     ``demos`` is a name from :data:`tilt.context.DEMOS` (built from ``policy``)
     or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
     teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
     """
-    return model.tilt_score(policy, _demos(policy, demos, alpha))
+    score = model.tilt_score(policy, _demos(policy, demos, alpha))
+    # where pi(y) = 0 every teacher gives y no mass too, so E_c log T_c(y) = -inf: one
+    # convention for the structured forms (finite there) and the generic path (-inf)
+    return np.where(np.isneginf(policy.log_prob), -np.inf, score)
 
 
 def sd_sequence(
@@ -202,7 +209,9 @@ def sd_token(
     own = policy.log_conditionals()
     with np.errstate(invalid="ignore"):
         logits = np.where(
-            np.isneginf(target), -np.inf, (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor)
+            np.isneginf(target),
+            -np.inf,
+            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
         )
     logits = np.where(np.isneginf(own) & (anchor > 0), -np.inf, logits)
     norm = space.sibling_logsumexp(logits)
@@ -212,7 +221,9 @@ def sd_token(
     return Policy.from_log_conditionals(space, log_cond)
 
 
-def sd_forward(policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0) -> Policy:
+def sd_forward(
+    policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
+) -> Policy:
     """Off-policy SD (fine-tuning on teacher samples): ``q(y) = E_{c ~ D} T_c(y)``."""
     log_mix = model.forward_log_prob(policy, _demos(policy, demos, alpha))
     return Policy.from_log_weights(policy.space, log_mix)

@@ -16,7 +16,9 @@ increasing prefix order: ``rollout_prefix[r]``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,12 +39,33 @@ DEFAULT_MAX_ROLLOUTS = 30_000_000
 DENSE_LIMIT = 60_000_000
 """Most entries of a dense rollout-by-move matrix (480 MB of float64)."""
 
+_LINEAR_RANGE = 600.0
+"""Largest spread of log-values that tree sums take in the linear domain."""
+
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
 
 class TooLargeError(ValueError):
     """A computation would exceed a size limit; the message says how large and what to do."""
+
+
+def _linear_shift(values: FloatArray) -> float | None:
+    """The largest value when every finite value lies within ``_LINEAR_RANGE`` of it, else ``None``.
+
+    ``None`` also when there is a ``nan`` or ``+inf`` or no finite value (the
+    per-group log-domain path handles those).  Then ``exp(values - top)`` is
+    exact to rounding: no term underflows.
+    """
+    if values.size == 0:
+        return None
+    top = float(values.max())
+    if not math.isfinite(top):
+        return None
+    low = float(values.min())
+    if low == -math.inf:
+        low = float(np.min(values, initial=math.inf, where=values != -math.inf))
+    return top if top - low <= _LINEAR_RANGE else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +156,29 @@ class RolloutSpace:
         return f"{self.labels[self.move_tail[move]]}>{self.labels[self.move_head[move]]}"
 
     # ------------------------------------------------------------ tree sums
+    @cached_property
+    def _levels(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
+        """Per depth ``d`` from the deepest to 1: ``(lo, hi, internal, offsets)``.
+
+        ``lo:hi`` are the prefixes of depth ``d``; ``internal`` the prefixes of depth
+        ``d - 1`` that have children (in order) and ``offsets`` where each one's
+        children start within ``lo:hi``, so that
+        ``np.add.reduceat(values[..., lo:hi], offsets, axis=-1)`` sums every sibling
+        group into its parent.  Computed once per space.
+        """
+        internal = np.flatnonzero(self.child_count > 0)
+        bounds = np.searchsorted(internal, self.level_start)
+        out = []
+        for d in range(self.max_depth, 0, -1):
+            lo, hi = int(self.level_start[d]), int(self.level_start[d + 1])
+            inner = internal[bounds[d - 1] : bounds[d]]
+            out.append((lo, hi, inner, self.child_start[inner] - lo))
+        return tuple(out)
+
+    def _bottom_up_levels(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
+        """The cached level structure of :attr:`_levels` (for 2-D passes in :mod:`tilt.context`)."""
+        return self._levels
+
     def path_sum(self, per_prefix: FloatArray) -> FloatArray:
         """Sum ``per_prefix`` along the path of every prefix (root value included).
 
@@ -160,8 +206,24 @@ class RolloutSpace:
     def subtree_logsumexp(self, per_rollout: FloatArray) -> FloatArray:
         """Per prefix, ``log sum exp`` of ``per_rollout`` over the rollouts below it.
 
-        ``-inf`` where every rollout below has ``-inf``; never ``nan``.
+        ``-inf`` where every rollout below has ``-inf``; never ``nan``.  When the
+        finite values span at most ``_LINEAR_RANGE`` nats the sums run in the
+        linear domain, shifted by the largest value (one :meth:`subtree_sum`, no
+        underflow: every term is at least ``e^-600``); otherwise one depth at a
+        time with a max shift per sibling group.
         """
+        values = np.asarray(per_rollout, dtype=np.float64)
+        top = _linear_shift(values)
+        if top is not None:
+            shifted = np.subtract(values, top)
+            total = self.subtree_sum(np.exp(shifted, out=shifted))
+            with np.errstate(divide="ignore"):
+                out = np.log(total, out=total)
+            out += top
+            return out
+        return self._subtree_logsumexp_levels(values)
+
+    def _subtree_logsumexp_levels(self, per_rollout: FloatArray) -> FloatArray:
         out = np.full(self.n_prefixes, -np.inf)
         out[self.rollout_prefix] = per_rollout
         for d in range(self.max_depth, 0, -1):
@@ -186,10 +248,18 @@ class RolloutSpace:
         out = np.zeros(self.n_prefixes)
         if self.n_prefixes == 1:
             return out
-        values = per_prefix[1:]
-        parents = self.parent[1:]
-        starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
-        sizes = np.diff(np.r_[starts, values.size])
+        values = np.asarray(per_prefix[1:], dtype=np.float64)
+        starts, sizes = self._sibling_groups
+        top = _linear_shift(values)
+        if top is not None:
+            shifted = np.subtract(values, top)
+            total = np.add.reduceat(np.exp(shifted, out=shifted), starts)
+            del shifted
+            with np.errstate(divide="ignore"):
+                norm = np.log(total, out=total)
+            norm += top
+            out[1:] = np.repeat(norm, sizes)
+            return out
         peak = np.maximum.reduceat(values, starts)
         safe = np.where(np.isfinite(peak), peak, 0.0)
         total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
@@ -197,6 +267,12 @@ class RolloutSpace:
             norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
         out[1:] = np.repeat(norm, sizes)
         return out
+
+    @cached_property
+    def _sibling_groups(self) -> tuple[IntArray, IntArray]:
+        """Start (within ``1:``) and size of every sibling group, in prefix order."""
+        internal = np.flatnonzero(self.child_count > 0)
+        return self.child_start[internal] - 1, self.child_count[internal]
 
     def sibling_sum(self, per_prefix: FloatArray) -> FloatArray:
         """For each prefix ``p > 0``, the sum of ``per_prefix`` over ``p``'s children-of-parent.
@@ -378,61 +454,88 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
     words = max(1, -(-n_nodes // 64))
     horizon = task.horizon
     degree = np.diff(indptr)
+    # padded adjacency: slot k of node v is the move indptr[v] + k; an empty slot
+    # points at the source, which every path has visited, so it is never open
+    span = max(1, int(degree.max(initial=0)))
+    slots = np.arange(span)
+    valid = slots[:, None] < degree[None, :]  # (span, n_nodes)
+    slot_move = np.where(valid, indptr[None, :-1] + slots[:, None], -1)
+    slot_head = np.full((span, n_nodes), source, dtype=np.int64)
+    slot_head[valid] = head[slot_move[valid]]
+    slot_word = slot_head // 64
+    slot_bit = np.left_shift(np.uint64(1), (slot_head % 64).astype(np.uint64))
+    flat_head = slot_head.T.ravel()  # entry v * span + k
+    flat_move = slot_move.T.ravel()
+    flat_word = slot_word.T.ravel()
+    flat_bit = slot_bit.T.ravel()
 
     # level 0
     level_node = [np.array([source], dtype=np.int32)]
     level_parent = [np.array([-1], dtype=np.int32)]
     level_move = [np.array([-1], dtype=np.int32)]
-    level_leaf: list[NDArray[np.bool_]] = []
+    level_children: list[IntArray] = []
     mask = np.zeros((1, words), dtype=np.uint64)
     mask[0, source // 64] = np.uint64(1) << np.uint64(source % 64)
+    frontier_node = np.array([source], dtype=np.int64)
     offset = 0  # global index of the first prefix of the current level
     leaves_so_far = 0
     fits: list[tuple[int, int]] = []  # (horizon h, rollouts with horizon h)
     d = 0
     while True:
-        frontier_node = level_node[-1]
         width = frontier_node.size
         fits.append((d, leaves_so_far + width))
-        stop = frontier_node == target
         if horizon is not None and d >= horizon:
-            stop[:] = True
-        open_idx = np.flatnonzero(~stop)
-        deg = degree[frontier_node[open_idx]]
-        cand = np.repeat(open_idx, deg)
-        starts = np.repeat(indptr[frontier_node[open_idx]] - np.cumsum(deg) + deg, deg)
-        mov = (starts + np.arange(cand.size)).astype(np.int64)
-        nxt = head[mov]
-        bits = mask[cand, nxt // 64] >> (nxt % 64).astype(np.uint64)
-        ok = (bits & np.uint64(1)) == 0
-        cand, mov, nxt = cand[ok], mov[ok], nxt[ok]
+            open_idx = np.zeros(0, dtype=np.int64)
+        else:
+            open_idx = np.flatnonzero(frontier_node != target)
+        v = frontier_node[open_idx]
+        free = np.empty((open_idx.size, span), dtype=bool)
+        if words == 1:
+            m = mask[open_idx, 0]
+            for k in range(span):
+                np.equal(m & slot_bit[k][v], 0, out=free[:, k])
+        else:
+            m2 = mask[open_idx]
+            for k in range(span):
+                np.equal(m2[np.arange(v.size), slot_word[k][v]] & slot_bit[k][v], 0, out=free[:, k])
+        flat = np.flatnonzero(free)
+        del free
+        rows = flat // span
+        cand = open_idx[rows]
         n_children = np.bincount(cand, minlength=width)
-        leaf = n_children == 0
-        level_leaf.append(leaf)
-        leaves_so_far += int(np.count_nonzero(leaf))
+        level_children.append(n_children)
+        leaves_so_far += width - int(np.count_nonzero(n_children))
         if cand.size == 0:
             break
         if leaves_so_far + cand.size > max_rollouts:
             raise TooLargeError(_too_large(task, max_rollouts, leaves_so_far + cand.size, d + 1, fits))
-        new_mask = mask[cand]
-        new_mask[np.arange(cand.size), nxt // 64] |= np.uint64(1) << (nxt % 64).astype(np.uint64)
-        mask = new_mask
-        level_node.append(nxt.astype(np.int32))
+        key = v[rows] * span + (flat - rows * span)
+        del flat, rows
+        if words == 1:
+            mask = (mask[cand, 0] | flat_bit[key])[:, None]
+        else:
+            new_mask = mask[cand]
+            new_mask[np.arange(cand.size), flat_word[key]] |= flat_bit[key]
+            mask = new_mask
+        frontier_node = flat_head[key]
+        level_node.append(frontier_node.astype(np.int32))
         level_parent.append((cand + offset).astype(np.int32))
-        level_move.append(mov.astype(np.int32))
+        level_move.append(flat_move[key].astype(np.int32))
         offset += width
         d += 1
 
     node = np.concatenate(level_node)
     parent = np.concatenate(level_parent)
     move = np.concatenate(level_move)
-    is_leaf = np.concatenate(level_leaf)
+    child_count = np.concatenate(level_children).astype(np.int64, copy=False)
     sizes = np.array([a.size for a in level_node], dtype=np.int64)
     level_start = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     depth = np.repeat(np.arange(sizes.size, dtype=np.int16), sizes)
-    child_count = np.bincount(parent[1:], minlength=node.size).astype(np.int64)
-    child_start = np.r_[1, 1 + np.cumsum(child_count)[:-1]].astype(np.int64)
-    rollout_prefix = np.flatnonzero(is_leaf).astype(np.int64)
+    child_start = np.empty_like(child_count)
+    child_start[0] = 1
+    np.cumsum(child_count[:-1], out=child_start[1:])
+    child_start[1:] += 1
+    rollout_prefix = np.flatnonzero(child_count == 0).astype(np.int64, copy=False)
     correct = node[rollout_prefix] == target
     if not correct.any():
         within = "" if horizon is None else f" within a horizon of {horizon} moves"

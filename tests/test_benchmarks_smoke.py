@@ -1,0 +1,87 @@
+"""Smoke test of ``benchmarks/run.py`` on tiny graphs: it runs, writes its table, and its
+brute-force reference agrees with tilt.  Nothing here is timed or compared with a timing."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("context", ["edge", "kernel", "copy"])
+def test_run_writes_table_and_agrees_with_brute_force(tmp_path, context):
+    run = _load("run")
+    status = run.main(
+        ["--graphs", "grid2", "routes", "--context", context, "--out", str(tmp_path), "--no-plot"]
+    )
+    assert status == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["graph"]: r for r in data["rows"]}
+    assert set(rows) == {"grid2", "routes"}
+    for name, row in rows.items():
+        assert "error" not in row, row
+        assert set(row["times"]) == set(run.STAGES)
+        assert row["peak_rss_mib"] > 0
+        assert row["brute_max_error"] <= 1e-10, (name, row["brute_max_error"])
+        # every method's accuracy is a probability; RL at beta -> 0 is exactly correct
+        assert all(0.0 <= a <= 1.0 + 1e-12 for a in row["accuracy"].values())
+        assert math.isclose(row["accuracy"]["rl"], 1.0, abs_tol=1e-12)
+    assert rows["routes"]["rollouts"] == 14
+    with (tmp_path / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["graph"] for r in table] == ["grid2", "routes"]
+    assert not (tmp_path / "time_vs_rollouts.png").exists()
+
+
+def test_brute_force_enumerates_what_tilt_does():
+    brute = _load("brute")
+    from tilt.graphs import named_task
+    from tilt.space import enumerate_rollouts
+
+    for name in ("grid3", "diamonds", "routes"):
+        task = named_task(name)
+        paths = {">".join(str(v) for v in y) for y in brute.rollouts(task)}
+        assert paths == set(enumerate_rollouts(task).path_labels())
+
+
+def test_brute_force_detects_a_wrong_answer():
+    # the agreement check is not vacuous: perturbing one probability is caught
+    run = _load("run")
+    brute = _load("brute")
+    from tilt.graphs import named_task
+    from tilt.optimal import rl_optimum
+    from tilt.policy import base_policy
+    from tilt.space import enumerate_rollouts
+
+    space = enumerate_rollouts(named_task("routes"))
+    base = base_policy(space)
+    policies = {"base": base, "rl": rl_optimum(base)}
+    ref = brute.solve(space.task, "copy", 0.5)
+    ref = {k: v for k, v in ref.items() if k in policies} | {"sd_sequence": {}, "sd_forward": {}}
+    policies_only = {k: policies[k] for k in ("base", "rl")}
+    assert run._agreement(space, policies_only, ref) <= 1e-12
+    first = next(iter(ref["base"]))
+    ref["base"][first] += 1e-6
+    assert run._agreement(space, policies_only, ref) > 5e-7
+
+
+def test_bad_output_folder_is_one_line(tmp_path, capsys):
+    run = _load("run")
+    assert run.main(["--graphs", "grid2", "--out", str(tmp_path / "missing"), "--no-plot"]) == 2
+    assert "does not exist" in capsys.readouterr().err
