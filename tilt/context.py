@@ -170,13 +170,13 @@ def _cached(policy: Policy, name: str, compute):  # type: ignore[no-untyped-def]
 
 
 def _log_conditionals(policy: Policy) -> FloatArray:
-    """``policy.log_conditionals()``, computed once per policy object (read-only)."""
-    return _cached(policy, "log_cond", policy.log_conditionals)
+    """``policy.log_conditionals()`` (cached by the policy, read-only)."""
+    return policy.log_conditionals()
 
 
 def _prefix_log_mass(policy: Policy) -> FloatArray:
-    """``policy.prefix_log_mass()``, computed once per policy object (read-only)."""
-    return _cached(policy, "log_mass", policy.prefix_log_mass)
+    """``policy.prefix_log_mass()`` (cached by the policy, read-only)."""
+    return policy.prefix_log_mass()
 
 
 def _scipy_logsumexp():  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tilt.policy import Policy
+from tilt.policy import Policy, logsumexp
 from tilt.space import FloatArray
 
 __all__ = [
@@ -46,7 +46,7 @@ def _fail_prob(q: float, k: int) -> float:
 
 def _failure_mass(policy: Policy) -> float:
     """``1 - q(C)`` computed from the incorrect mass (no cancellation)."""
-    return policy.mass(~policy.space.correct)
+    return policy.incorrect_mass
 
 
 def pass_at_k(policy: Policy, k: int) -> float:
@@ -71,8 +71,6 @@ def correct_entropy(policy: Policy) -> float:
     lp = lp[np.isfinite(lp)]
     if lp.size == 0:
         return 0.0
-    from scipy.special import logsumexp  # lazy: 0.15 s of start-up otherwise
-
     cond = lp - logsumexp(lp)
     return float(max(0.0, -(np.exp(cond) * cond).sum()))
 

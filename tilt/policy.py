@@ -9,10 +9,10 @@ space.  The base policy ``pi0`` is the edge softmax of ``docs/theory.md``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
 from tilt.space import FloatArray, RolloutSpace
 
@@ -22,10 +22,24 @@ __all__ = [
     "base_policy",
     "edge_softmax",
     "as_generator",
+    "logsumexp",
 ]
 
 BASES = ("default", "uniform", "random")
 """Names accepted by :func:`base_policy`."""
+
+
+def logsumexp(values: FloatArray) -> float:
+    """``log sum exp(values)`` of a 1-D array, shifted by its maximum; ``-inf`` if empty or all ``-inf``.
+
+    Plain numpy (no scipy import at start-up, none of its array-API conversions).
+    """
+    if values.size == 0:
+        return -np.inf
+    peak = float(values.max())
+    if not np.isfinite(peak):
+        return peak
+    return peak + float(np.log(np.exp(values - peak).sum()))
 
 
 def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -97,29 +111,55 @@ class Policy:
 
     @property
     def accuracy(self) -> float:
-        """``pi(C)``."""
-        return self.mass(self.space.correct)
+        """``pi(C)`` (computed once per policy)."""
+        return self._correct_masses[0]
+
+    @property
+    def incorrect_mass(self) -> float:
+        """``pi(Y without C) = 1 - pi(C)``, summed directly (no cancellation near 1)."""
+        return self._correct_masses[1]
+
+    @cached_property
+    def _correct_masses(self) -> tuple[float, float]:
+        correct = self.space.correct
+        return self.mass(correct), self.mass(~correct)
 
     def prefix_log_mass(self) -> FloatArray:
-        """``log pi(h)`` for every prefix ``h``: the mass of the rollouts through it."""
-        return self.space.subtree_logsumexp(self.log_prob)
+        """``log pi(h)`` for every prefix ``h``: the mass of the rollouts through it.
+
+        Computed once per policy; the returned array is read-only.
+        """
+        return self._prefix_log_mass
 
     def log_conditionals(self) -> FloatArray:
         """``log pi(node[p] | parent[p])`` for every prefix ``p`` (entry 0 is 0).
 
         Where the parent prefix has zero mass the conditional is undefined; it is
         set to the uniform ``-log(number of siblings)`` so every sibling group
-        stays a distribution.
+        stays a distribution.  Computed once per policy; the array is read-only.
         """
+        return self._log_conditionals
+
+    @cached_property
+    def _prefix_log_mass(self) -> FloatArray:
+        out = self.space.subtree_logsumexp(self.log_prob)
+        out.flags.writeable = False
+        return out
+
+    @cached_property
+    def _log_conditionals(self) -> FloatArray:
         space = self.space
         mass = self.prefix_log_mass()
-        out = np.zeros(space.n_prefixes)
-        parent_mass = mass[space.parent[1:]]
-        reachable = np.isfinite(parent_mass)
-        with np.errstate(invalid="ignore"):
-            cond = mass[1:] - parent_mass
-        siblings = space.child_count[space.parent[1:]]
-        out[1:] = np.where(reachable, cond, -np.log(siblings))
+        parent = space.parent[1:]
+        out = np.empty(space.n_prefixes)
+        out[0] = 0.0
+        parent_mass = mass[parent]
+        with np.errstate(invalid="ignore"):  # -inf - -inf below an unreachable parent
+            np.subtract(mass[1:], parent_mass, out=out[1:])
+        unreachable = np.flatnonzero(np.isneginf(parent_mass))
+        if unreachable.size:
+            out[1 + unreachable] = -np.log(space.child_count[parent[unreachable]])
+        out.flags.writeable = False
         return out
 
     def conditional_probs(self) -> FloatArray:
