@@ -48,6 +48,7 @@ KS = (1, 8, 64)
 def run_one(graph: str, context: str, strength: float, brute: bool) -> dict[str, object]:
     """Time every stage on ``graph``; returns one JSON-ready row."""
     t0 = time.perf_counter()
+    from tilt.cli import reuse_freed_memory
     from tilt.context import make_context
     from tilt.graphs import named_task
     from tilt.measures import measure
@@ -57,6 +58,7 @@ def run_one(graph: str, context: str, strength: float, brute: bool) -> dict[str,
 
     times: dict[str, float | None] = {"import": time.perf_counter() - t0}
     notes: dict[str, str] = {}
+    reuse_freed_memory()  # as the CLIs do
 
     def lap(name: str, start: float) -> float:
         now = time.perf_counter()

@@ -38,6 +38,7 @@ __all__ = [
     "non_negative_int",
     "finite_float",
     "check_output_folder",
+    "reuse_freed_memory",
 ]
 
 DEFAULT_STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
@@ -196,7 +197,7 @@ def build_instance(args: argparse.Namespace) -> Instance:
     )
 
 
-def _reuse_freed_memory() -> None:
+def reuse_freed_memory() -> None:
     """Ask glibc to serve large arrays from its heap and keep freed memory for reuse.
 
     By default every array above 32 MiB gets fresh pages from the kernel and gives
@@ -224,7 +225,7 @@ def _reuse_freed_memory() -> None:
 
 def run_main(prog: str, body: Callable[[], int]) -> int:
     """Run ``body``; turn ``ValueError``/``TypeError`` into one line and status 2."""
-    _reuse_freed_memory()
+    reuse_freed_memory()
     try:
         return body()
     except (ValueError, TypeError) as exc:
