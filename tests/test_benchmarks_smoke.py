@@ -18,7 +18,8 @@ def _load(name: str):  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location(
         f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -8,6 +8,7 @@ exit status 2; an interrupt is one line and status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -217,10 +218,9 @@ def reuse_freed_memory() -> None:
         libc.mallopt(m_mmap_max, 0)
     except (OSError, AttributeError):
         return
-    try:  # heap pages are reused now: transparent huge pages would only add zeroing work
+    # heap pages are reused now: transparent huge pages would only add zeroing work
+    with contextlib.suppress(AttributeError):
         np._core.multiarray._set_madvise_hugepage(False)  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
 
 
 def run_main(prog: str, body: Callable[[], int]) -> int:

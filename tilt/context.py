@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import math
 import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -93,7 +95,9 @@ def edge_marginals(demos: Policy) -> FloatArray:
     """
     space = demos.space
     flow = space.subtree_sum(demos.prob)
-    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves)
+    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves).astype(
+        np.float64, copy=False
+    )
 
 
 def _support(demos: Policy) -> IntArray:
@@ -137,12 +141,12 @@ def _log_expm1(gamma: float) -> float:
     return gamma + math.log(-math.expm1(-gamma))
 
 
-_POLICY_CACHE: dict[str, object] = {}
+_POLICY_CACHE: dict[str, Any] = {}
 """Per-prefix arrays of the last policy seen (one entry, held weakly): the optima of one
 instance ask for the same conditionals several times."""
 
 
-def _cached(policy: Policy, name: str, compute):  # type: ignore[no-untyped-def]
+def _cached(policy: Policy, name: str, compute: Callable[[], FloatArray]) -> FloatArray:
     """``compute()``, remembered for ``policy`` under ``name`` (read-only array).
 
     One policy at a time, held weakly: the entries go when the policy does or
@@ -150,7 +154,7 @@ def _cached(policy: Policy, name: str, compute):  # type: ignore[no-untyped-def]
     of which only the latest is kept (one per set of demonstrations).
     """
     ref = _POLICY_CACHE.get("policy")
-    if ref is None or ref() is not policy:  # type: ignore[operator]
+    if ref is None or ref() is not policy:
         _POLICY_CACHE.clear()
 
         def forget(dead: weakref.ref[Policy]) -> None:
@@ -179,7 +183,7 @@ def _prefix_log_mass(policy: Policy) -> FloatArray:
     return policy.prefix_log_mass()
 
 
-def _scipy_logsumexp():  # type: ignore[no-untyped-def]
+def _scipy_logsumexp() -> Callable[..., FloatArray]:
     """``scipy.special.logsumexp``, imported on first use (it costs 0.15 s at start-up)."""
     from scipy.special import logsumexp
 
@@ -197,7 +201,8 @@ def _check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
         raise TooLargeError(
             f"{what} needs the sum over {n_demos:,} demonstrations of every teacher at each of "
             f"{space.n_rollouts:,} rollouts = {work:.3g} teacher terms (limit {GENERIC_LIMIT:.3g}; "
-            "no exact algorithm avoids the pairs): use a horizon, a smaller graph, or sequence/token SD"
+            "no exact algorithm avoids the pairs): use a horizon, a smaller graph, "
+            "or sequence/token SD"
         )
 
 
@@ -406,7 +411,10 @@ def _check_strength(name: str, value: float, upper: float | None = None) -> floa
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     if upper is not None and value >= upper:
-        raise ValueError(f"{name} must be < {upper:g}, got {value!r}: {name} = 1 would copy the demonstration exactly")
+        raise ValueError(
+            f"{name} must be < {upper:g}, got {value!r}: "
+            f"{name} = 1 would copy the demonstration exactly"
+        )
     return value
 
 
@@ -432,7 +440,9 @@ class CopyContext(ContextModel):
         out = np.tile(math.log1p(-self.lam) + policy.log_prob, (demos.size, 1))
         rows = np.arange(demos.size)
         with np.errstate(divide="ignore"):
-            out[rows, demos] = np.logaddexp(out[rows, demos], math.log(self.lam) if self.lam else -np.inf)
+            out[rows, demos] = np.logaddexp(
+                out[rows, demos], math.log(self.lam) if self.lam else -np.inf
+            )
         return out
 
     def _log_boost(self, log_p: FloatArray) -> FloatArray:
@@ -476,7 +486,9 @@ class CopyContext(ContextModel):
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         if self.lam == 0:
             return policy.log_prob.copy()
-        return np.logaddexp(math.log1p(-self.lam) + policy.log_prob, math.log(self.lam) + demos.log_prob)
+        return np.logaddexp(
+            math.log1p(-self.lam) + policy.log_prob, math.log(self.lam) + demos.log_prob
+        )
 
 
 def _weighted(weight: FloatArray, log_value: FloatArray) -> FloatArray:
@@ -513,7 +525,7 @@ class EdgeContext(ContextModel):
         return f"edge(gamma={self.gamma:g})"
 
     def _log_boost(self, policy: Policy) -> FloatArray:
-        """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0; cached, read-only)."""
+        """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0; cached)."""
 
         def compute() -> FloatArray:
             out = np.logaddexp(0.0, _log_expm1(self.gamma) + _log_conditionals(policy))
@@ -525,7 +537,9 @@ class EdgeContext(ContextModel):
     def _step_weights(self, policy: Policy) -> FloatArray:
         """``W[y, e] = gamma [e in E(y)] - sum of l over the moves e available along y``."""
         space = policy.space
-        return self.gamma * space.move_incidence() - space.sibling_move_weights(self._log_boost(policy))
+        return self.gamma * space.move_incidence() - space.sibling_move_weights(
+            self._log_boost(policy)
+        )
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
         space = policy.space
@@ -534,7 +548,7 @@ class EdgeContext(ContextModel):
         return policy.log_prob[None, :] + incidence @ weights.T
 
     def _step(self, policy: Policy, demos: Policy) -> FloatArray:
-        """``gamma m(move[p]) - E_c log Z(parent[p], c)`` per prefix (entry 0 is 0; cached, read-only).
+        """``gamma m(move[p]) - E_c log Z(parent[p], c)`` per prefix (entry 0 is 0; cached).
 
         Shared by the tilt score (summed along paths) and the token target
         (added to ``log pi(u | h)``); cached per policy and demonstrations.
@@ -606,7 +620,7 @@ class KernelContext(ContextModel):
         """``r_c <= e^(gamma max_depth)`` stays far from overflow."""
         return self.gamma * space.max_depth <= _SAFE_RANGE
 
-    def _blocks(self, policy: Policy, demos: Policy):  # type: ignore[no-untyped-def]
+    def _blocks(self, policy: Policy, demos: Policy) -> Iterator[tuple[IntArray, FloatArray]]:
         """Yield ``(chunk, log pi(y) + gamma n(y, c))`` of shape (n_rollouts, k)."""
         space = policy.space
         incidence = space.move_incidence()
@@ -624,7 +638,9 @@ class KernelContext(ContextModel):
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
         incidence = policy.space.move_incidence()
-        tilted = policy.log_prob[None, :] + self.gamma * (incidence[np.asarray(demos)] @ incidence.T)
+        tilted = policy.log_prob[None, :] + self.gamma * (
+            incidence[np.asarray(demos)] @ incidence.T
+        )
         return tilted - _scipy_logsumexp()(tilted, axis=1, keepdims=True)
 
     def _log_z(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
@@ -649,6 +665,7 @@ class KernelContext(ContextModel):
         if not self._linear_ok(space):
             return generic_token_log_target(self, policy, demos)
         _, expected = _kernel_pass(self.gamma, policy, demos, want_prefixes=True)
+        assert expected is not None  # asked for with want_prefixes=True
         own = _log_conditionals(policy)
         log_mass = _prefix_log_mass(policy)
         parent = space.parent[1:]
@@ -657,8 +674,10 @@ class KernelContext(ContextModel):
         reached = np.isfinite(log_mass[parent])
         alive = reached & np.isfinite(log_mass[1:])
         value = np.full(space.n_prefixes - 1, -np.inf)
-        value[alive] = (log_mass[1:][alive] - log_mass[parent][alive]) + self.gamma * m[space.move[1:]][alive] + (
-            expected[1:][alive] - expected[parent][alive]
+        value[alive] = (
+            (log_mass[1:][alive] - log_mass[parent][alive])
+            + self.gamma * m[space.move[1:]][alive]
+            + (expected[1:][alive] - expected[parent][alive])
         )
         out[1:] = np.where(reached, value, own[1:])
         out[0] = 0.0
@@ -674,7 +693,7 @@ class KernelContext(ContextModel):
 
 
 def _incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
-    """``A[i, e] = 1`` when rollout ``rollouts[i]`` makes move ``e``: shape (len(rollouts), n_moves)."""
+    """``A[i, e] = 1`` when rollout ``rollouts[i]`` makes move ``e``: shape (k, n_moves)."""
     out = np.zeros((rollouts.size, space.n_moves))
     moves = space.path_moves(rollouts)
     rows = np.broadcast_to(np.arange(rollouts.size)[:, None], moves.shape)
@@ -683,7 +702,7 @@ def _incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
     return out
 
 
-_KERNEL_CACHE: dict[str, object] = {}
+_KERNEL_CACHE: dict[str, Any] = {}
 """The last kernel pass, one entry: keyed on the space (weakly), ``gamma`` and digests of the
 policy's and the demonstrations' log-probabilities, so the optima of one instance share it."""
 
@@ -696,7 +715,9 @@ def _kernel_key(gamma: float, policy: Policy, demos: Policy) -> tuple[object, ..
     return (id(policy.space), gamma, _digest(policy.log_prob), _digest(demos.log_prob))
 
 
-def _kernel_pass(gamma: float, policy: Policy, demos: Policy, want_prefixes: bool) -> tuple[FloatArray, FloatArray]:
+def _kernel_pass(
+    gamma: float, policy: Policy, demos: Policy, want_prefixes: bool
+) -> tuple[FloatArray, FloatArray | None]:
     """Bottom-up pass of the kernel model over blocks of demonstrations.
 
     Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
@@ -708,10 +729,10 @@ def _kernel_pass(gamma: float, policy: Policy, demos: Policy, want_prefixes: boo
     key = _kernel_key(gamma, policy, demos)
     cached = _KERNEL_CACHE.get("key")
     ref = _KERNEL_CACHE.get("space")
-    if cached == key and ref is not None and ref() is policy.space:  # type: ignore[operator]
-        log_z, expected = _KERNEL_CACHE["value"]  # type: ignore[misc]
-        if expected is not None or not want_prefixes:
-            return log_z, expected  # type: ignore[return-value]
+    if cached == key and ref is not None and ref() is policy.space:
+        hit: tuple[FloatArray, FloatArray | None] = _KERNEL_CACHE["value"]
+        if hit[1] is not None or not want_prefixes:
+            return hit
     space = policy.space
     support = _support(demos)
     _check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
@@ -726,7 +747,7 @@ def _kernel_pass(gamma: float, policy: Policy, demos: Policy, want_prefixes: boo
     levels = space._bottom_up_levels()
     widest = int(np.diff(level_start).max())
     log_z = np.empty(support.size)
-    expected = np.zeros(space.n_prefixes) if want_prefixes else None
+    expected: FloatArray | None = np.zeros(space.n_prefixes) if want_prefixes else None
     weight = demos.prob[support]
     cols = int(min(support.size, max(8, _KERNEL_BLOCK // max(widest, 1))))
     incidence_t = np.ascontiguousarray(_incidence_rows(space, support).T)  # (n_moves, |supp D|)
@@ -769,7 +790,7 @@ def _kernel_pass(gamma: float, policy: Policy, demos: Policy, want_prefixes: boo
         expected /= float(weight.sum())
     _KERNEL_CACHE.clear()
     _KERNEL_CACHE.update(key=key, space=weakref.ref(policy.space), value=(log_z, expected))
-    return log_z, expected  # type: ignore[return-value]
+    return log_z, expected
 
 
 def _log_rows(values: FloatArray, all_positive: bool) -> FloatArray:

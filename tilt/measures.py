@@ -58,7 +58,7 @@ def pass_at_k(policy: Policy, k: int) -> float:
 
 
 def distinct_at_k(policy: Policy, k: int) -> float:
-    """``sum over y in C of 1 - (1 - q(y))^k``: expected distinct correct rollouts in ``k`` samples."""
+    """``sum over y in C of 1 - (1 - q(y))^k``: expected distinct correct rollouts in k samples."""
     k = _check_k(k)
     q = policy.prob[policy.space.correct]
     with np.errstate(divide="ignore"):  # q(y) = 1: log1p(-1) = -inf, term 1
@@ -94,7 +94,10 @@ def gap_slope(policy: Policy, base: Policy) -> float:
 
 
 def ratio_distortion(policy: Policy, base: Policy) -> float:
-    """``max - min over y in C of (log q(y) - log pi0(y))``: 0 for RL, ``inf`` if ``q`` drops a correct rollout."""
+    """``max - min over y in C of (log q(y) - log pi0(y))``.
+
+    Exactly 0 for RL; ``inf`` if ``q`` drops a correct rollout.
+    """
     correct = policy.space.correct
     diff = policy.log_prob[correct] - base.log_prob[correct]
     if np.isneginf(policy.log_prob[correct]).any():
@@ -106,7 +109,9 @@ def correct_flow_by_move(policy: Policy) -> FloatArray:
     """``q({y in C : e in E(y)})`` for every move ``e``, shape (n_moves,)."""
     space = policy.space
     flow = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
-    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves)
+    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves).astype(
+        np.float64, copy=False
+    )
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,15 @@ def _ood_pass(policy: Policy, ks: Sequence[int]) -> list[OODPass]:
     for k in ks:
         values = 0.0 - np.expm1(k * log_fail)  # 0.0 - x: 0.0, not -0.0, at fail = 1
         worst = int(np.argmin(values))
-        out.append(OODPass(k, float(values.mean()), float(values[worst]), space.move_label(int(moves[worst])),
-                           int(moves.size)))
+        out.append(
+            OODPass(
+                k,
+                float(values.mean()),
+                float(values[worst]),
+                space.move_label(int(moves[worst])),
+                int(moves.size),
+            )
+        )
     return out
 
 

@@ -30,7 +30,9 @@ BASES = ("default", "uniform", "random")
 
 
 def logsumexp(values: FloatArray) -> float:
-    """``log sum exp(values)`` of a 1-D array, shifted by its maximum; ``-inf`` if empty or all ``-inf``.
+    """``log sum exp(values)`` of a 1-D array, shifted by its maximum.
+
+    ``-inf`` if ``values`` is empty or all ``-inf``.
 
     Plain numpy (no scipy import at start-up, none of its array-API conversions).
     """

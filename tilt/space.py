@@ -279,7 +279,9 @@ class RolloutSpace:
 
         Returns shape (n_prefixes,) indexed by *parent*: ``out[h] = sum over children``.
         """
-        return np.bincount(self.parent[1:], weights=per_prefix[1:], minlength=self.n_prefixes)
+        return np.bincount(
+            self.parent[1:], weights=per_prefix[1:], minlength=self.n_prefixes
+        ).astype(np.float64, copy=False)
 
     # ---------------------------------------------------------------- paths
     def paths(self, rollouts: IntArray | None = None) -> NDArray[np.int32]:
@@ -394,7 +396,9 @@ def _csr(task: Task) -> tuple[list[object], IntArray, NDArray[np.int32], FloatAr
     return nodes, np.cumsum(indptr), head, logit
 
 
-def _too_large(task: Task, limit: int, counted: int, depth: int, fits: list[tuple[int, int]]) -> str:
+def _too_large(
+    task: Task, limit: int, counted: int, depth: int, fits: list[tuple[int, int]]
+) -> str:
     best = max((h for h, n in fits if n <= limit), default=None)
     hint = (
         f"a horizon of {best} gives {dict(fits)[best]:,} rollouts: pass --horizon {best}"
@@ -445,7 +449,11 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
     >>> space.n_rollouts, space.n_correct
     (18, 12)
     """
-    if isinstance(max_rollouts, bool) or not isinstance(max_rollouts, (int, np.integer)) or max_rollouts < 1:
+    if (
+        isinstance(max_rollouts, bool)
+        or not isinstance(max_rollouts, (int, np.integer))
+        or max_rollouts < 1
+    ):
         raise ValueError(f"max_rollouts must be a positive integer, got {max_rollouts!r}")
     nodes, indptr, head, logit = _csr(task)
     n_nodes = len(nodes)
@@ -508,7 +516,9 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
         if cand.size == 0:
             break
         if leaves_so_far + cand.size > max_rollouts:
-            raise TooLargeError(_too_large(task, max_rollouts, leaves_so_far + cand.size, d + 1, fits))
+            raise TooLargeError(
+                _too_large(task, max_rollouts, leaves_so_far + cand.size, d + 1, fits)
+            )
         key = v[rows] * span + (flat - rows * span)
         del flat, rows
         if words == 1:
