@@ -22,6 +22,7 @@ import numpy as np
 
 from tilt.context import CONTEXTS, DEMOS, ContextModel, demonstrations, make_context
 from tilt.graphs import catalogue, resolve_task
+from tilt.measures import Measures
 from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, RolloutSpace, enumerate_rollouts
 
@@ -40,6 +41,9 @@ __all__ = [
     "finite_float",
     "check_output_folder",
     "reuse_freed_memory",
+    "SHAPE_HEADER",
+    "shape_cells",
+    "add_k_argument",
 ]
 
 DEFAULT_STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
@@ -264,6 +268,32 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+SHAPE_HEADER = ("accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion")
+"""Column names of :func:`shape_cells`."""
+
+
+def shape_cells(measures: Measures) -> list[str]:
+    """The measures of a policy's shape, formatted for a table (see :data:`SHAPE_HEADER`)."""
+    return [
+        fmt(measures.accuracy),
+        fmt(measures.correct_entropy, 3),
+        fmt(measures.effective_correct, 1),
+        fmt(measures.gap_slope, 3),
+        fmt(measures.ratio_distortion, 3),
+    ]
+
+
+def add_k_argument(group: argparse._ArgumentGroup) -> None:
+    """Add ``--k``, the sample counts of pass@k, distinct@k and ood pass@k."""
+    group.add_argument(
+        "--k",
+        type=positive_int,
+        nargs="+",
+        default=[1, 8, 64],
+        help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",
+    )
 
 
 def fmt(value: float | None, digits: int = 4) -> str:

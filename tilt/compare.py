@@ -21,15 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.cli import (
+    SHAPE_HEADER,
     Instance,
     OneLineParser,
     add_instance_arguments,
+    add_k_argument,
     build_instance,
     check_output_folder,
     fmt,
     non_negative_int,
-    positive_int,
     run_main,
+    shape_cells,
     table,
     write_atomic,
 )
@@ -141,17 +143,7 @@ def format_table(comparison: Comparison) -> str:
             shape_rows.append([r.label, beta] + ["--"] * 5)
             k_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
             continue
-        shape_rows.append(
-            [
-                r.label,
-                beta,
-                fmt(m.accuracy),
-                fmt(m.correct_entropy, 3),
-                fmt(m.effective_correct, 1),
-                fmt(m.gap_slope, 3),
-                fmt(m.ratio_distortion, 3),
-            ]
-        )
+        shape_rows.append([r.label, beta, *shape_cells(m)])
         k_rows.append(
             [r.label]
             + [fmt(m.pass_at_k[k]) for k in c.ks]
@@ -162,7 +154,7 @@ def format_table(comparison: Comparison) -> str:
     lines.append("")
     lines.append(
         table(
-            ["method", "beta", "accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion"],
+            ["method", "beta", *SHAPE_HEADER],
             shape_rows,
         )
     )
@@ -254,13 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_instance_arguments(parser)
     out = parser.add_argument_group("output")
-    out.add_argument(
-        "--k",
-        type=positive_int,
-        nargs="+",
-        default=[1, 8, 64],
-        help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",
-    )
+    add_k_argument(out)
     out.add_argument(
         "--rounds",
         type=non_negative_int,

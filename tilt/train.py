@@ -46,13 +46,16 @@ from tilt._train_estimators import (
     token_value_and_grad,
 )
 from tilt.cli import (
+    SHAPE_HEADER,
     OneLineParser,
     add_instance_arguments,
+    add_k_argument,
     build_instance,
     finite_float,
     fmt,
     positive_int,
     run_main,
+    shape_cells,
     table,
 )
 from tilt.context import ContextModel, demonstrations
@@ -707,13 +710,7 @@ def _parser() -> argparse.ArgumentParser:
         help="record the distance to the closed form every this many steps (default 1)",
     )
     out = parser.add_argument_group("output")
-    out.add_argument(
-        "--k",
-        type=positive_int,
-        nargs="+",
-        default=[1, 8, 64],
-        help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",
-    )
+    add_k_argument(out)
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     return parser
 
@@ -807,11 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(
                 [
                     label,
-                    fmt(m.accuracy),
-                    fmt(m.correct_entropy, 3),
-                    fmt(m.effective_correct, 1),
-                    fmt(m.gap_slope, 3),
-                    fmt(m.ratio_distortion, 3),
+                    *shape_cells(m),
                     *(fmt(m.pass_at_k[k]) for k in args.k),
                     *(fmt(m.distinct_at_k[k], 2) for k in args.k),
                 ]
@@ -820,11 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table(
                 [
                     "policy",
-                    "accuracy",
-                    "H(C) nats",
-                    "eff. #C",
-                    "gap slope",
-                    "distortion",
+                    *SHAPE_HEADER,
                     *(f"pass@{k}" for k in args.k),
                     *(f"distinct@{k}" for k in args.k),
                 ],
