@@ -1,7 +1,8 @@
 """Every command shown in the docs still works.
 
-Parses the fenced code blocks of ``docs/guide.md``, ``docs/gallery.md`` and
-``README.md``:
+Parses the fenced code blocks of ``docs/guide.md``, ``docs/gallery.md``,
+``docs/theory.md`` and ``README.md`` (``docs/performance.md`` shows only
+``benchmarks/run.py``, exercised by ``tests/test_benchmarks_smoke.py``):
 
 * in ``bash`` blocks, each line (or ``&&`` part of a line) that starts with
   ``python -m`` is run from a scratch folder holding a copy of
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("docs/guide.md", "docs/gallery.md", "README.md")
+DOCS = ("docs/guide.md", "docs/gallery.md", "docs/theory.md", "README.md")
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 
 
