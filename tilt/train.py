@@ -766,7 +766,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "seed": instance.seed,
                         "beta": args.beta if args.objective == "rl" else None,
                         "steps": result.steps,
-                        "seconds": seconds,
                         "tv_to_closed_form": _clean(result.tv_to_closed_form),
                         "kl_to_closed_form": _clean(result.kl_to_closed_form),
                         "measures": trained.as_dict(),
