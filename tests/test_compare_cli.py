@@ -18,7 +18,7 @@ import pytest
 
 from tilt.compare import main
 from tilt.context import CopyContext, EdgeContext, KernelContext, demonstrations, make_context
-from tilt.graphs import load_graph, named_task, resolve_task
+from tilt.graphs import catalogue, load_graph, named_task, resolve_task
 from tilt.measures import pass_at_k
 from tilt.optimal import rl_matched, rl_optimum, sd_forward, sd_sequence, sd_token, tilt_score
 from tilt.policy import base_policy
@@ -488,3 +488,12 @@ def test_method_over_a_size_limit_is_skipped_with_a_note(monkeypatch, tmp_path, 
     header, rows = _read_csv(out)
     assert {r[header.index("sd_token")] for r in rows} == {""}
     assert all(float(r[header.index("sd")]) >= 0 for r in rows)
+
+
+def test_list_graphs_prints_every_named_graph(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--list-graphs"])
+    assert stop.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == catalogue()
+    assert all("default base" in line for line in lines)

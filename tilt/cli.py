@@ -21,7 +21,7 @@ from typing import NoReturn
 import numpy as np
 
 from tilt.context import CONTEXTS, DEMOS, ContextModel, demonstrations, make_context
-from tilt.graphs import catalogue, resolve_task
+from tilt.graphs import catalogue, named_task, resolve_task
 from tilt.measures import Measures
 from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, RolloutSpace, enumerate_rollouts
@@ -87,9 +87,24 @@ def finite_float(text: str) -> float:
     return value
 
 
+class _ListGraphs(argparse.Action):
+    """``--list-graphs``: print the catalogue, one named graph a line, and exit 0."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        for name in catalogue():
+            print(f"{name:9s} {named_task(name).description}")
+        parser.exit(0)
+
+
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose graph, base, context model and demonstrations."""
     g = parser.add_argument_group("instance")
+    g.add_argument(
+        "--list-graphs", action=_ListGraphs, help="list the named graphs with their default bases"
+    )
     g.add_argument(
         "--graph",
         default="grid5",

@@ -140,8 +140,9 @@ def _routes() -> Task:
         target="t",
         horizon=None,
         description=(
-            "directed: a dominant route a (fork logit 2) and a minority route b (logit 0), "
-            "each two diamonds (up 0.5, down 0) with a dead end (-1) at every junction"
+            "directed: a dominant route a and a minority route b, each two diamonds with a "
+            "dead end at every junction; default base: fork logit 2 to a and 0 to b, "
+            "up 0.5, down 0, dead end -1"
         ),
     )
 
