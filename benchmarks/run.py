@@ -258,14 +258,9 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from tilt.cli import write_atomic
+
+    write_atomic(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:

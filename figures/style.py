@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis.sweeps import rows_to_csv  # noqa: E402
+from tilt.cli import write_atomic  # noqa: E402
 
 __all__ = [
     "MethodStyle",
@@ -150,27 +150,9 @@ def _metadata(fmt: str) -> dict[str, object]:
     return {}
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
 def replace_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def save_figure(fig, out: Path, stem: str, formats: Sequence[str] = FORMATS) -> list[Path]:  # type: ignore[no-untyped-def]

@@ -264,8 +264,12 @@ def check_output_folder(path: str | os.PathLike[str]) -> None:
         raise ValueError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
+def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A reader never sees a half-written file, and an interrupted write leaves the
+    old file (if any) in place.  The file gets the usual permissions (``0666``
+    less the umask), not ``mkstemp``'s ``0600``.
 
     Raises
     ------
@@ -274,15 +278,25 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """
     target = Path(path)
     check_output_folder(target)
-    folder = target.parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        else:
+            with os.fdopen(fd, "w", newline="") as handle:
+                handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 SHAPE_HEADER = ("accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion")
