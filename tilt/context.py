@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tilt._pairwise import SAFE_RANGE, kernel_pass, log_mixture, logsumexp_rows
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray, RolloutSpace, TooLargeError
 
@@ -119,21 +120,6 @@ def _check_generic(space: RolloutSpace, n_demos: int, what: str) -> None:
         )
 
 
-def _logsumexp_columns(values: FloatArray) -> FloatArray:
-    """``log sum_j exp(values[i, j])`` for each row ``i``, in place (``values`` is overwritten).
-
-    Plain numpy, faster than ``scipy.special.logsumexp`` on wide blocks; ``-inf``
-    rows stay ``-inf``.
-    """
-    peak = values.max(axis=1)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    values -= safe[:, None]
-    np.exp(values, out=values)
-    total = values.sum(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
-
-
 def _log_expm1(gamma: float) -> float:
     """``log(exp(gamma) - 1)`` without overflow; ``-inf`` at 0."""
     if gamma == 0:
@@ -204,75 +190,6 @@ def _check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
             "no exact algorithm avoids the pairs): use a horizon, a smaller graph, "
             "or sequence/token SD"
         )
-
-
-_SAFE_RANGE = 600.0
-"""Largest spread of exponents summed in the linear domain (``e^-600`` is far from underflow)."""
-
-_BLOCK_ENTRIES = 1 << 23
-"""Entries of one block of the pairwise mixture (64 MiB): large enough that a threaded BLAS
-product is worth its synchronisation (small blocks are much slower with OpenBLAS threads on a
-busy machine), small enough to stay far below the memory of the space."""
-
-_KERNEL_BLOCK = 1 << 19
-"""Entries of one level block of the kernel pass (4 MiB, cache-sized)."""
-
-
-def _log_mixture(weights: FloatArray, members: FloatArray, log_w: FloatArray) -> FloatArray:
-    """``out[y] = log sum_c exp(weights[y] . members[c] + log_w[c])`` for 0/1 rows ``members``.
-
-    ``members`` is a 0/1 matrix, so ``weights[y] . members[c]`` lies in
-    ``[lo(y), hi(y)]``, the sums of the negative and positive entries of
-    ``weights[y]``: each row is shifted by ``hi(y)`` inside the product (one extra
-    column) and the mixture is ``exp(block) @ w``, in cache-sized blocks, with no
-    max pass.  Rows whose spread ``hi - lo`` (plus that of ``log_w``) exceeds
-    :data:`_SAFE_RANGE` take the exact max-shifted path instead.
-    """
-    n_rows = weights.shape[0]
-    out = np.full(n_rows, -np.inf)
-    finite = np.isfinite(log_w)
-    if not finite.any() or n_rows == 0:
-        return out
-    members = members[finite]
-    log_w = log_w[finite]
-    top = float(log_w.max())
-    w = np.exp(log_w - top)
-    hi = np.maximum(weights, 0.0).sum(axis=1)
-    lo = np.minimum(weights, 0.0).sum(axis=1)
-    w_spread = top - float(log_w.min())
-    fast = (hi - lo) + w_spread <= _SAFE_RANGE
-    shifted = np.empty((n_rows, weights.shape[1] + 1))
-    shifted[:, :-1] = weights
-    shifted[:, -1] = -hi
-    ones = np.empty((members.shape[0], members.shape[1] + 1))
-    ones[:, :-1] = members
-    ones[:, -1] = 1.0
-    ones_t = np.ascontiguousarray(ones.T)
-    cols = members.shape[0]
-    col_step = max(256, min(cols, _BLOCK_ENTRIES // 64))
-    row_step = max(1, _BLOCK_ENTRIES // min(col_step, cols))
-    rows_fast = np.flatnonzero(fast)
-    total = np.zeros(n_rows)
-    for r0 in range(0, rows_fast.size, row_step):
-        rows = rows_fast[r0 : r0 + row_step]
-        left = shifted[rows]
-        acc = np.zeros(rows.size)
-        for c0 in range(0, cols, col_step):
-            block = left @ ones_t[:, c0 : c0 + col_step]
-            np.exp(block, out=block)
-            acc += np.einsum("ij,j->i", block, w[c0 : c0 + col_step])
-        total[rows] = acc
-    with np.errstate(divide="ignore"):
-        out[fast] = np.log(total[fast]) + hi[fast] + top
-    slow = np.flatnonzero(~fast)
-    members_t = np.ascontiguousarray(members.T)
-    step = max(1, _BLOCK_ENTRIES // max(cols, 1))
-    for r0 in range(0, slow.size, step):
-        rows = slow[r0 : r0 + step]
-        block = weights[rows] @ members_t
-        block += log_w
-        out[rows] = _logsumexp_columns(block)
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -580,7 +497,7 @@ class EdgeContext(ContextModel):
         _check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
         weights = self._step_weights(policy)
         incidence = space.move_incidence()
-        return policy.log_prob + _log_mixture(weights, incidence[support], demos.log_prob[support])
+        return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
 
 
 def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> FloatArray:
@@ -618,7 +535,7 @@ class KernelContext(ContextModel):
 
     def _linear_ok(self, space: RolloutSpace) -> bool:
         """``r_c <= e^(gamma max_depth)`` stays far from overflow."""
-        return self.gamma * space.max_depth <= _SAFE_RANGE
+        return self.gamma * space.max_depth <= SAFE_RANGE
 
     def _blocks(self, policy: Policy, demos: Policy) -> Iterator[tuple[IntArray, FloatArray]]:
         """Yield ``(chunk, log pi(y) + gamma n(y, c))`` of shape (n_rollouts, k)."""
@@ -633,7 +550,7 @@ class KernelContext(ContextModel):
         support, parts = [], []
         for chunk, tilted in self._blocks(policy, demos):
             support.append(chunk)
-            parts.append(_logsumexp_columns(np.ascontiguousarray(tilted.T).copy()))
+            parts.append(logsumexp_rows(np.ascontiguousarray(tilted.T).copy()))
         return np.concatenate(support), np.concatenate(parts)
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
@@ -689,17 +606,7 @@ class KernelContext(ContextModel):
         _check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
         incidence = space.move_incidence()
         log_w = demos.log_prob[support] - log_z
-        return policy.log_prob + _log_mixture(self.gamma * incidence, incidence[support], log_w)
-
-
-def _incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
-    """``A[i, e] = 1`` when rollout ``rollouts[i]`` makes move ``e``: shape (k, n_moves)."""
-    out = np.zeros((rollouts.size, space.n_moves))
-    moves = space.path_moves(rollouts)
-    rows = np.broadcast_to(np.arange(rollouts.size)[:, None], moves.shape)
-    keep = moves >= 0
-    out[rows[keep], moves[keep]] = 1.0
-    return out
+        return policy.log_prob + log_mixture(self.gamma * incidence, incidence[support], log_w)
 
 
 _KERNEL_CACHE: dict[str, Any] = {}
@@ -718,13 +625,12 @@ def _kernel_key(gamma: float, policy: Policy, demos: Policy) -> tuple[object, ..
 def _kernel_pass(
     gamma: float, policy: Policy, demos: Policy, want_prefixes: bool
 ) -> tuple[FloatArray, FloatArray | None]:
-    """Bottom-up pass of the kernel model over blocks of demonstrations.
+    """:func:`tilt._pairwise.kernel_pass` for ``D``'s support, size-checked and cached.
 
     Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
-    when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix
-    (meaningless below a zero-mass prefix).  Values are held one depth at a
-    time, prefix-major (``(width, k)``), so each level is a contiguous block.
-    The last result is cached for the same policy object and demonstrations.
+    when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix.
+    The last result is kept for the same space, ``gamma``, policy and
+    demonstrations (the optima of one instance share it).
     """
     key = _kernel_key(gamma, policy, demos)
     cached = _KERNEL_CACHE.get("key")
@@ -736,70 +642,12 @@ def _kernel_pass(
     space = policy.space
     support = _support(demos)
     _check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
-    log_mass = _prefix_log_mass(policy)
-    cond = np.zeros(space.n_prefixes)
-    parent = space.parent[1:]
-    reached = np.isfinite(log_mass[parent])
-    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
-    boost = math.expm1(gamma)
-    moves = space.move
-    level_start = space.level_start
-    levels = space._bottom_up_levels()
-    widest = int(np.diff(level_start).max())
-    log_z = np.empty(support.size)
-    expected: FloatArray | None = np.zeros(space.n_prefixes) if want_prefixes else None
-    weight = demos.prob[support]
-    cols = int(min(support.size, max(8, _KERNEL_BLOCK // max(widest, 1))))
-    incidence_t = np.ascontiguousarray(_incidence_rows(space, support).T)  # (n_moves, |supp D|)
-    # sibling groups by slot: group g of a level has children offsets[g] + j for j < count[g]
-    slot_groups = []
-    for lo, hi, _, offsets in levels:
-        count = np.diff(np.r_[offsets, hi - lo])
-        slot_groups.append([np.flatnonzero(count > j) for j in range(1, int(count.max(initial=1)))])
-    all_positive = bool(np.all(cond[1:] > 0))
-    below_buffer = np.empty(widest * cols)
-    above_buffer = np.empty(widest * cols)
-    for c0 in range(0, support.size, cols):
-        factor = 1.0 + boost * incidence_t[:, c0 : c0 + cols]  # (n_moves, k)
-        k = factor.shape[1]
-        w = weight[c0 : c0 + k]
-        d = space.max_depth
-        below = below_buffer[: (level_start[d + 1] - level_start[d]) * k].reshape(-1, k)
-        below.fill(1.0)
-        for (lo, hi, internal, offsets), groups in zip(levels, slot_groups, strict=True):
-            if expected is not None:
-                expected[lo:hi] += np.einsum("ij,j->i", _log_rows(below, all_positive), w)
-            below *= cond[lo:hi, None]
-            below *= factor[moves[lo:hi]]
-            up_lo = int(level_start[d - 1])
-            above = above_buffer[: (lo - up_lo) * k].reshape(-1, k)
-            above.fill(1.0)
-            rows = internal - up_lo
-            summed = below[offsets]
-            for j, has in enumerate(groups, start=1):
-                summed[has] += below[offsets[has] + j]
-            above[rows] = summed
-            below_buffer, above_buffer = above_buffer, below_buffer
-            below = above
-            d -= 1
-        if expected is not None:
-            expected[:1] += np.einsum("ij,j->i", _log_rows(below, all_positive), w)
-        with np.errstate(divide="ignore"):
-            log_z[c0 : c0 + k] = np.log(below[0])
-    if expected is not None:
-        expected /= float(weight.sum())
+    value = kernel_pass(
+        gamma, space, _prefix_log_mass(policy), support, demos.prob[support], want_prefixes
+    )
     _KERNEL_CACHE.clear()
-    _KERNEL_CACHE.update(key=key, space=weakref.ref(policy.space), value=(log_z, expected))
-    return log_z, expected
-
-
-def _log_rows(values: FloatArray, all_positive: bool) -> FloatArray:
-    """``log`` of a block of values; zeros (below zero-mass prefixes, unused) give 0."""
-    if all_positive:
-        return np.log(values)
-    out = np.zeros_like(values)
-    np.log(values, out=out, where=values > 0)
-    return out
+    _KERNEL_CACHE.update(key=key, space=weakref.ref(policy.space), value=value)
+    return value
 
 
 def make_context(name: str, strength: float) -> ContextModel:
