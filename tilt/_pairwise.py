@@ -12,10 +12,9 @@ import math
 
 import numpy as np
 
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
 
 __all__ = [
-    "SAFE_RANGE",
     "logsumexp_rows",
     "log_mixture",
     "incidence_rows",
@@ -38,9 +37,6 @@ def logsumexp_rows(values: FloatArray) -> FloatArray:
         return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
 
 
-SAFE_RANGE = 600.0
-"""Largest spread of exponents summed in the linear domain (``e^-600`` is far from underflow)."""
-
 BLOCK_ENTRIES = 1 << 23
 """Entries of one block of the pairwise mixture (64 MiB): large enough that a threaded BLAS
 product is worth its synchronisation (small blocks are much slower with OpenBLAS threads on a
@@ -58,7 +54,7 @@ def log_mixture(weights: FloatArray, members: FloatArray, log_w: FloatArray) -> 
     ``weights[y]``: each row is shifted by ``hi(y)`` inside the product (one extra
     column) and the mixture is ``exp(block) @ w``, in cache-sized blocks, with no
     max pass.  Rows whose spread ``hi - lo`` (plus that of ``log_w``) exceeds
-    :data:`SAFE_RANGE` take the exact max-shifted path instead.
+    :data:`LINEAR_RANGE` take the exact max-shifted path instead.
     """
     n_rows = weights.shape[0]
     out = np.full(n_rows, -np.inf)
@@ -72,7 +68,7 @@ def log_mixture(weights: FloatArray, members: FloatArray, log_w: FloatArray) -> 
     hi = np.maximum(weights, 0.0).sum(axis=1)
     lo = np.minimum(weights, 0.0).sum(axis=1)
     w_spread = top - float(log_w.min())
-    fast = (hi - lo) + w_spread <= SAFE_RANGE
+    fast = (hi - lo) + w_spread <= LINEAR_RANGE
     shifted = np.empty((n_rows, weights.shape[1] + 1))
     shifted[:, :-1] = weights
     shifted[:, -1] = -hi
@@ -133,7 +129,7 @@ def kernel_pass(
     ``support`` and, when ``want_prefixes``, ``sum_c w(c) log r_c(p) / sum_c w(c)``
     per prefix (meaningless below a zero-mass prefix).  Values are held one depth
     at a time, prefix-major (``(width, k)``), so each level is a contiguous block.
-    Needs ``gamma * max_depth <= SAFE_RANGE`` (no overflow).
+    Needs ``gamma * max_depth <= LINEAR_RANGE`` (no overflow).
     """
     cond = np.zeros(space.n_prefixes)
     parent = space.parent[1:]
@@ -142,7 +138,7 @@ def kernel_pass(
     boost = math.expm1(gamma)
     moves = space.move
     level_start = space.level_start
-    levels = space._bottom_up_levels()
+    levels = space.bottom_up_levels
     widest = int(np.diff(level_start).max())
     log_z = np.empty(support.size)
     expected: FloatArray | None = np.zeros(space.n_prefixes) if want_prefixes else None

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from tilt._pairwise import SAFE_RANGE, kernel_pass, log_mixture, logsumexp_rows
+from tilt._pairwise import kernel_pass, log_mixture, logsumexp_rows
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace, TooLargeError
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, TooLargeError
 
 __all__ = [
     "DEMOS",
@@ -159,23 +159,6 @@ def _cached(policy: Policy, name: str, compute: Callable[[], FloatArray]) -> Flo
     return _POLICY_CACHE[name]
 
 
-def _log_conditionals(policy: Policy) -> FloatArray:
-    """``policy.log_conditionals()`` (cached by the policy, read-only)."""
-    return policy.log_conditionals()
-
-
-def _prefix_log_mass(policy: Policy) -> FloatArray:
-    """``policy.prefix_log_mass()`` (cached by the policy, read-only)."""
-    return policy.prefix_log_mass()
-
-
-def _scipy_logsumexp() -> Callable[..., FloatArray]:
-    """``scipy.special.logsumexp``, imported on first use (it costs 0.15 s at start-up)."""
-    from scipy.special import logsumexp
-
-    return logsumexp
-
-
 def _check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
     """Raise :class:`TooLargeError` when ``n_demos x n_rollouts`` teacher terms exceed the limit.
 
@@ -252,7 +235,7 @@ def generic_token_log_target(model: ContextModel, policy: Policy, demos: Policy)
             w = demos.prob[c]
             numerator[1:] += np.where(reached, np.where(np.isneginf(cond), -np.inf, w * cond), 0.0)
             weight_sum[1:] += np.where(reached, w, 0.0)
-    own = _log_conditionals(policy)
+    own = policy.log_conditionals()
     has = weight_sum > 0
     out = own.copy()
     out[has] = numerator[has] / weight_sum[has]
@@ -268,7 +251,7 @@ def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy)
     out = np.full(space.n_rollouts, -np.inf)
     for chunk in _chunks(support, space.n_rollouts):
         teacher = model.teacher_log_prob(policy, chunk) + demos.log_prob[chunk][:, None]
-        out = np.logaddexp(out, _scipy_logsumexp()(teacher, axis=0))
+        out = np.logaddexp(out, logsumexp_rows(np.ascontiguousarray(teacher.T)))
     return out
 
 
@@ -379,13 +362,13 @@ class CopyContext(ContextModel):
         # E_c log T_c(p | h) = (1 - D(h)) log pi(p|h) + D(p) log((1-lam) pi(p) + lam)
         #   + (D(h) - D(p)) log((1-lam) pi(p)) - D(h) log((1-lam) pi(h) + lam)
         space = policy.space
-        log_mass = _prefix_log_mass(policy)
+        log_mass = policy.prefix_log_mass()
         d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
         parent = space.parent[1:]
         lam = self.lam
         log_keep = math.log1p(-lam)
         log_lam = math.log(lam) if lam else -np.inf
-        own = _log_conditionals(policy)[1:]
+        own = policy.log_conditionals()[1:]
         d_h, d_p = d_mass[parent], np.minimum(d_mass[1:], d_mass[parent])
         lp, lh = log_mass[1:], log_mass[parent]
         through_both = np.logaddexp(log_keep + lp, log_lam)
@@ -445,7 +428,7 @@ class EdgeContext(ContextModel):
         """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0; cached)."""
 
         def compute() -> FloatArray:
-            out = np.logaddexp(0.0, _log_expm1(self.gamma) + _log_conditionals(policy))
+            out = np.logaddexp(0.0, _log_expm1(self.gamma) + policy.log_conditionals())
             out[0] = 0.0
             return out
 
@@ -487,7 +470,7 @@ class EdgeContext(ContextModel):
         return space.path_sum(self._step(policy, demos))[space.rollout_prefix]
 
     def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
-        out = _log_conditionals(policy) + self._step(policy, demos)
+        out = policy.log_conditionals() + self._step(policy, demos)
         out[0] = 0.0
         return out
 
@@ -535,7 +518,7 @@ class KernelContext(ContextModel):
 
     def _linear_ok(self, space: RolloutSpace) -> bool:
         """``r_c <= e^(gamma max_depth)`` stays far from overflow."""
-        return self.gamma * space.max_depth <= SAFE_RANGE
+        return self.gamma * space.max_depth <= LINEAR_RANGE
 
     def _blocks(self, policy: Policy, demos: Policy) -> Iterator[tuple[IntArray, FloatArray]]:
         """Yield ``(chunk, log pi(y) + gamma n(y, c))`` of shape (n_rollouts, k)."""
@@ -558,7 +541,7 @@ class KernelContext(ContextModel):
         tilted = policy.log_prob[None, :] + self.gamma * (
             incidence[np.asarray(demos)] @ incidence.T
         )
-        return tilted - _scipy_logsumexp()(tilted, axis=1, keepdims=True)
+        return tilted - logsumexp_rows(tilted.copy())[:, None]
 
     def _log_z(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
         space = policy.space
@@ -583,8 +566,8 @@ class KernelContext(ContextModel):
             return generic_token_log_target(self, policy, demos)
         _, expected = _kernel_pass(self.gamma, policy, demos, want_prefixes=True)
         assert expected is not None  # asked for with want_prefixes=True
-        own = _log_conditionals(policy)
-        log_mass = _prefix_log_mass(policy)
+        own = policy.log_conditionals()
+        log_mass = policy.prefix_log_mass()
         parent = space.parent[1:]
         m = edge_marginals(demos)
         out = own.copy()
@@ -643,7 +626,7 @@ def _kernel_pass(
     support = _support(demos)
     _check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
     value = kernel_pass(
-        gamma, space, _prefix_log_mass(policy), support, demos.prob[support], want_prefixes
+        gamma, space, policy.prefix_log_mass(), support, demos.prob[support], want_prefixes
     )
     _KERNEL_CACHE.clear()
     _KERNEL_CACHE.update(key=key, space=weakref.ref(policy.space), value=value)

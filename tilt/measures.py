@@ -37,22 +37,10 @@ def _check_k(k: int) -> int:
     return int(k)
 
 
-def _fail_prob(q: float, k: int) -> float:
-    """``(1 - q)^k`` accurately for small and large ``q``."""
-    if q >= 1.0:
-        return 0.0
-    return math.exp(k * math.log1p(-q))
-
-
-def _failure_mass(policy: Policy) -> float:
-    """``1 - q(C)`` computed from the incorrect mass (no cancellation)."""
-    return policy.incorrect_mass
-
-
 def pass_at_k(policy: Policy, k: int) -> float:
     """``1 - (1 - q(C))^k``: a correct rollout among ``k`` independent samples."""
     k = _check_k(k)
-    fail = _failure_mass(policy)
+    fail = policy.incorrect_mass
     # 0.0 - x, not -x: a plain 0.0 (not -0.0) when fail = 1
     return 0.0 - math.expm1(k * math.log(fail)) if fail > 0 else 1.0
 
@@ -153,7 +141,7 @@ def _ood_pass(policy: Policy, ks: Sequence[int]) -> list[OODPass]:
     used_flow = space.subtree_sum(space.correct.astype(np.float64))
     used[space.move[1:][used_flow[1:] > 0]] = True
     moves = np.flatnonzero(used)
-    fail = np.minimum(_failure_mass(policy) + correct_flow_by_move(policy)[moves], 1.0)
+    fail = np.minimum(policy.incorrect_mass + correct_flow_by_move(policy)[moves], 1.0)
     with np.errstate(divide="ignore"):
         log_fail = np.log(fail)
     out = []

@@ -39,8 +39,10 @@ DEFAULT_MAX_ROLLOUTS = 30_000_000
 DENSE_LIMIT = 60_000_000
 """Most entries of a dense rollout-by-move matrix (480 MB of float64)."""
 
-_LINEAR_RANGE = 600.0
-"""Largest spread of log-values that tree sums take in the linear domain."""
+LINEAR_RANGE = 600.0
+"""Largest spread of log-values summed in the linear domain, shifted by their maximum
+(``e^-600`` is far from underflow); tree sums here and the pairwise sums of
+:mod:`tilt._pairwise` share it."""
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -51,7 +53,7 @@ class TooLargeError(ValueError):
 
 
 def _linear_shift(values: FloatArray) -> float | None:
-    """The largest value when every finite value lies within ``_LINEAR_RANGE`` of it, else ``None``.
+    """The largest value when every finite value lies within ``LINEAR_RANGE`` of it, else ``None``.
 
     ``None`` also when there is a ``nan`` or ``+inf`` or no finite value (the
     per-group log-domain path handles those).  Then ``exp(values - top)`` is
@@ -65,7 +67,7 @@ def _linear_shift(values: FloatArray) -> float | None:
     low = float(values.min())
     if low == -math.inf:
         low = float(np.min(values, initial=math.inf, where=values != -math.inf))
-    return top if top - low <= _LINEAR_RANGE else None
+    return top if top - low <= LINEAR_RANGE else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,7 +159,7 @@ class RolloutSpace:
 
     # ------------------------------------------------------------ tree sums
     @cached_property
-    def _levels(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
+    def bottom_up_levels(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
         """Per depth ``d`` from the deepest to 1: ``(lo, hi, internal, offsets)``.
 
         ``lo:hi`` are the prefixes of depth ``d``; ``internal`` the prefixes of depth
@@ -174,10 +176,6 @@ class RolloutSpace:
             inner = internal[bounds[d - 1] : bounds[d]]
             out.append((lo, hi, inner, self.child_start[inner] - lo))
         return tuple(out)
-
-    def _bottom_up_levels(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
-        """The cached level structure of :attr:`_levels` (for 2-D passes in :mod:`tilt.context`)."""
-        return self._levels
 
     def path_sum(self, per_prefix: FloatArray) -> FloatArray:
         """Sum ``per_prefix`` along the path of every prefix (root value included).
@@ -207,7 +205,7 @@ class RolloutSpace:
         """Per prefix, ``log sum exp`` of ``per_rollout`` over the rollouts below it.
 
         ``-inf`` where every rollout below has ``-inf``; never ``nan``.  When the
-        finite values span at most ``_LINEAR_RANGE`` nats the sums run in the
+        finite values span at most ``LINEAR_RANGE`` nats the sums run in the
         linear domain, shifted by the largest value (one :meth:`subtree_sum`, no
         underflow: every term is at least ``e^-600``); otherwise one depth at a
         time with a max shift per sibling group.
