@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from tilt.context import ContextModel, make_context
 from tilt.graphs import named_task
 from tilt.optimal import rl_matched, rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 
-__all__ = ["FigureResult", "base_of", "optima"]
+__all__ = ["FigureResult", "base_of", "optima", "correct_rollout_rows"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +45,20 @@ def optima(pi0: Policy, model: ContextModel | tuple[str, float]) -> dict[str, Po
         out["rl_matched"] = matched.policy
     out.update(sds)
     return out
+
+
+def correct_rollout_rows(pi0: Policy, columns: dict[str, np.ndarray]) -> list[dict[str, object]]:
+    """One CSV row per correct rollout: its index, ``log_base`` and each column (8 digits).
+
+    Each array in ``columns`` has one value per correct rollout, in rollout order.
+    """
+    correct = np.flatnonzero(pi0.space.correct)
+    log_base = pi0.log_prob[correct]
+    return [
+        {
+            "rollout": int(i),
+            "log_base": float(f"{log_base[j]:.8g}"),
+            **{name: float(f"{values[j]:.8g}") for name, values in columns.items()},
+        }
+        for j, i in enumerate(correct)
+    ]

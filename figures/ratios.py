@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures._common import FigureResult, base_of, optima
+from figures._common import FigureResult, base_of, correct_rollout_rows, optima
 from figures.style import METHODS, new_figure, save_csv, save_figure, save_json, suptitle
 from tilt.measures import gap_slope
 
@@ -31,14 +31,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     x = pi0.log_prob[correct]
     keys = [k for k in PANELS if k in policies]
     slopes = {k: gap_slope(policies[k], pi0) for k in keys}
-    rows = [
-        {
-            "rollout": int(i),
-            "log_base": float(f"{x[j]:.8g}"),
-            **{f"log_{k}": float(f"{policies[k].log_prob[i]:.8g}") for k in keys},
-        }
-        for j, i in enumerate(np.flatnonzero(correct))
-    ]
+    rows = correct_rollout_rows(pi0, {f"log_{k}": policies[k].log_prob[correct] for k in keys})
     files = [save_csv(out / f"{NAME}.csv", rows)]
     numbers = {
         "graph": graph,

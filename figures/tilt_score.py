@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from figures._common import FigureResult, base_of
+from figures._common import FigureResult, base_of, correct_rollout_rows
 from figures.style import (
     CONTEXT_LABELS,
     METHODS,
@@ -24,16 +24,12 @@ from figures.style import (
 )
 from tilt.cli import DEFAULT_STRENGTH
 from tilt.context import CONTEXTS, make_context
+from tilt.measures import least_squares_slope
 from tilt.optimal import tilt_score
 
 __all__ = ["make"]
 
 NAME = "fig2_tilt_score"
-
-
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    dx = x - x.mean()
-    return float(dx @ (y - y.mean()) / (dx @ dx))
 
 
 def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0) -> FigureResult:
@@ -45,15 +41,8 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     scores, slopes = {}, {}
     for name in CONTEXTS:
         s = tilt_score(pi0, make_context(name, DEFAULT_STRENGTH[name]))[correct]
-        scores[name], slopes[name] = s, _slope(x, s)
-    rows = [
-        {
-            "rollout": int(i),
-            "log_base": float(f"{x[j]:.8g}"),
-            **{f"S_{n}": float(f"{scores[n][j]:.8g}") for n in CONTEXTS},
-        }
-        for j, i in enumerate(np.flatnonzero(correct))
-    ]
+        scores[name], slopes[name] = s, least_squares_slope(x, s)
+    rows = correct_rollout_rows(pi0, {f"S_{n}": scores[n] for n in CONTEXTS})
     files = [save_csv(out / f"{NAME}.csv", rows)]
     numbers = {
         "graph": graph,
@@ -68,10 +57,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     for ax, name in zip(axes[0], CONTEXTS, strict=True):
         strength = DEFAULT_STRENGTH[name]
         label = (
-            CONTEXT_LABELS[name]
-            .replace("(", "(")
-            .replace("λ)", f"λ={strength:g})")
-            .replace("γ)", f"γ={strength:g})")
+            CONTEXT_LABELS[name].replace("λ)", f"λ={strength:g})").replace("γ)", f"γ={strength:g})")
         )
         ax.scatter(
             x,

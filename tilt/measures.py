@@ -25,6 +25,7 @@ __all__ = [
     "distinct_at_k",
     "correct_entropy",
     "gap_slope",
+    "least_squares_slope",
     "ratio_distortion",
     "correct_flow_by_move",
     "ood_pass_at_k",
@@ -63,6 +64,20 @@ def correct_entropy(policy: Policy) -> float:
     return float(max(0.0, -(np.exp(cond) * cond).sum()))
 
 
+def least_squares_slope(x: FloatArray, y: FloatArray) -> float:
+    """Slope of the least-squares line of ``y`` on ``x``: ``cov(x, y) / var(x)``.
+
+    ``nan`` when there are fewer than two points or ``x`` is constant.
+    """
+    if x.size < 2:
+        return math.nan
+    dx = x - x.mean()
+    var = float(dx @ dx)
+    if var <= 1e-24 * x.size:
+        return math.nan
+    return float(dx @ (y - y.mean())) / var
+
+
 def gap_slope(policy: Policy, base: Policy) -> float:
     """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
 
@@ -71,14 +86,7 @@ def gap_slope(policy: Policy, base: Policy) -> float:
     """
     correct = policy.space.correct
     keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
-    x, y = base.log_prob[keep], policy.log_prob[keep]
-    if x.size < 2:
-        return math.nan
-    dx = x - x.mean()
-    var = float(dx @ dx)
-    if var <= 1e-24 * x.size:
-        return math.nan
-    return float(dx @ (y - y.mean())) / var
+    return least_squares_slope(base.log_prob[keep], policy.log_prob[keep])
 
 
 def ratio_distortion(policy: Policy, base: Policy) -> float:
