@@ -26,6 +26,7 @@ __all__ = [
     "correct_entropy",
     "gap_slope",
     "least_squares_slope",
+    "weighted_gap_slope",
     "ratio_distortion",
     "correct_flow_by_move",
     "ood_pass_at_k",
@@ -64,18 +65,23 @@ def correct_entropy(policy: Policy) -> float:
     return float(max(0.0, -(np.exp(cond) * cond).sum()))
 
 
-def least_squares_slope(x: FloatArray, y: FloatArray) -> float:
-    """Slope of the least-squares line of ``y`` on ``x``: ``cov(x, y) / var(x)``.
+def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None = None) -> float:
+    """Slope of the (weighted) least-squares line of ``y`` on ``x``: ``cov_w(x, y) / var_w(x)``.
 
-    ``nan`` when there are fewer than two points or ``x`` is constant.
+    ``weight`` (non-negative, any scale) defaults to equal weights.  ``nan``
+    when fewer than two points carry weight or ``x`` is constant on them.
     """
-    if x.size < 2:
+    if weight is None:
+        weight = np.ones(x.size)
+    keep = weight > 0
+    if np.count_nonzero(keep) < 2:
         return math.nan
-    dx = x - x.mean()
-    var = float(dx @ dx)
-    if var <= 1e-24 * x.size:
+    x, y, w = x[keep], y[keep], weight[keep] / weight[keep].sum()
+    dx = x - w @ x
+    var = float(w @ (dx * dx))
+    if var <= 1e-24:
         return math.nan
-    return float(dx @ (y - y.mean())) / var
+    return float(w @ (dx * (y - w @ y))) / var
 
 
 def gap_slope(policy: Policy, base: Policy) -> float:
@@ -87,6 +93,20 @@ def gap_slope(policy: Policy, base: Policy) -> float:
     correct = policy.space.correct
     keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
     return least_squares_slope(base.log_prob[keep], policy.log_prob[keep])
+
+
+def weighted_gap_slope(policy: Policy, base: Policy) -> float:
+    """:func:`gap_slope` with each correct rollout weighted by ``pi0(y)``.
+
+    The slope a typical *sample* sees: rollouts the base rarely produces count
+    little.  Exactly 1 for RL.  For sequence SD it is ``1 + cov_w(S, log pi0) /
+    var_w(log pi0)`` with ``w = pi0(. | C)`` (the estimand of ``tilt.audit``).
+    ``nan`` when fewer than two correct rollouts have ``q(y) > 0``.
+    """
+    correct = policy.space.correct
+    keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
+    x = base.log_prob[keep]
+    return least_squares_slope(x, policy.log_prob[keep], np.exp(x - x.max()) if x.size else x)
 
 
 def ratio_distortion(policy: Policy, base: Policy) -> float:
@@ -177,6 +197,7 @@ class Measures:
     effective_correct: float
     gap_slope: float
     ratio_distortion: float
+    weighted_gap_slope: float = math.nan
     pass_at_k: dict[int, float] = field(default_factory=dict)
     distinct_at_k: dict[int, float] = field(default_factory=dict)
     ood: dict[int, OODPass] = field(default_factory=dict)
@@ -192,6 +213,7 @@ class Measures:
             "correct_entropy": clean(self.correct_entropy),
             "effective_correct": clean(self.effective_correct),
             "gap_slope": clean(self.gap_slope),
+            "weighted_gap_slope": clean(self.weighted_gap_slope),
             "ratio_distortion": clean(self.ratio_distortion),
             "pass_at_k": {str(k): clean(v) for k, v in self.pass_at_k.items()},
             "distinct_at_k": {str(k): clean(v) for k, v in self.distinct_at_k.items()},
@@ -211,6 +233,7 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
         effective_correct=math.exp(entropy),
         gap_slope=gap_slope(policy, base),
         ratio_distortion=ratio_distortion(policy, base),
+        weighted_gap_slope=weighted_gap_slope(policy, base),
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
         distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
         ood=dict(zip(ks, _ood_pass(policy, ks), strict=True)),
