@@ -90,9 +90,19 @@ def _log_prob(value: object, field: str) -> float:
 def _tokens(value: object, field: str, total: float) -> FloatArray:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{field!r} must be a non-empty list of numbers")
-    out = np.empty(len(value))
-    for i, v in enumerate(value):
-        out[i] = _log_prob(v, f"{field}[{i}]")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        i, bad = next(
+            (i, v)
+            for i, v in enumerate(value)
+            if isinstance(v, bool) or not isinstance(v, (int, float))
+        )
+        raise ValueError(f"'{field}[{i}]' must be a number, got {bad!r}")
+    out = np.array(value, dtype=np.float64)
+    bad_index = np.flatnonzero(~np.isfinite(out) | (out > LOGP_TOLERANCE))
+    if bad_index.size:
+        i = int(bad_index[0])
+        _log_prob(value[i], f"{field}[{i}]")  # raises with the reason
+    np.minimum(out, 0.0, out=out)
     if abs(float(out.sum()) - total) > TOKEN_SUM_TOLERANCE * max(1.0, abs(total)):
         raise ValueError(
             f"{field!r} sums to {float(out.sum())!r} but the sequence log-probability is "
