@@ -21,7 +21,7 @@ Three sweeps (``SWEEPS``): ``size`` (prompts x rollouts on one instance),
 Example::
 
     python -m analysis.audit_validation --quick --out audit_quick.csv
-    python -m analysis.audit_validation --out audit.csv --jobs 2   # slow: about 40 minutes
+    python -m analysis.audit_validation --out audit.csv --jobs 2   # slow: about 30 minutes
 """
 
 from __future__ import annotations
@@ -217,18 +217,22 @@ def configurations(which: str, quick: bool) -> list[tuple[str, str, int, int, in
     """``(instance, context, prompts, rollouts, demos)`` of sweep ``which``."""
     if which == "size":
         graph = "grid3" if quick else "grid4"
-        sizes = (10, 50) if quick else (10, 25, 50, 100, 200)
+        sizes = (10, 40) if quick else (10, 30, 100)
         per = (8,) if quick else (4, 8, 16)
         return [(graph, "edge", p, n, 1) for n in per for p in sizes]
     if which == "instances":
         names = ("routes",) if quick else ("grid5", "routes", "obstacle5", "random9")
-        return [(g, c, 50 if quick else 100, 8, 1) for g in names for c in CONTEXTS]
+        return [(g, c, 30 if quick else 50, 8, 1) for g in names for c in CONTEXTS]
     if which == "demos":
         graph = "grid3" if quick else "grid4"
         per = (8,) if quick else (8, 32)
-        counts: tuple[int | None, ...] = (1, None) if quick else (1, 4, None)
-        return [(graph, "edge", 50 if quick else 100, n, m) for n in per for m in counts]
+        counts: tuple[int | None, ...] = (1, None)
+        return [(graph, "edge", 30 if quick else 50, n, m) for n in per for m in counts]
     raise ValueError(f"unknown sweep {which!r}: choose one of {', '.join(SWEEPS)}")
+
+
+REPLICATES = {"size": 200, "instances": 200, "demos": 100}
+"""Replicates per configuration of each sweep (``quick``: 10)."""
 
 
 def sweep(
@@ -239,8 +243,8 @@ def sweep(
     jobs: int | None = 1,
     progress: bool = False,
 ) -> list[Row]:
-    """Summary rows of one sweep (``quick``: small instances, 20 replicates)."""
-    reps = replicates if replicates is not None else (20 if quick else 200)
+    """Summary rows of one sweep (``quick``: small instances, 10 replicates)."""
+    reps = replicates if replicates is not None else (10 if quick else REPLICATES[which])
     tasks = [
         (f"{which} {g} {c} P={p} n={n} m={m}", (g, c, p, n, m, reps, seed))
         for g, c, p, n, m in configurations(which, quick)
@@ -257,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m analysis.audit_validation",
         description="Bias and coverage of tilt.audit against exact answers.",
     )
-    parser.add_argument("--quick", action="store_true", help="small instances, 20 replicates")
+    parser.add_argument("--quick", action="store_true", help="small instances, 10 replicates")
     parser.add_argument("--replicates", type=positive_int, help="replicates per configuration")
     parser.add_argument("--only", nargs="+", choices=SWEEPS, help="only these sweeps")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="first seed (default 0)")
