@@ -367,7 +367,8 @@ def test_bad_paths_and_options(
     names = {"missing": tmp_path / "nope.jsonl", "folder": tmp_path, "log": log, "latin": latin}
     assert main([a.format(**names) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err, err
+    assert len(err.splitlines()) == 1, err
+    assert message in err, err
 
 
 def test_big_files_stream_prompt_by_prompt(tmp_path: Path) -> None:
