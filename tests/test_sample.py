@@ -158,3 +158,12 @@ def test_output_destination_is_checked_first(
     assert "does not exist" in capsys.readouterr().err
     assert main(["--graph", "grid3", "--out", str(tmp_path)]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_the_documented_example_log_is_what_the_command_writes(tmp_path: Path) -> None:
+    # docs/audit.md shows the command that wrote docs/examples/audit_grid4.jsonl
+    out = tmp_path / "audit_grid4.jsonl"
+    argv = ["--graph", "grid4", "--context", "edge", "--strength", "2", "--prompts", "50"]
+    assert main([*argv, "--rollouts", "8", "--tokens", "--out", str(out)]) == 0
+    root = Path(__file__).resolve().parents[1]
+    assert out.read_bytes() == (root / "docs" / "examples" / "audit_grid4.jsonl").read_bytes()
