@@ -474,7 +474,7 @@ def test_infinite_beta_is_the_base(capsys):
 def test_method_over_a_size_limit_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
     # kernel's token target goes through the generic path (one teacher per demonstration); with a
     # tiny limit it raises TooLargeError, and compare keeps the row, skipped, with the reason
-    monkeypatch.setattr("tilt.context.GENERIC_LIMIT", 10)
+    monkeypatch.setattr("tilt.context.generic.GENERIC_LIMIT", 10)
     out = tmp_path / "out.csv"
     argv = ["--graph", "grid3", "--context", "kernel", "--json", "--rollouts", str(out)]
     code, stdout, err = _run(argv, capsys)

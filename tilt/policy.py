@@ -8,13 +8,17 @@ space.  The base policy ``pi0`` is the edge softmax of ``docs/theory.md``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tilt.space import FloatArray, RolloutSpace
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Policy",
@@ -68,6 +72,31 @@ class Policy:
 
     space: RolloutSpace
     log_prob: FloatArray
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def memo(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()``, remembered on this policy under ``key``.
+
+        Per-prefix arrays that several optima of one policy need (a context
+        model's boosts, its per-step tilt) are computed once.  Keys of the form
+        ``'group@detail'`` keep only the latest ``detail`` of each group (for
+        example one set of demonstrations at a time), so the memo stays small.
+        Arrays are stored read-only.
+        """
+        if key not in self._memo:
+            if "@" in key:
+                group = key.split("@")[0] + "@"
+                for old in [k for k in self._memo if k.startswith(group)]:
+                    del self._memo[old]
+            value = compute()
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            self._memo[key] = value
+        return self._memo[key]
+
+    def remembered(self, key: str) -> Any:
+        """What :meth:`memo` holds under ``key``, or ``None``."""
+        return self._memo.get(key)
 
     @classmethod
     def from_log_weights(cls, space: RolloutSpace, log_weight: FloatArray) -> Policy:

@@ -1,0 +1,93 @@
+"""``copy(lam)``: the teacher copies the whole demonstration with probability ``lam``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tilt.context.base import ContextModel, check_strength
+from tilt.policy import Policy
+from tilt.space import FloatArray, IntArray
+
+__all__ = ["CopyContext"]
+
+
+class CopyContext(ContextModel):
+    """``copy(lam)``: ``pi(y | c) = (1 - lam) pi(y) + lam [y = c]``, ``0 <= lam < 1``.
+
+    Closed forms (``docs/theory.md``)::
+
+        S(y) = log(1 - lam) + D(y) log(1 + lam / ((1 - lam) pi(y)))
+        forward: q(y) = (1 - lam) pi(y) + lam D(y)
+    """
+
+    name = "copy"
+
+    def __init__(self, lam: float) -> None:
+        self.strength = self.lam = check_strength("lam", lam, upper=1.0)
+
+    def describe(self) -> str:
+        return f"copy(lam={self.lam:g})"
+
+    def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
+        demos = np.asarray(demos, dtype=np.int64)
+        out = np.tile(math.log1p(-self.lam) + policy.log_prob, (demos.size, 1))
+        rows = np.arange(demos.size)
+        with np.errstate(divide="ignore"):
+            out[rows, demos] = np.logaddexp(
+                out[rows, demos], math.log(self.lam) if self.lam else -np.inf
+            )
+        return out
+
+    def _log_boost(self, log_p: FloatArray) -> FloatArray:
+        """``log(1 + lam / ((1 - lam) p))`` from ``log p``."""
+        if self.lam == 0:
+            return np.zeros_like(log_p)
+        return np.logaddexp(0.0, math.log(self.lam) - math.log1p(-self.lam) - log_p)
+
+    def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
+        d = demos.prob
+        boost = np.zeros(policy.space.n_rollouts)
+        has = d > 0
+        boost[has] = d[has] * self._log_boost(policy.log_prob[has])
+        return math.log1p(-self.lam) + boost
+
+    def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        # E_c log T_c(p | h) = (1 - D(h)) log pi(p|h) + D(p) log((1-lam) pi(p) + lam)
+        #   + (D(h) - D(p)) log((1-lam) pi(p)) - D(h) log((1-lam) pi(h) + lam)
+        space = policy.space
+        log_mass = policy.prefix_log_mass()
+        d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
+        parent = space.parent[1:]
+        lam = self.lam
+        log_keep = math.log1p(-lam)
+        log_lam = math.log(lam) if lam else -np.inf
+        own = policy.log_conditionals()[1:]
+        d_h, d_p = d_mass[parent], np.minimum(d_mass[1:], d_mass[parent])
+        lp, lh = log_mass[1:], log_mass[parent]
+        through_both = np.logaddexp(log_keep + lp, log_lam)
+        through_h_only = log_keep + lp
+        norm = np.logaddexp(log_keep + lh, log_lam)
+        out = np.zeros(space.n_prefixes)
+        out[1:] = (
+            _weighted(1.0 - d_h, own)
+            + _weighted(d_p, through_both)
+            + _weighted(d_h - d_p, through_h_only)
+            - _weighted(d_h, norm)
+        )
+        return out
+
+    def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
+        if self.lam == 0:
+            return policy.log_prob.copy()
+        return np.logaddexp(
+            math.log1p(-self.lam) + policy.log_prob, math.log(self.lam) + demos.log_prob
+        )
+
+
+def _weighted(weight: FloatArray, log_value: FloatArray) -> FloatArray:
+    """``weight * log_value`` with ``0 * -inf = 0`` (weights clipped at 0)."""
+    weight = np.maximum(weight, 0.0)
+    has = weight > 0
+    return np.where(has, weight * np.where(has, log_value, 0.0), 0.0)

@@ -1,0 +1,106 @@
+"""``edge(gamma)``: token-level copying of the demonstration's next move (an induction head)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tilt._pairwise import log_mixture
+from tilt.context.base import ContextModel, check_strength, digest, log_expm1
+from tilt.context.demos import edge_marginals
+from tilt.context.generic import check_pairs, support_of
+from tilt.policy import Policy
+from tilt.space import FloatArray, IntArray, RolloutSpace
+
+__all__ = ["EdgeContext"]
+
+
+class EdgeContext(ContextModel):
+    """``edge(gamma)``: token-level copying, an induction head.
+
+    At a prefix ``h`` ending in ``v`` the teacher multiplies by ``exp(gamma)``
+    the conditional of ``next_c(v)``, the node after ``v`` on ``c``::
+
+        pi(u | h, c) ∝ pi(u | h) exp(gamma [u = next_c(v)])
+
+    Structured forms, from the edge marginals ``m`` of ``D`` only::
+
+        S(y) = sum_t gamma m(v_t, u_t) - L(h_t),
+        L(h) = sum_{u in avail(h)} m(v, u) log(1 + (e^gamma - 1) pi(u | h))
+        token: q(u | h) ∝ pi(u | h) exp(gamma m(v, u))
+
+    The forward mixture needs every teacher: one ``(n_rollouts x n_moves)``
+    product per block of demonstrations.
+    """
+
+    name = "edge"
+
+    def __init__(self, gamma: float) -> None:
+        self.strength = self.gamma = check_strength("gamma", gamma)
+
+    def describe(self) -> str:
+        return f"edge(gamma={self.gamma:g})"
+
+    def _log_boost(self, policy: Policy) -> FloatArray:
+        """``l(p) = log(1 + (e^gamma - 1) pi(p | h))`` per prefix (entry 0 is 0; cached)."""
+
+        def compute() -> FloatArray:
+            out = np.logaddexp(0.0, log_expm1(self.gamma) + policy.log_conditionals())
+            out[0] = 0.0
+            return out
+
+        return policy.memo(f"edge_boost_{self.gamma!r}", compute)
+
+    def _step_weights(self, policy: Policy) -> FloatArray:
+        """``W[y, e] = gamma [e in E(y)] - sum of l over the moves e available along y``."""
+        space = policy.space
+        return self.gamma * space.move_incidence() - space.sibling_move_weights(
+            self._log_boost(policy)
+        )
+
+    def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
+        space = policy.space
+        weights = self._step_weights(policy)
+        incidence = space.move_incidence()[np.asarray(demos, dtype=np.int64)]
+        return policy.log_prob[None, :] + incidence @ weights.T
+
+    def _step(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``gamma m(move[p]) - E_c log Z(parent[p], c)`` per prefix (entry 0 is 0; cached).
+
+        Shared by the tilt score (summed along paths) and the token target
+        (added to ``log pi(u | h)``); cached per policy and demonstrations.
+        """
+
+        def compute() -> FloatArray:
+            space = policy.space
+            m = edge_marginals(demos)
+            step = np.zeros(space.n_prefixes)
+            step[1:] = self.gamma * m[space.move[1:]]
+            expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
+            step[1:] -= expected_log_z[space.parent[1:]]
+            return step
+
+        return policy.memo(f"edge_step@{self.gamma!r}_{digest(demos.log_prob)}", compute)
+
+    def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        return space.path_sum(self._step(policy, demos))[space.rollout_prefix]
+
+    def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        out = policy.log_conditionals() + self._step(policy, demos)
+        out[0] = 0.0
+        return out
+
+    def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        support = support_of(demos)
+        check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
+        weights = self._step_weights(policy)
+        incidence = space.move_incidence()
+        return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
+
+
+def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> FloatArray:
+    """``m(move[q]) * l(q)`` per prefix ``q`` (entry 0 is 0)."""
+    out = np.zeros(space.n_prefixes)
+    out[1:] = m[space.move[1:]] * log_boost[1:]
+    return out

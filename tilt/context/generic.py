@@ -1,0 +1,152 @@
+"""Generic paths of the context-model protocol, through ``teacher_log_prob`` alone.
+
+Any :class:`~tilt.context.ContextModel` gets the tilt score, the token target
+and the forward mixture from these functions, at a cost of one teacher per
+demonstration (``O(|supp D| x n_rollouts)``); the built-in models override
+them with structured forms, and the tests check both agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tilt._pairwise import logsumexp_rows
+from tilt.policy import Policy
+from tilt.space import FloatArray, IntArray, RolloutSpace, TooLargeError
+
+if TYPE_CHECKING:
+    from tilt.context.base import ContextModel
+
+__all__ = [
+    "GENERIC_LIMIT",
+    "generic_tilt_score",
+    "generic_token_log_target",
+    "generic_forward_log_prob",
+]
+
+GENERIC_LIMIT = 2_000_000_000
+"""Most ``demonstrations x prefixes`` teacher evaluations a generic path may do."""
+
+_CHUNK_ENTRIES = 1 << 23
+
+
+def support_of(demos: Policy) -> IntArray:
+    return np.flatnonzero(np.isfinite(demos.log_prob))
+
+
+def chunks(indices: IntArray, row_size: int) -> list[IntArray]:
+    size = max(1, _CHUNK_ENTRIES // max(row_size, 1))
+    return [indices[i : i + size] for i in range(0, indices.size, size)]
+
+
+def within_generic_limit(space: RolloutSpace, n_demos: int) -> bool:
+    """Whether ``n_demos x n_prefixes`` teacher evaluations fit :data:`GENERIC_LIMIT`."""
+    return n_demos * space.n_prefixes <= GENERIC_LIMIT
+
+
+def check_generic(space: RolloutSpace, n_demos: int, what: str) -> None:
+    work = n_demos * space.n_prefixes
+    if work > GENERIC_LIMIT:
+        raise TooLargeError(
+            f"{what} needs {n_demos:,} demonstrations x {space.n_prefixes:,} prefixes = "
+            f"{work:,} teacher evaluations (limit {GENERIC_LIMIT:,}): use a horizon, a smaller "
+            "graph, or a context model with a structured form"
+        )
+
+
+def check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
+    """Raise :class:`TooLargeError` when ``n_demos x n_rollouts`` teacher terms exceed the limit.
+
+    The forward mixture ``sum_c D(c) T_c(y)`` of the edge and kernel models has
+    no structured form: every pair ``(y, c)`` contributes its own term.
+    """
+    work = n_demos * space.n_rollouts
+    if work > GENERIC_LIMIT:
+        raise TooLargeError(
+            f"{what} needs the sum over {n_demos:,} demonstrations of every teacher at each of "
+            f"{space.n_rollouts:,} rollouts = {work:.3g} teacher terms (limit {GENERIC_LIMIT:.3g}; "
+            "no exact algorithm avoids the pairs): use a horizon, a smaller graph, "
+            "or sequence/token SD"
+        )
+
+
+# --------------------------------------------------------------------------
+# generic paths, through teacher_log_prob
+
+
+def generic_tilt_score(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
+    """``S(y) = sum_c D(c) log T_c(y) - log pi(y)`` by explicit teachers.
+
+    Cost ``O(|supp D| x n_rollouts)``.  ``S = -inf`` where ``E_c log T_c(y)`` is.
+
+    Raises
+    ------
+    ValueError
+        If some teacher puts mass on a rollout the policy gives none (the
+        context model is not absolutely continuous w.r.t. ``pi``).
+    """
+    space = policy.space
+    support = support_of(demos)
+    check_generic(space, support.size, f"the tilt score of the {model.name} model")
+    expected = np.zeros(space.n_rollouts)
+    for chunk in chunks(support, space.n_rollouts):
+        teacher = model.teacher_log_prob(policy, chunk)
+        weight = demos.prob[chunk]
+        expected += np.where(np.isneginf(teacher), -np.inf, teacher * weight[:, None]).sum(axis=0)
+    return _score_from_expected(policy, expected)
+
+
+def _score_from_expected(policy: Policy, expected: FloatArray) -> FloatArray:
+    finite = np.isfinite(expected)
+    zero = np.isneginf(policy.log_prob)
+    if (finite & zero).any():
+        raise ValueError(
+            "a teacher puts mass on a rollout the policy gives none: context models must "
+            "satisfy T_c(y) = 0 wherever pi(y) = 0"
+        )
+    score = np.full(expected.shape, -np.inf)
+    score[finite] = expected[finite] - policy.log_prob[finite]
+    return score
+
+
+def generic_token_log_target(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
+    """``E_c[log T_c(u | h) | T_c(h) > 0]`` at every prefix ``p = h u``, by explicit teachers.
+
+    Returns shape (n_prefixes,); entry 0 is 0.  Where no demonstration's teacher
+    reaches ``h`` the entry is the policy's own ``log pi(u | h)`` (no signal).
+    """
+    space = policy.space
+    support = support_of(demos)
+    check_generic(space, support.size, f"the token target of the {model.name} model")
+    numerator = np.zeros(space.n_prefixes)
+    weight_sum = np.zeros(space.n_prefixes)
+    parent = space.parent[1:]
+    for chunk in chunks(support, space.n_rollouts):
+        teacher = model.teacher_log_prob(policy, chunk)
+        for row, c in zip(teacher, chunk, strict=True):
+            mass = space.subtree_logsumexp(row)
+            reached = np.isfinite(mass[parent])
+            cond = np.where(reached, mass[1:] - np.where(reached, mass[parent], 0.0), 0.0)
+            w = demos.prob[c]
+            numerator[1:] += np.where(reached, np.where(np.isneginf(cond), -np.inf, w * cond), 0.0)
+            weight_sum[1:] += np.where(reached, w, 0.0)
+    own = policy.log_conditionals()
+    has = weight_sum > 0
+    out = own.copy()
+    out[has] = numerator[has] / weight_sum[has]
+    out[0] = 0.0
+    return out
+
+
+def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
+    """``log sum_c D(c) T_c(y)`` by explicit teachers, shape (n_rollouts,)."""
+    space = policy.space
+    support = support_of(demos)
+    check_generic(space, support.size, f"the forward mixture of the {model.name} model")
+    out = np.full(space.n_rollouts, -np.inf)
+    for chunk in chunks(support, space.n_rollouts):
+        teacher = model.teacher_log_prob(policy, chunk) + demos.log_prob[chunk][:, None]
+        out = np.logaddexp(out, logsumexp_rows(np.ascontiguousarray(teacher.T)))
+    return out

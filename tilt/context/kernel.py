@@ -1,0 +1,149 @@
+"""``kernel(gamma)``: sequence-level similarity, ``pi(y | c) ∝ pi(y) exp(gamma |E(y) ∩ E(c)|)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from tilt._pairwise import kernel_pass, log_mixture, logsumexp_rows
+from tilt.context.base import ContextModel, check_strength, digest
+from tilt.context.demos import edge_marginals
+from tilt.context.generic import (
+    check_generic,
+    check_pairs,
+    chunks,
+    generic_token_log_target,
+    support_of,
+    within_generic_limit,
+)
+from tilt.policy import Policy
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
+
+__all__ = ["KernelContext"]
+
+
+class KernelContext(ContextModel):
+    """``kernel(gamma)``: ``pi(y | c) ∝ pi(y) exp(gamma |E(y) ∩ E(c)|)``.
+
+    ``S(y) = gamma sum_{e in E(y)} m(e) - E_c log Z(c)`` with
+    ``Z(c) = sum_y pi(y) exp(gamma |E(y) ∩ E(c)|)``.  Structured forms, with
+    ``r_c(p) = sum over rollouts y below p of pi(y | p) exp(gamma |E(y after p) ∩ E(c)|)``
+    computed for a block of demonstrations at once by one bottom-up pass over
+    the prefix tree (``r_c = 1`` at a leaf)::
+
+        r_c(h) = sum_{q child of h} pi(q | h) (1 + (e^gamma - 1) [move(q) in E(c)]) r_c(q)
+        Z(c) = r_c(root)
+        token: E_c log T_c(u | h) = log pi(u | h) + gamma m(v, u) + E_c log r_c(hu) - E_c log r_c(h)
+
+    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix.  The
+    forward mixture needs every pair: one ``(n_rollouts x n_moves) @ (n_moves x k)``
+    product per block of demonstrations.
+    """
+
+    name = "kernel"
+
+    def __init__(self, gamma: float) -> None:
+        self.strength = self.gamma = check_strength("gamma", gamma)
+
+    def describe(self) -> str:
+        return f"kernel(gamma={self.gamma:g})"
+
+    def _linear_ok(self, space: RolloutSpace) -> bool:
+        """``r_c <= e^(gamma max_depth)`` stays far from overflow."""
+        return self.gamma * space.max_depth <= LINEAR_RANGE
+
+    def _blocks(self, policy: Policy, demos: Policy) -> Iterator[tuple[IntArray, FloatArray]]:
+        """Yield ``(chunk, log pi(y) + gamma n(y, c))`` of shape (n_rollouts, k)."""
+        space = policy.space
+        incidence = space.move_incidence()
+        for chunk in chunks(support_of(demos), space.n_rollouts):
+            overlap = incidence @ incidence[chunk].T
+            yield chunk, policy.log_prob[:, None] + self.gamma * overlap
+
+    def _log_z_dense(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
+        """``(support, log Z(c))`` by explicit rollout-by-demonstration blocks."""
+        support, parts = [], []
+        for chunk, tilted in self._blocks(policy, demos):
+            support.append(chunk)
+            parts.append(logsumexp_rows(np.ascontiguousarray(tilted.T).copy()))
+        return np.concatenate(support), np.concatenate(parts)
+
+    def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
+        incidence = policy.space.move_incidence()
+        tilted = policy.log_prob[None, :] + self.gamma * (
+            incidence[np.asarray(demos)] @ incidence.T
+        )
+        return tilted - logsumexp_rows(tilted.copy())[:, None]
+
+    def _log_z(self, policy: Policy, demos: Policy) -> tuple[IntArray, FloatArray]:
+        space = policy.space
+        support = support_of(demos)
+        if self._linear_ok(space) and within_generic_limit(space, support.size):
+            log_z, _ = _kernel_pass(self.gamma, policy, demos, want_prefixes=False)
+            return support, log_z
+        return self._log_z_dense(policy, demos)
+
+    def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        m = edge_marginals(demos)
+        support, log_z = self._log_z(policy, demos)
+        expected_log_z = float(demos.prob[support] @ log_z)
+        per_move = np.zeros(space.n_prefixes)
+        per_move[1:] = self.gamma * m[space.move[1:]]
+        return space.path_sum(per_move)[space.rollout_prefix] - expected_log_z
+
+    def token_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        if not self._linear_ok(space):
+            return generic_token_log_target(self, policy, demos)
+        _, expected = _kernel_pass(self.gamma, policy, demos, want_prefixes=True)
+        assert expected is not None  # asked for with want_prefixes=True
+        own = policy.log_conditionals()
+        log_mass = policy.prefix_log_mass()
+        parent = space.parent[1:]
+        m = edge_marginals(demos)
+        out = own.copy()
+        reached = np.isfinite(log_mass[parent])
+        alive = reached & np.isfinite(log_mass[1:])
+        value = np.full(space.n_prefixes - 1, -np.inf)
+        value[alive] = (
+            (log_mass[1:][alive] - log_mass[parent][alive])
+            + self.gamma * m[space.move[1:]][alive]
+            + (expected[1:][alive] - expected[parent][alive])
+        )
+        out[1:] = np.where(reached, value, own[1:])
+        out[0] = 0.0
+        return out
+
+    def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
+        space = policy.space
+        support, log_z = self._log_z(policy, demos)
+        check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
+        incidence = space.move_incidence()
+        log_w = demos.log_prob[support] - log_z
+        return policy.log_prob + log_mixture(self.gamma * incidence, incidence[support], log_w)
+
+
+def _kernel_pass(
+    gamma: float, policy: Policy, demos: Policy, want_prefixes: bool
+) -> tuple[FloatArray, FloatArray | None]:
+    """:func:`tilt._pairwise.kernel_pass` for ``D``'s support, size-checked and cached.
+
+    Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
+    when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix.
+    Remembered on the policy for the latest demonstrations and each ``gamma``
+    (the optima of one instance share it).
+    """
+    space = policy.space
+    key = f"kernel_pass@{gamma!r}_{digest(demos.log_prob)}"
+    for known in (key, key + "_log_z") if not want_prefixes else (key,):
+        hit: tuple[FloatArray, FloatArray | None] | None = policy.remembered(known)
+        if hit is not None:
+            return hit
+    support = support_of(demos)
+    check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
+    value = kernel_pass(
+        gamma, space, policy.prefix_log_mass(), support, demos.prob[support], want_prefixes
+    )
+    return policy.memo(key + ("" if want_prefixes else "_log_z"), lambda: value)
