@@ -10,6 +10,7 @@ where the estimator is exact, so the tolerance is rounding (1e-10).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -60,6 +61,7 @@ def _conditionals(space, log_prob: np.ndarray) -> np.ndarray:  # type: ignore[no
     return out
 
 
+@functools.lru_cache(maxsize=4)
 def _group_expectations(pi0: Policy, context: str, strength: float, tokens: bool):  # type: ignore[no-untyped-def]
     """Exact expectations over every group of 3 correct rollouts and every demonstration choice."""
     space = pi0.space
@@ -108,13 +110,15 @@ def _group_expectations(pi0: Policy, context: str, strength: float, tokens: bool
     return totals, p, correct
 
 
-@pytest.mark.parametrize(
-    ("graph", "context", "strength"),
-    [("routes", "edge", 2.0), ("routes", "kernel", 0.5), ("routes", "copy", 0.5)],
-)
-def test_slope_terms_are_unbiased_exactly(graph: str, context: str, strength: float) -> None:
+@functools.lru_cache(maxsize=1)
+def _routes() -> Policy:
+    return base_policy(enumerate_rollouts(named_task("routes")))
+
+
+@pytest.mark.parametrize(("context", "strength"), [("edge", 2.0), ("kernel", 0.5), ("copy", 0.5)])
+def test_slope_terms_are_unbiased_exactly(context: str, strength: float) -> None:
     # E[num] = (k - 1) cov_w(S, log pi0), E[den] = (k - 1) var_w(log pi0), w = pi0(. | C), k = 3
-    pi0 = base_policy(enumerate_rollouts(named_task(graph)))
+    pi0 = _routes()
     totals, p, correct = _group_expectations(pi0, context, strength, tokens=False)
     x = pi0.log_prob[correct]
     score = tilt_score(pi0, make_context(context, strength))[correct]
@@ -130,8 +134,7 @@ def test_slope_terms_are_unbiased_exactly(graph: str, context: str, strength: fl
 def test_the_plain_within_prompt_fit_would_be_biased() -> None:
     # the demonstration is one of the regression points: centring on a mean that contains it
     # shifts E[num] by -cov(log pi0(c), E_y i(y; c)); the estimator removes it (test above)
-    pi0 = base_policy(enumerate_rollouts(named_task("routes")))
-    totals, p, correct = _group_expectations(pi0, "edge", 2.0, tokens=False)
+    totals, _, _ = _group_expectations(_routes(), "edge", 2.0, tokens=False)
     assert abs(totals["naive"] - totals["num"]) > 1e-3
 
 
