@@ -14,9 +14,10 @@ deviation, coverage of the nominal 95% interval, mean interval width, and the
 bias of the plain within-prompt fit (which centres on a mean that contains the
 demonstration) for comparison.
 
-Three sweeps (``SWEEPS``): ``size`` (prompts x rollouts on one instance),
-``instances`` (each instance and context model at one size) and ``demos``
-(demonstrations per rollout, for the entropy change).
+Four sweeps (``SWEEPS``): ``size`` (prompts x rollouts on one instance),
+``instances`` (each instance and context model at one size), ``demos``
+(demonstrations per rollout, for the entropy change) and ``prompts`` (the
+configurations that undercover at 50 prompts, at 200).
 
 Example::
 
@@ -210,7 +211,7 @@ def validate(
     return [row]
 
 
-SWEEPS = ("size", "instances", "demos")
+SWEEPS = ("size", "instances", "demos", "prompts")
 
 
 def configurations(which: str, quick: bool) -> list[tuple[str, str, int, int, int | None]]:
@@ -228,10 +229,14 @@ def configurations(which: str, quick: bool) -> list[tuple[str, str, int, int, in
         per = (8,) if quick else (8, 32)
         counts: tuple[int | None, ...] = (1, None)
         return [(graph, "edge", 30 if quick else 50, n, m) for n in per for m in counts]
+    if which == "prompts":
+        # the configurations of ``instances`` that undercovered at 50 prompts, at 200
+        cases = [("random9", c) for c in CONTEXTS] + [("obstacle5", "copy")]
+        return [(g, c, 60 if quick else 200, 8, 1) for g, c in (cases[:1] if quick else cases)]
     raise ValueError(f"unknown sweep {which!r}: choose one of {', '.join(SWEEPS)}")
 
 
-REPLICATES = {"size": 200, "instances": 200, "demos": 100}
+REPLICATES = {"size": 200, "instances": 200, "demos": 100, "prompts": 200}
 """Replicates per configuration of each sweep (``quick``: 10)."""
 
 

@@ -82,8 +82,9 @@ def draw(out: Path, rows: list[dict[str, Any]]) -> FigureResult:
     for ax in (ax_cov, ax_inst):
         ax.axhline(0.95, color="0.3", ls=":", lw=1)
         ax.axhline(0.90, color="#D55E00", ls="--", lw=1)
-        ax.set_ylim(0.0, 1.02)
         ax.set_ylabel("interval coverage (nominal 0.95)")
+    ax_cov.set_ylim(0.7, 1.0)
+    ax_inst.set_ylim(0.0, 1.02)
     sizes = sorted({r["prompts"] for r in size})
     for ax in (ax_cov, ax_bias):
         ax.set_xscale("log")
@@ -96,7 +97,7 @@ def draw(out: Path, rows: list[dict[str, Any]]) -> FigureResult:
     ax_bias.set_xlabel("prompts")
     ax_bias.set_ylabel("bias of the amplification (mean - exact)")
     ax_bias.set_title("(b) bias; dotted: plain within-prompt fit")
-    labels = [f"{r['instance']}\n{r['context']}" for r in inst]
+    labels = [f"{r['instance']} {r['context']}" for r in inst]
     x = np.arange(len(inst))
     for offset, key, marker, name in (
         (-0.2, "coverage_slope", "o", "sequence"),
@@ -104,7 +105,7 @@ def draw(out: Path, rows: list[dict[str, Any]]) -> FigureResult:
         (0.2, "coverage_delta_entropy", "^", "entropy change"),
     ):
         ax_inst.plot(x + offset, [r[key] for r in inst], marker, label=name)
-    ax_inst.set_xticks(x, labels, fontsize=6)
+    ax_inst.set_xticks(x, labels, fontsize=6, rotation=60)
     ax_inst.set_title(
         f"(c) each instance and context, {inst[0]['prompts']} prompts x {inst[0]['rollouts']}"
         if inst
