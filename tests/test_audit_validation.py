@@ -49,9 +49,19 @@ def test_the_command_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["size", "instances"])
-def test_full_sweeps_cover_at_least_90_percent_where_the_docs_say(which: str) -> None:
-    # docs/audit.md: with at least 30 prompts the sequence and token intervals cover >= 0.90
+def test_full_sweeps_hold_what_the_docs_say(which: str) -> None:
+    # docs/audit.md, "Validation against exact answers": the amplification is unbiased
+    # everywhere (within a quarter of its standard deviation); its interval covers >= 0.90 with
+    # 100 prompts on grid4 and at 50 prompts with edge/kernel on grid5, routes and obstacle5;
+    # the token interval covers >= 0.90 with 30 prompts or more
     rows = sweep(which, jobs=2)
     for row in rows:
+        assert abs(row["bias_slope"]) <= 0.25 * row["sd_slope"], row
+        assert abs(row["bias_token"]) <= 0.25 * row["sd_token"], row
         if row["prompts"] >= 30:
+            assert row["coverage_token"] >= 0.9, row
+        covered = row["prompts"] >= 100 or (
+            row["instance"] != "random9" and row["context"] != "copy" and row["prompts"] >= 50
+        )
+        if covered:
             assert row["coverage_slope"] >= 0.9, row
