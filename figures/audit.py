@@ -1,4 +1,4 @@
-"""Figure 8: does ``tilt.audit`` recover the exact answers from sampled logs?
+"""Figure 9: does ``tilt.audit`` recover the exact answers from sampled logs?
 
 Four panels from ``analysis.audit_validation`` (every estimate compared with
 the exact value tilt computes on the same instance):
@@ -27,7 +27,7 @@ from figures.style import new_figure, save_csv, save_figure, save_json, suptitle
 
 __all__ = ["make", "draw"]
 
-NAME = "fig8_audit"
+NAME = "fig9_audit"
 
 _COLORS = {4: "#56B4E9", 8: "#0072B2", 16: "#000000", 32: "#000000"}
 
@@ -132,7 +132,7 @@ def draw(out: Path, rows: list[dict[str, Any]]) -> FigureResult:
     assert set(CONTEXTS) >= {r["context"] for r in inst}
     suptitle(
         fig,
-        "Fig. 8 — tilt.audit against exact answers: coverage and bias over replicated sampled "
+        "Fig. 9 — tilt.audit against exact answers: coverage and bias over replicated sampled "
         "logs (red dashed: the 0.90 floor)",
     )
     files.append(save_json(out / f"{NAME}.json", numbers))

@@ -1,4 +1,4 @@
-"""``analysis.audit_validation``: the replicate sweep behind figure 8 and docs/audit.md.
+"""``analysis.audit_validation``: the replicate sweep behind figure 9 and docs/audit.md.
 
 The quick form runs here; the full sweeps (200 replicates per configuration)
 are marked slow and assert the coverage docs/audit.md reports.

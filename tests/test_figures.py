@@ -35,7 +35,8 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
-    "audit": "fig8_audit",
+    "objectives": "fig8_objectives",
+    "audit": "fig9_audit",
 }
 
 
