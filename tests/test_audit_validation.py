@@ -48,11 +48,11 @@ def test_the_command_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["size", "instances"])
+@pytest.mark.parametrize("which", ["size", "instances", "prompts"])
 def test_full_sweeps_hold_what_the_docs_say(which: str) -> None:
     # docs/audit.md, "Validation against exact answers": the amplification is unbiased
     # everywhere (within a quarter of its standard deviation); its interval covers >= 0.90 with
-    # 100 prompts on grid4 and at 50 prompts with edge/kernel on grid5, routes and obstacle5;
+    # 100 prompts or more, and at 50 prompts with edge/kernel on grid5, routes and obstacle5;
     # the token interval covers >= 0.90 with 30 prompts or more
     rows = sweep(which, jobs=2)
     for row in rows:
