@@ -20,5 +20,6 @@ FIGURES = {
     "trainer": "figures.trainer",
     "strength": "figures.strength",
     "objectives": "figures.objectives",
+    "audit": "figures.audit",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..8."""
+"""Figure name (for ``--only``) to its module, in figure order 1..9."""

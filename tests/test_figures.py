@@ -35,6 +35,8 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
+    "objectives": "fig8_objectives",
+    "audit": "fig9_audit",
 }
 
 
