@@ -25,7 +25,14 @@ from numpy.typing import NDArray
 
 from tilt.graphs import Task
 
-__all__ = ["AcyclicSpace", "MoveTable", "move_table", "acyclic_space", "DP_EDGE_LIMIT"]
+__all__ = [
+    "AcyclicSpace",
+    "MoveTable",
+    "move_table",
+    "lattice_table",
+    "acyclic_space",
+    "DP_EDGE_LIMIT",
+]
 
 DP_EDGE_LIMIT = 200_000_000
 """Most state edges the DP engine builds (about 40 bytes each per array set)."""
@@ -93,6 +100,27 @@ def move_table(task: Task) -> MoveTable:
         move_tail=tail[order],
         move_head=np.asarray(heads, dtype=np.int64)[order],
         move_logit=np.asarray(logits, dtype=np.float64)[order],
+    )
+
+
+def lattice_table(name: str, horizon: int | None = None) -> MoveTable:
+    """The :class:`MoveTable` of a token lattice ``lattice:V=..,L=..``, built without networkx.
+
+    Same node and move order as ``move_table(named_task(name))``.
+    """
+    from tilt.lattice import lattice_moves, parse_lattice
+
+    spec = parse_lattice(name)
+    moves = lattice_moves(spec)
+    return MoveTable(
+        name=spec.name,
+        labels=moves.labels,
+        source=moves.source,
+        target=moves.target,
+        horizon=horizon,
+        move_tail=moves.tail,
+        move_head=moves.head,
+        move_logit=moves.logit,
     )
 
 
