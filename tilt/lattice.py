@@ -110,9 +110,8 @@ def parse_lattice(name: str) -> LatticeSpec:
         try:
             value = float(raw) if kind is float else int(raw)
         except ValueError:
-            raise ValueError(
-                f"lattice field {key}={raw!r} in {name!r} is not {'a number' if kind is float else 'an integer'}"
-            ) from None
+            what = "a number" if kind is float else "an integer"
+            raise ValueError(f"lattice field {key}={raw!r} in {name!r} is not {what}") from None
         if not (math.isfinite(value) and low <= value <= high):
             raise ValueError(
                 f"lattice field {key}={raw} in {name!r} is out of range: {key} must lie in "

@@ -91,7 +91,7 @@ def edge_form(policy: MarkovPolicy, gamma: float, demos: MarkovPolicy) -> EdgeFo
         step = gamma * m - expected_log_z[space.edge_tail]
         return EdgeForm(gamma, m, none, log_z, step)
 
-    return policy.memo(f"edge_form:{gamma!r}:{id(demos)}", compute)  # type: ignore[no-any-return]
+    return policy.memo(f"edge_form:{gamma!r}:{id(demos)}", compute)
 
 
 def markov_step(policy: MarkovPolicy, model: ContextModel, demos: MarkovPolicy) -> FloatArray:

@@ -82,7 +82,7 @@ def _correct_chain(policy: MarkovPolicy) -> tuple[FloatArray, FloatArray]:
         reach = forward_logsumexp(space, cond)
         return cond, reach[space.edge_tail] + cond
 
-    return policy.memo("correct_chain", compute)  # type: ignore[no-any-return]
+    return policy.memo("correct_chain", compute)
 
 
 def correct_entropy(policy: MarkovPolicy) -> float:
@@ -130,7 +130,10 @@ def weighted_gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
 
 
 def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
-    """``max - min over y in C of (log q(y) - log pi0(y))``; ``inf`` if ``q`` drops a correct ``y``."""
+    """``max - min over y in C of (log q(y) - log pi0(y))``; ``inf`` if ``q`` drops one.
+
+    Two max-plus passes of ``log q(e) - log pi0(e)`` over the correct paths.
+    """
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
     with np.errstate(invalid="ignore"):
@@ -147,7 +150,7 @@ def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
     space = policy.space
     return np.bincount(
         space.edge_move, weights=np.exp(policy.log_correct_flow), minlength=space.n_moves
-    )
+    ).astype(np.float64)
 
 
 def _used_moves(space: AcyclicSpace) -> np.ndarray:
@@ -173,7 +176,7 @@ def _ood(values: FloatArray, moves: np.ndarray, space: AcyclicSpace, ks: Sequenc
 
 
 def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
-    """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for every move ``e`` of some correct rollout."""
+    """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for each move ``e`` of a correct rollout."""
     ks = [_check_k(k) for k in ks]
     space = policy.space
     moves = _used_moves(space)

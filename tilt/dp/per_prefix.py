@@ -24,10 +24,10 @@ import math
 import numpy as np
 
 from tilt.context import ContextModel
-from tilt.dp.context import edge_form, log_expm1, token_target
+from tilt.dp.context import EdgeForm, edge_form, log_expm1, token_target
 from tilt.dp.passes import group_normalise, segment_logsumexp, segment_sum
 from tilt.dp.policy import MarkovPolicy, demonstrations
-from tilt.dp.space import FloatArray, IntArray
+from tilt.dp.space import AcyclicSpace, FloatArray, IntArray
 
 __all__ = ["sd_token_forward", "sd_jsd", "sd_length_weighted", "JSD_PAIR_CHUNK"]
 
@@ -37,7 +37,7 @@ JSD_PAIR_CHUNK = 1 << 22
 _MAX_NEWTON = 200
 
 
-def _edge_parts(policy: MarkovPolicy, model: ContextModel, demos: str, alpha: float):  # type: ignore[no-untyped-def]
+def _edge_parts(policy: MarkovPolicy, model: ContextModel, demos: str, alpha: float) -> EdgeForm:
     if model.name != "edge":
         token_target(policy, model, demonstrations(policy, demos, alpha))  # raises the reason
     return edge_form(policy, float(model.strength), demonstrations(policy, demos, alpha))
@@ -46,7 +46,7 @@ def _edge_parts(policy: MarkovPolicy, model: ContextModel, demos: str, alpha: fl
 def sd_token_forward(
     policy: MarkovPolicy, model: ContextModel, demos: str = "own", alpha: float = 1.0
 ) -> MarkovPolicy:
-    """Per-token forward KL: ``q(u | s) = E_c T_c(u | s)``, the mean of the teachers' conditionals."""
+    """Per-token forward KL: ``q(u | s) = E_c T_c(u | s)``, the teachers' mean conditional."""
     space = policy.space
     form = _edge_parts(policy, model, demos, alpha)
     lc = policy.log_cond
@@ -68,7 +68,7 @@ def sd_token_forward(
 # jsd
 
 
-def _ell(z: FloatArray, a: float) -> tuple[FloatArray, FloatArray]:
+def _ell(z: FloatArray, a: float) -> tuple[np.ndarray, np.ndarray]:
     """``(log(1 - a + a e^z) / a, e^z / (1 - a + a e^z))`` for ``0 < a < 1``."""
     z = np.minimum(z, 700.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -105,7 +105,7 @@ def _jsd_chunk(
     t = t0.copy()
     counts = np.diff(np.r_[group_starts, n_edges])
 
-    def inner(kappa_e: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    def inner(kappa_e: FloatArray, t: FloatArray) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(_MAX_NEWTON):
             value, slope = _ell(pair_logt - t[pair_edge], a)
             f = np.bincount(pair_edge, weights=pair_weight * value, minlength=n_edges)
@@ -181,7 +181,16 @@ def sd_jsd(
     return MarkovPolicy(space, out)
 
 
-def _solve_states(space, form, lc, start, states, e0, e1, a):  # type: ignore[no-untyped-def]
+def _solve_states(
+    space: AcyclicSpace,
+    form: EdgeForm,
+    lc: FloatArray,
+    start: FloatArray,
+    states: IntArray,
+    e0: int,
+    e1: int,
+    a: float,
+) -> FloatArray:
     n = e1 - e0
     deg = space.out_count[states]
     local_start = space.out_start[states] - e0

@@ -12,8 +12,10 @@ backward pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +27,8 @@ from tilt.dp.passes import (
 )
 from tilt.dp.space import AcyclicSpace, FloatArray
 from tilt.policy import as_generator
+
+_T = TypeVar("_T")
 
 __all__ = [
     "MarkovPolicy",
@@ -91,11 +95,11 @@ class MarkovPolicy:
             out = self.log_edge_flow + self.log_correct_below[space.edge_head]
         return np.where(np.isnan(out), -np.inf, out)
 
-    def memo(self, key: str, compute):  # type: ignore[no-untyped-def]
+    def memo(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()`` remembered under ``key`` for this policy."""
         if key not in self._memo:
             self._memo[key] = compute()
-        return self._memo[key]
+        return self._memo[key]  # type: ignore[return-value]
 
 
 def edge_softmax(space: AcyclicSpace, move_logit: FloatArray) -> MarkovPolicy:
@@ -158,7 +162,7 @@ def demonstrations(policy: MarkovPolicy, kind: str = "own", alpha: float = 1.0) 
         cond, _ = tilted_conditionals(space, weight, leaf)
         return MarkovPolicy(space, cond)
 
-    return policy.memo(f"demos:{kind}:{alpha!r}", compute)  # type: ignore[no-any-return]
+    return policy.memo(f"demos:{kind}:{alpha!r}", compute)
 
 
 def edge_marginals(demos: MarkovPolicy) -> FloatArray:
@@ -166,9 +170,11 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
 
     def compute() -> FloatArray:
         flow = np.exp(demos.log_edge_flow)
-        return np.bincount(demos.space.edge_move, weights=flow, minlength=demos.space.n_moves)
+        return np.bincount(
+            demos.space.edge_move, weights=flow, minlength=demos.space.n_moves
+        ).astype(np.float64)
 
-    return demos.memo("edge_marginals", compute)  # type: ignore[no-any-return]
+    return demos.memo("edge_marginals", compute)
 
 
 def log_rollout_count(space: AcyclicSpace, correct_only: bool = False) -> float:

@@ -59,7 +59,9 @@ def per_rollout_sum(space: AcyclicSpace, rollouts: RolloutSpace, edge_value: np.
     return rollouts.path_sum(per_prefix)[rollouts.rollout_prefix]
 
 
-def to_policy(policy: MarkovPolicy, rollouts: RolloutSpace, edges: IntArray | None = None) -> Policy:
+def to_policy(
+    policy: MarkovPolicy, rollouts: RolloutSpace, edges: IntArray | None = None
+) -> Policy:
     """The enumerated :class:`Policy` with the conditionals of ``policy``."""
     log_prob = per_rollout_sum(policy.space, rollouts, policy.log_cond, edges)
     return Policy.from_log_weights(rollouts, log_prob)

@@ -255,7 +255,9 @@ def _cycle_message(table: MoveTable, open_nodes: IntArray) -> str:
     keep = np.zeros(table.n_nodes, dtype=bool)
     keep[open_nodes] = True
     sel = keep[table.move_tail] & keep[table.move_head]
-    graph.add_edges_from(zip(table.move_tail[sel].tolist(), table.move_head[sel].tolist(), strict=True))
+    graph.add_edges_from(
+        zip(table.move_tail[sel].tolist(), table.move_head[sel].tolist(), strict=True)
+    )
     try:
         cycle = [table.labels[v] for v, _ in nx.find_cycle(graph)]
     except nx.NetworkXNoCycle:  # pragma: no cover - Kahn found one
