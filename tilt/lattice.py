@@ -236,8 +236,9 @@ def lattice_task(spec: LatticeSpec) -> Task:
     labels = moves.labels
     graph.add_edges_from(
         (labels[v], labels[u], {"logit": float(w)})
-        for v, u, w in zip(moves.tail.tolist(), moves.head.tolist(), moves.logit.tolist(),
-                           strict=True)
+        for v, u, w in zip(
+            moves.tail.tolist(), moves.head.tolist(), moves.logit.tolist(), strict=True
+        )
     )
     return Task(
         name=spec.name,

@@ -98,8 +98,13 @@ def _keep(policy: MarkovPolicy, base: MarkovPolicy) -> FloatArray:
     return np.where(np.isfinite(policy.log_cond) & np.isfinite(base.log_cond), 0.0, -np.inf)
 
 
-def _slope(space: AcyclicSpace, weight: FloatArray, keep: FloatArray, base: MarkovPolicy,
-           policy: MarkovPolicy) -> float:
+def _slope(
+    space: AcyclicSpace,
+    weight: FloatArray,
+    keep: FloatArray,
+    base: MarkovPolicy,
+    policy: MarkovPolicy,
+) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
     count = backward_logsumexp(space, keep, leaf)[0]
     if not count >= math.log(2.0) - 1e-9:
@@ -160,8 +165,12 @@ def _used_moves(space: AcyclicSpace) -> np.ndarray:
     return np.unique(space.edge_move[np.isfinite(below[space.edge_head])])
 
 
-def _ood(values: FloatArray, moves: np.ndarray, space: AcyclicSpace, ks: Sequence[int],
-         ) -> list[OODPass]:
+def _ood(
+    values: FloatArray,
+    moves: np.ndarray,
+    space: AcyclicSpace,
+    ks: Sequence[int],
+) -> list[OODPass]:
     out = []
     with np.errstate(divide="ignore"):
         log_fail = np.log(np.minimum(values, 1.0))
@@ -169,8 +178,13 @@ def _ood(values: FloatArray, moves: np.ndarray, space: AcyclicSpace, ks: Sequenc
         passes = 0.0 - np.expm1(k * log_fail)
         worst = int(np.argmin(passes))
         out.append(
-            OODPass(k, float(passes.mean()), float(passes[worst]),
-                    space.move_label(int(moves[worst])), int(moves.size))
+            OODPass(
+                k,
+                float(passes.mean()),
+                float(passes[worst]),
+                space.move_label(int(moves[worst])),
+                int(moves.size),
+            )
         )
     return out
 
@@ -280,7 +294,7 @@ def _top_rollouts(policy: MarkovPolicy, log_tau: float, limit: int) -> FloatArra
         edges = edges + np.arange(owner.size)
         new_logp = logp[owner] + policy.log_cond[edges]
         head = space.edge_head[edges]
-        ok = np.isfinite(new_logp) & (new_logp + best[head] >= log_tau)
+        ok = np.isfinite(new_logp) & np.isfinite(best[head]) & (new_logp + best[head] >= log_tau)
         state, logp = head[ok], new_logp[ok]
         if state.size > limit:
             return None
@@ -306,13 +320,15 @@ def distinct_at_k(
     """
     ks = [_check_k(k) for k in ks]
     space = policy.space
-    top = _top_rollouts(policy, -math.inf, limit)
-    if top is not None:
+    leaf = np.where(space.correct, 0.0, -np.inf)
+    positive = np.where(np.isfinite(policy.log_cond), 0.0, -np.inf)
+    if backward_logsumexp(space, positive, leaf)[0] <= math.log(limit) + 1e-9:
+        top = _top_rollouts(policy, -math.inf, limit)
+        assert top is not None  # at most limit rollouts have q(y) > 0
         return {k: DistinctAtK(_f(top, k), 0.0, True, int(top.size)) for k in ks}
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    leaf = np.where(space.correct, 0.0, -np.inf)
     p2 = math.exp(backward_logsumexp(space, 2.0 * policy.log_cond, leaf)[0])
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
@@ -325,9 +341,7 @@ def distinct_at_k(
     return out
 
 
-def measure(
-    policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8, 64)
-) -> Measures:
+def measure(policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """:class:`tilt.measures.Measures` of ``policy`` against ``base`` (the same fields as
     enumeration; distinct@k is the value of :func:`distinct_at_k`)."""
     ks = [_check_k(k) for k in ks]

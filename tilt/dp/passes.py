@@ -25,17 +25,25 @@ __all__ = [
 ]
 
 
-def segment_logsumexp(values: FloatArray, starts: IntArray) -> FloatArray:
+def segment_logsumexp(
+    values: FloatArray, starts: IntArray, sizes: IntArray | None = None
+) -> FloatArray:
     """``log sum exp`` of each contiguous group ``values[starts[i]:starts[i + 1]]``.
 
-    ``-inf`` for a group of ``-inf``; never ``nan`` for values in ``[-inf, inf)``.
+    ``sizes`` (the group lengths) may be given to save a diff.  ``-inf`` for a
+    group of ``-inf``; never ``nan`` for values in ``[-inf, inf)``.  Shifted by
+    the maximum of each group, so every group sum is at least 1.
     """
     if starts.size == 0:
         return np.zeros(0)
+    if sizes is None:
+        sizes = np.diff(np.append(starts, values.size))
     peak = np.maximum.reduceat(values, starts)
     finite = np.isfinite(peak)
+    if finite.all():  # the common case: no warning possible, no errstate needed
+        total = np.add.reduceat(np.exp(values - np.repeat(peak, sizes)), starts)
+        return peak + np.log(total)
     safe = np.where(finite, peak, 0.0)
-    sizes = np.diff(np.r_[starts, values.size])
     with np.errstate(invalid="ignore"):
         shifted = np.exp(values - np.repeat(safe, sizes))
     total = np.add.reduceat(shifted, starts)
@@ -83,13 +91,12 @@ def backward_logsumexp(
     With ``discount = 1`` this is ``log sum over paths from s of exp(sum of w + f(leaf))``.
     """
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
-    for e0, e1, internal, starts in reversed(space.tail_layers):
-        if e0 == e1:
-            continue
-        below = out[space.edge_head[e0:e1]]
+    head = space.edge_head
+    for e0, e1, internal, starts, sizes in reversed(space.tail_layers):
+        below = out[head[e0:e1]]
         if discount != 1.0:
             below = np.where(np.isneginf(below), -np.inf, discount * below)
-        out[internal] = segment_logsumexp(edge_log_weight[e0:e1] + below, starts)
+        out[internal] = segment_logsumexp(edge_log_weight[e0:e1] + below, starts, sizes)
     return out
 
 
@@ -97,25 +104,20 @@ def forward_logsumexp(space: AcyclicSpace, edge_log_weight: FloatArray) -> Float
     """``A(s) = log sum over paths from the source to s of exp(sum of w)``; ``A(source) = 0``."""
     out = np.full(space.n_states, -np.inf)
     out[0] = 0.0
-    for edges, heads, starts in space.head_layers[1:]:
-        if edges.size == 0:
-            continue
-        out[heads] = segment_logsumexp(out[space.edge_tail[edges]] + edge_log_weight[edges], starts)
+    tail = space.edge_tail
+    for edges, heads, starts, sizes in space.head_layers:
+        out[heads] = segment_logsumexp(out[tail[edges]] + edge_log_weight[edges], starts, sizes)
     return out
 
 
-def backward_max(
-    space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatArray
-) -> FloatArray:
+def backward_max(space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatArray) -> FloatArray:
     """Max-plus: ``M(s) = max_{e out of s} (v_e + M(head e))``, ``M = f`` at a leaf."""
     out = np.where(space.leaf, leaf_value, -np.inf).astype(np.float64)
-    for e0, e1, internal, starts in reversed(space.tail_layers):
-        if e0 == e1:
-            continue
-        with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):
+        for e0, e1, internal, starts, _ in reversed(space.tail_layers):
             vals = edge_value[e0:e1] + out[space.edge_head[e0:e1]]
-        vals = np.where(np.isnan(vals), -np.inf, vals)
-        out[internal] = np.maximum.reduceat(vals, starts)
+            vals[np.isnan(vals)] = -np.inf  # inf + -inf: no path below
+            out[internal] = np.maximum.reduceat(vals, starts)
     return out
 
 
@@ -133,8 +135,9 @@ def tilted_conditionals(
     ``B(tail) = -inf`` (no path of positive weight below: the state is never
     reached) the conditional is ``fallback`` (default uniform).
     """
-    back = backward_logsumexp(space, edge_log_weight, leaf_log_value=leaf_log_weight,
-                              discount=discount)
+    back = backward_logsumexp(
+        space, edge_log_weight, leaf_log_value=leaf_log_weight, discount=discount
+    )
     below = back[space.edge_head]
     if discount != 1.0:
         below = np.where(np.isneginf(below), -np.inf, discount * below)
@@ -169,9 +172,7 @@ def backward_moments(
     mean_x, mean_y = np.zeros(n), np.zeros(n)
     var_x, cov_xy = np.zeros(n), np.zeros(n)
     prob = np.exp(log_cond)
-    for e0, e1, internal, starts in reversed(space.tail_layers):
-        if e0 == e1:
-            continue
+    for e0, e1, internal, starts, counts in reversed(space.tail_layers):
         head = space.edge_head[e0:e1]
         c = prob[e0:e1]
         live = c > 0
@@ -179,7 +180,6 @@ def backward_moments(
         dy = np.where(live, y[e0:e1] + mean_y[head], 0.0)
         mx = segment_sum(c * dx, starts)
         my = segment_sum(c * dy, starts)
-        counts = np.diff(np.r_[starts, e1 - e0])
         cx = np.where(live, dx - np.repeat(mx, counts), 0.0)
         cy = np.where(live, dy - np.repeat(my, counts), 0.0)
         mean_x[internal], mean_y[internal] = mx, my

@@ -258,12 +258,9 @@ def sd_length_weighted(
     depth = space.state_depth.astype(np.float64)
     rho = np.where(space.leaf, 1.0 / np.maximum(depth, 1.0), 0.0)
     out = lc.copy()
-    for e0, e1, internal, starts in reversed(space.tail_layers):
-        if e0 == e1:
-            continue
+    for e0, e1, internal, starts, counts in reversed(space.tail_layers):
         g = target[e0:e1]
         r = rho[space.edge_head[e0:e1]]
-        counts = np.diff(np.r_[starts, e1 - e0])
         finite = np.isfinite(g)
         # start right of the root: one term reaches exp(0)
         start_k = np.where(finite, -np.where(finite, g, 0.0) * r, -np.inf)

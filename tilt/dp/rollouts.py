@@ -50,8 +50,12 @@ def prefix_edges(space: AcyclicSpace, rollouts: RolloutSpace) -> IntArray:
     return out
 
 
-def per_rollout_sum(space: AcyclicSpace, rollouts: RolloutSpace, edge_value: np.ndarray,
-                    edges: IntArray | None = None) -> np.ndarray:
+def per_rollout_sum(
+    space: AcyclicSpace,
+    rollouts: RolloutSpace,
+    edge_value: np.ndarray,
+    edges: IntArray | None = None,
+) -> np.ndarray:
     """``sum of edge_value along each rollout``, shape (n_rollouts,)."""
     edges = prefix_edges(space, rollouts) if edges is None else edges
     per_prefix = np.zeros(rollouts.n_prefixes)

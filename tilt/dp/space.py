@@ -192,34 +192,39 @@ class AcyclicSpace:
         return internal, self.out_start[internal]
 
     @cached_property
-    def tail_layers(self) -> tuple[tuple[int, int, IntArray, IntArray], ...]:
-        """Per layer: ``(e0, e1, internal, starts)``, edges ``e0:e1`` leaving the layer."""
+    def tail_layers(self) -> tuple[tuple[int, int, IntArray, IntArray, IntArray], ...]:
+        """Per layer with moves: ``(e0, e1, internal, starts, sizes)``: the edges
+        ``e0:e1`` leaving the layer, grouped by tail (``internal``, starting at
+        ``starts`` within the slice, ``sizes`` edges each)."""
         internal, starts = self.groups
+        sizes = self.out_count[internal]
         bounds = np.searchsorted(internal, self.layer_start)
         out = []
         for layer in range(self.n_layers):
             lo, hi = int(bounds[layer]), int(bounds[layer + 1])
+            if lo == hi:
+                continue
             e0 = int(self.out_start[self.layer_start[layer]])
             e1 = int(self.out_start[self.layer_start[layer + 1]])
-            out.append((e0, e1, internal[lo:hi], starts[lo:hi] - e0))
+            out.append((e0, e1, internal[lo:hi], starts[lo:hi] - e0, sizes[lo:hi]))
         return tuple(out)
 
     @cached_property
-    def head_layers(self) -> tuple[tuple[IntArray, IntArray, IntArray], ...]:
-        """Per layer ``l >= 1``: ``(edges, heads, starts)``, the edges entering layer ``l``
-        grouped by head state (``heads`` with at least one in-edge)."""
+    def head_layers(self) -> tuple[tuple[IntArray, IntArray, IntArray, IntArray], ...]:
+        """Per layer ``l >= 1`` with in-edges: ``(edges, heads, starts, sizes)``, the
+        edges entering layer ``l`` grouped by head state."""
         order = np.argsort(self.edge_head, kind="stable")
         sorted_head = self.edge_head[order]
         bounds = np.searchsorted(sorted_head, self.layer_start)
         out = []
-        for layer in range(self.n_layers):
+        for layer in range(1, self.n_layers):
             edges = order[bounds[layer] : bounds[layer + 1]]
             heads = sorted_head[bounds[layer] : bounds[layer + 1]]
-            if heads.size:
-                starts = np.flatnonzero(np.r_[True, heads[1:] != heads[:-1]])
-            else:
-                starts = np.zeros(0, dtype=np.int64)
-            out.append((edges, heads[starts], starts))
+            if not heads.size:
+                continue
+            starts = np.flatnonzero(np.concatenate(([True], heads[1:] != heads[:-1])))
+            sizes = np.diff(np.append(starts, heads.size))
+            out.append((edges, heads[starts], starts, sizes))
         return tuple(out)
 
     def edge_label(self, edge: int) -> str:
@@ -411,4 +416,3 @@ def _too_many(table: MoveTable, count: int, limit: int) -> str:
         f"the state DAG of {table.name} needs more than {count:,} state edges (limit {limit:,}): "
         "use a horizon or a smaller graph"
     )
-
