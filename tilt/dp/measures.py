@@ -32,7 +32,6 @@ from tilt.dp.passes import (
     backward_logsumexp,
     backward_max,
     backward_moments,
-    forward_logsumexp,
     tilted_conditionals,
 )
 from tilt.dp.policy import MarkovPolicy
@@ -75,14 +74,8 @@ def pass_at_k(policy: MarkovPolicy, k: int) -> float:
 def _correct_chain(policy: MarkovPolicy) -> tuple[FloatArray, FloatArray]:
     """Conditionals of ``q(. | C)`` and their edge flows (logs)."""
 
-    def compute() -> tuple[FloatArray, FloatArray]:
-        space = policy.space
-        leaf = np.where(space.correct, 0.0, -np.inf)
-        cond, _ = tilted_conditionals(space, policy.log_cond, leaf)
-        reach = forward_logsumexp(space, cond)
-        return cond, reach[space.edge_tail] + cond
-
-    return policy.memo("correct_chain", compute)
+    cond = policy.correct_cond
+    return cond, policy.log_correct_reach[policy.space.edge_tail] + cond
 
 
 def correct_entropy(policy: MarkovPolicy) -> float:
@@ -104,12 +97,22 @@ def _slope(
     keep: FloatArray,
     base: MarkovPolicy,
     policy: MarkovPolicy,
+    uniform: bool,
 ) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
-    count = backward_logsumexp(space, keep, leaf)[0]
+    full = not np.isneginf(keep).any()
+    # when every correct rollout counts, the count is structural (cached)
+    count = _log_correct_count(space)[0] if full else backward_logsumexp(space, keep, leaf)[0]
     if not count >= math.log(2.0) - 1e-9:
         return math.nan
-    cond, _ = tilted_conditionals(space, weight, leaf)
+    if uniform and full:  # the uniform chain on C is structural too
+        cond = space.memo(
+            "uniform_correct_chain", lambda: tilted_conditionals(space, weight, leaf)[0]
+        )
+    elif full:  # pi0(. | C): the base's conditioned chain
+        cond = base.correct_cond
+    else:
+        cond, _ = tilted_conditionals(space, weight, leaf)
     x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
     y = np.where(np.isfinite(policy.log_cond), policy.log_cond, 0.0)
     _, _, var, cov = backward_moments(space, cond, x, y)
@@ -125,13 +128,13 @@ def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     rollouts (a Markov chain: the count below each state, by a backward pass).
     """
     keep = _keep(policy, base)
-    return _slope(policy.space, keep, keep, base, policy)
+    return _slope(policy.space, keep, keep, base, policy, uniform=True)
 
 
 def weighted_gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """:func:`gap_slope` with each rollout weighted by ``pi0(y)``."""
     keep = _keep(policy, base)
-    return _slope(policy.space, keep + base.log_cond, keep, base, policy)
+    return _slope(policy.space, keep + base.log_cond, keep, base, policy, uniform=False)
 
 
 def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
@@ -158,11 +161,25 @@ def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
     ).astype(np.float64)
 
 
+def _log_correct_count(space: AcyclicSpace) -> FloatArray:
+    """``log`` of the number of correct rollouts below each state (structure; cached)."""
+
+    def compute() -> FloatArray:
+        leaf = np.where(space.correct, 0.0, -np.inf)
+        return backward_logsumexp(space, np.zeros(space.n_edges), leaf)
+
+    return space.memo("log_correct_count", compute)
+
+
 def _used_moves(space: AcyclicSpace) -> np.ndarray:
     """Moves made by some correct rollout (structure only), sorted."""
-    leaf = np.where(space.correct, 0.0, -np.inf)
-    below = backward_logsumexp(space, np.zeros(space.n_edges), leaf)
-    return np.unique(space.edge_move[np.isfinite(below[space.edge_head])])
+
+    def compute() -> np.ndarray:
+        below = _log_correct_count(space)
+        hit = np.isfinite(below[space.edge_head])
+        return np.flatnonzero(np.bincount(space.edge_move[hit], minlength=space.n_moves))
+
+    return space.memo("used_moves", compute)
 
 
 def _ood(
@@ -321,8 +338,12 @@ def distinct_at_k(
     ks = [_check_k(k) for k in ks]
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
-    positive = np.where(np.isfinite(policy.log_cond), 0.0, -np.inf)
-    if backward_logsumexp(space, positive, leaf)[0] <= math.log(limit) + 1e-9:
+    if np.isfinite(policy.log_cond).all():
+        count = _log_correct_count(space)[0]
+    else:
+        positive = np.where(np.isfinite(policy.log_cond), 0.0, -np.inf)
+        count = backward_logsumexp(space, positive, leaf)[0]
+    if count <= math.log(limit) + 1e-9:
         top = _top_rollouts(policy, -math.inf, limit)
         assert top is not None  # at most limit rollouts have q(y) > 0
         return {k: DistinctAtK(_f(top, k), 0.0, True, int(top.size)) for k in ks}
@@ -350,7 +371,8 @@ def measure(policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8,
     return Measures(
         accuracy=policy.accuracy,
         correct_entropy=entropy,
-        effective_correct=math.exp(entropy),
+        # exp(H) exceeds float64 beyond 709 nats: inf (the entropy is its log)
+        effective_correct=math.exp(entropy) if entropy < 709.0 else math.inf,
         gap_slope=gap_slope(policy, base),
         ratio_distortion=ratio_distortion(policy, base),
         weighted_gap_slope=weighted_gap_slope(policy, base),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tilt.dp.space import AcyclicSpace, FloatArray, IntArray
+from tilt.space import LINEAR_RANGE
 
 __all__ = [
     "segment_logsumexp",
@@ -31,11 +32,18 @@ def segment_logsumexp(
     """``log sum exp`` of each contiguous group ``values[starts[i]:starts[i + 1]]``.
 
     ``sizes`` (the group lengths) may be given to save a diff.  ``-inf`` for a
-    group of ``-inf``; never ``nan`` for values in ``[-inf, inf)``.  Shifted by
-    the maximum of each group, so every group sum is at least 1.
+    group of ``-inf``; never ``nan`` for values in ``[-inf, inf)``.  When all
+    values lie within ``LINEAR_RANGE`` (600 nats) of the largest, one shift
+    serves every group (no term underflows); otherwise each group is shifted
+    by its own maximum.
     """
     if starts.size == 0:
         return np.zeros(0)
+    top, low = values.max(), values.min()
+    if low != -np.inf and top - low <= LINEAR_RANGE:
+        # every value within 600 nats of the largest (none -inf): one shift for all
+        # groups, no term underflows, and every group sum is at least e^-600
+        return top + np.log(np.add.reduceat(np.exp(values - top), starts))
     if sizes is None:
         sizes = np.diff(np.append(starts, values.size))
     peak = np.maximum.reduceat(values, starts)

@@ -83,6 +83,27 @@ class MarkovPolicy:
         return math.exp(self.log_incorrect_below[0])
 
     @cached_property
+    def correct_cond(self) -> FloatArray:
+        """Conditionals of ``q(. | C)``: ``log q(e) + B(head) - B(tail)``, ``B = log q(C | s)``.
+
+        Renormalised per state (one segment sum over all edges, no pass); a state
+        with no correct mass below keeps ``q``'s conditionals.
+        """
+        space = self.space
+        with np.errstate(invalid="ignore"):
+            raw = self.log_cond + self.log_correct_below[space.edge_head]
+        raw[np.isnan(raw)] = -np.inf
+        return group_normalise(space, raw, self.log_cond)
+
+    @cached_property
+    def log_correct_reach(self) -> FloatArray:
+        """``log q(reach s | C) = log q(reach s) + B(s) - B(source)`` per state."""
+        with np.errstate(invalid="ignore"):
+            out = self.log_reach + self.log_correct_below - self.log_correct_below[0]
+        out[np.isnan(out)] = -np.inf
+        return out
+
+    @cached_property
     def log_edge_flow(self) -> FloatArray:
         """``log q(paths through e)`` per state edge."""
         return self.log_reach[self.space.edge_tail] + self.log_cond
@@ -152,6 +173,11 @@ def demonstrations(policy: MarkovPolicy, kind: str = "own", alpha: float = 1.0) 
                 "the policy puts no mass on correct rollouts: it has no demonstrations"
             )
         lc = policy.log_cond
+        if kind == "own" or (kind == "tempered" and alpha == 1.0):
+            # D = q(. | C): the conditioned chain, whose reach is known without a pass
+            demos = MarkovPolicy(space, policy.correct_cond)
+            demos.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
+            return demos
         if kind == "own":
             weight = lc
         elif kind == "uniform":

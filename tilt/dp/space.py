@@ -16,8 +16,10 @@ head is in one layer (:mod:`tilt.dp.passes`).  Nothing here enumerates paths.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import networkx as nx
 import numpy as np
@@ -37,6 +39,7 @@ __all__ = [
 DP_EDGE_LIMIT = 200_000_000
 """Most state edges the DP engine builds (about 40 bytes each per array set)."""
 
+_T = TypeVar("_T")
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
 
@@ -155,6 +158,13 @@ class AcyclicSpace:
     edge_move: IntArray
     out_start: IntArray
     correct: NDArray[np.bool_]
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False)
+
+    def memo(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()`` remembered under ``key`` for this space (structural quantities)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[return-value]
 
     @property
     def n_states(self) -> int:
@@ -255,6 +265,15 @@ def _gather_moves(table: MoveTable, nodes: IntArray) -> tuple[IntArray, IntArray
     return owner, first + np.arange(owner.size)
 
 
+def _distinct(values: IntArray) -> tuple[IntArray, IntArray]:
+    """Sorted distinct values and their counts (sort-based: faster than ``np.unique`` here)."""
+    if values.size == 0:
+        return values, values
+    ordered = np.sort(values)
+    first = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[first], np.diff(np.append(first, ordered.size))
+
+
 def _cycle_message(table: MoveTable, open_nodes: IntArray) -> str:
     graph = nx.DiGraph()
     keep = np.zeros(table.n_nodes, dtype=bool)
@@ -281,7 +300,7 @@ def _reachable(table: MoveTable) -> NDArray[np.bool_]:
     while frontier.size:
         frontier = frontier[frontier != table.target]
         _, moves = _gather_moves(table, frontier)
-        heads = np.unique(table.move_head[moves])
+        heads, _ = _distinct(table.move_head[moves])
         frontier = heads[~seen[heads]]
         seen[frontier] = True
     return seen
@@ -302,9 +321,8 @@ def _node_layers(table: MoveTable) -> list[IntArray]:
         done += frontier.size
         expand = frontier[frontier != table.target]
         _, moves = _gather_moves(table, expand)
-        heads = table.move_head[moves]
-        np.subtract.at(indegree, heads, 1)
-        cand = np.unique(heads)
+        cand, count = _distinct(table.move_head[moves])
+        indegree[cand] -= count
         frontier = cand[indegree[cand] == 0]
     if done < int(seen.sum()):
         left = np.flatnonzero(seen & (indegree > 0))
@@ -359,7 +377,7 @@ def acyclic_space(
             total += moves.size
             if total > max_edges:
                 raise ValueError(_too_many(table, total, max_edges))
-            frontier = np.unique(table.move_head[moves])
+            frontier, _ = _distinct(table.move_head[moves])
             depth += 1
     sizes = np.array([layer.size for layer in layers], dtype=np.int64)
     layer_start = np.r_[0, np.cumsum(sizes)].astype(np.int64)

@@ -1,0 +1,95 @@
+"""The rows of ``tilt.compare`` computed by the DP engine.
+
+:func:`dp_rows` returns, for an acyclic space, the same methods as the
+enumeration engine's comparison (base, RL at ``beta``, RL at SD's accuracy and
+one row per SD objective), each with its :class:`~tilt.measures.Measures`, so
+that ``tilt.compare`` prints the same table and JSON whichever engine ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tilt.context import ContextModel
+from tilt.dp.measures import measure
+from tilt.dp.objectives import dp_optimum, markov_reason
+from tilt.dp.optima import rl_optimum
+from tilt.dp.policy import MarkovPolicy
+from tilt.measures import Measures
+from tilt.optimal import matched_beta
+
+__all__ = ["DPRow", "dp_rows", "iterate"]
+
+
+@dataclass(frozen=True)
+class DPRow:
+    """One method: its Markov optimum and measures (``None`` when skipped, with a note)."""
+
+    key: str
+    label: str
+    policy: MarkovPolicy | None
+    measures: Measures | None
+    beta: float | None = None
+    note: str = ""
+
+
+def iterate(policy: MarkovPolicy, step, rounds: int) -> MarkovPolicy:  # type: ignore[no-untyped-def]
+    """``step`` applied ``rounds`` times."""
+    for _ in range(rounds):
+        policy = step(policy)
+    return policy
+
+
+def dp_rows(
+    base: MarkovPolicy,
+    model: ContextModel,
+    sd: Sequence[tuple[str, str, str]],
+    demos: str = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+    beta: float = 0.0,
+    ks: Sequence[int] = (1, 8, 64),
+    rounds: int = 1,
+) -> list[DPRow]:
+    """Base, RL at ``beta``, RL matched to the first SD row's accuracy, and the SD rows.
+
+    ``sd`` lists ``(key, label, spec)``; an SD objective with no Markov form is
+    kept as a row with the reason as its note.  Each method is iterated
+    ``rounds`` times from its own output.
+    """
+    rows = [DPRow("base", "base", base, measure(base, base, ks))]
+    rl = iterate(base, lambda p: rl_optimum(p, beta), rounds)
+    rl_label = "RL beta->0" if beta == 0 else f"RL beta={beta:g}"
+    rows.append(DPRow("rl", rl_label, rl, measure(rl, base, ks), beta=beta))
+    sd_rows = []
+    for key, label, spec in sd:
+        reason = markov_reason(spec, model)
+        if reason is not None:
+            sd_rows.append(DPRow(key, label, None, None, note=f"skipped: {reason}"))
+            continue
+        q = iterate(base, lambda p, s=spec: dp_optimum(p, model, s, demos, alpha, anchor), rounds)
+        sd_rows.append(DPRow(key, label, q, measure(q, base, ks)))
+    first = next((r for r in sd_rows if r.policy is not None), None)
+    if first is None or first.policy is None:
+        rows.append(DPRow("rl_matched", "RL @ SD acc", None, None, note="no SD row to match"))
+    else:
+        target = first.policy.accuracy
+        matched = matched_beta(base.accuracy, target)
+        if matched is None:
+            rows.append(
+                DPRow(
+                    "rl_matched",
+                    "RL @ SD acc",
+                    None,
+                    None,
+                    note=f"no beta reaches accuracy {target:.6g}: it is below the base's "
+                    f"{base.accuracy:.6g}, and RL with a 0/1 reward only raises accuracy",
+                )
+            )
+        else:
+            q = rl_optimum(base, matched) if not math.isinf(matched) else base
+            rows.append(DPRow("rl_matched", "RL @ SD acc", q, measure(q, base, ks), beta=matched))
+    rows.extend(sd_rows)
+    return rows
