@@ -9,7 +9,7 @@ that ``tilt.compare`` prints the same table and JSON whichever engine ran.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.context import ContextModel
@@ -35,7 +35,9 @@ class DPRow:
     note: str = ""
 
 
-def iterate(policy: MarkovPolicy, step, rounds: int) -> MarkovPolicy:  # type: ignore[no-untyped-def]
+def iterate(
+    policy: MarkovPolicy, step: Callable[[MarkovPolicy], MarkovPolicy], rounds: int
+) -> MarkovPolicy:
     """``step`` applied ``rounds`` times."""
     for _ in range(rounds):
         policy = step(policy)
