@@ -71,7 +71,9 @@ def dp_rows(
         if reason is not None:
             sd_rows.append(DPRow(key, label, None, None, note=f"skipped: {reason}"))
             continue
-        q = iterate(base, lambda p, s=spec: dp_optimum(p, model, s, demos, alpha, anchor), rounds)
+        q = base
+        for _ in range(rounds):
+            q = dp_optimum(q, model, spec, demos, alpha, anchor)
         sd_rows.append(DPRow(key, label, q, measure(q, base, ks)))
     first = next((r for r in sd_rows if r.policy is not None), None)
     if first is None or first.policy is None:
