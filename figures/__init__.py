@@ -19,5 +19,6 @@ FIGURES = {
     "flow": "figures.flow",
     "trainer": "figures.trainer",
     "strength": "figures.strength",
+    "lattice_length": "figures.lattice_length",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..7."""
+"""Figure name (for ``--only``) to its module, in figure order 1..8."""

@@ -138,10 +138,12 @@ def tilted_conditionals(
 ) -> tuple[FloatArray, FloatArray]:
     """The Markov conditionals of the path measure ``exp(sum of w + f(leaf)) / Z``.
 
-    Returns ``(log_cond, B)`` with ``log_cond[e] = w_e + B(head) - B(tail)``
-    renormalised per state, and ``B`` from :func:`backward_logsumexp`.  Where
-    ``B(tail) = -inf`` (no path of positive weight below: the state is never
-    reached) the conditional is ``fallback`` (default uniform).
+    Returns ``(log_cond, B)`` with ``log_cond[e] = w_e + B(head) - B(tail)`` and
+    ``B`` from :func:`backward_logsumexp`: ``B(tail)`` is the ``log sum exp`` of
+    exactly these values over the edges of the state, so each conditional sums
+    to 1 to rounding.  Where ``B(tail) = -inf`` (no path of positive weight
+    below: the state is never reached) the conditional is ``fallback``
+    (default uniform).
     """
     back = backward_logsumexp(
         space, edge_log_weight, leaf_log_value=leaf_log_weight, discount=discount
@@ -149,13 +151,15 @@ def tilted_conditionals(
     below = back[space.edge_head]
     if discount != 1.0:
         below = np.where(np.isneginf(below), -np.inf, discount * below)
+    norm = back[space.edge_tail]
+    dead = np.isneginf(norm)
     with np.errstate(invalid="ignore"):
-        raw = edge_log_weight + below
-    raw = np.where(np.isnan(raw), -np.inf, raw)
-    cond = group_normalise(space, raw)
-    if fallback is not None:
-        dead = np.isneginf(back[space.edge_tail])
-        cond = np.where(dead, fallback, cond)
+        cond = edge_log_weight + below - norm
+    if dead.any():
+        cond[dead] = (
+            -np.log(space.out_count[space.edge_tail[dead]]) if fallback is None else fallback[dead]
+        )
+    cond[np.isnan(cond)] = -np.inf  # -inf weight below a live state
     return cond, back
 
 

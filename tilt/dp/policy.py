@@ -86,14 +86,19 @@ class MarkovPolicy:
     def correct_cond(self) -> FloatArray:
         """Conditionals of ``q(. | C)``: ``log q(e) + B(head) - B(tail)``, ``B = log q(C | s)``.
 
-        Renormalised per state (one segment sum over all edges, no pass); a state
-        with no correct mass below keeps ``q``'s conditionals.
+        ``B(tail)`` is the ``log sum exp`` of the numerators over the state's edges,
+        so no pass and no renormalisation is needed; a state with no correct mass
+        below keeps ``q``'s conditionals.
         """
         space = self.space
+        below = self.log_correct_below
+        norm = below[space.edge_tail]
         with np.errstate(invalid="ignore"):
-            raw = self.log_cond + self.log_correct_below[space.edge_head]
-        raw[np.isnan(raw)] = -np.inf
-        return group_normalise(space, raw, self.log_cond)
+            out = self.log_cond + below[space.edge_head] - norm
+        dead = np.isneginf(norm)
+        out[dead] = self.log_cond[dead]
+        out[np.isnan(out)] = -np.inf
+        return out
 
     @cached_property
     def log_correct_reach(self) -> FloatArray:
