@@ -34,6 +34,7 @@ from tilt.dp.rollouts import prefix_edges, to_policy
 from tilt.graphs import make_task, named_task
 from tilt.lattice import parse_lattice
 from tilt.measures import measure
+from tilt.objectives import sd_optimum as objective_optimum
 from tilt.optimal import rl_optimum, sd_sequence, sd_token, tilt_score
 from tilt.policy import Policy, edge_softmax
 from tilt.space import RolloutSpace, enumerate_rollouts
@@ -281,7 +282,11 @@ def test_token_sd_matches_enumeration(instance, gamma, demos, alpha, anchor) -> 
 
 
 @given(
-    dag_instances(), st.sampled_from(["edge", "kernel"]), st.floats(0.0, 6.0), betas(), anchors()
+    dag_instances(),
+    st.sampled_from(["edge", "kernel"]),
+    st.floats(0.0, 6.0),
+    betas(limit=False),
+    anchors(),
 )
 def test_hybrid_matches_its_definition(instance, name, gamma, beta, anchor) -> None:  # type: ignore[no-untyped-def]
     model = make_context(name, gamma)
@@ -345,6 +350,50 @@ def test_discount_one_is_sequence_sd(instance, gamma) -> None:  # type: ignore[n
     one = to_policy(dp_optimum(base, model, "discount=1"), instance.space)
     two = to_policy(dp_optimum(base, model, "sequence"), instance.space)
     _same_log_prob(one, two)
+
+
+_SPECS = [
+    "sequence",
+    "token",
+    "token-forward",
+    "jsd=0.5",
+    "jsd=0.1",
+    "discount=0.7",
+    "length-weighted",
+    "hybrid=0.3",
+    "hybrid=inf",
+]
+
+
+@settings(max_examples=30)
+@given(
+    dag_instances(max_nodes=8, max_rollouts=150, logit_strategy=st.floats(-6.0, 6.0)),
+    st.sampled_from(["edge", "kernel"]),
+    st.floats(0.0, 5.0),
+    st.sampled_from(_SPECS),
+    demo_kinds(),
+)
+def test_every_markov_objective_matches_tilt_objectives(instance, name, gamma, spec, demos) -> None:  # type: ignore[no-untyped-def]
+    """The DP engine against the enumeration engine's :mod:`tilt.objectives` (the lead's code)."""
+    model = make_context(name, gamma)
+    space, base = _pair(instance, with_depth=True)
+    reason = markov_reason(spec, model)
+    if reason is not None:
+        assert name == "kernel"
+        with pytest.raises(ValueError, match="kernel"):
+            dp_optimum(base, model, spec, demos, 0.5)
+        return
+    dp = to_policy(dp_optimum(base, model, spec, demos, 0.5), instance.space)
+    enum = objective_optimum(instance.base, model, spec, demos, 0.5)
+    np.testing.assert_allclose(np.exp(dp.log_prob), enum.prob, rtol=1e-10, atol=1e-13)
+
+
+def test_an_anchor_is_refused_where_enumeration_refuses_it() -> None:
+    space = acyclic_space(named_task("diamonds"), with_depth=True)
+    base = dpp.base_policy(space)
+    for spec in ("token-forward", "jsd=0.5", "discount=0.5", "length-weighted"):
+        with pytest.raises(ValueError, match="anchor"):
+            dp_optimum(base, EdgeContext(1.0), spec, anchor=0.5)
 
 
 # --------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """SD objectives by spec string on the DP engine: which have a Markov form, and the optimum.
 
-A spec is the string of ``tilt.objectives`` (``sequence``, ``token``,
+A spec is the string of :mod:`tilt.objectives` (``sequence``, ``token``,
 ``forward``, ``token-forward``, ``jsd=a``, ``discount=g``, ``length-weighted``,
-``hybrid=beta``).  :func:`markov_reason` says why an objective has no Markov
-form on an acyclic space (``None`` when it has one); :func:`dp_optimum`
-computes it.  Each objective is one entry of :data:`DP_OBJECTIVES`.
+``hybrid=beta``), parsed by the shared :func:`tilt.objectives.parse_objective`.
+:func:`markov_reason` says why an objective has no Markov form on an acyclic
+space (``None`` when it has one); :func:`dp_optimum` computes it.  Each
+objective is one entry of :data:`DP_OBJECTIVES`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +18,7 @@ from tilt.dp.context import NOT_MARKOV
 from tilt.dp.optima import sd_discount, sd_hybrid, sd_sequence, sd_token
 from tilt.dp.per_prefix import sd_jsd, sd_length_weighted, sd_token_forward
 from tilt.dp.policy import MarkovPolicy
+from tilt.objectives import OBJECTIVES, parse_objective
 
 __all__ = [
     "ObjectiveSpec",
@@ -28,60 +29,23 @@ __all__ = [
     "dp_optimum",
 ]
 
-_PARAM = {"jsd": "a", "discount": "g", "hybrid": "beta"}
-_NAMES = (
-    "sequence",
-    "token",
-    "forward",
-    "token-forward",
-    "jsd",
-    "discount",
-    "length-weighted",
-    "hybrid",
-)
-
-
 @dataclass(frozen=True)
 class ObjectiveSpec:
-    """``name`` (one of the objective names) and ``param`` (float or None)."""
+    """``name`` (a key of :data:`tilt.objectives.OBJECTIVES`) and ``param`` (float or None)."""
 
     name: str
     param: float | None = None
 
 
 def parse_spec(spec: object) -> ObjectiveSpec:
-    """Parse a spec string, through ``tilt.objectives.parse_objective`` when it exists.
+    """Parse a spec string with :func:`tilt.objectives.parse_objective` (the shared parser).
 
-    Accepts an object with ``.name`` and ``.param`` as is.
+    Accepts an already parsed object (anything with ``.name`` and ``.param``).
     """
     if hasattr(spec, "name") and hasattr(spec, "param"):
         return ObjectiveSpec(str(spec.name), spec.param)
-    try:
-        from tilt.objectives import parse_objective
-    except ImportError:
-        return _parse(str(spec))
-    parsed = parse_objective(spec)
-    return ObjectiveSpec(str(parsed.name), parsed.param)
-
-
-def _parse(text: str) -> ObjectiveSpec:
-    name, eq, raw = text.strip().partition("=")
-    if name not in _NAMES:
-        raise ValueError(f"unknown SD objective {text!r}: choose one of {', '.join(_NAMES)}")
-    if name in _PARAM:
-        if not eq:
-            raise ValueError(f"SD objective {name} needs a value: {name}={_PARAM[name]}")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{name}={raw!r}: {_PARAM[name]} must be a number") from None
-        if math.isnan(value) or value < 0 or (name != "hybrid" and value > 1):
-            bound = ">= 0" if name == "hybrid" else "in [0, 1]"
-            raise ValueError(f"{name}={raw}: {_PARAM[name]} must be {bound}")
-        return ObjectiveSpec(name, value)
-    if eq:
-        raise ValueError(f"SD objective {name} takes no value, got {text!r}")
-    return ObjectiveSpec(name)
+    parsed = parse_objective(spec)  # type: ignore[arg-type]
+    return ObjectiveSpec(parsed.name, parsed.param)
 
 
 Optimum = Callable[[MarkovPolicy, ContextModel, ObjectiveSpec, str, float, float], MarkovPolicy]
@@ -93,7 +57,9 @@ DP_OBJECTIVES: dict[str, Optimum] = {
     "jsd": lambda p, m, s, d, al, an: sd_jsd(p, m, float(s.param or 0.0), d, al),
     "discount": lambda p, m, s, d, al, an: sd_discount(p, m, float(s.param or 0.0), d, al),
     "length-weighted": lambda p, m, s, d, al, an: sd_length_weighted(p, m, d, al),
-    "hybrid": lambda p, m, s, d, al, an: sd_hybrid(p, m, float(s.param or 0.0), d, al, an),
+    "hybrid": lambda p, m, s, d, al, an: sd_hybrid(
+        p, m, float("inf") if s.param is None else s.param, d, al, an
+    ),
 }
 """The objectives with a Markov form, by name."""
 
@@ -145,4 +111,9 @@ def dp_optimum(
     reason = markov_reason(parsed, model)
     if reason is not None:
         raise ValueError(reason)
+    if anchor > 0 and not OBJECTIVES[parsed.name].takes_anchor:
+        raise ValueError(
+            f"objective {parsed.name!r} takes no anchor (got b = {anchor:g}): the anchor "
+            "b KL(q || pi) applies to sequence, token and hybrid"
+        )
     return DP_OBJECTIVES[parsed.name](policy, model, parsed, demos, alpha, anchor)
