@@ -16,6 +16,8 @@ log-probabilities and every measure).
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 
 import networkx as nx
@@ -622,3 +624,112 @@ def test_length_weighted_needs_depth_states() -> None:
     space = acyclic_space(named_task("diamonds"))
     with pytest.raises(ValueError, match="depth"):
         dp_optimum(dpp.base_policy(space), EdgeContext(1.0), "length-weighted")
+
+
+# --------------------------------------------------------------------------
+# the compare CLI: engine choice, same table and JSON, refusals
+
+
+def _compare_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    from tilt.compare import main
+
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--graph", "diamonds"),
+        ("--graph", "routes", "--context", "kernel", "--strength", "0.7", "--beta", "0.4"),
+        ("--graph", "lattice:V=3,L=4,seed=1", "--demos", "tempered", "--alpha", "0.5"),
+        ("--graph", "routes", "--horizon", "6", "--base", "random", "--seed", "3", "--anchor", "1"),
+        ("--graph", "diamonds", "--rounds", "2"),
+    ],
+)
+def test_compare_dp_and_enumeration_print_the_same_json(capsys, argv) -> None:  # type: ignore[no-untyped-def]
+    dp = _compare_json(capsys, *argv, "--engine", "dp", "--k", "1", "8")
+    enum = _compare_json(capsys, *argv, "--engine", "enumerate", "--k", "1", "8")
+    assert dp["instance"]["engine"] == "dp"
+    assert enum["instance"]["engine"] == "enumerate"
+    assert dp["instance"].keys() == enum["instance"].keys()
+    for key in ("rollouts", "correct", "graph", "source", "target", "horizon", "base"):
+        assert dp["instance"][key] == enum["instance"][key], key
+    assert [m["key"] for m in dp["methods"]] == [m["key"] for m in enum["methods"]]
+    for ours, theirs in zip(dp["methods"], enum["methods"], strict=True):
+        if ours["skipped"]:
+            assert ours["key"] in ("sd_forward", "sd_token")  # no Markov form
+            assert "Markov" in ours["note"]
+            continue
+        _close(ours["beta"], theirs["beta"], "beta")
+        _same_measures(ours["measures"], theirs["measures"], ours["key"])
+
+
+def test_auto_engine_runs_dp_on_a_lattice_beyond_enumeration(capsys) -> None:  # type: ignore[no-untyped-def]
+    out = _compare_json(capsys, "--graph", "lattice:V=16,L=40,seed=0", "--k", "1")
+    assert out["instance"]["engine"] == "dp"
+    assert out["instance"]["rollouts"] is None or out["instance"]["rollouts"] > 1e40
+    assert math.isclose(out["instance"]["log10_rollouts"], 40 * math.log10(16))
+    rows = {m["key"]: m for m in out["methods"]}
+    assert rows["rl"]["measures"]["accuracy"] == pytest.approx(1.0, abs=1e-12)
+    assert rows["sd_forward"]["skipped"]
+
+
+def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert _compare_json(capsys, "--graph", "grid3")["instance"]["engine"] == "enumerate"
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--graph", "grid3", "--engine", "dp"), "cycle"),
+        (("--graph", "diamonds", "--engine", "dp", "--context", "copy"), "Markov"),
+        (("--graph", "lattice:V=8", "--engine", "dp"), "lacks L"),
+        (("--graph", "lattice:V=8,L=0"), "out of range"),
+        (("--graph", "lattice:V=64,L=100,seed=0", "--rollouts", "ROLL"), "--rollouts"),
+    ],
+)
+def test_compare_refuses_in_one_line(tmp_path, capsys, argv, fragment) -> None:  # type: ignore[no-untyped-def]
+    from tilt.compare import main
+
+    argv = tuple(str(tmp_path / "r.csv") if a == "ROLL" else a for a in argv)
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert fragment in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_rollouts_csv_from_the_dp_engine_matches_enumeration(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tilt.compare import main
+
+    paths = {}
+    for engine in ("dp", "enumerate"):
+        paths[engine] = tmp_path / f"{engine}.csv"
+        argv = ["--graph", "lattice:V=3,L=4,seed=2", "--engine", engine]
+        assert main([*argv, "--rollouts", str(paths[engine])]) == 0
+    capsys.readouterr()
+    with paths["dp"].open() as a, paths["enumerate"].open() as b:
+        dp_rows, enum_rows = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [r["path"] for r in dp_rows] == [r["path"] for r in enum_rows]
+    for ours, theirs in zip(dp_rows, enum_rows, strict=True):
+        for column in ("base", "rl", "sd", "sd_token", "tilt", "rl_matched"):
+            _close(float(ours[column]), float(theirs[column]), column)
+        assert ours["sd_forward"] == ""  # no Markov form: skipped under --engine dp
+
+
+def test_benchmark_script_runs_and_agrees(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "dp.py"
+    spec = importlib.util.spec_from_file_location("_bench_dp", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--spaces", "diamonds", "lattice:V=3,L=4,seed=0", "--out", str(tmp_path), "--no-plot"]
+    assert module.main(argv) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    for row in data["rows"]:
+        assert row["enumeration_max_error"] <= 1e-12, row
