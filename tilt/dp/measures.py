@@ -193,7 +193,7 @@ def _ood(
         log_fail = np.log(np.minimum(values, 1.0))
     for k in ks:
         passes = 0.0 - np.expm1(k * log_fail)
-        worst = int(np.argmin(passes))
+        worst = int(np.argmin(passes))  # the first minimum, as tilt.measures picks it
         out.append(
             OODPass(
                 k,

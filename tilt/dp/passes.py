@@ -184,17 +184,20 @@ def backward_moments(
     mean_x, mean_y = np.zeros(n), np.zeros(n)
     var_x, cov_xy = np.zeros(n), np.zeros(n)
     prob = np.exp(log_cond)
+    live = prob > 0
+    if not live.all():  # a move of probability 0 may carry an infinite x or y: zero it once
+        x, y = np.where(live, x, 0.0), np.where(live, y, 0.0)
+    head_all = space.edge_head
     for e0, e1, internal, starts, counts in reversed(space.tail_layers):
-        head = space.edge_head[e0:e1]
+        head = head_all[e0:e1]
         c = prob[e0:e1]
-        live = c > 0
-        dx = np.where(live, x[e0:e1] + mean_x[head], 0.0)
-        dy = np.where(live, y[e0:e1] + mean_y[head], 0.0)
-        mx = segment_sum(c * dx, starts)
-        my = segment_sum(c * dy, starts)
-        cx = np.where(live, dx - np.repeat(mx, counts), 0.0)
-        cy = np.where(live, dy - np.repeat(my, counts), 0.0)
+        dx = x[e0:e1] + mean_x[head]
+        dy = y[e0:e1] + mean_y[head]
+        mx = np.add.reduceat(c * dx, starts)
+        my = np.add.reduceat(c * dy, starts)
+        dx -= np.repeat(mx, counts)
+        dy -= np.repeat(my, counts)
         mean_x[internal], mean_y[internal] = mx, my
-        var_x[internal] = segment_sum(c * (cx * cx + var_x[head]), starts)
-        cov_xy[internal] = segment_sum(c * (cx * cy + cov_xy[head]), starts)
+        var_x[internal] = np.add.reduceat(c * (dx * dx + var_x[head]), starts)
+        cov_xy[internal] = np.add.reduceat(c * (dx * dy + cov_xy[head]), starts)
     return mean_x, mean_y, var_x, cov_xy
