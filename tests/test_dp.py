@@ -422,6 +422,28 @@ def test_measures_match_enumeration(instance, name, gamma) -> None:  # type: ign
 
 
 @given(dag_instances(), st.floats(0.0, 8.0))
+def test_first_move_shares_match_enumeration(instance, gamma) -> None:  # type: ignore[no-untyped-def]
+    space, base = _pair(instance)
+    rollouts = instance.space
+    first = rollouts.path_labels()
+    for q in _methods(base, EdgeContext(gamma)).values():
+        enum = to_policy(q, rollouts)
+        shares: dict[str, float] = {}
+        for path, p, ok in zip(first, enum.prob, rollouts.correct, strict=True):
+            if ok:
+                move = ">".join(path.split(">")[:2])
+                shares[move] = shares.get(move, 0.0) + p / enum.accuracy
+        got = dpm.first_move_shares(q)
+        assert sorted(got) == sorted(shares)
+        for move, value in shares.items():
+            _close(got[move], value, move)
+    # RL keeps the base's shares (THEORY.md, "Strategies")
+    rl = dpm.first_move_shares(dp_rl(base, 0.0))
+    for move, value in dpm.first_move_shares(base).items():
+        _close(rl[move], value, move)
+
+
+@given(dag_instances(), st.floats(0.0, 8.0))
 def test_reroute_matches_explicit_surgery(instance, gamma) -> None:  # type: ignore[no-untyped-def]
     space, base = _pair(instance)
     for q in _methods(base, EdgeContext(gamma)).values():

@@ -52,6 +52,7 @@ __all__ = [
     "ood_reroute",
     "reroute_accuracy",
     "distinct_at_k",
+    "first_move_shares",
 ]
 
 DISTINCT_EXACT_LIMIT = 200_000
@@ -260,6 +261,25 @@ def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     ks = [_check_k(k) for k in ks]
     moves, acc = reroute_accuracy(policy)
     return _ood(1.0 - acc, moves, policy.space, ks)
+
+
+def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
+    """Strategy shares for the ``first-move`` labelling: ``q(first move = e | C)`` per move
+    ``e`` out of the source that some correct rollout makes (the source state's correct flows).
+
+    RL's optimum keeps the base's shares; SD's need not.  ``{}`` when ``q(C) = 0``.
+    """
+    space = policy.space
+    if not np.isfinite(policy.log_correct_below[0]):
+        return {}
+    e0, e1 = int(space.out_start[0]), int(space.out_start[1])
+    below = _log_correct_count(space)[space.edge_head[e0:e1]]
+    flow = np.exp(policy.log_correct_flow[e0:e1] - policy.log_correct_below[0])
+    return {
+        space.edge_label(e): float(f)
+        for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
+        if ok
+    }
 
 
 # --------------------------------------------------------------------------
