@@ -73,7 +73,7 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
     _ = base.accuracy
     times["base"] = time.perf_counter() - t
     model = EdgeContext(gamma)
-    sd = [("sd", "SD sequence", "sequence"), ("sd_token", "SD token", "token")]
+    sd = [("sd", "SD sequence", "sequence", None), ("sd_token", "SD token", "token", None)]
     t = time.perf_counter()
     rows = dp_rows(base, model, sd, ks=KS)
     times["compare"] = time.perf_counter() - t

@@ -667,6 +667,8 @@ def _compare_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
         ("--graph", "lattice:V=3,L=4,seed=1", "--demos", "tempered", "--alpha", "0.5"),
         ("--graph", "routes", "--horizon", "6", "--base", "random", "--seed", "3", "--anchor", "1"),
         ("--graph", "diamonds", "--rounds", "2"),
+        ("--graph", "routes", "--sd", "jsd=0.5", "--sd", "length-weighted", "--preset", "sdpo"),
+        ("--graph", "lattice:V=3,L=3,seed=4", "--sd", "discount=0.5", "--sd", "hybrid=0.5"),
     ],
 )
 def test_compare_dp_and_enumeration_print_the_same_json(capsys, argv) -> None:  # type: ignore[no-untyped-def]
@@ -706,6 +708,8 @@ def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[
     [
         (("--graph", "grid3", "--engine", "dp"), "cycle"),
         (("--graph", "diamonds", "--engine", "dp", "--context", "copy"), "Markov"),
+        (("--graph", "diamonds", "--engine", "dp", "--sd", "forward"), "forward"),
+        (("--graph", "diamonds", "--engine", "dp", "--demos", "reference"), "reference"),
         (("--graph", "lattice:V=8", "--engine", "dp"), "lacks L"),
         (("--graph", "lattice:V=8,L=0"), "out of range"),
         (("--graph", "lattice:V=64,L=100,seed=0", "--rollouts", "ROLL"), "--rollouts"),

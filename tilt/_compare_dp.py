@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,17 +43,14 @@ from tilt.graphs import resolve_task
 from tilt.lattice import is_lattice_name
 
 if TYPE_CHECKING:
-    from tilt.compare import Comparison
+    from tilt.compare import Comparison, SDVariant
 
-__all__ = ["ENGINES", "DEFAULT_SD", "DPInstance", "choose_engine", "compare_dp", "enumerated"]
+__all__ = ["ENGINES", "DPInstance", "choose_engine", "compare_dp", "enumerated", "check_rollouts"]
 
 ENGINES = ("auto", "dp", "enumerate")
-DEFAULT_SD = (
-    ("sd", "SD sequence", "sequence"),
-    ("sd_token", "SD token", "token"),
-    ("sd_forward", "SD forward", "forward"),
-)
-"""The SD rows of ``tilt.compare`` when no method is asked for: ``(key, label, spec)``."""
+
+SDRow = tuple[str, str, str, "str | None"]
+"""``(key, label, spec, demos)`` of one SD row (``demos`` ``None``: ``--demos``)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class DPInstance:
     beta: float
     seed: int
     base_name: str
-    sd: tuple[tuple[str, str, str], ...]
+    sd: tuple[SDRow, ...]
     graph_argument: str
     log_rollouts: float
     log_correct: float
@@ -125,18 +123,7 @@ def _table(args: argparse.Namespace) -> MoveTable:
     return move_table(task)
 
 
-def _requested(args: argparse.Namespace) -> tuple[tuple[tuple[str, str, str], ...], bool]:
-    """``(rows, explicit)``: the SD rows to compute and whether the user named them."""
-    specs = getattr(args, "sd", None)
-    if not specs:
-        return DEFAULT_SD, False
-    rows = tuple(
-        ("sd" if i == 0 else f"sd_{i}", f"SD {spec}", spec) for i, spec in enumerate(specs)
-    )
-    return rows, True
-
-
-def choose_engine(args: argparse.Namespace) -> DPInstance | None:
+def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DPInstance | None:
     """The DP instance to run, or ``None`` when enumeration should run (see the module doc).
 
     Raises
@@ -150,15 +137,22 @@ def choose_engine(args: argparse.Namespace) -> DPInstance | None:
         return None
     strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
     model = make_context(args.context, strength)
-    rows, explicit = _requested(args)
-    reasons = {spec: markov_reason(spec, model) for _, _, spec in rows}
-    blocked = [(spec, r) for spec, r in reasons.items() if r is not None]
+    rows: tuple[SDRow, ...] = tuple((v.key, v.label, v.objective.spec, v.demos) for v in variants)
+    from tilt.compare import DEFAULT_VARIANTS
+
+    defaults = {v.key for v in DEFAULT_VARIANTS}
+    blocked = [
+        (key, spec, reason)
+        for key, _, spec, demos in rows
+        if (reason := markov_reason(spec, model, args.demos if demos is None else demos))
+    ]
+    explicit = [b for b in blocked if b[0] not in defaults]
     if engine == "dp" and blocked and (explicit or len(blocked) == len(rows)):
-        spec, reason = blocked[0]
+        _, spec, reason = (explicit or blocked)[0]
         raise ValueError(f"--engine dp cannot compute SD {spec}: {reason}")
     try:
         table = _table(args)
-        space = acyclic_space(table, with_depth=any(needs_depth(s) for _, _, s in rows) or None)
+        space = acyclic_space(table, with_depth=any(needs_depth(r[2]) for r in rows) or None)
     except ValueError:
         if engine == "dp":
             raise
@@ -207,7 +201,7 @@ def compare_dp(instance: DPInstance, ks: tuple[int, ...], rounds: int = 1) -> Co
         rounds,
     )
     results = tuple(
-        MethodResult(r.key, r.label, r.policy, r.measures, r.beta, r.note)  # type: ignore[arg-type]
+        MethodResult(r.key, r.label, r.policy, r.measures, r.beta, r.note, r.objective, r.demos)  # type: ignore[arg-type]
         for r in rows
     )
     return Comparison(instance, ks, rounds, results, None, engine="dp")  # type: ignore[arg-type]

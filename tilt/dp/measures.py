@@ -116,8 +116,14 @@ def _slope(
         cond, _ = tilted_conditionals(space, weight, leaf)
     x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
     y = np.where(np.isfinite(policy.log_cond), policy.log_cond, 0.0)
+    # log pi0 constant up to rounding over the counted rollouts: no slope (the rule of
+    # tilt.measures.least_squares_slope), from two max-plus passes
+    top = backward_max(space, np.where(np.isfinite(keep), x, -np.inf), leaf)[0]
+    bottom = -backward_max(space, np.where(np.isfinite(keep), -x, -np.inf), leaf)[0]
+    if top - bottom <= 1e-9 * (1.0 + max(abs(top), abs(bottom))):
+        return math.nan
     _, _, var, cov = backward_moments(space, cond, x, y)
-    if var[0] <= 1e-24:
+    if not var[0] > 0:
         return math.nan
     return float(cov[0] / var[0])
 

@@ -66,9 +66,14 @@ DP_OBJECTIVES: dict[str, Optimum] = {
 _PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
 
 
-def markov_reason(spec: object, model: ContextModel) -> str | None:
-    """Why ``spec`` with ``model`` has no Markov form on an acyclic space, or ``None``."""
+def markov_reason(spec: object, model: ContextModel, demos: str = "own") -> str | None:
+    """Why ``spec`` with ``model`` (and ``demos``) has no Markov form here, or ``None``."""
     parsed = parse_spec(spec)
+    if demos == "reference":
+        return (
+            "reference demonstrations (one fixed rollout) are not in the DP engine yet; "
+            "use --engine enumerate on a small space"
+        )
     if model.name in NOT_MARKOV:
         return NOT_MARKOV[model.name]
     if model.name not in ("edge", "kernel"):

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from tilt.context import ContextModel
 from tilt.dp.measures import measure
-from tilt.dp.objectives import dp_optimum, markov_reason
+from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
 from tilt.dp.policy import MarkovPolicy
 from tilt.measures import Measures
+from tilt.objectives import OBJECTIVES
 from tilt.optimal import matched_beta
 
 __all__ = ["DPRow", "dp_rows", "iterate"]
@@ -33,6 +34,8 @@ class DPRow:
     measures: Measures | None
     beta: float | None = None
     note: str = ""
+    objective: str | None = None
+    demos: str | None = None
 
 
 def iterate(
@@ -47,7 +50,7 @@ def iterate(
 def dp_rows(
     base: MarkovPolicy,
     model: ContextModel,
-    sd: Sequence[tuple[str, str, str]],
+    sd: Sequence[tuple[str, str, str, str | None]],
     demos: str = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
@@ -57,24 +60,44 @@ def dp_rows(
 ) -> list[DPRow]:
     """Base, RL at ``beta``, RL matched to the first SD row's accuracy, and the SD rows.
 
-    ``sd`` lists ``(key, label, spec)``; an SD objective with no Markov form is
-    kept as a row with the reason as its note.  Each method is iterated
-    ``rounds`` times from its own output.
+    ``sd`` lists ``(key, label, spec, demos)`` (``demos`` ``None``: the
+    ``demos`` argument); an SD objective with no Markov form is kept as a row
+    with the reason as its note, and an objective that takes no anchor runs
+    with ``b = 0`` and says so (as ``tilt.compare`` does).  Each method is
+    iterated ``rounds`` times from its own output.
     """
     rows = [DPRow("base", "base", base, measure(base, base, ks))]
     rl = iterate(base, lambda p: rl_optimum(p, beta), rounds)
     rl_label = "RL beta->0" if beta == 0 else f"RL beta={beta:g}"
     rows.append(DPRow("rl", rl_label, rl, measure(rl, base, ks), beta=beta))
     sd_rows = []
-    for key, label, spec in sd:
-        reason = markov_reason(spec, model)
+    for key, label, spec, row_demos in sd:
+        kind = demos if row_demos is None else row_demos
+        reason = markov_reason(spec, model, kind)
+        name = parse_spec(spec).name
         if reason is not None:
-            sd_rows.append(DPRow(key, label, None, None, note=f"skipped: {reason}"))
+            sd_rows.append(
+                DPRow(key, label, None, None, note=f"skipped: {reason}", objective=spec, demos=kind)
+            )
             continue
+        b, notes = anchor, []
+        if b > 0 and not OBJECTIVES[name].takes_anchor:
+            b = 0.0
+            notes.append(f"{spec} has no anchor: b = 0 here")
         q = base
         for _ in range(rounds):
-            q = dp_optimum(q, model, spec, demos, alpha, anchor)
-        sd_rows.append(DPRow(key, label, q, measure(q, base, ks)))
+            q = dp_optimum(q, model, spec, kind, alpha, b)
+        sd_rows.append(
+            DPRow(
+                key,
+                label,
+                q,
+                measure(q, base, ks),
+                note="; ".join(notes),
+                objective=spec,
+                demos=kind,
+            )
+        )
     first = next((r for r in sd_rows if r.policy is not None), None)
     if first is None or first.policy is None:
         rows.append(DPRow("rl_matched", "RL @ SD acc", None, None, note="no SD row to match"))
