@@ -42,6 +42,7 @@ __all__ = [
     "DISTINCT_EXACT_LIMIT",
     "DistinctAtK",
     "measure",
+    "measure_with_distinct",
     "pass_at_k",
     "correct_entropy",
     "gap_slope",
@@ -391,10 +392,17 @@ def distinct_at_k(
 def measure(policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """:class:`tilt.measures.Measures` of ``policy`` against ``base`` (the same fields as
     enumeration; distinct@k is the value of :func:`distinct_at_k`)."""
+    return measure_with_distinct(policy, base, ks)[0]
+
+
+def measure_with_distinct(
+    policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8, 64)
+) -> tuple[Measures, dict[int, DistinctAtK]]:
+    """:func:`measure` and the :class:`DistinctAtK` (value, bound, exactness) behind it."""
     ks = [_check_k(k) for k in ks]
     entropy = correct_entropy(policy)
     distinct = distinct_at_k(policy, ks)
-    return Measures(
+    out = Measures(
         accuracy=policy.accuracy,
         correct_entropy=entropy,
         # exp(H) exceeds float64 beyond 709 nats: inf (the entropy is its log)
@@ -406,3 +414,4 @@ def measure(policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int] = (1, 8,
         distinct_at_k={k: distinct[k].value for k in ks},
         ood=dict(zip(ks, ood_blocked(policy, ks), strict=True)),
     )
+    return out, distinct

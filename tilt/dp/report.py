@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.context import ContextModel
-from tilt.dp.measures import measure
+from tilt.dp.measures import measure_with_distinct
 from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
 from tilt.dp.policy import MarkovPolicy
@@ -21,7 +21,38 @@ from tilt.measures import Measures
 from tilt.objectives import OBJECTIVES
 from tilt.optimal import matched_beta
 
-__all__ = ["DPRow", "dp_rows", "iterate"]
+__all__ = ["DPRow", "dp_rows", "iterate", "measure_noted"]
+
+
+def measure_noted(
+    policy: MarkovPolicy, base: MarkovPolicy, ks: Sequence[int]
+) -> tuple[Measures, str]:
+    """The measures and, when distinct@k could not be listed exactly, a note with its bound."""
+    measures, distinct = measure_with_distinct(policy, base, ks)
+    loose = [d for d in distinct.values() if not d.exact]
+    if not loose:
+        return measures, ""
+    bound = max(d.error for d in loose)
+    return measures, (
+        "distinct@k bounded, not listed exactly (too many correct rollouts): "
+        f"|error| <= {bound:.2g}"
+    )
+
+
+def _row(
+    key: str,
+    label: str,
+    policy: MarkovPolicy,
+    base: MarkovPolicy,
+    ks: Sequence[int],
+    beta: float | None = None,
+    note: str = "",
+    objective: str | None = None,
+    demos: str | None = None,
+) -> DPRow:
+    measures, bound = measure_noted(policy, base, ks)
+    notes = "; ".join(n for n in (note, bound) if n)
+    return DPRow(key, label, policy, measures, beta, notes, objective, demos)
 
 
 @dataclass(frozen=True)
@@ -66,10 +97,10 @@ def dp_rows(
     with ``b = 0`` and says so (as ``tilt.compare`` does).  Each method is
     iterated ``rounds`` times from its own output.
     """
-    rows = [DPRow("base", "base", base, measure(base, base, ks))]
+    rows = [_row("base", "base", base, base, ks)]
     rl = iterate(base, lambda p: rl_optimum(p, beta), rounds)
     rl_label = "RL beta->0" if beta == 0 else f"RL beta={beta:g}"
-    rows.append(DPRow("rl", rl_label, rl, measure(rl, base, ks), beta=beta))
+    rows.append(_row("rl", rl_label, rl, base, ks, beta=beta))
     sd_rows = []
     for key, label, spec, row_demos in sd:
         kind = demos if row_demos is None else row_demos
@@ -87,17 +118,7 @@ def dp_rows(
         q = base
         for _ in range(rounds):
             q = dp_optimum(q, model, spec, kind, alpha, b)
-        sd_rows.append(
-            DPRow(
-                key,
-                label,
-                q,
-                measure(q, base, ks),
-                note="; ".join(notes),
-                objective=spec,
-                demos=kind,
-            )
-        )
+        sd_rows.append(_row(key, label, q, base, ks, None, "; ".join(notes), spec, kind))
     first = next((r for r in sd_rows if r.policy is not None), None)
     if first is None or first.policy is None:
         rows.append(DPRow("rl_matched", "RL @ SD acc", None, None, note="no SD row to match"))
@@ -117,6 +138,6 @@ def dp_rows(
             )
         else:
             q = rl_optimum(base, matched) if not math.isinf(matched) else base
-            rows.append(DPRow("rl_matched", "RL @ SD acc", q, measure(q, base, ks), beta=matched))
+            rows.append(_row("rl_matched", "RL @ SD acc", q, base, ks, beta=matched))
     rows.extend(sd_rows)
     return rows
