@@ -699,6 +699,14 @@ def test_auto_engine_runs_dp_on_a_lattice_beyond_enumeration(capsys) -> None:  #
     assert rows["sd_forward"]["skipped"]
 
 
+def test_a_bounded_distinct_at_k_is_said_in_the_notes(capsys) -> None:  # type: ignore[no-untyped-def]
+    out = _compare_json(capsys, "--graph", "lattice:V=16,L=20,seed=0", "--k", "1", "64")
+    notes = {m["key"]: m["note"] for m in out["methods"]}
+    assert "distinct@k bounded" in notes["sd"]
+    bound = float(notes["sd"].rsplit("<= ", 1)[1])
+    assert 0 < bound < 1e-10
+
+
 def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[no-untyped-def]
     assert _compare_json(capsys, "--graph", "grid3")["instance"]["engine"] == "enumerate"
 
