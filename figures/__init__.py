@@ -19,6 +19,7 @@ FIGURES = {
     "flow": "figures.flow",
     "trainer": "figures.trainer",
     "strength": "figures.strength",
+    "objectives": "figures.objectives",
     "lattice_length": "figures.lattice_length",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..8."""
+"""Figure name (for ``--only``) to its module, in figure order 1..9."""

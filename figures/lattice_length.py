@@ -1,4 +1,4 @@
-"""Figure 8: SD's distortion against the length of a rollout, on token lattices.
+"""Figure 9: SD's distortion against the length of a rollout, on token lattices.
 
 Sequence SD with ``edge(gamma)`` and own demonstrations on
 ``lattice:V=8,L=..,seed=s`` (random bigram base ``N(0, 1)``, correct when the
@@ -20,12 +20,12 @@ from figures.style import new_figure, save_csv, save_figure, save_json, suptitle
 
 __all__ = ["make"]
 
-NAME = "fig8_lattice_length"
+NAME = "fig9_lattice_length"
 COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 
 
 def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0) -> FigureResult:
-    """Draw figure 8 (``quick``: V=4, L up to 50, two strengths, one seed)."""
+    """Draw figure 9 (``quick``: V=4, L up to 50, two strengths, one seed)."""
     vocab = 4 if quick else 8
     lengths = (2, 5, 20, 50) if quick else LENGTHS
     gammas = (1.0, 4.0) if quick else GAMMAS
@@ -99,7 +99,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
         ax.legend(loc="best")
     suptitle(
         fig,
-        f"Fig. 8 — edge(γ) sequence SD on token lattices V={vocab} (random bigram bases, "
+        f"Fig. 9 — edge(γ) sequence SD on token lattices V={vocab} (random bigram bases, "
         f"seeds {', '.join(map(str, seeds))}; correct = even token sum), exact by DP: the gap "
         "slope settles above 1; distortion and the log loss of effective correct rollouts "
         "become affine in L (fits for L ≥ 100 in the JSON)",

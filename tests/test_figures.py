@@ -35,7 +35,8 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
-    "lattice_length": "fig8_lattice_length",
+    "objectives": "fig8_objectives",
+    "lattice_length": "fig9_lattice_length",
 }
 
 
