@@ -149,7 +149,9 @@ def _per_prefix_oracle(
             g = (w[:, None] * np.log(teacher)).sum(axis=0)
         alive = np.isfinite(g)
         q = np.zeros(children.size)
-        if kind == "token-forward":
+        if np.count_nonzero(alive) == 1:  # one move with mass: q = 1 there, nothing to solve
+            q[alive] = 1.0
+        elif kind == "token-forward":
             q = (w[:, None] * teacher).sum(axis=0)
         elif kind == "jsd":
             q[alive] = _jsd_oracle(w, teacher[:, alive], a)
