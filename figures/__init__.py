@@ -21,5 +21,6 @@ FIGURES = {
     "strength": "figures.strength",
     "objectives": "figures.objectives",
     "audit": "figures.audit",
+    "lattice_length": "figures.lattice_length",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..9."""
+"""Figure name (for ``--only``) to its module, in figure order 1..10."""

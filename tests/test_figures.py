@@ -37,6 +37,7 @@ STEMS = {
     "strength": "fig7_strength",
     "objectives": "fig8_objectives",
     "audit": "fig9_audit",
+    "lattice_length": "fig10_lattice_length",
 }
 
 
