@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt.context import ContextModel, demonstrations
+from tilt.context import DEMOS, ContextModel, demonstrations
+from tilt.context.generic import checked_output
 from tilt.policy import Policy
-from tilt.space import FloatArray
+from tilt.space import FloatArray, check_same_space
 
 __all__ = [
     "SD_METHODS",
@@ -88,6 +89,10 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
     return Policy.from_log_weights(policy.space, policy.log_prob - (~correct) / beta)
 
 
+_ULPS = 1e-12
+"""How far above 1 a probability computed by summing masses may round (far above the ulps)."""
+
+
 def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
     """The ``beta`` at which RL from a base of accuracy ``p`` reaches accuracy ``a``.
 
@@ -98,8 +103,9 @@ def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
     1 for correct rollouts never lowers accuracy).
     """
     p, a = float(base_accuracy), float(target_accuracy)
-    if not (0 < p <= 1 and 0 <= a <= 1):
+    if not (0 < p <= 1 + _ULPS and 0 <= a <= 1 + _ULPS):
         raise ValueError(f"accuracies must lie in (0, 1] and [0, 1], got {p!r} and {a!r}")
+    p, a = min(p, 1.0), min(a, 1.0)  # a sum of masses may round a few ulps above 1
     tol = 1e-14
     if abs(a - p) <= tol:
         return math.inf
@@ -147,7 +153,22 @@ def rl_matched(policy: Policy, target_accuracy: float) -> MatchedRL:
 
 
 def _demos(policy: Policy, demos: Demos, alpha: float) -> Policy:
-    return demonstrations(policy, demos, alpha) if isinstance(demos, str) else demos
+    if isinstance(demos, str):
+        return demonstrations(policy, demos, alpha)
+    if not isinstance(demos, Policy):
+        raise TypeError(
+            f"demos must be a name ({', '.join(DEMOS)}) or a Policy, got {type(demos).__name__}"
+        )
+    check_same_space(policy.space, demos.space, "the policy and the demonstrations")
+    return demos
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, ContextModel):
+        raise TypeError(
+            f"model must be a ContextModel (tilt.context.make_context or a subclass), "
+            f"got {type(model).__name__}"
+        )
 
 
 def _check_anchor(anchor: float) -> float:
@@ -166,7 +187,10 @@ def tilt_score(
     or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
     teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
     """
-    score = model.tilt_score(policy, _demos(policy, demos, alpha))
+    _check_model(model)
+    score = checked_output(
+        model.tilt_score(policy, _demos(policy, demos, alpha)), policy, model, "tilt_score"
+    )
     # where pi(y) = 0 every teacher gives y no mass too, so E_c log T_c(y) = -inf: one
     # convention for the structured forms (finite there) and the generic path (-inf)
     return np.where(np.isneginf(policy.log_prob), -np.inf, score)
@@ -205,7 +229,13 @@ def sd_token(
     """
     anchor = _check_anchor(anchor)
     space = policy.space
-    target = model.token_log_target(policy, _demos(policy, demos, alpha))
+    _check_model(model)
+    target = checked_output(
+        model.token_log_target(policy, _demos(policy, demos, alpha)),
+        policy,
+        model,
+        "token_log_target",
+    )
     own = policy.log_conditionals()
     with np.errstate(invalid="ignore"):
         logits = np.where(
@@ -225,7 +255,13 @@ def sd_forward(
     policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
 ) -> Policy:
     """Off-policy SD (fine-tuning on teacher samples): ``q(y) = E_{c ~ D} T_c(y)``."""
-    log_mix = model.forward_log_prob(policy, _demos(policy, demos, alpha))
+    _check_model(model)
+    log_mix = checked_output(
+        model.forward_log_prob(policy, _demos(policy, demos, alpha)),
+        policy,
+        model,
+        "forward_log_prob",
+    )
     return Policy.from_log_weights(policy.space, log_mix)
 
 

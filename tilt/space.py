@@ -31,6 +31,7 @@ __all__ = [
     "enumerate_rollouts",
     "DEFAULT_MAX_ROLLOUTS",
     "DENSE_LIMIT",
+    "check_same_space",
 ]
 
 DEFAULT_MAX_ROLLOUTS = 30_000_000
@@ -368,6 +369,29 @@ class RolloutSpace:
             f"{self.task.name}: {self.n_rollouts} rollouts, {self.n_correct} correct, "
             f"{self.n_prefixes} prefixes, longest {self.max_depth} moves, "
             f"{self.labels[self.source]} -> {self.labels[self.target]}, horizon {horizon}"
+        )
+
+
+def check_same_space(first: RolloutSpace, second: RolloutSpace, what: str) -> None:
+    """Raise ``ValueError`` unless two spaces hold the same rollouts in the same order.
+
+    The same object passes at once; two enumerations of one task pass after
+    comparing their prefix trees (linear in the number of prefixes).
+    """
+    if first is second:
+        return
+    same = (
+        first.n_prefixes == second.n_prefixes
+        and first.labels == second.labels
+        and np.array_equal(first.parent, second.parent)
+        and np.array_equal(first.node, second.node)
+        and first.target == second.target
+    )
+    if not same:
+        raise ValueError(
+            f"{what} are on different rollout spaces ({first.task.name}: "
+            f"{first.n_rollouts:,} rollouts; {second.task.name}: {second.n_rollouts:,} rollouts): "
+            "build both from one enumerated space"
         )
 
 

@@ -15,7 +15,13 @@ from tilt.context.generic import (
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray
 
-__all__ = ["ContextModel", "check_strength", "digest", "log_expm1"]
+__all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest", "log_expm1"]
+
+MAX_GAMMA = 1e6
+"""Largest ``gamma`` of ``edge`` and ``kernel``.  The scores hold terms ``gamma x (moves of a
+rollout)`` whose rounding, about ``gamma x depth x 2.2e-16`` nats, reaches 1e-8 at ``gamma = 1e6``
+on a 50-move rollout and swamps the result beyond (at ``1e16`` it is several nats), while the
+teacher is already deterministic to ``e^-1e6``.  Larger strengths are refused, not rounded."""
 
 
 class ContextModel:
@@ -69,6 +75,11 @@ def check_strength(name: str, value: float, upper: float | None = None) -> float
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if upper is None and value > MAX_GAMMA:
+        raise ValueError(
+            f"{name} = {value:g} is too large: above {MAX_GAMMA:g} the rounding of "
+            f"{name} x (rollout length) swamps the exact result; use {name} <= {MAX_GAMMA:g}"
+        )
     if upper is not None and value >= upper:
         raise ValueError(
             f"{name} must be < {upper:g}, got {value!r}: "
