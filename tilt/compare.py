@@ -265,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        if args.rollouts:
-            check_output_folder(args.rollouts)
+        if args.rollouts is not None:
+            check_output_folder(args.rollouts)  # before any work: a folder, FIFO, device is refused
         instance = build_instance(args)
         comparison = compare(instance, args.k, args.rounds)
         if args.rollouts:
