@@ -119,7 +119,7 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         "--graph",
         default="grid5",
         metavar="NAME|FILE",
-        help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/edge-list file "
+        help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/.gml/edge-list file "
         "(default grid5)",
     )
     g.add_argument("--source", help="source node label (default: the graph's)")
