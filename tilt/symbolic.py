@@ -450,13 +450,21 @@ def all_derivations() -> dict[str, Derivation]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print every derivation; exit status 1 if some residual is not ``0``."""
-    derivations = all_derivations()
-    for name, derivation in derivations.items():
-        print(f"[{name}] {'holds' if derivation.holds else 'DOES NOT HOLD'}")
-        print(derivation.report())
-        print()
-    return 0 if all(d.holds for d in derivations.values()) else 1
+    """Print every derivation; exit status 1 if some residual is not ``0``.
+
+    A closed pipe (``| head -1``) ends it quietly, an interrupt in one line.
+    """
+    from tilt.cli import run_main
+
+    def body() -> int:
+        derivations = all_derivations()
+        for name, derivation in derivations.items():
+            print(f"[{name}] {'holds' if derivation.holds else 'DOES NOT HOLD'}")
+            print(derivation.report())
+            print(flush=True)
+        return 0 if all(d.holds for d in derivations.values()) else 1
+
+    return run_main("tilt.symbolic", body)
 
 
 if __name__ == "__main__":
