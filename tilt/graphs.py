@@ -370,6 +370,8 @@ def load_graph(
         If the file is missing or does not parse, or the task is invalid.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"graph file {str(path)!r} is not a file: give the path of a graph file")
     if not path.is_file():
         raise ValueError(f"graph file {str(path)!r} does not exist")
     try:

@@ -241,7 +241,8 @@ def sd_token(
         logits = np.where(
             np.isneginf(target),
             -np.inf,
-            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
+            # (target + b own) / (1 + b) as a convex combination: b own overflows at huge b
+            target / (1 + anchor) + (anchor / (1 + anchor)) * np.where(np.isneginf(own), 0.0, own),
         )
     logits = np.where(np.isneginf(own) & (anchor > 0), -np.inf, logits)
     norm = space.sibling_logsumexp(logits)
