@@ -25,7 +25,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import tilt.cli
@@ -34,6 +34,7 @@ from tilt import compare
 from tilt.context import ContextModel, make_context
 from tilt.graphs import make_task, named_task
 from tilt.measures import gap_slope, measure, ratio_distortion
+from tilt.objectives import OBJECTIVES
 from tilt.optimal import (
     matched_beta,
     rl_optimum,
@@ -655,6 +656,30 @@ huge_logits = st.one_of(
 )
 
 
+SPECS = [
+    "sequence",
+    "token",
+    "forward",
+    "token-forward",
+    "jsd=0",
+    "jsd=1e-300",
+    "jsd=0.5",
+    "jsd=1",
+    "discount=1e-300",
+    "discount=0.5",
+    "discount=1",
+    "length-weighted",
+    "hybrid=1e-300",
+    "hybrid=1",
+    "hybrid=1e300",
+]
+"""Every objective family of tilt.objectives, with its parameter at the ends of its range."""
+
+
+def test_specs_cover_every_objective() -> None:
+    assert {spec.partition("=")[0] for spec in SPECS} == set(OBJECTIVES)
+
+
 def assert_distribution(make: Callable[[], Policy]) -> None:
     try:
         q = make()
@@ -664,6 +689,7 @@ def assert_distribution(make: Callable[[], Policy]) -> None:
     assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
 
 
+@settings(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target])
 @given(
     instance=instances(max_nodes=6, max_rollouts=60, logit_strategy=huge_logits),
     name=st.sampled_from(["copy", "edge", "kernel"]),
@@ -692,8 +718,9 @@ def test_every_optimum_is_normalised_or_refuses(
     except ValueError:
         assert gamma > 1e6 or lam >= 1.0  # only what the limits say is refused
         return
-    for method in ("sequence", "token"):
-        assert_distribution(lambda m=method: sd_optimum(base, model, m, demos, alpha, anchor))
+    for spec in SPECS:
+        b = anchor if OBJECTIVES[spec.partition("=")[0]].takes_anchor else 0.0
+        assert_distribution(lambda spec=spec, b=b: sd_optimum(base, model, spec, demos, alpha, b))
     assert_distribution(lambda: sd_forward(base, model, demos, alpha))
 
 
@@ -848,9 +875,9 @@ def test_sigint_during_figures_is_one_line(tmp_path: Path) -> None:
     time.sleep(1.0)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert "Traceback" not in err
-    assert "KeyboardInterrupt" not in err
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err, err
     if process.returncode != 0:
-        assert process.returncode == 130
-        assert err.strip().splitlines()[-1] == "figures: interrupted"
-    assert leftovers(tmp_path) == []
+        assert process.returncode == 130, err
+        assert err.strip().splitlines()[-1] == "figures: interrupted", err
+    assert leftovers(tmp_path) == [], err

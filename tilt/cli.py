@@ -371,14 +371,17 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     folder = target.parent
     if not folder.is_dir():
         raise ValueError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    blocked = _block_signals()  # a signal between creating and removing the probe waits
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise ValueError(
             f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable ({exc.strerror})"
         ) from None
-    os.close(fd)
-    os.unlink(probe)
+    finally:
+        _unblock_signals(blocked)
     return target
 
 
