@@ -23,7 +23,7 @@ NAME = "fig6_trainer"
 EXACT_FLOOR = 1e-8
 """Exact-mode distances below this are written and drawn as this value.  L-BFGS stops on
 its gradient, so what is left below ~1e-10 is rounding: 7.7e-13 here, 2.3e-10 on another
-machine.  Flooring keeps the table, the JSON and the PNG the same on every machine."""
+machine.  Flooring keeps the table, the JSON and the PNG independent of that rounding."""
 MODES = ("exact", "sampled")
 OBJECTIVES = ("rl", "sd", "sd_token", "sd_forward")
 
