@@ -49,9 +49,12 @@ def check_model(model: object) -> ContextModel:
 
 
 def model_output(model: ContextModel, method: str, policy: Policy, demos: Policy) -> FloatArray:
-    """``model.<method>(policy, demos)`` for ``tilt_score``, ``token_log_target`` or
-    ``forward_log_prob``, checked where tilt calls it: a user's model that returns the wrong
-    shape, ``nan`` or ``+inf`` is named in a ``ValueError`` (built-ins always pass)."""
+    """``model.<method>(policy, demos)``, checked where tilt calls it.
+
+    For ``tilt_score``, ``token_log_target``, ``token_mean_log_target`` and
+    ``forward_log_prob``: a user's model that returns the wrong shape, ``nan`` or
+    ``+inf`` is named in a ``ValueError`` (the built-ins always pass).
+    """
     check_model(model)
     return checked_output(getattr(model, method)(policy, demos), policy, model, method)
 
