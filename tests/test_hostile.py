@@ -281,6 +281,11 @@ def test_non_integer_horizon_attribute(tmp_path: Path, capsys: pytest.CaptureFix
         (["--source", "(2, 2)"], ("same node",)),
         (["--max-rollouts", "5"], ("too large", "--horizon")),
         (["--context", "telepathy"], ("--context", "invalid choice")),
+        (["--sd", "jsd=2"], ("--sd", "out of range")),
+        (["--sd", "jsd=nan"], ("--sd", "out of range")),
+        (["--sd", "bogus"], ("--sd", "unknown SD objective")),
+        (["--preset", "nope"], ("--preset", "invalid choice")),
+        (["--reference", "x>y"], ("reference", "not a correct rollout")),
     ],
 )
 def test_bad_options(
