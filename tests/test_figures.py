@@ -35,6 +35,7 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
+    "objectives": "fig8_objectives",
 }
 
 
