@@ -839,11 +839,14 @@ def test_sigterm_during_compare_leaves_nothing(tmp_path: Path) -> None:
         "python -m tilt.compare --graph grid3 | head -1",
         "python -m tilt.compare --graph grid3 --json | head -1",
         "python -m tilt.symbolic | head -1",
+        "python -m figures --list | head -1",
+        "python benchmarks/run.py --graphs grid2 grid3 --no-plot --no-brute --out {tmp} | head -1",
     ],
 )
-def test_closed_pipe_is_quiet(command: str) -> None:
+def test_closed_pipe_is_quiet(command: str, tmp_path: Path) -> None:
+    command = command.replace("python", sys.executable, 1).replace("{tmp}", str(tmp_path))
     result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", command.replace("python", sys.executable, 1)],
+        ["bash", "-o", "pipefail", "-c", command],
         capture_output=True,
         text=True,
         env=ENV,
