@@ -230,6 +230,9 @@ def test_two_nodes_with_one_label_refused(grid2: Policy) -> None:
         ("words.txt", "a b c d e\n", ("cannot read graph file",)),
         ("text.txt", "a b {'logit': 'high'}\nb c\n", ("not a number",)),
         ("inf.txt", "a b {'logit': float('inf')}\nb c\n", ("cannot read graph file",)),
+        ("hash.txt", "a#x b\nb c\na c\n", ("line 1", "one node", "comment")),
+        ("single.txt", "a b\nc\nb c\n", ("line 2", "one node")),
+        ("number.txt", "a b 1.5\nb c\n", ("cannot read graph file", "dictionary")),
     ],
 )
 def test_broken_graph_files(

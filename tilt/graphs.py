@@ -213,9 +213,23 @@ def _read_file(path: Path, directed: bool) -> nx.Graph:
         return nx.node_link_graph(data, edges=links)
     if suffix not in EDGE_LIST_SUFFIXES:
         raise ValueError(f"unknown graph file format {path.suffix!r}: tilt reads {GRAPH_FORMATS}")
+    _check_edge_lines(path)
     # a multigraph keeps repeated lines, so that make_task can compare their logits
     create = nx.MultiDiGraph() if directed else nx.MultiGraph()
     return nx.read_edgelist(path, create_using=create, nodetype=str, data=True)
+
+
+def _check_edge_lines(path: Path) -> None:
+    """Refuse edge-list lines that networkx would skip silently: one node only, often because
+    ``#`` (which starts a comment) is part of a node name."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            content = line.split("#", 1)[0].split()
+            if len(content) == 1:
+                why = " ('#' starts a comment: names may not contain it)" if "#" in line else ""
+                raise ValueError(
+                    f"line {number} ({line.strip()!r}) names one node, not an edge 'u v'{why}"
+                )
 
 
 def _merge_parallel(graph: nx.Graph) -> nx.Graph:
