@@ -20,11 +20,11 @@ from tilt.space import FloatArray, IntArray
 
 __all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest", "log_expm1"]
 
-MAX_GAMMA = 1e6
-"""Largest ``gamma`` of ``edge`` and ``kernel``.  The scores hold terms ``gamma x (moves of a
-rollout)`` whose rounding, about ``gamma x depth x 2.2e-16`` nats, reaches 1e-8 at ``gamma = 1e6``
-on a 50-move rollout and swamps the result beyond (at ``1e16`` it is several nats), while the
-teacher is already deterministic to ``e^-1e6``.  Larger strengths are refused, not rounded."""
+MAX_GAMMA = 1e300
+"""Largest ``gamma`` of ``edge`` and ``kernel``: beyond it ``gamma x (moves of a rollout)``
+may overflow to ``inf``.  Every optimum is normalised at any accepted ``gamma`` (tests/
+test_hostile.py); the scores hold terms ``gamma x (moves)`` whose rounding, about
+``gamma x depth x 2.2e-16`` nats, grows with ``gamma`` (several nats at ``1e16``)."""
 
 
 class ContextModel:
@@ -97,8 +97,8 @@ def check_strength(name: str, value: float, upper: float | None = None) -> float
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     if upper is None and value > MAX_GAMMA:
         raise ValueError(
-            f"{name} = {value:g} is too large: above {MAX_GAMMA:g} the rounding of "
-            f"{name} x (rollout length) swamps the exact result; use {name} <= {MAX_GAMMA:g}"
+            f"{name} = {value:g} is too large: above {MAX_GAMMA:g}, {name} x (rollout length) "
+            f"overflows; use {name} <= {MAX_GAMMA:g}"
         )
     if upper is not None and value >= upper:
         raise ValueError(
