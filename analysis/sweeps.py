@@ -23,13 +23,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from multiprocessing import get_context
@@ -113,16 +116,46 @@ def run_tasks(
                 _progress(i + 1, total, label, seconds)
     else:
         # spawn, not fork: numpy's thread pools make fork unsafe in a threaded parent
-        with ProcessPoolExecutor(
-            max_workers=min(jobs, total), mp_context=get_context("spawn")
-        ) as pool:
-            futures = {pool.submit(_timed, fn, args): i for i, (_, args) in enumerate(tasks)}
+        pool = ProcessPoolExecutor(
+            max_workers=min(jobs, total), mp_context=get_context("spawn"), initializer=_worker_init
+        )
+        try:
+            # workers are started here: they inherit an ignored SIGINT, so that a Ctrl-C even
+            # while they import reaches only the parent (one line), never a worker's traceback
+            with _sigint_ignored():
+                futures = {pool.submit(_timed, fn, args): i for i, (_, args) in enumerate(tasks)}
             for done, future in enumerate(as_completed(futures), start=1):
                 i = futures[future]
                 results[i], seconds = future.result()
                 if progress:
                     _progress(done, total, tasks[i][0], seconds)
+        except BaseException:
+            # interrupted (SIGINT, SIGTERM) or failed: stop the workers now, not after their tasks
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return [row for rows in results for row in rows or []]
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT for the duration (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _worker_init() -> None:
+    """Workers ignore SIGINT: Ctrl-C reaches the whole process group, and the parent alone
+    reports it (one line) and stops the workers; no worker prints a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @lru_cache(maxsize=4)

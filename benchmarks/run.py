@@ -316,10 +316,9 @@ def main(argv: list[str] | None = None) -> int:
                     if row.get("speedup")
                     else ""
                 )
-                print(
+                _say(
                     f"{graph}: {row['rollouts']:,} rollouts, {row['prefixes']:,} prefixes, "
-                    f"{row['total']:.2f} s, peak {row['peak_rss_mib']:.0f} MiB{extra}",
-                    flush=True,
+                    f"{row['total']:.2f} s, peak {row['peak_rss_mib']:.0f} MiB{extra}"
                 )
         meta = {
             "command": " ".join(
@@ -338,6 +337,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def _say(text: str) -> None:
+    """Print a progress line; a closed pipe (``| head -1``) silences the rest, the run goes on."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        from tilt.cli import silence_stdout
+
+        silence_stdout()
 
 
 if __name__ == "__main__":

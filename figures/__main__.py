@@ -60,8 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.list:
-        for name, module in FIGURES.items():
-            print(f"{name:11s} {module}")
+        try:
+            for name, module in FIGURES.items():
+                print(f"{name:11s} {module}", flush=True)
+        except BrokenPipeError:  # | head -1
+            from tilt.cli import silence_stdout
+
+            silence_stdout()
         return 0
     try:
         import matplotlib  # noqa: F401

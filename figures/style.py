@@ -169,15 +169,32 @@ def save_figure(fig, out: Path, stem: str, formats: Sequence[str] = FORMATS) -> 
     return written
 
 
+DIGITS = 12
+"""Significant digits of every float the figures write (CSV and JSON): the accuracy the exact
+methods promise (1e-12).  The digits beyond differ between machines (BLAS, summation order)
+and are not written, so the tracked files in figures/out differ between machines only where
+a value sits on a rounding boundary, not in every last digit."""
+
+
+def stable(value: object) -> object:
+    """``value`` rounded to :data:`DIGITS` significant digits if it is a finite float."""
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.{DIGITS}g}")
+    return value
+
+
 def save_csv(path: Path, rows: Iterable[Mapping[str, object]]) -> Path:
-    """Write ``rows`` (dicts) as CSV with full-precision floats, atomically."""
-    replace_atomic(path, rows_to_csv([dict(r) for r in rows]).encode())
+    """Write ``rows`` (dicts) as CSV, floats to :data:`DIGITS` significant digits, atomically."""
+    rounded = [{k: stable(v) for k, v in r.items()} for r in rows]
+    replace_atomic(path, rows_to_csv(rounded).encode())
     return path
 
 
 def _json_clean(value: object) -> object:
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float):
+        return stable(value)
     if isinstance(value, Mapping):
         return {str(k): _json_clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

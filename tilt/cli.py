@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import os
+import signal
+import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -50,6 +54,9 @@ __all__ = [
     "non_negative_int",
     "finite_float",
     "check_output_folder",
+    "check_output_file",
+    "silence_stdout",
+    "Terminated",
     "reuse_freed_memory",
     "SHAPE_HEADER",
     "shape_cells",
@@ -110,8 +117,11 @@ class _ListGraphs(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        for name in catalogue():
-            print(f"{name:9s} {named_task(name).description}")
+        try:
+            for name in catalogue():
+                print(f"{name:9s} {named_task(name).description}", flush=True)
+        except BrokenPipeError:  # | head -1
+            silence_stdout()
         parser.exit(0)
 
 
@@ -125,7 +135,7 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         "--graph",
         default="grid5",
         metavar="NAME|FILE",
-        help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/edge-list file "
+        help=f"named graph ({', '.join(catalogue())}) or a .graphml/.json/.gml/edge-list file "
         "(default grid5)",
     )
     g.add_argument("--source", help="source node label (default: the graph's)")
@@ -337,44 +347,166 @@ def reuse_freed_memory() -> None:
         np._core.multiarray._set_madvise_hugepage(False)  # type: ignore[attr-defined]
 
 
+class Terminated(BaseException):
+    """Raised in the main thread by SIGTERM or SIGHUP, so that ``finally`` blocks and
+    :func:`write_atomic`'s clean-up run as they do on SIGINT."""
+
+
+_CAUGHT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def silence_stdout() -> None:
+    """Point standard output at ``/dev/null`` after a broken pipe.
+
+    The reader went away (``| head -1``): what is left to print is dropped, and
+    Python's flush at exit no longer reports a ``BrokenPipeError``.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (captured in tests): nothing to flush at exit
+
+
 def run_main(prog: str, body: Callable[[], int]) -> int:
-    """Run ``body``; turn ``ValueError``/``TypeError`` into one line and status 2."""
+    """Run ``body``; turn errors, signals and broken pipes into one line and a status.
+
+    ``ValueError``/``TypeError`` -> status 2 (bad input); ``MemoryError`` -> 2 with a
+    hint; SIGINT -> 130, SIGTERM -> 143, SIGHUP -> 129 (after the clean-up of
+    ``finally`` blocks: no temporary file is left); a closed output pipe -> 0, quietly.
+    """
     reuse_freed_memory()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _CAUGHT_SIGNALS:
+            previous[sig] = signal.signal(sig, _raise_terminated)
     try:
         return body()
     except (ValueError, TypeError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"{prog}: error: out of memory: use a horizon (--horizon), a smaller graph or a "
+            "lower --max-rollouts (docs/guide.md, 'Memory')",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Terminated as exc:
+        signum = int(exc.args[0]) if exc.args else int(signal.SIGTERM)
+        print(f"{prog}: terminated by signal {signum}", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
+        silence_stdout()
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a parser may quote a multi-line input)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before any work, that ``path`` can be written as a regular file.
+
+    Returns the file to replace: ``path`` itself, or the file a symbolic link
+    points to (the link is written through and kept).  A file that does not
+    exist yet is fine when its folder exists and is writable (checked by
+    creating and removing a temporary file there).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is a folder, a device, a FIFO, a socket or a dangling link;
+        if it is read-only; or if its folder is missing or not writable.
+    """
+    given = Path(path)
+    if str(path) == "":
+        raise ValueError("the output file name is empty")
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
+    if given.is_symlink() and not target.exists():
+        raise ValueError(
+            f"cannot write {str(path)!r}: it is a link to {str(target)!r}, which does not exist"
+        )
+    if target.exists():
+        mode = target.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a character device"
+                if stat.S_ISCHR(mode)
+                else "a block device"
+                if stat.S_ISBLK(mode)
+                else "a socket"
+                if stat.S_ISSOCK(mode)
+                else "not a regular file"
+            )
+            raise ValueError(
+                f"cannot write {str(path)!r}: it is {kind}, and tilt writes only regular files "
+                "(atomically, through a temporary file): give a file path"
+            )
+        if not os.access(target, os.W_OK):
+            raise ValueError(f"cannot write {str(path)!r}: the file is read-only")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    blocked = _block_signals()  # a signal between creating and removing the probe waits
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write {str(path)!r}: folder {str(folder)!r} is not writable ({exc.strerror})"
+        ) from None
+    finally:
+        _unblock_signals(blocked)
+    return target
 
 
 def check_output_folder(path: str | os.PathLike[str]) -> None:
-    """Raise ``ValueError`` early if the folder of ``path`` does not exist."""
-    folder = Path(path).parent
-    if str(folder) and not folder.is_dir():
-        raise ValueError(f"cannot write {str(path)!r}: folder {str(folder)!r} does not exist")
+    """Raise ``ValueError`` early unless ``path`` can be written (:func:`check_output_file`)."""
+    check_output_file(path)
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename.
 
-    A reader never sees a half-written file, and an interrupted write leaves the
-    old file (if any) in place.  The file gets the usual permissions (``0666``
-    less the umask), not ``mkstemp``'s ``0600``.
+    A reader never sees a half-written file, and an interrupted write (an
+    exception, SIGINT, or SIGTERM/SIGHUP under :func:`run_main`) removes the
+    temporary file and leaves the old file (if any) in place.  A symbolic link is
+    written through (its target is replaced, the link kept).  The file gets the
+    usual permissions (``0666`` less the umask), not ``mkstemp``'s ``0600``.
 
     Raises
     ------
     ValueError
-        If the folder does not exist.
+        If the destination is not a regular file or cannot be written
+        (:func:`check_output_file`).
     """
-    target = Path(path)
-    check_output_folder(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    target = check_output_file(path)
+    tmp: str | None = None
+    blocked = _block_signals()
     try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        _unblock_signals(blocked)
+        blocked = None
         if isinstance(data, bytes):
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -384,8 +516,24 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        _unblock_signals(blocked)
+
+
+def _block_signals() -> set[int | signal.Signals] | None:
+    """Hold SIGINT/SIGTERM/SIGHUP while a temporary file is created and named."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    held = {signal.SIGINT, *_CAUGHT_SIGNALS}
+    return signal.pthread_sigmask(signal.SIG_BLOCK, held)
+
+
+def _unblock_signals(previous: set[int | signal.Signals] | None) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _umask() -> int:

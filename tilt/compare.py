@@ -365,8 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        if args.rollouts:
-            check_output_folder(args.rollouts)
+        if args.rollouts is not None:
+            check_output_folder(args.rollouts)  # before any work: a folder, FIFO, device is refused
         from tilt._compare_dp import check_rollouts, choose_engine, compare_dp, enumerated
 
         variants = sd_variants(args.sd, args.preset)

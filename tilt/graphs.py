@@ -28,6 +28,9 @@ __all__ = [
     "load_graph",
     "resolve_task",
     "make_task",
+    "GRAPH_FORMATS",
+    "EDGE_LIST_SUFFIXES",
+    "PATH_SEPARATOR",
 ]
 
 
@@ -200,18 +203,100 @@ def _lattice(name: str) -> Task:
 # files
 
 
+EDGE_LIST_SUFFIXES = ("", ".txt", ".edgelist", ".edges", ".el", ".tsv")
+"""File suffixes read as whitespace edge lists; other unknown suffixes are refused."""
+
+GRAPH_FORMATS = (
+    "GraphML (.graphml, .xml), node-link JSON (.json), GML (.gml), "
+    f"edge list ({', '.join(s or 'no suffix' for s in EDGE_LIST_SUFFIXES)})"
+)
+"""What :func:`load_graph` reads, for messages and help."""
+
+PATH_SEPARATOR = ">"
+"""Joins node labels into a rollout path (``'s>a>t'``); no label may contain it."""
+
+
 def _read_file(path: Path, directed: bool) -> nx.Graph:
     suffix = path.suffix.lower()
     if suffix in {".graphml", ".xml"}:
         return nx.read_graphml(path)
+    if suffix == ".gml":
+        return nx.read_gml(path)
     if suffix == ".json":
         data = json.loads(path.read_text())
         if not isinstance(data, dict) or "nodes" not in data:
             raise ValueError("not a node-link JSON object (no 'nodes' key)")
         links = "links" if "links" in data else "edges"
         return nx.node_link_graph(data, edges=links)
-    create = nx.DiGraph() if directed else nx.Graph()
+    if suffix not in EDGE_LIST_SUFFIXES:
+        raise ValueError(f"unknown graph file format {path.suffix!r}: tilt reads {GRAPH_FORMATS}")
+    _check_edge_lines(path)
+    # a multigraph keeps repeated lines, so that make_task can compare their logits
+    create = nx.MultiDiGraph() if directed else nx.MultiGraph()
     return nx.read_edgelist(path, create_using=create, nodetype=str, data=True)
+
+
+def _check_edge_lines(path: Path) -> None:
+    """Refuse edge-list lines that networkx would skip silently: one node only, often because
+    ``#`` (which starts a comment) is part of a node name."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            content = line.split("#", 1)[0].split()
+            if len(content) == 1:
+                why = " ('#' starts a comment: names may not contain it)" if "#" in line else ""
+                raise ValueError(
+                    f"line {number} ({line.strip()!r}) names one node, not an edge 'u v'{why}"
+                )
+
+
+def _merge_parallel(graph: nx.Graph) -> nx.Graph:
+    """A simple graph from a multigraph: repeated edges must carry the same logit.
+
+    Parallel edges ``v -> u`` (for an undirected graph, ``v - u`` and ``u - v``)
+    with equal logits are one edge; with different logits the graph is refused
+    (no rule picks one of them that a user would expect).
+    """
+    simple: nx.Graph = nx.DiGraph() if graph.is_directed() else nx.Graph()
+    simple.graph.update(graph.graph)
+    simple.add_nodes_from(graph.nodes(data=True))
+    for v, u, data in graph.edges(data=True):
+        if simple.has_edge(v, u):
+            old, new = simple.edges[v, u].get("logit", 0.0), data.get("logit", 0.0)
+            if _as_number(old) != _as_number(new):
+                arrow = "->" if graph.is_directed() else "-"
+                raise ValueError(
+                    f"edge {v!s} {arrow} {u!s} is given more than once with different logits "
+                    f"({old!r} and {new!r}): keep one edge per pair of nodes"
+                )
+            continue
+        simple.add_edge(v, u, **data)
+    return simple
+
+
+def _as_number(raw: object) -> object:
+    try:
+        return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return raw
+
+
+def _check_labels(graph: nx.Graph, where: str) -> None:
+    """Node labels name nodes in paths and CSV files: each must be one line without ``>``,
+    and two nodes may not share a label."""
+    seen: dict[str, object] = {}
+    for node in graph:
+        label = str(node)
+        if PATH_SEPARATOR in label or "\n" in label or "\r" in label:
+            what = "'>', the path separator" if PATH_SEPARATOR in label else "a line break"
+            raise ValueError(
+                f"node {label!r} of {where} contains {what} of rollout paths: rename the node"
+            )
+        if label in seen:
+            raise ValueError(
+                f"nodes {seen[label]!r} and {node!r} of {where} have the same label {label!r}: "
+                "rename one"
+            )
+        seen[label] = node
 
 
 def _find_node(graph: nx.Graph, label: object, role: str, where: str) -> Hashable:
@@ -237,16 +322,22 @@ def make_task(
 
     An undirected graph becomes a ``DiGraph`` with both directions of each edge
     (the same ``logit`` on both).  Every ``logit`` must be a finite number.
+    A multigraph's parallel edges must carry one logit (they become one edge);
+    self-loops are kept in the graph but are never a move of a simple path.
+    Node labels (``str(node)``) must be distinct and contain neither ``>``
+    (:data:`PATH_SEPARATOR`) nor a line break.
 
     Raises
     ------
     ValueError
-        On a missing node, ``source == target``, a bad horizon or a bad logit.
+        On a missing node, ``source == target``, a bad horizon, a bad logit,
+        parallel edges with different logits, or a node label as above.
     """
     if not isinstance(graph, nx.Graph):
         raise TypeError(f"graph must be a networkx graph, got {type(graph).__name__}")
     if graph.is_multigraph():
-        graph = nx.DiGraph(graph) if graph.is_directed() else nx.Graph(graph)
+        graph = _merge_parallel(graph)
+    _check_labels(graph, name)
     src = _find_node(graph, source, "source", name)
     tgt = _find_node(graph, target, "target", name)
     if src == tgt:
@@ -293,8 +384,9 @@ def load_graph(
     Parameters
     ----------
     path : str or Path
-        ``.graphml``/``.xml`` (networkx GraphML), ``.json`` (node-link), anything
-        else is read as a whitespace edge list with optional ``{'logit': x}`` data.
+        ``.graphml``/``.xml`` (networkx GraphML), ``.json`` (node-link), ``.gml``,
+        or a whitespace edge list with optional ``{'logit': x}`` data (suffix in
+        :data:`EDGE_LIST_SUFFIXES`); any other suffix is refused.
     source, target : node label, optional
         Matched to a node or to its ``str``; default from the graph attributes
         ``source`` / ``target``.
@@ -309,6 +401,8 @@ def load_graph(
         If the file is missing or does not parse, or the task is invalid.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"graph file {str(path)!r} is not a file: give the path of a graph file")
     if not path.is_file():
         raise ValueError(f"graph file {str(path)!r} does not exist")
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tilt.policy import Policy, logsumexp
-from tilt.space import FloatArray
+from tilt.space import FloatArray, check_same_space
 
 __all__ = [
     "Measures",
@@ -91,6 +91,7 @@ def gap_slope(policy: Policy, base: Policy) -> float:
     Exactly 1 for RL; above 1 means the gaps among correct rollouts widened.
     ``nan`` when fewer than two such rollouts or ``log pi0`` is constant on them.
     """
+    check_same_space(policy.space, base.space, "the policy and the base")
     correct = policy.space.correct
     keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
     return least_squares_slope(base.log_prob[keep], policy.log_prob[keep])
@@ -104,6 +105,7 @@ def weighted_gap_slope(policy: Policy, base: Policy) -> float:
     var_w(log pi0)`` with ``w = pi0(. | C)`` (the estimand of ``tilt.audit``).
     ``nan`` when fewer than two correct rollouts have ``q(y) > 0``.
     """
+    check_same_space(policy.space, base.space, "the policy and the base")
     correct = policy.space.correct
     keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
     x = base.log_prob[keep]
@@ -115,6 +117,7 @@ def ratio_distortion(policy: Policy, base: Policy) -> float:
 
     Exactly 0 for RL; ``inf`` if ``q`` drops a correct rollout.
     """
+    check_same_space(policy.space, base.space, "the policy and the base")
     correct = policy.space.correct
     diff = policy.log_prob[correct] - base.log_prob[correct]
     if np.isneginf(policy.log_prob[correct]).any():
@@ -227,6 +230,7 @@ class Measures:
 def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """All measures of ``policy`` against ``base`` for every ``k`` in ``ks``."""
     ks = [_check_k(k) for k in ks]
+    check_same_space(policy.space, base.space, "the policy and the base")
     entropy = correct_entropy(policy)
     return Measures(
         accuracy=policy.accuracy,

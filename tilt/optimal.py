@@ -105,7 +105,13 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
         return Policy.from_log_weights(policy.space, np.where(correct, policy.log_prob, -np.inf))
     # weight exp(-1/beta) on incorrect rollouts (not exp(+1/beta) on correct ones): adding 1/beta
     # to the correct log-probabilities would round them to the ulp of 1/beta (1e-4 at beta=1e-12)
-    return Policy.from_log_weights(policy.space, policy.log_prob - (~correct) / beta)
+    with np.errstate(over="ignore"):  # 1 / beta = inf for a subnormal beta: weight exp(-inf) = 0
+        log_weight = policy.log_prob - (~correct) / beta
+    return Policy.from_log_weights(policy.space, log_weight)
+
+
+_ULPS = 1e-12
+"""How far above 1 a probability computed by summing masses may round (far above the ulps)."""
 
 
 def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
@@ -118,8 +124,9 @@ def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
     1 for correct rollouts never lowers accuracy).
     """
     p, a = float(base_accuracy), float(target_accuracy)
-    if not (0 < p <= 1 and 0 <= a <= 1):
+    if not (0 < p <= 1 + _ULPS and 0 <= a <= 1 + _ULPS):
         raise ValueError(f"accuracies must lie in (0, 1] and [0, 1], got {p!r} and {a!r}")
+    p, a = min(p, 1.0), min(a, 1.0)  # a sum of masses may round a few ulps above 1
     tol = 1e-14
     if abs(a - p) <= tol:
         return math.inf

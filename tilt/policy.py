@@ -20,6 +20,11 @@ from tilt.space import FloatArray, RolloutSpace
 
 _T = TypeVar("_T")
 
+NORMALISED = 1e-10
+"""Largest ``|log sum_y pi(y)|`` a :class:`Policy` accepts (its probabilities sum to 1
+within about this): far above the rounding of a normalisation (``n_rollouts`` ulps),
+far below any real error."""
+
 __all__ = [
     "Policy",
     "BASES",
@@ -74,6 +79,29 @@ class Policy:
     log_prob: FloatArray
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, RolloutSpace):
+            raise TypeError(f"space must be a RolloutSpace, got {type(self.space).__name__}")
+        log_prob = np.asarray(self.log_prob)
+        if log_prob.dtype.kind not in "fiu":
+            raise TypeError(f"log_prob must be an array of floats, got dtype {log_prob.dtype}")
+        log_prob = log_prob.astype(np.float64, copy=False)
+        if log_prob.shape != (self.space.n_rollouts,):
+            raise ValueError(
+                f"log_prob must have shape ({self.space.n_rollouts},), one entry per rollout, "
+                f"got {log_prob.shape}"
+            )
+        if np.isnan(log_prob).any() or np.isposinf(log_prob).any():
+            raise ValueError("log_prob contains nan or +inf: give log-probabilities (-inf for 0)")
+        total = logsumexp(log_prob)
+        if not abs(total) <= NORMALISED:
+            raise ValueError(
+                f"log_prob is not normalised: the probabilities sum to {np.exp(total)!r}, not 1 "
+                f"within {NORMALISED:g} (are these probabilities, not log-probabilities? "
+                "use Policy.from_log_weights to normalise)"
+            )
+        object.__setattr__(self, "log_prob", log_prob)
+
     def memo(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()``, remembered on this policy under ``key``.
 
@@ -116,7 +144,10 @@ class Policy:
             raise ValueError("log-weights contain nan or +inf: cannot normalise")
         if np.isneginf(log_weight).all():
             raise ValueError("every rollout has zero weight: cannot normalise")
-        return cls(space, log_weight - logsumexp(log_weight))
+        # shift by the maximum first: ``w - logsumexp(w)`` would round the normaliser to the ulp
+        # of a large ``w`` (1e-6 at w = 1e10), and every probability with it
+        shifted = log_weight - log_weight.max()
+        return cls(space, shifted - logsumexp(shifted))
 
     @classmethod
     def from_log_conditionals(cls, space: RolloutSpace, log_cond: FloatArray) -> Policy:
@@ -138,7 +169,10 @@ class Policy:
 
     def mass(self, where: NDArray[np.bool_]) -> float:
         """``pi(A)`` for a boolean mask ``A`` over rollouts."""
-        return float(np.exp(logsumexp(self.log_prob[where]))) if where.any() else 0.0
+        if not where.any():
+            return 0.0
+        # a sum of masses may round a few ulps above 1: a probability is never reported above 1
+        return min(1.0, float(np.exp(logsumexp(self.log_prob[where]))))
 
     @property
     def accuracy(self) -> float:

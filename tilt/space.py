@@ -31,6 +31,7 @@ __all__ = [
     "enumerate_rollouts",
     "DEFAULT_MAX_ROLLOUTS",
     "DENSE_LIMIT",
+    "check_same_space",
 ]
 
 DEFAULT_MAX_ROLLOUTS = 30_000_000
@@ -371,6 +372,29 @@ class RolloutSpace:
         )
 
 
+def check_same_space(first: RolloutSpace, second: RolloutSpace, what: str) -> None:
+    """Raise ``ValueError`` unless two spaces hold the same rollouts in the same order.
+
+    The same object passes at once; two enumerations of one task pass after
+    comparing their prefix trees (linear in the number of prefixes).
+    """
+    if first is second:
+        return
+    same = (
+        first.n_prefixes == second.n_prefixes
+        and first.labels == second.labels
+        and np.array_equal(first.parent, second.parent)
+        and np.array_equal(first.node, second.node)
+        and first.target == second.target
+    )
+    if not same:
+        raise ValueError(
+            f"{what} are on different rollout spaces ({first.task.name}: "
+            f"{first.n_rollouts:,} rollouts; {second.task.name}: {second.n_rollouts:,} rollouts): "
+            "build both from one enumerated space"
+        )
+
+
 # --------------------------------------------------------------------------
 # enumeration
 
@@ -392,6 +416,38 @@ def _csr(task: Task) -> tuple[list[object], IntArray, NDArray[np.int32], FloatAr
     indptr = np.zeros(len(nodes) + 1, dtype=np.int64)
     np.add.at(indptr, tail + 1, 1)
     return nodes, np.cumsum(indptr), head, logit
+
+
+_BLOCK_ENTRIES = 1 << 22
+"""Prefix-by-slot entries examined at once by the enumeration (4 MiB of booleans)."""
+
+BYTES_PER_PREFIX = 100
+"""Bytes the enumeration and the finished space hold per prefix, measured (docs/guide.md,
+'Memory'): the tree arrays, per-level work arrays and the policy arrays of one optimum."""
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, or ``None`` where it is not known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(task: Task, prefixes: int, width: int, words: int, depth: int) -> None:
+    """Refuse, before allocating, a level whose prefixes would not fit in available memory."""
+    need = prefixes * BYTES_PER_PREFIX + width * 16 * words
+    available = _available_memory()
+    if available is not None and need > available:
+        raise TooLargeError(
+            f"rollout space of {task.name} does not fit in memory: depth {depth} brings it to "
+            f"{prefixes:,} prefixes, about {need / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
+            "is available: pass --horizon or a lower --max-rollouts"
+        )
 
 
 def _too_large(
@@ -453,6 +509,16 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
         or max_rollouts < 1
     ):
         raise ValueError(f"max_rollouts must be a positive integer, got {max_rollouts!r}")
+    try:
+        return _enumerate(task, int(max_rollouts))
+    except MemoryError:
+        raise TooLargeError(
+            f"rollout space of {task.name} does not fit in memory: pass --horizon or a lower "
+            "--max-rollouts (docs/guide.md, 'Memory')"
+        ) from None
+
+
+def _enumerate(task: Task, max_rollouts: int) -> RolloutSpace:
     nodes, indptr, head, logit = _csr(task)
     n_nodes = len(nodes)
     index = {node: i for i, node in enumerate(nodes)}
@@ -495,19 +561,35 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
         else:
             open_idx = np.flatnonzero(frontier_node != target)
         v = frontier_node[open_idx]
-        free = np.empty((open_idx.size, span), dtype=bool)
-        if words == 1:
-            m = mask[open_idx, 0]
-            for k in range(span):
-                np.equal(m & slot_bit[k][v], 0, out=free[:, k])
-        else:
-            m2 = mask[open_idx]
-            for k in range(span):
-                np.equal(m2[np.arange(v.size), slot_word[k][v]] & slot_bit[k][v], 0, out=free[:, k])
-        flat = np.flatnonzero(free)
-        del free
-        rows = flat // span
-        cand = open_idx[rows]
+        # children of the open prefixes, a block of prefixes at a time: the count is checked
+        # against the guard after each block, so no array grows far beyond max_rollouts
+        settled = leaves_so_far + (width - open_idx.size)  # leaves so far, closed prefixes
+        found, cand_parts, key_parts = 0, [], []
+        step = max(1, _BLOCK_ENTRIES // span)
+        for b0 in range(0, open_idx.size, step):
+            vb = v[b0 : b0 + step]
+            free = np.empty((vb.size, span), dtype=bool)
+            if words == 1:
+                m = mask[open_idx[b0 : b0 + step], 0]
+                for k in range(span):
+                    np.equal(m & slot_bit[k][vb], 0, out=free[:, k])
+            else:
+                m2 = mask[open_idx[b0 : b0 + step]]
+                rows_b = np.arange(vb.size)
+                for k in range(span):
+                    np.equal(m2[rows_b, slot_word[k][vb]] & slot_bit[k][vb], 0, out=free[:, k])
+            flat = np.flatnonzero(free)
+            del free
+            rows = flat // span
+            found += rows.size
+            if settled + found > max_rollouts:
+                raise TooLargeError(_too_large(task, max_rollouts, settled + found, d + 1, fits))
+            cand_parts.append(open_idx[b0 + rows])
+            key_parts.append(vb[rows] * span + (flat - rows * span))
+            del flat, rows
+        cand = np.concatenate(cand_parts) if cand_parts else np.zeros(0, dtype=np.int64)
+        key = np.concatenate(key_parts) if key_parts else np.zeros(0, dtype=np.int64)
+        del cand_parts, key_parts
         n_children = np.bincount(cand, minlength=width)
         level_children.append(n_children)
         leaves_so_far += width - int(np.count_nonzero(n_children))
@@ -517,8 +599,7 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
             raise TooLargeError(
                 _too_large(task, max_rollouts, leaves_so_far + cand.size, d + 1, fits)
             )
-        key = v[rows] * span + (flat - rows * span)
-        del flat, rows
+        _check_memory(task, offset + width + cand.size, cand.size, words, d + 1)
         if words == 1:
             mask = (mask[cand, 0] | flat_bit[key])[:, None]
         else:

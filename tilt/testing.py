@@ -18,6 +18,9 @@ enumerate in milliseconds, so a property over them runs fast:
 * :func:`betas`, :func:`anchors`, :func:`demo_kinds`, :func:`alphas`,
   :func:`sd_methods`, :func:`seeds` — the scalar arguments of the optima.
 
+:func:`check_context_model` runs a context model of your own through the
+checks tilt relies on, on small instances, and says what is wrong.
+
 :func:`sequence_objective` computes ``E_c KL(q || T_c)`` directly through
 explicit teachers: a brute-force oracle for the sequence SD optimum.
 
@@ -68,6 +71,7 @@ __all__ = [
     "sd_methods",
     "seeds",
     "sequence_objective",
+    "check_context_model",
 ]
 
 MAX_LOGIT = 50.0
@@ -337,6 +341,107 @@ def sequence_objective(
     if anchor:
         value += anchor * float(q[has] @ (q_log_prob[has] - policy.log_prob[has]))
     return value
+
+
+def _check_instances() -> list[tuple[str, Policy]]:
+    """Small policies that exercise a context model: a grid with dead ends, a directed graph
+    with a trap, and a policy with zero-mass rollouts (RL's ``beta -> 0`` optimum)."""
+    from tilt.graphs import named_task
+    from tilt.optimal import rl_optimum
+    from tilt.policy import base_policy
+
+    out = []
+    for name, kind in (("grid3", "default"), ("diamonds", "random")):
+        space = enumerate_rollouts(named_task(name))
+        out.append((f"{name} ({kind} base)", base_policy(space, kind, seed=0)))
+    grid = out[0][1]
+    out.append(("grid3, RL beta->0 (incorrect rollouts have zero mass)", rl_optimum(grid)))
+    return out
+
+
+def check_context_model(model: ContextModel, atol: float = 1e-9) -> None:
+    """Check a context model the way tilt uses it; raise ``ValueError`` naming the first problem.
+
+    On three small instances (``grid3``, ``diamonds`` with a random base, and a
+    policy with zero-mass rollouts), with own and uniform demonstrations:
+
+    * ``teacher_log_prob(policy, demos)`` returns log-probabilities of shape
+      ``(len(demos), n_rollouts)``: no ``nan``/``+inf``, each row normalised
+      (probabilities or a transposed block are named as such);
+    * ``T_c(y) = 0`` wherever ``pi(y) = 0``;
+    * ``tilt_score``, ``token_log_target`` and ``forward_log_prob``, if the model
+      overrides them, agree with the generic forms through ``teacher_log_prob``
+      within ``atol``;
+    * every SD optimum of the model is a distribution (sums to 1 within 1e-12).
+
+    Examples
+    --------
+    >>> from tilt.context import make_context
+    >>> check_context_model(make_context("edge", 2.0))  # silent when all is well
+    """
+    from tilt.context import demonstrations
+    from tilt.context.generic import (
+        checked_teacher,
+        generic_forward_log_prob,
+        generic_tilt_score,
+        generic_token_log_target,
+    )
+    from tilt.optimal import SD_METHODS, sd_optimum
+
+    if not isinstance(model, ContextModel):
+        raise TypeError(f"expected a ContextModel, got {type(model).__name__}")
+    label = f"context model {getattr(model, 'name', type(model).__name__)!r}"
+    for where, policy in _check_instances():
+        every = np.flatnonzero(np.isfinite(policy.log_prob))  # demonstrations pi can sample
+        teacher = checked_teacher(model, policy, every)
+        leak = np.isfinite(teacher[:, np.isneginf(policy.log_prob)])
+        if leak.any():
+            raise ValueError(
+                f"{label} on {where}: a teacher puts mass on a rollout the policy gives none "
+                "(T_c(y) must be 0 wherever pi(y) = 0)"
+            )
+        for kind in ("own", "uniform"):
+            demos = demonstrations(policy, kind)
+            pairs = (
+                ("tilt_score", model.tilt_score, generic_tilt_score),
+                ("token_log_target", model.token_log_target, generic_token_log_target),
+                ("forward_log_prob", model.forward_log_prob, generic_forward_log_prob),
+            )
+            for method, fast, generic in pairs:
+                if getattr(type(model), method) is getattr(ContextModel, method):
+                    continue  # not overridden: the generic form is what tilt uses
+                mine = np.asarray(fast(policy, demos), dtype=np.float64)
+                reference = generic(model, policy, demos)
+                if method == "tilt_score" and mine.shape == reference.shape:
+                    # where pi(y) = 0 tilt takes S = -inf, whatever the model says
+                    zero = np.isneginf(policy.log_prob)
+                    mine, reference = (
+                        np.where(zero, -np.inf, mine),
+                        np.where(zero, -np.inf, reference),
+                    )
+                if mine.shape != reference.shape:
+                    raise ValueError(
+                        f"{label} on {where}: {method} returned shape {mine.shape}, "
+                        f"expected {reference.shape}"
+                    )
+                both = np.isfinite(reference) & np.isfinite(mine)
+                same_inf = np.array_equal(np.isneginf(mine), np.isneginf(reference))
+                gap = float(np.max(np.abs(mine[both] - reference[both]), initial=0.0))
+                scale = max(1.0, float(np.abs(reference[both]).max(initial=0.0)))
+                if not same_inf or not gap <= atol * scale:
+                    raise ValueError(
+                        f"{label} on {where}, {kind} demonstrations: {method} differs from its "
+                        f"generic form through teacher_log_prob (largest gap {gap:.3g}"
+                        + ("" if same_inf else ", and a different set of -inf entries")
+                        + ")"
+                    )
+            for method in SD_METHODS:
+                q = sd_optimum(policy, model, method, kind)
+                total = float(q.prob.sum())
+                if not abs(total - 1.0) <= 1e-12:
+                    raise ValueError(
+                        f"{label} on {where}: the {method} SD optimum sums to {total!r}, not 1"
+                    )
 
 
 @st.composite

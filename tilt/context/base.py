@@ -18,7 +18,13 @@ from tilt.context.generic import (
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray
 
-__all__ = ["ContextModel", "check_strength", "digest", "log_expm1"]
+__all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest", "log_expm1"]
+
+MAX_GAMMA = 1e300
+"""Largest ``gamma`` of ``edge`` and ``kernel``: beyond it ``gamma x (moves of a rollout)``
+may overflow to ``inf``.  Every optimum is normalised at any accepted ``gamma`` (tests/
+test_hostile.py); the scores hold terms ``gamma x (moves)`` whose rounding, about
+``gamma x depth x 2.2e-16`` nats, grows with ``gamma`` (several nats at ``1e16``)."""
 
 
 class ContextModel:
@@ -89,6 +95,11 @@ def check_strength(name: str, value: float, upper: float | None = None) -> float
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if upper is None and value > MAX_GAMMA:
+        raise ValueError(
+            f"{name} = {value:g} is too large: above {MAX_GAMMA:g}, {name} x (rollout length) "
+            f"overflows; use {name} <= {MAX_GAMMA:g}"
+        )
     if upper is not None and value >= upper:
         raise ValueError(
             f"{name} must be < {upper:g}, got {value!r}: "

@@ -94,7 +94,11 @@ def demonstrations(policy: Policy, kind: str = "own", alpha: float = 1.0) -> Pol
         log_weight[correct] = 0.0
     else:
         lp = policy.log_prob[correct]
-        log_weight[correct] = np.where(np.isfinite(lp), alpha * lp, -np.inf)
+        top = float(lp[np.isfinite(lp)].max())
+        # shifted by the largest value first: alpha * lp overflows at huge alpha, while
+        # alpha * (lp - top) goes to -inf below the top, which is the limit
+        with np.errstate(over="ignore"):
+            log_weight[correct] = np.where(np.isfinite(lp), alpha * (lp - top), -np.inf)
     return Policy.from_log_weights(space, log_weight)
 
 

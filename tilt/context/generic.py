@@ -28,6 +28,8 @@ __all__ = [
     "generic_tilt_score",
     "generic_token_log_target",
     "generic_forward_log_prob",
+    "checked_teacher",
+    "checked_output",
 ]
 
 GENERIC_LIMIT = 2_000_000_000
@@ -151,6 +153,93 @@ def check_pairs(space: RolloutSpace, n_demos: int, what: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# validation of a model's outputs (a user's model is checked where tilt calls it)
+
+TEACHER_TOLERANCE = 1e-9
+"""Largest ``|log sum_y T_c(y)|`` accepted from ``teacher_log_prob``."""
+
+
+def _name(model: ContextModel) -> str:
+    return f"context model {getattr(model, 'name', type(model).__name__)!r}"
+
+
+def checked_teacher(model: ContextModel, policy: Policy, demos: IntArray) -> FloatArray:
+    """``model.teacher_log_prob(policy, demos)``, refused unless it is a block of log-teachers.
+
+    Each row must be ``log T_c`` over the rollouts: shape ``(len(demos), n_rollouts)``,
+    no ``nan`` or ``+inf``, normalised within :data:`TEACHER_TOLERANCE`.
+
+    Raises
+    ------
+    ValueError
+        Naming what is wrong: the shape (a transposed block is named so), ``nan``,
+        probabilities given instead of log-probabilities, or rows that do not sum to 1.
+    """
+    k, n = len(demos), policy.space.n_rollouts
+    where = f"{_name(model)}: teacher_log_prob"
+    raw = model.teacher_log_prob(policy, demos)
+    try:
+        teacher = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} returned {type(raw).__name__}, not an array of floats") from None
+    if teacher.shape != (k, n):
+        hint = " (transposed? rows are demonstrations)" if teacher.shape == (n, k) else ""
+        raise ValueError(
+            f"{where} returned shape {teacher.shape}, expected (k demonstrations, n rollouts) = "
+            f"({k}, {n}){hint}"
+        )
+    if np.isnan(teacher).any():
+        raise ValueError(f"{where} returned nan: give log T_c(y), -inf for zero mass")
+    if np.isposinf(teacher).any():
+        raise ValueError(f"{where} returned +inf: give log T_c(y), -inf for zero mass")
+    peak = teacher.max(axis=1)
+    if not np.isfinite(peak).all():
+        raise ValueError(f"{where} returned a teacher with no mass (a row of -inf)")
+    totals = peak + np.log(np.exp(teacher - peak[:, None]).sum(axis=1))
+    bad = np.flatnonzero(~(np.abs(totals) <= TEACHER_TOLERANCE))
+    if bad.size:
+        row = teacher[bad[0]]
+        sums = float(row.sum())
+        if (row >= 0).all() and abs(sums - 1.0) <= 1e-6:
+            raise ValueError(
+                f"{where} returned probabilities, not log-probabilities (the row sums to 1): "
+                "return np.log of them"
+            )
+        total = float(np.exp(totals[bad[0]]))
+        raise ValueError(
+            f"{where} returned a teacher whose probabilities sum to {total:.6g}, not 1 "
+            f"(demonstration {int(np.asarray(demos)[bad[0]])}): normalise each row"
+        )
+    return teacher
+
+
+def checked_output(values: object, policy: Policy, model: ContextModel, method: str) -> FloatArray:
+    """A model's ``tilt_score``, ``token_log_target`` or ``forward_log_prob``, validated.
+
+    Shape (n_rollouts,) or, for the token targets, (n_prefixes,); no ``nan``,
+    no ``+inf``.  The built-ins always pass; a user's override is named when not.
+    """
+    space = policy.space
+    per_prefix = method in ("token_log_target", "token_mean_log_target")
+    size = space.n_prefixes if per_prefix else space.n_rollouts
+    what = "prefixes" if per_prefix else "rollouts"
+    where = f"{_name(model)}: {method}"
+    try:
+        out = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{where} returned {type(values).__name__}, not an array of floats"
+        ) from None
+    if out.shape != (size,):
+        raise ValueError(
+            f"{where} returned shape {out.shape}, expected ({size},): one value per {what[:-1]}"
+        )
+    if np.isnan(out).any() or np.isposinf(out).any():
+        raise ValueError(f"{where} returned nan or +inf")
+    return out
+
+
+# --------------------------------------------------------------------------
 # generic paths, through teacher_log_prob
 
 
@@ -170,7 +259,7 @@ def generic_tilt_score(model: ContextModel, policy: Policy, demos: Policy) -> Fl
     check_generic(space, support.size, f"the tilt score of the {model.name} model")
     expected = np.zeros(space.n_rollouts)
     for chunk in chunks(support, space.n_rollouts):
-        teacher = model.teacher_log_prob(policy, chunk)
+        teacher = checked_teacher(model, policy, chunk)
         weight = demos.prob[chunk]
         expected += np.where(np.isneginf(teacher), -np.inf, teacher * weight[:, None]).sum(axis=0)
     return _score_from_expected(policy, expected)
@@ -202,7 +291,7 @@ def generic_token_log_target(model: ContextModel, policy: Policy, demos: Policy)
     weight_sum = np.zeros(space.n_prefixes)
     parent = space.parent[1:]
     for chunk in chunks(support, space.n_rollouts):
-        teacher = model.teacher_log_prob(policy, chunk)
+        teacher = checked_teacher(model, policy, chunk)
         for row, c in zip(teacher, chunk, strict=True):
             mass = space.subtree_logsumexp(row)
             reached = np.isfinite(mass[parent])
@@ -232,7 +321,7 @@ def generic_teacher_classes(model: ContextModel, policy: Policy, demos: Policy) 
     parent = space.parent[1:]
     row_index = 0
     for chunk in chunks(support, space.n_rollouts):
-        teacher = model.teacher_log_prob(policy, chunk)
+        teacher = checked_teacher(model, policy, chunk)
         for row, c in zip(teacher, chunk, strict=True):
             mass = space.subtree_logsumexp(row)
             reached = np.isfinite(mass[parent])
@@ -270,6 +359,6 @@ def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy)
     check_generic(space, support.size, f"the forward mixture of the {model.name} model")
     out = np.full(space.n_rollouts, -np.inf)
     for chunk in chunks(support, space.n_rollouts):
-        teacher = model.teacher_log_prob(policy, chunk) + demos.log_prob[chunk][:, None]
+        teacher = checked_teacher(model, policy, chunk) + demos.log_prob[chunk][:, None]
         out = np.logaddexp(out, logsumexp_rows(np.ascontiguousarray(teacher.T)))
     return out

@@ -6,11 +6,20 @@ import math
 
 import numpy as np
 
-from tilt.context import ContextModel, demonstrations
+from tilt.context import DEMOS, ContextModel, demonstrations
+from tilt.context.generic import checked_output
 from tilt.policy import Policy
-from tilt.space import FloatArray
+from tilt.space import FloatArray, check_same_space
 
-__all__ = ["Demos", "resolve_demos", "check_anchor", "tilt_score", "from_prefix_logits"]
+__all__ = [
+    "Demos",
+    "resolve_demos",
+    "check_anchor",
+    "check_model",
+    "model_output",
+    "tilt_score",
+    "from_prefix_logits",
+]
 
 Demos = str | Policy
 """A demonstration distribution, or the name of one built from the policy (``DEMOS``)."""
@@ -22,14 +31,32 @@ def resolve_demos(policy: Policy, demos: Demos, alpha: float = 1.0) -> Policy:
         return demonstrations(policy, demos, alpha)
     if not isinstance(demos, Policy):
         raise TypeError(
-            f"demos must be a name or a Policy over the same rollouts, got {type(demos).__name__}"
+            f"demos must be a name ({', '.join(DEMOS)}) or a Policy over the same rollouts, "
+            f"got {type(demos).__name__}"
         )
-    if demos.space is not policy.space:
-        raise ValueError(
-            "the demonstrations are a distribution over another rollout space: build them "
-            "from the same space as the policy"
-        )
+    check_same_space(policy.space, demos.space, "the policy and the demonstrations")
     return demos
+
+
+def check_model(model: object) -> ContextModel:
+    """``model`` if it is a :class:`~tilt.context.ContextModel`; ``TypeError`` otherwise."""
+    if not isinstance(model, ContextModel):
+        raise TypeError(
+            "model must be a ContextModel (tilt.context.make_context or a subclass), "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def model_output(model: ContextModel, method: str, policy: Policy, demos: Policy) -> FloatArray:
+    """``model.<method>(policy, demos)``, checked where tilt calls it.
+
+    For ``tilt_score``, ``token_log_target``, ``token_mean_log_target`` and
+    ``forward_log_prob``: a user's model that returns the wrong shape, ``nan`` or
+    ``+inf`` is named in a ``ValueError`` (the built-ins always pass).
+    """
+    check_model(model)
+    return checked_output(getattr(model, method)(policy, demos), policy, model, method)
 
 
 def check_anchor(anchor: float) -> float:
@@ -49,7 +76,7 @@ def tilt_score(
     or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
     teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
     """
-    score = model.tilt_score(policy, resolve_demos(policy, demos, alpha))
+    score = model_output(model, "tilt_score", policy, resolve_demos(policy, demos, alpha))
     # where pi(y) = 0 every teacher gives y no mass too, so E_c log T_c(y) = -inf: one
     # convention for the structured forms (finite there) and the generic path (-inf)
     return np.where(np.isneginf(policy.log_prob), -np.inf, score)

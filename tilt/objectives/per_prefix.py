@@ -28,7 +28,14 @@ import math
 import numpy as np
 
 from tilt.context import ContextModel
-from tilt.objectives._common import Demos, check_anchor, from_prefix_logits, resolve_demos
+from tilt.objectives._common import (
+    Demos,
+    check_anchor,
+    check_model,
+    from_prefix_logits,
+    model_output,
+    resolve_demos,
+)
 from tilt.policy import Policy
 from tilt.space import LINEAR_RANGE, FloatArray, IntArray
 
@@ -64,13 +71,14 @@ def sd_token(
     ``h``, ``q(. | h) = pi(. | h)``.  Not the sequence optimum in general.
     """
     anchor = check_anchor(anchor)
-    target = model.token_log_target(policy, resolve_demos(policy, demos, alpha))
+    target = model_output(model, "token_log_target", policy, resolve_demos(policy, demos, alpha))
     own = policy.log_conditionals()
     with np.errstate(invalid="ignore"):
         logits = np.where(
             np.isneginf(target),
             -np.inf,
-            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
+            # (target + b own) / (1 + b) as a convex combination: b own overflows at huge b
+            target / (1 + anchor) + (anchor / (1 + anchor)) * np.where(np.isneginf(own), 0.0, own),
         )
     logits = np.where(np.isneginf(own) & (anchor > 0), -np.inf, logits)
     return from_prefix_logits(policy, logits)
@@ -83,7 +91,9 @@ def sd_token_forward(
 
     The prior-weighted mean of the teachers' conditionals at every prefix.
     """
-    logits = model.token_mean_log_target(policy, resolve_demos(policy, demos, alpha))
+    logits = model_output(
+        model, "token_mean_log_target", policy, resolve_demos(policy, demos, alpha)
+    )
     return from_prefix_logits(policy, logits)
 
 
@@ -120,7 +130,7 @@ def sd_jsd(
     if a <= _END:
         return sd_token_forward(policy, model, demos)
     space = policy.space
-    classes = model.teacher_classes(policy, demos)
+    classes = check_model(model).teacher_classes(policy, demos)
     # an only child has q = 1 wherever a teacher reaches its parent, as pi does: the policy's
     # own conditionals are right there, and where no teacher reaches (no signal)
     logits = policy.log_conditionals().copy()
@@ -198,8 +208,12 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
             keep = ~done
             rows, t, live = rows[keep], t[:, keep], live[:, keep]
             weight, values = weight[:, :, keep], values[:, :, keep]
-    else:  # pragma: no cover - a convex separable problem; kept as a guard
-        raise RuntimeError("the jsd fixed point did not converge: please report this instance")
+    else:  # a tiny a puts the stationarity equations below rounding (found by tests/test_hostile)
+        raise ValueError(
+            f"the jsd={a:g} fixed point did not converge in {_MAX_NEWTON} Newton steps on this "
+            "instance (its equations are near rounding: a tiny a or extreme logits); "
+            "use token-forward (a = 0) or a larger a"
+        )
     out[:, rows] = np.where(live, t, -np.inf)
     return out
 
@@ -273,7 +287,7 @@ def sd_discount(
     if g == 0.0:
         return sd_token(policy, model, demos)
     space = policy.space
-    target = model.token_log_target(policy, demos)
+    target = model_output(model, "token_log_target", policy, demos)
     value = np.zeros(space.n_prefixes)
     for lo, hi, internal, offsets in space.bottom_up_levels:
         value[internal] = _group_logsumexp(target[lo:hi] + g * value[lo:hi], offsets)
@@ -304,7 +318,7 @@ def sd_length_weighted(
     if space.max_depth == 0:
         return policy
     own = policy.log_conditionals()
-    target = model.token_log_target(policy, resolve_demos(policy, demos, alpha))
+    target = model_output(model, "token_log_target", policy, resolve_demos(policy, demos, alpha))
     rho = np.zeros(space.n_prefixes)
     leaves = space.rollout_prefix
     rho[leaves] = 1.0 / np.maximum(space.depth[leaves], 1)

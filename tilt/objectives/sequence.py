@@ -56,7 +56,8 @@ def sd_hybrid(
     if not beta > 0:
         raise ValueError(f"hybrid beta must be > 0 (inf is sequence SD), got {beta!r}")
     score = tilt_score(policy, model, resolve_demos(policy, demos, alpha))
-    reward = 0.0 if math.isinf(beta) else (~policy.space.correct) / beta
+    with np.errstate(over="ignore"):  # 1 / beta = inf for a subnormal beta: the limit
+        reward = 0.0 if math.isinf(beta) else (~policy.space.correct) / beta
     with np.errstate(invalid="ignore"):
         log_weight = np.where(
             np.isneginf(score), -np.inf, policy.log_prob + score / (1.0 + anchor) - reward
