@@ -54,7 +54,17 @@ def test_catalogue_names():
 
 @pytest.mark.parametrize(
     "name",
-    ["grid2", "grid3", "grid4", "grid5", "grid6", "diamonds", "routes", "routes-bottleneck", "holed5"],
+    [
+        "grid2",
+        "grid3",
+        "grid4",
+        "grid5",
+        "grid6",
+        "diamonds",
+        "routes",
+        "routes-bottleneck",
+        "holed5",
+    ],
 )
 def test_named_tasks_are_valid(name):
     task = named_task(name)

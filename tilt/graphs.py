@@ -216,8 +216,9 @@ _CATALOGUE: dict[str, Callable[[], Task]] = {
 def catalogue() -> list[str]:
     """Return the names of the built-in task instances, in catalogue order.
 
-    >>> catalogue()
-    ['grid2', 'grid3', 'grid4', 'grid5', 'grid6', 'diamonds', 'routes', 'routes-bottleneck', 'holed5']
+    >>> catalogue()  # doctest: +NORMALIZE_WHITESPACE
+    ['grid2', 'grid3', 'grid4', 'grid5', 'grid6', 'diamonds', 'routes',
+     'routes-bottleneck', 'holed5']
     """
     return list(_CATALOGUE)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
 from tilt.policy import Policy, logsumexp
-from tilt.space import FloatArray
+from tilt.space import FloatArray, IntArray
 
 __all__ = [
     "Measures",
@@ -121,7 +121,7 @@ GAP_TOLERANCE = 1e-9
 rounding in ``log q`` is ~1e-13 on every built-in space, so RL's change is 0."""
 
 
-def _tie_classes(values: FloatArray, tol: float) -> FloatArray:
+def _tie_classes(values: FloatArray, tol: float) -> IntArray:
     """Rank of each value's class; sorted values closer than ``tol`` to the previous share one.
 
     ``-inf`` values form their own lowest class.
@@ -136,7 +136,7 @@ def _tie_classes(values: FloatArray, tol: float) -> FloatArray:
     return rank
 
 
-def _dominated_weight(x_rank: FloatArray, d_rank: FloatArray, w: FloatArray) -> FloatArray:
+def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> FloatArray:
     """Per point ``i``, ``sum of w[j]`` over ``j`` with ``x_rank[j] < x_rank[i]`` and
     ``d_rank[j] < d_rank[i]``.
 
@@ -232,9 +232,10 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
         return math.nan
     d_rank = _tie_classes(d, tol)
     # points with the same (x class, d class) are one point of summed weight
-    pair, where = np.unique(x_rank * (int(d_rank.max()) + 1) + d_rank, return_inverse=True)
+    span = int(d_rank.max()) + 1
+    pair, where = np.unique(x_rank * span + d_rank, return_inverse=True)
     pair_weight = np.bincount(where.ravel(), weights=w)
-    x_pair, d_pair = np.divmod(pair, int(d_rank.max()) + 1)
+    x_pair, d_pair = (pair // span).astype(np.int64), (pair % span).astype(np.int64)
     widened = float(pair_weight @ _dominated_weight(x_pair, d_pair, pair_weight))
     return widened / total
 
@@ -295,7 +296,9 @@ class Measures:
             "ood_pass_at_k_mean": {str(k): clean(v.mean) for k, v in self.ood.items()},
             "ood_pass_at_k_worst": {str(k): clean(v.worst) for k, v in self.ood.items()},
             "ood_worst_move": {str(k): v.worst_move for k, v in self.ood.items()},
-            "ood_reroute_pass_at_k_mean": {str(k): clean(v.mean) for k, v in self.ood_reroute.items()},
+            "ood_reroute_pass_at_k_mean": {
+                str(k): clean(v.mean) for k, v in self.ood_reroute.items()
+            },
             "ood_reroute_pass_at_k_worst": {
                 str(k): clean(v.worst) for k, v in self.ood_reroute.items()
             },
