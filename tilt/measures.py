@@ -234,7 +234,7 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     # points with the same (x class, d class) are one point of summed weight
     span = int(d_rank.max()) + 1
     pair, where = np.unique(x_rank * span + d_rank, return_inverse=True)
-    pair_weight = np.bincount(where.ravel(), weights=w)
+    pair_weight = np.bincount(where.ravel(), weights=w).astype(np.float64, copy=False)
     x_pair, d_pair = (pair // span).astype(np.int64), (pair % span).astype(np.int64)
     widened = float(pair_weight @ _dominated_weight(x_pair, d_pair, pair_weight))
     return widened / total
