@@ -299,8 +299,18 @@ def _umask() -> int:
     return mask
 
 
-SHAPE_HEADER = ("accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion")
-"""Column names of :func:`shape_cells`."""
+SHAPE_HEADER = (
+    "accuracy",
+    "H(C) nats",
+    "eff. #C",
+    "gap slope",
+    "w. slope",
+    "widening",
+    "distortion",
+)
+"""Column names of :func:`shape_cells`: ``gap slope`` is the unweighted least-squares
+slope, ``w. slope`` the ``pi0``-weighted one, ``widening`` the ``pi0``-mass fraction of
+correct pairs whose gap widens (``tilt.measures``)."""
 
 
 def shape_cells(measures: Measures) -> list[str]:
@@ -310,6 +320,8 @@ def shape_cells(measures: Measures) -> list[str]:
         fmt(measures.correct_entropy, 3),
         fmt(measures.effective_correct, 1),
         fmt(measures.gap_slope, 3),
+        fmt(measures.weighted_gap_slope, 3),
+        fmt(measures.widening_fraction, 3),
         fmt(measures.ratio_distortion, 3),
     ]
 

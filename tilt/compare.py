@@ -36,9 +36,11 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.measures import Measures, measure
+from tilt.ood import READING_LABELS
 from tilt.optimal import iterate, rl_matched, rl_optimum, sd_optimum, tilt_score
 from tilt.policy import Policy
 from tilt.space import FloatArray, TooLargeError
+from tilt.strategies import Strategies, StrategyMeasures, strategy_labels, strategy_measures
 
 __all__ = ["MethodResult", "Comparison", "compare", "rollouts_csv", "main"]
 
@@ -67,6 +69,8 @@ class Comparison:
     rounds: int
     rows: tuple[MethodResult, ...]
     tilt: FloatArray
+    strategies: Strategies | None = None
+    strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
 
     def row(self, key: str) -> MethodResult:
         """The row of method ``key`` (one of ``METHODS``)."""
@@ -82,12 +86,19 @@ def _sd_step(instance: Instance, method: str) -> Callable[[Policy], Policy]:
     return step
 
 
-def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1) -> Comparison:
+def compare(
+    instance: Instance,
+    ks: Sequence[int] = (1, 8, 64),
+    rounds: int = 1,
+    strategies: Strategies | None = None,
+) -> Comparison:
     """Compute base, RL, matched RL and the three SD optima of ``instance``, with measures.
 
     Each method is applied ``rounds`` times (iterated from its own output); RL
     is matched to the accuracy of sequence SD after the same rounds.  A method
     whose exact computation exceeds a size limit is kept as a row with a note.
+    With ``strategies`` (:func:`tilt.strategies.strategy_labels`), every method
+    also gets its strategy shares and diversity.
     """
     base = instance.base
     ks = tuple(ks)
@@ -124,7 +135,14 @@ def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1)
         )
     results.extend(sd_rows)
     tilt = tilt_score(base, instance.model, instance.demonstrations(base))
-    return Comparison(instance, ks, rounds, tuple(results), tilt)
+    strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
+    if strategies is not None:
+        strategy_rows = tuple(
+            (r.key, strategy_measures(r.policy, strategies, ks))
+            for r in results
+            if r.policy is not None
+        )
+    return Comparison(instance, ks, rounds, tuple(results), tilt, strategies, strategy_rows)
 
 
 # --------------------------------------------------------------------------
@@ -135,21 +153,29 @@ def format_table(comparison: Comparison) -> str:
     """The human-readable report: a header line and two tables."""
     c = comparison
     lines = [c.instance.header() + (f"; rounds {c.rounds}" if c.rounds != 1 else "")]
-    shape_rows, k_rows = [], []
+    shape_rows: list[list[str]] = []
+    k_rows: list[list[str]] = []
+    ood_rows: list[list[str]] = []
     for r in c.rows:
         m = r.measures
         beta = "" if r.beta is None else ("inf" if math.isinf(r.beta) else f"{r.beta:.4g}")
         if m is None:
-            shape_rows.append([r.label, beta] + ["--"] * 5)
-            k_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
+            shape_rows.append([r.label, beta] + ["--"] * len(SHAPE_HEADER))
+            k_rows.append([r.label] + ["--"] * (2 * len(c.ks)))
+            ood_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
             continue
         shape_rows.append([r.label, beta, *shape_cells(m)])
         k_rows.append(
             [r.label]
             + [fmt(m.pass_at_k[k]) for k in c.ks]
             + [fmt(m.distinct_at_k[k], 2) for k in c.ks]
+        )
+        ood_rows.append(
+            [r.label]
             + [fmt(m.ood[k].mean) for k in c.ks]
+            + [fmt(m.ood_reroute[k].mean) for k in c.ks]
             + [fmt(m.ood[k].worst) for k in c.ks]
+            + [fmt(m.ood_reroute[k].worst) for k in c.ks]
         )
     lines.append("")
     lines.append(
@@ -159,14 +185,25 @@ def format_table(comparison: Comparison) -> str:
         )
     )
     lines.append("")
+    header = ["method"] + [f"pass@{k}" for k in c.ks] + [f"distinct@{k}" for k in c.ks]
+    lines.append(table(header, k_rows))
+    lines.append("")
+    lines.append(
+        f"ood pass@k, one edge blocked at a time (mean and worst over edges): "
+        f"fail = {READING_LABELS['fail']} (rollouts through it fail), "
+        f"reroute = {READING_LABELS['reroute']} (the policy renormalised without it)"
+    )
     header = (
         ["method"]
-        + [f"pass@{k}" for k in c.ks]
-        + [f"distinct@{k}" for k in c.ks]
-        + [f"ood@{k} mean" for k in c.ks]
-        + [f"ood@{k} worst" for k in c.ks]
+        + [f"fail mean@{k}" for k in c.ks]
+        + [f"reroute mean@{k}" for k in c.ks]
+        + [f"fail worst@{k}" for k in c.ks]
+        + [f"reroute worst@{k}" for k in c.ks]
     )
-    lines.append(table(header, k_rows))
+    lines.append(table(header, ood_rows))
+    if c.strategies is not None:
+        lines.append("")
+        lines.append(format_strategies(c))
     notes = [f"{r.label}: {r.note}" for r in c.rows if r.note]
     if notes:
         lines.append("")
@@ -174,10 +211,40 @@ def format_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def format_strategies(comparison: Comparison) -> str:
+    """The strategy table: shares of the correct mass, entropy, effective number, distinct@k."""
+    c = comparison
+    assert c.strategies is not None
+    names = list(c.strategies.names)
+    shown = names if len(names) <= 8 else names[:8]
+    labels = {r.key: r.label for r in c.rows}
+    rows = []
+    for key, sm in c.strategy_rows:
+        rows.append(
+            [labels[key]]
+            + [fmt(sm.shares[n]) for n in shown]
+            + [fmt(sm.entropy, 3), fmt(sm.effective, 2)]
+            + [fmt(sm.distinct_at_k[k], 2) for k in c.ks]
+        )
+    header = (
+        ["method"]
+        + [f"share {n}" for n in shown]
+        + ["H(strat)", "eff. #strat"]
+        + [f"strat@{k}" for k in c.ks]
+    )
+    head = (
+        f"strategies ({c.strategies.name}): {len(names)} among the correct rollouts"
+        + ("" if len(names) == len(shown) else f"; shares of the first {len(shown)} shown")
+        + "; strat@k = expected distinct strategies in k samples"
+    )
+    return head + "\n" + table(header, rows)
+
+
 def as_json(comparison: Comparison) -> dict[str, object]:
     """The comparison as a JSON-ready dict (non-finite numbers become ``null``)."""
     inst = comparison.instance
     space = inst.space
+    strategies = dict(comparison.strategy_rows)
     return {
         "instance": {
             "graph": space.task.name,
@@ -205,9 +272,24 @@ def as_json(comparison: Comparison) -> dict[str, object]:
                 "skipped": r.policy is None,
                 "note": r.note,
                 "measures": None if r.measures is None else r.measures.as_dict(),
+                **(
+                    {"strategies": strategies[r.key].as_dict() if r.key in strategies else None}
+                    if comparison.strategies is not None
+                    else {}
+                ),
             }
             for r in comparison.rows
         ],
+        **(
+            {
+                "strategy_map": {
+                    "name": comparison.strategies.name,
+                    "strategies": list(comparison.strategies.names),
+                }
+            }
+            if comparison.strategies is not None
+            else {}
+        ),
     }
 
 
@@ -253,6 +335,18 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="apply each method this many times, each round from the last (default 1)",
     )
+    out.add_argument(
+        "--strategy",
+        metavar="MAP",
+        help="also report strategy shares and diversity: first-move, side, landmarks, or a "
+        "function module:function (or file.py:function) taking the path",
+    )
+    out.add_argument(
+        "--landmarks",
+        nargs="+",
+        metavar="NODE",
+        help="designated nodes of --strategy landmarks (default: the graph's 'landmarks')",
+    )
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     out.add_argument(
         "--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file"
@@ -267,8 +361,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if args.rollouts:
             check_output_folder(args.rollouts)
+        if args.landmarks and args.strategy != "landmarks":
+            raise ValueError("--landmarks needs --strategy landmarks")
         instance = build_instance(args)
-        comparison = compare(instance, args.k, args.rounds)
+        strategies = (
+            None
+            if args.strategy is None
+            else strategy_labels(instance.space, args.strategy, args.landmarks)
+        )
+        comparison = compare(instance, args.k, args.rounds, strategies)
         if args.rollouts:
             write_atomic(args.rollouts, rollouts_csv(comparison))
         if args.json:
