@@ -31,6 +31,8 @@ __all__ = [
     "Instance",
     "OneLineParser",
     "add_instance_arguments",
+    "add_task_arguments",
+    "add_sd_arguments",
     "build_instance",
     "run_main",
     "write_atomic",
@@ -101,6 +103,12 @@ class _ListGraphs(argparse.Action):
 
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose graph, base, context model and demonstrations."""
+    add_task_arguments(parser)
+    add_sd_arguments(parser)
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose graph, source, target, horizon, base and seed."""
     g = parser.add_argument_group("instance")
     g.add_argument(
         "--list-graphs", action=_ListGraphs, help="list the named graphs with their default bases"
@@ -133,6 +141,10 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of every random choice (default 0)"
     )
+
+
+def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> None:
+    """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta."""
     s = parser.add_argument_group("self-distillation")
     s.add_argument(
         "--context", default="edge", choices=CONTEXTS, help="context model (default edge)"
@@ -159,12 +171,13 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="anchor b of b*KL(q||pi) for sequence and token SD (default 0)",
     )
-    s.add_argument(
-        "--beta",
-        type=finite_float,
-        default=0.0,
-        help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
-    )
+    if rl:
+        s.add_argument(
+            "--beta",
+            type=finite_float,
+            default=0.0,
+            help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
+        )
 
 
 @dataclass(frozen=True)
