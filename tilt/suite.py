@@ -568,7 +568,7 @@ def _run_dask(suite: Suite, config: SuiteConfig, address: str) -> Iterator[Promp
             "--scheduler needs dask.distributed: pip install 'tilt[distributed]'"
         ) from None
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        client = Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:
         raise ValueError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
     try:
