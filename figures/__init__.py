@@ -19,5 +19,7 @@ FIGURES = {
     "flow": "figures.flow",
     "trainer": "figures.trainer",
     "strength": "figures.strength",
+    "suite": "figures.suite",
+    "strategies": "figures.strategies",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..7."""
+"""Figure name (for ``--only``) to its module, in figure order 1..9."""
