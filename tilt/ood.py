@@ -136,20 +136,32 @@ def blocked_edges(space: RolloutSpace) -> BlockedEdges:
 def _other_children_sum(space: RolloutSpace, per_prefix: FloatArray) -> FloatArray:
     """For each prefix ``p > 0``, the sum of ``per_prefix`` over its siblings other than ``p``.
 
-    Added slot by slot (at most the largest out-degree passes), never as a
-    group total minus ``p``: no cancellation when ``p`` holds almost all of it.
+    Slot ``k`` of a sibling group is its ``k``-th child.  The others' sum at slot
+    ``k`` is the sum over slots before ``k`` plus the sum over slots after it:
+    sums of non-negative terms only, never a group total minus ``p`` (no
+    cancellation when ``p`` holds almost all of it).  Loops over slots (at
+    most the largest out-degree), not over prefixes.
     """
     out = np.zeros(space.n_prefixes)
-    if space.n_prefixes == 1:
+    internal = np.flatnonzero(space.child_count > 0)
+    if internal.size == 0:
         return out
-    parent = space.parent[1:].astype(np.int64)
-    slot = np.arange(1, space.n_prefixes) - space.child_start[parent]
-    count = space.child_count[parent]
-    for k in range(int(space.child_count.max(initial=0))):
+    start, count = space.child_start[internal], space.child_count[internal]
+    width = int(count.max())
+    last = space.n_prefixes - 1
+    slot = [
+        np.where(count > k, per_prefix[np.minimum(start + k, last)], 0.0) for k in range(width)
+    ]
+    before = [np.zeros(internal.size)]
+    for k in range(1, width):
+        before.append(before[-1] + slot[k - 1])
+    after = [np.zeros(internal.size)]
+    for k in range(width - 2, -1, -1):
+        after.append(after[-1] + slot[k + 1])
+    after.reverse()
+    for k in range(width):
         has = count > k
-        value = np.zeros(space.n_prefixes - 1)
-        value[has] = per_prefix[space.child_start[parent[has]] + k]
-        out[1:] += np.where(slot != k, value, 0.0)
+        out[start[has] + k] = (before[k] + after[k])[has]
     return out
 
 
