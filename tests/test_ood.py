@@ -147,3 +147,19 @@ def test_unknown_reading_is_refused():
     pi0 = base_policy(enumerate_rollouts(named_task("grid3")))
     with pytest.raises(ValueError, match="unknown OOD reading 'detour'"):
         ood_success(pi0, "detour")
+
+
+def test_a_dominant_blocked_move_keeps_full_precision():
+    # found by Hypothesis: at prefix 0>2>5 the blocked move 5>4 holds 1 - 8.3e-7 of the mass;
+    # re-routing sends it all to 5>3, and every rollout stays correct: success exactly 1
+    graph = nx.DiGraph()
+    for move in ("0>2", "2>3", "2>4", "2>5", "3>1", "4>2", "4>3", "4>5", "5>0", "5>2", "5>3"):
+        tail, head = move.split(">")
+        graph.add_edge(int(tail), int(head), logit=0.0)
+    graph.add_edge(5, 4, logit=14.0)
+    task = make_task(graph, 0, 1)
+    pi0 = base_policy(enumerate_rollouts(task))
+    edges = blocked_edges(pi0.space)
+    reroute = dict(zip(edges.labels, ood_success(pi0, "reroute"), strict=True))
+    assert reroute["5>4"] == pytest.approx(1.0, abs=1e-15)
+    _check_against_oracle(pi0, task)
