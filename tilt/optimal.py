@@ -181,7 +181,8 @@ def sd_sequence(
 ) -> Policy:
     """Optimum of ``E_c KL(q || T_c) + b KL(q || pi)``: ``q*(y) ∝ pi(y) exp(S(y) / (1 + b))``.
 
-    By Gibbs' inequality the objective is ``(1 + b) KL(q || q*) - log Z``.
+    By Gibbs' inequality the objective is ``(1 + b) KL(q || q*) - (1 + b) log Z``,
+    with ``Z = sum_y pi(y) exp(S(y) / (1 + b))``.
     """
     anchor = _check_anchor(anchor)
     score = tilt_score(policy, model, demos, alpha)
