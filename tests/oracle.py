@@ -474,3 +474,181 @@ def random_instances():
         return graph, 0, n - 1, horizon
 
     return instances()
+
+
+# ------------------------------------------------- per-prefix objectives (practitioners')
+
+
+def _bisect(f, lo, hi, iters=200):
+    """Root of an increasing ``f`` in ``[lo, hi]`` by plain bisection (``f(lo) <= 0 <= f(hi)``)."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _teacher_rows(policy, space, h, demos, teacher_masses):
+    """``[(D(c), {u: T_c(u | h)})]`` over the demonstrations whose teacher reaches ``h``."""
+    rows = []
+    for c, d in demos.items():
+        m = teacher_masses[c]
+        if m.get(h, 0.0) <= 0 or d <= 0:
+            continue
+        rows.append((d, {u: m.get(h + (u,), 0.0) / m[h] for u in space.avail(h)}))
+    return rows
+
+
+def _jsd_rule(a):
+    """``q(. | h)`` from ``E_c log(1 - a + a T_c(u) / q(u)) = kappa`` by nested bisection."""
+
+    def rule(rows, children):
+        total = sum(d for d, _ in rows)
+        live = [u for u in children if any(t[u] > 0 for _, t in rows)]
+
+        def phi(u, t):
+            return sum(d * math.log(1 - a + a * r[u] * math.exp(-t)) for d, r in rows) / total
+
+        def q_of(kappa):
+            # phi(u, .) decreases from +inf to log(1 - a): solve phi(u, t) = kappa for t
+            return {
+                u: math.exp(_bisect(lambda t, u=u: kappa - phi(u, t), -800.0, 50.0, 100))
+                for u in live
+            }
+
+        kappa = _bisect(lambda k: 1.0 - sum(q_of(k).values()), math.log(1 - a) + 1e-300, 0.0, 80)
+        q = q_of(kappa)
+        s = sum(q.values())
+        return {u: q.get(u, 0.0) / s for u in children}
+
+    return rule
+
+
+def _forward_rule(rows, children):
+    total = sum(d for d, _ in rows)
+    return {u: sum(d * r[u] for d, r in rows) / total for u in children}
+
+
+def _per_prefix(policy, space, demos, teacher_of, rule):
+    """The per-prefix fixed point ``q(. | h) = rule(rows at h)``, as a dict over rollouts."""
+    own = prefix_masses(policy)
+    teacher_masses = {c: prefix_masses(t) for c, t in teacher_of.items()}
+    prefixes = {y[:t] for y in space.rollouts for t in range(1, len(y) + 1)}
+    q_cond = {}
+    for h in prefixes:
+        children = space.avail(h)
+        if not children:
+            continue
+        rows = _teacher_rows(policy, space, h, demos, teacher_masses)
+        if not rows:
+            for u in children:
+                p = conditional(own, h, u) if own.get(h, 0) > 0 else 1 / len(children)
+                q_cond[h + (u,)] = p
+            continue
+        for u, value in rule(rows, children).items():
+            q_cond[h + (u,)] = value
+    return _product(space, q_cond)
+
+
+def _product(space, q_cond):
+    out = {}
+    for y in space.rollouts:
+        p = 1.0
+        for t in range(1, len(y)):
+            p *= q_cond[y[: t + 1]]
+        out[y] = p
+    return out
+
+
+def sd_token_forward(policy, space, demos, teacher_of):
+    """``q(u | h) = sum_c D(c) T_c(u | h) / sum_c D(c)`` over the teachers reaching ``h``."""
+    return _per_prefix(policy, space, demos, teacher_of, _forward_rule)
+
+
+def sd_jsd(policy, space, demos, teacher_of, a):
+    """Per-token generalised JSD fixed point, by nested bisection at every prefix."""
+    return _per_prefix(policy, space, demos, teacher_of, _jsd_rule(a))
+
+
+def _log_target(policy, space, demos, teacher_of):
+    """``{hu: E_c log T_c(u | h)}`` (``log pi(u | h)`` where no teacher reaches ``h``)."""
+    own = prefix_masses(policy)
+    teacher_masses = {c: prefix_masses(t) for c, t in teacher_of.items()}
+    prefixes = {y[:t] for y in space.rollouts for t in range(1, len(y) + 1)}
+    out = {}
+    for h in prefixes:
+        children = space.avail(h)
+        rows = _teacher_rows(policy, space, h, demos, teacher_masses) if children else []
+        total = sum(d for d, _ in rows)
+        for u in children:
+            if rows:
+                out[h + (u,)] = sum(d * _log(r[u]) for d, r in rows) / total
+            else:
+                p = conditional(own, h, u) if own.get(h, 0) > 0 else 1 / len(children)
+                out[h + (u,)] = _log(p)
+    return out
+
+
+def sd_discount(policy, space, demos, teacher_of, g):
+    """``q(u | h) ∝ G(u | h) exp(g V(hu))`` with ``V`` by recursion from the leaves."""
+    target = _log_target(policy, space, demos, teacher_of)
+    memo = {}
+
+    def value(h):
+        if h not in memo:
+            children = space.avail(h)
+            if not children:
+                memo[h] = 0.0
+            else:
+                terms = [target[h + (u,)] + g * value(h + (u,)) for u in children]
+                peak = max(terms)
+                memo[h] = (
+                    -math.inf
+                    if peak == -math.inf
+                    else peak + math.log(sum(math.exp(x - peak) for x in terms))
+                )
+        return memo[h]
+
+    q_cond = {}
+    for y in space.rollouts:
+        for t in range(1, len(y)):
+            h, u = y[:t], y[t]
+            q_cond[h + (u,)] = math.exp(target[h + (u,)] + g * value(h + (u,)) - value(h))
+    return _product(space, q_cond)
+
+
+def sd_length_weighted(policy, space, demos, teacher_of):
+    """``rho(hu) (log q(u | h) - g(u | h)) = kappa_h``, ``rho(hu) = E_q[1/|y| | hu]``.
+
+    Solved recursively from the leaves, one bisection per prefix.
+    """
+    target = _log_target(policy, space, demos, teacher_of)
+    q_cond = {}
+    rho = {}
+
+    def solve(h):
+        children = space.avail(h)
+        if not children:
+            rho[h] = 1.0 / max(len(h) - 1, 1)
+            return
+        for u in children:
+            solve(h + (u,))
+        r = {u: rho[h + (u,)] for u in children}
+        gl = {u: target[h + (u,)] for u in children}
+
+        def excess(kappa):
+            terms = [gl[u] + kappa / r[u] for u in children]
+            peak = max(terms)
+            return peak + math.log(sum(math.exp(x - peak) for x in terms))
+
+        kappa = _bisect(excess, -1e4, 1e4, 300)
+        q = {u: math.exp(gl[u] + kappa / r[u]) for u in children}
+        s = sum(q.values())
+        for u in children:
+            q_cond[h + (u,)] = q[u] / s
+        rho[h] = sum(q_cond[h + (u,)] * r[u] for u in children)
+
+    solve((space.source,))
+    return _product(space, q_cond)

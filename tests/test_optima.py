@@ -611,7 +611,7 @@ def test_bad_arguments_are_value_errors():
         demonstrations(policy, "tempered", -1.0)
     with pytest.raises(ValueError, match="anchor"):
         sd_sequence(policy, CopyContext(0.5), anchor=-1.0)
-    with pytest.raises(ValueError, match="unknown SD method"):
+    with pytest.raises(ValueError, match="unknown SD objective"):
         sd_optimum(policy, CopyContext(0.5), "nope")
     with pytest.raises(ValueError, match="rounds"):
         iterate(policy, lambda p: p, -1)

@@ -1,6 +1,8 @@
 """Exact optima of RL and of self-distillation, and their iterates.
 
-All in log space over the enumerated rollouts (``docs/theory.md``):
+RL lives here; every SD objective lives in :mod:`tilt.objectives` (one spec
+string each) and is re-exported.  All in log space over the enumerated
+rollouts (``docs/theory.md``):
 
 * RL: ``pi_RL(y) = pi0(y) exp(r(y) / beta) / Z``; ``beta -> 0`` gives
   ``pi0(y) r(y) / pi0(C)``.
@@ -17,12 +19,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt.context import ContextModel, demonstrations
+from tilt.objectives import (
+    OBJECTIVES,
+    parse_objective,
+    sd_discount,
+    sd_forward,
+    sd_hybrid,
+    sd_jsd,
+    sd_length_weighted,
+    sd_optimum,
+    sd_sequence,
+    sd_token,
+    sd_token_forward,
+    tilt_score,
+)
 from tilt.policy import Policy
-from tilt.space import FloatArray
 
 __all__ = [
     "SD_METHODS",
+    "OBJECTIVES",
+    "parse_objective",
     "rl_optimum",
     "MatchedRL",
     "rl_matched",
@@ -32,13 +48,17 @@ __all__ = [
     "sd_token",
     "sd_forward",
     "sd_optimum",
+    "sd_token_forward",
+    "sd_jsd",
+    "sd_discount",
+    "sd_length_weighted",
+    "sd_hybrid",
     "iterate",
 ]
 
 SD_METHODS = ("sequence", "token", "forward")
-"""Self-distillation variants accepted by :func:`sd_optimum`."""
-
-Demos = str | Policy
+"""The three idealised SD objectives of the first release (every spec of
+:data:`tilt.objectives.OBJECTIVES` is accepted by :func:`sd_optimum`)."""
 
 
 def _check_beta(beta: float) -> float:
@@ -144,108 +164,6 @@ def rl_matched(policy: Policy, target_accuracy: float) -> MatchedRL:
             f"{policy.accuracy:.6g}, and RL with a 0/1 reward only raises accuracy",
         )
     return MatchedRL(target_accuracy, beta, rl_optimum(policy, beta))
-
-
-def _demos(policy: Policy, demos: Demos, alpha: float) -> Policy:
-    return demonstrations(policy, demos, alpha) if isinstance(demos, str) else demos
-
-
-def _check_anchor(anchor: float) -> float:
-    anchor = float(anchor)
-    if not math.isfinite(anchor) or anchor < 0:
-        raise ValueError(f"anchor b must be finite and >= 0, got {anchor!r}")
-    return anchor
-
-
-def tilt_score(
-    policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
-) -> FloatArray:
-    """``S(y) = E_{c ~ D}[log pi(y | c) - log pi(y)]`` for every rollout.
-
-    ``demos`` is a name from :data:`tilt.context.DEMOS` (built from ``policy``)
-    or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
-    teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
-    """
-    score = model.tilt_score(policy, _demos(policy, demos, alpha))
-    # where pi(y) = 0 every teacher gives y no mass too, so E_c log T_c(y) = -inf: one
-    # convention for the structured forms (finite there) and the generic path (-inf)
-    return np.where(np.isneginf(policy.log_prob), -np.inf, score)
-
-
-def sd_sequence(
-    policy: Policy,
-    model: ContextModel,
-    demos: Demos = "own",
-    alpha: float = 1.0,
-    anchor: float = 0.0,
-) -> Policy:
-    """Optimum of ``E_c KL(q || T_c) + b KL(q || pi)``: ``q*(y) ∝ pi(y) exp(S(y) / (1 + b))``.
-
-    By Gibbs' inequality the objective is ``(1 + b) KL(q || q*) - (1 + b) log Z``,
-    with ``Z = sum_y pi(y) exp(S(y) / (1 + b))``.
-    """
-    anchor = _check_anchor(anchor)
-    score = tilt_score(policy, model, demos, alpha)
-    with np.errstate(invalid="ignore"):
-        log_weight = np.where(np.isneginf(score), -np.inf, policy.log_prob + score / (1.0 + anchor))
-    return Policy.from_log_weights(policy.space, log_weight)
-
-
-def sd_token(
-    policy: Policy,
-    model: ContextModel,
-    demos: Demos = "own",
-    alpha: float = 1.0,
-    anchor: float = 0.0,
-) -> Policy:
-    """Fixed point of per-token reverse KL with no gradient through the prefix distribution.
-
-    ``q(u | h) ∝ exp((E_c[log T_c(u | h) | T_c(h) > 0] + b log pi(u | h)) / (1 + b))``
-    at every prefix; where no teacher reaches ``h``, ``q(. | h) = pi(. | h)``.
-    Not the sequence optimum in general.
-    """
-    anchor = _check_anchor(anchor)
-    space = policy.space
-    target = model.token_log_target(policy, _demos(policy, demos, alpha))
-    own = policy.log_conditionals()
-    with np.errstate(invalid="ignore"):
-        logits = np.where(
-            np.isneginf(target),
-            -np.inf,
-            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
-        )
-    logits = np.where(np.isneginf(own) & (anchor > 0), -np.inf, logits)
-    norm = space.sibling_logsumexp(logits)
-    dead = ~np.isfinite(norm)
-    with np.errstate(invalid="ignore"):
-        log_cond = np.where(dead, own, logits - norm)
-    return Policy.from_log_conditionals(space, log_cond)
-
-
-def sd_forward(
-    policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
-) -> Policy:
-    """Off-policy SD (fine-tuning on teacher samples): ``q(y) = E_{c ~ D} T_c(y)``."""
-    log_mix = model.forward_log_prob(policy, _demos(policy, demos, alpha))
-    return Policy.from_log_weights(policy.space, log_mix)
-
-
-def sd_optimum(
-    policy: Policy,
-    model: ContextModel,
-    method: str = "sequence",
-    demos: Demos = "own",
-    alpha: float = 1.0,
-    anchor: float = 0.0,
-) -> Policy:
-    """The SD optimum of ``method`` in :data:`SD_METHODS` (anchor ignored by ``forward``)."""
-    if method == "sequence":
-        return sd_sequence(policy, model, demos, alpha, anchor)
-    if method == "token":
-        return sd_token(policy, model, demos, alpha, anchor)
-    if method == "forward":
-        return sd_forward(policy, model, demos, alpha)
-    raise ValueError(f"unknown SD method {method!r}: choose one of {', '.join(SD_METHODS)}")
 
 
 def iterate(policy: Policy, step: Callable[[Policy], Policy], rounds: int) -> list[Policy]:

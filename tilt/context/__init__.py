@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from tilt.context.base import ContextModel
 from tilt.context.copy import CopyContext
-from tilt.context.demos import DEMOS, demonstrations, edge_marginals
+from tilt.context.demos import DEMOS, demonstrations, edge_marginals, point_mass, reference_rollout
 from tilt.context.edge import EdgeContext
 from tilt.context.generic import (
     GENERIC_LIMIT,
+    TeacherClasses,
     generic_forward_log_prob,
+    generic_teacher_classes,
     generic_tilt_score,
     generic_token_log_target,
 )
@@ -39,6 +41,8 @@ __all__ = [
     "GENERIC_LIMIT",
     "demonstrations",
     "edge_marginals",
+    "reference_rollout",
+    "point_mass",
     "ContextModel",
     "CopyContext",
     "EdgeContext",
@@ -47,6 +51,8 @@ __all__ = [
     "generic_tilt_score",
     "generic_token_log_target",
     "generic_forward_log_prob",
+    "generic_teacher_classes",
+    "TeacherClasses",
 ]
 
 CONTEXT_MODELS: dict[str, type[ContextModel]] = {

@@ -8,7 +8,9 @@ import math
 import numpy as np
 
 from tilt.context.generic import (
+    TeacherClasses,
     generic_forward_log_prob,
+    generic_teacher_classes,
     generic_tilt_score,
     generic_token_log_target,
 )
@@ -57,6 +59,15 @@ class ContextModel:
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         """``log E_{c~D} T_c(y)``, shape (n_rollouts,)."""
         return generic_forward_log_prob(self, policy, demos)
+
+    def teacher_classes(self, policy: Policy, demos: Policy) -> TeacherClasses:
+        """The teachers' conditionals at every prefix, grouped into classes of demonstrations.
+
+        What the per-token objectives other than ``token`` need (``token-forward``,
+        ``jsd=a``): the whole distribution over ``c ~ D`` of ``T_c(. | h)``, not only
+        its mean log.  See :class:`~tilt.context.generic.TeacherClasses`.
+        """
+        return generic_teacher_classes(self, policy, demos)
 
     def describe(self) -> str:
         """Short label such as ``edge(gamma=2)``."""

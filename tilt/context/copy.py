@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from tilt.context.base import ContextModel, check_strength
+from tilt.context.generic import TeacherClasses, check_classes
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray
 
@@ -77,6 +78,40 @@ class CopyContext(ContextModel):
             - _weighted(d_h, norm)
         )
         return out
+
+    def teacher_classes(self, policy: Policy, demos: Policy) -> TeacherClasses:
+        """Class ``j``: ``c`` passes through the ``j``-th child of ``h`` (mass ``D(h u_j)``);
+        the last class: ``c`` avoids ``h`` (mass ``1 - D(h)``; no mass when ``pi(h) = 0``).
+
+        ``T_j(u | h) = ((1 - lam) pi(hu) + lam [u = u_j]) / ((1 - lam) pi(h) + lam)``;
+        the last class's teacher is ``pi(u | h)``.
+        """
+        space = policy.space
+        log_mass = policy.prefix_log_mass()
+        d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
+        parent = space.parent[1:]
+        first = space.child_start[parent]
+        count = space.child_count[parent]
+        position = np.arange(1, space.n_prefixes) - first
+        branching = int(count.max(initial=0))
+        check_classes(space, branching + 1, f"the teacher classes of {self.describe()}")
+        log_keep = math.log1p(-self.lam)
+        log_lam = math.log(self.lam) if self.lam else -np.inf
+        lp, lh = log_mass[1:], log_mass[parent]
+        norm = np.logaddexp(log_keep + lh, log_lam)
+        weight = np.zeros((branching + 1, space.n_prefixes))
+        log_cond = np.zeros((branching + 1, space.n_prefixes))
+        with np.errstate(invalid="ignore"):
+            through = np.logaddexp(log_keep + lp, log_lam) - norm
+            beside = log_keep + lp - norm
+        for j in range(branching):
+            valid = j < count
+            sibling = np.where(valid, first + j, 0)
+            weight[j, 1:] = np.where(valid & np.isfinite(norm), d_mass[sibling], 0.0)
+            log_cond[j, 1:] = np.where(position == j, through, beside)
+        weight[branching, 1:] = np.where(np.isfinite(lh), np.maximum(1.0 - d_mass[parent], 0.0), 0)
+        log_cond[branching, 1:] = policy.log_conditionals()[1:]
+        return TeacherClasses(weight, log_cond)
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         if self.lam == 0:

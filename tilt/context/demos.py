@@ -9,10 +9,61 @@ import numpy as np
 from tilt.policy import Policy
 from tilt.space import FloatArray
 
-__all__ = ["DEMOS", "demonstrations", "edge_marginals"]
+__all__ = ["DEMOS", "demonstrations", "edge_marginals", "reference_rollout", "point_mass"]
 
 DEMOS = ("own", "uniform", "tempered")
-"""Demonstration distributions accepted by :func:`demonstrations`."""
+"""Demonstration distributions built from the policy by :func:`demonstrations`.
+
+A fixed ``reference`` demonstration (OPSD, SDFT) is a :func:`point_mass` at
+the rollout :func:`reference_rollout` picks."""
+
+_TIE = 1e-12
+"""Log-probabilities this close count as a tie when picking the most probable rollout."""
+
+
+def reference_rollout(base: Policy, path: str | None = None) -> int:
+    """The reference demonstration's index: ``path``, or the base's likeliest correct rollout.
+
+    ``path`` is written as in the ``--rollouts`` CSV (node labels joined by
+    ``>``).  Without it, ties in probability (within ``1e-12`` in log space) go to
+    the smallest path string, so the choice does not depend on rounding.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a correct rollout of the space, or the base gives
+        the correct rollouts no mass.
+    """
+    space = base.space
+    correct = np.flatnonzero(space.correct)
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"a reference path must be a non-empty string, got {path!r}")
+        labels = space.path_labels(correct)
+        try:
+            return int(correct[labels.index(path)])
+        except ValueError:
+            raise ValueError(
+                f"reference {path!r} is not a correct rollout of this instance: write its "
+                "node labels joined by '>' from the source to the target, as in the "
+                "--rollouts CSV"
+            ) from None
+    log_p = base.log_prob[correct]
+    if correct.size == 0 or not np.isfinite(log_p).any():
+        raise ValueError("the base puts no mass on correct rollouts: there is no reference")
+    best = correct[log_p >= log_p.max() - _TIE]
+    labels = space.path_labels(best)
+    return int(best[labels.index(min(labels))])
+
+
+def point_mass(policy: Policy, index: int) -> Policy:
+    """``D = delta_c``: one fixed demonstration ``c`` (a rollout index of ``policy``'s space)."""
+    space = policy.space
+    if not 0 <= index < space.n_rollouts:
+        raise ValueError(f"rollout index {index} is outside 0..{space.n_rollouts - 1}")
+    log_weight = np.full(space.n_rollouts, -np.inf)
+    log_weight[index] = 0.0
+    return Policy(space, log_weight)
 
 
 def demonstrations(policy: Policy, kind: str = "own", alpha: float = 1.0) -> Policy:

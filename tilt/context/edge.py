@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from tilt._pairwise import log_mixture
 from tilt.context.base import ContextModel, check_strength, digest, log_expm1
 from tilt.context.demos import edge_marginals
-from tilt.context.generic import check_pairs, support_of
+from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray, RolloutSpace
 
@@ -89,6 +91,44 @@ class EdgeContext(ContextModel):
         out = policy.log_conditionals() + self._step(policy, demos)
         out[0] = 0.0
         return out
+
+    def teacher_classes(self, policy: Policy, demos: Policy) -> TeacherClasses:
+        """Class ``j``: ``next_c(v)`` is the ``j``-th child of ``h`` (mass ``m(v, u_j)``);
+        the last class: no boosted move (``v`` not on ``c``, or its next node visited).
+
+        ``log T_j(u | h) = log pi(u | h) + gamma [u = u_j] - l(u_j)``, with the
+        boosted entry computed as ``log pi - log(e^-gamma + (1 - e^-gamma) pi)`` so
+        that it stays exact at any ``gamma``.
+        """
+        space = policy.space
+        m = edge_marginals(demos)
+        own = policy.log_conditionals()[1:]
+        boost = self._log_boost(policy)
+        parent = space.parent[1:]
+        first = space.child_start[parent]
+        count = space.child_count[parent]
+        position = np.arange(1, space.n_prefixes) - first
+        branching = int(count.max(initial=0))
+        check_classes(space, branching + 1, f"the teacher classes of {self.describe()}")
+        weight = np.zeros((branching + 1, space.n_prefixes))
+        log_cond = np.zeros((branching + 1, space.n_prefixes))
+        with np.errstate(divide="ignore"):
+            boosted = own - np.logaddexp(-self.gamma, np.log1p(-math.exp(-self.gamma)) + own)
+        if self.gamma == 0:
+            boosted = own
+        covered = np.zeros(space.n_prefixes - 1)
+        for j in range(branching):
+            valid = j < count
+            sibling = np.where(valid, first + j, 0)
+            m_j = np.where(valid, m[space.move[sibling]], 0.0)
+            weight[j, 1:] = m_j
+            covered += m_j
+            log_cond[j, 1:] = np.where(
+                position == j, boosted, own - np.where(valid, boost[sibling], 0.0)
+            )
+        weight[branching, 1:] = np.maximum(1.0 - covered, 0.0)
+        log_cond[branching, 1:] = own
+        return TeacherClasses(weight, log_cond)
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space

@@ -8,6 +8,7 @@ them with structured forms, and the tests check both agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GENERIC_LIMIT",
+    "CLASS_LIMIT",
+    "TeacherClasses",
+    "generic_teacher_classes",
     "generic_tilt_score",
     "generic_token_log_target",
     "generic_forward_log_prob",
@@ -29,7 +33,55 @@ __all__ = [
 GENERIC_LIMIT = 2_000_000_000
 """Most ``demonstrations x prefixes`` teacher evaluations a generic path may do."""
 
+CLASS_LIMIT = 100_000_000
+"""Most ``classes x prefixes`` entries a :class:`TeacherClasses` may hold (800 MB per array)."""
+
 _CHUNK_ENTRIES = 1 << 23
+
+
+@dataclass(frozen=True)
+class TeacherClasses:
+    """The teachers' conditionals at every prefix, grouped into classes of demonstrations.
+
+    At the parent ``h`` of prefix ``p = h u``, the demonstrations whose teacher
+    reaches ``h`` fall into classes ``k`` that share one conditional
+    ``T_k(. | h)``.  Then every per-token target is a weighted reduction over
+    classes, for example ``E_c T_c(u | h) = sum_k w_k T_k(u | h) / sum_k w_k``.
+
+    Attributes
+    ----------
+    weight : ndarray, shape (n_classes, n_prefixes)
+        ``weight[k, p]``: the ``D``-mass of class ``k`` at the parent of ``p``
+        (the same for every sibling; 0 for a class that is empty there or whose
+        teacher gives the parent no mass).  Column 0 is unused.
+    log_cond : ndarray, shape (n_classes, n_prefixes)
+        ``log T_k(node p | parent p)`` (any finite value where the weight is 0).
+
+    Notes
+    -----
+    The built-in ``edge`` and ``copy`` models have at most ``branching + 1``
+    classes (which move the demonstration makes next, or none): ``O(prefixes x
+    branching)``.  The generic path has one class per demonstration.
+    """
+
+    weight: FloatArray
+    log_cond: FloatArray
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (rows)."""
+        return int(self.weight.shape[0])
+
+
+def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
+    """Raise :class:`TooLargeError` when ``n_classes x n_prefixes`` exceeds :data:`CLASS_LIMIT`."""
+    work = n_classes * space.n_prefixes
+    if work > CLASS_LIMIT:
+        raise TooLargeError(
+            f"{what} needs {n_classes:,} teacher classes x {space.n_prefixes:,} prefixes = "
+            f"{work:,} entries (limit {CLASS_LIMIT:,}): use a horizon, a smaller graph, "
+            "or the edge or copy context model"
+        )
 
 
 def support_of(demos: Policy) -> IntArray:
@@ -138,6 +190,32 @@ def generic_token_log_target(model: ContextModel, policy: Policy, demos: Policy)
     out[has] = numerator[has] / weight_sum[has]
     out[0] = 0.0
     return out
+
+
+def generic_teacher_classes(model: ContextModel, policy: Policy, demos: Policy) -> TeacherClasses:
+    """One class per demonstration: ``log T_c(u | h)`` from explicit teachers.
+
+    Cost ``O(|supp D| x n_rollouts)`` time and ``O(|supp D| x n_prefixes)`` memory.
+    """
+    space = policy.space
+    support = support_of(demos)
+    check_generic(space, support.size, f"the teacher classes of the {model.name} model")
+    check_classes(space, support.size, f"the teacher classes of the {model.name} model")
+    weight = np.zeros((support.size, space.n_prefixes))
+    log_cond = np.zeros((support.size, space.n_prefixes))
+    parent = space.parent[1:]
+    row_index = 0
+    for chunk in chunks(support, space.n_rollouts):
+        teacher = model.teacher_log_prob(policy, chunk)
+        for row, c in zip(teacher, chunk, strict=True):
+            mass = space.subtree_logsumexp(row)
+            reached = np.isfinite(mass[parent])
+            log_cond[row_index, 1:] = np.where(
+                reached, mass[1:] - np.where(reached, mass[parent], 0.0), 0.0
+            )
+            weight[row_index, 1:] = np.where(reached, demos.prob[c], 0.0)
+            row_index += 1
+    return TeacherClasses(weight, log_cond)
 
 
 def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:

@@ -1,0 +1,69 @@
+"""Shared by the objectives: demonstrations, the anchor, the tilt score, per-prefix policies."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tilt.context import ContextModel, demonstrations
+from tilt.policy import Policy
+from tilt.space import FloatArray
+
+__all__ = ["Demos", "resolve_demos", "check_anchor", "tilt_score", "from_prefix_logits"]
+
+Demos = str | Policy
+"""A demonstration distribution, or the name of one built from the policy (``DEMOS``)."""
+
+
+def resolve_demos(policy: Policy, demos: Demos, alpha: float = 1.0) -> Policy:
+    """``demos`` as a distribution over ``policy``'s rollouts (a name is built from ``policy``)."""
+    if isinstance(demos, str):
+        return demonstrations(policy, demos, alpha)
+    if not isinstance(demos, Policy):
+        raise TypeError(
+            f"demos must be a name or a Policy over the same rollouts, got {type(demos).__name__}"
+        )
+    if demos.space is not policy.space:
+        raise ValueError(
+            "the demonstrations are a distribution over another rollout space: build them "
+            "from the same space as the policy"
+        )
+    return demos
+
+
+def check_anchor(anchor: float) -> float:
+    """``anchor`` as a float; ``ValueError`` unless finite and ``>= 0``."""
+    anchor = float(anchor)
+    if not math.isfinite(anchor) or anchor < 0:
+        raise ValueError(f"anchor b must be finite and >= 0, got {anchor!r}")
+    return anchor
+
+
+def tilt_score(
+    policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
+) -> FloatArray:
+    """``S(y) = E_{c ~ D}[log pi(y | c) - log pi(y)]`` for every rollout.
+
+    ``demos`` is a name from :data:`tilt.context.DEMOS` (built from ``policy``)
+    or a demonstration distribution.  ``S(y) = -inf`` where some demonstration's
+    teacher gives ``y`` no mass (``E_c log T_c(y) = -inf``).
+    """
+    score = model.tilt_score(policy, resolve_demos(policy, demos, alpha))
+    # where pi(y) = 0 every teacher gives y no mass too, so E_c log T_c(y) = -inf: one
+    # convention for the structured forms (finite there) and the generic path (-inf)
+    return np.where(np.isneginf(policy.log_prob), -np.inf, score)
+
+
+def from_prefix_logits(policy: Policy, logits: FloatArray) -> Policy:
+    """The policy ``q(u | h) ∝ exp(logits[hu])``, one softmax per sibling group.
+
+    Where every logit of a group is ``-inf`` (no signal and no mass) the group
+    keeps ``policy``'s own conditionals.
+    """
+    space = policy.space
+    norm = space.sibling_logsumexp(logits)
+    dead = ~np.isfinite(norm)
+    with np.errstate(invalid="ignore"):
+        log_cond = np.where(dead, policy.log_conditionals(), logits - norm)
+    return Policy.from_log_conditionals(space, log_cond)
