@@ -250,3 +250,13 @@ def test_summarise_refuses_an_empty_suite():
     suite = builtin_suite("chain-traps")
     with pytest.raises(ValueError, match="every prompt"):
         summarise(suite, SuiteConfig(), [])
+
+
+def test_sd_specs_choose_the_variants(capsys):
+    argv = ["--suite", "chain-traps", "--prompts", "3", "--k", "1", "4", "--json"]
+    assert main([*argv, "--sd", "jsd=0.5", "--sd", "sequence", "--sd", "jsd=0.5"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [v["sd"] for v in data["variants"]] == ["jsd=0.5", "sequence"]
+    assert "sd_jsd=0.5" in data["prompts"][0]["accuracy"]
+    assert main([*argv, "--sd", "bogus"]) == 2
+    assert "unknown SD objective 'bogus'" in capsys.readouterr().err

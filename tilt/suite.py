@@ -94,6 +94,7 @@ from tilt.cli import (
 )
 from tilt.context import make_context
 from tilt.graphs import Task, load_graph, make_task, named_task, resolve_task
+from tilt.objectives import objective_forms, parse_objective
 from tilt.optimal import SD_METHODS, sd_optimum
 from tilt.policy import BASES, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
@@ -800,6 +801,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"size guard per prompt (default {DEFAULT_MAX_ROLLOUTS:,})",
     )
     add_sd_arguments(parser, rl=False)
+    parser.add_argument_group("self-distillation").add_argument(
+        "--sd",
+        action="append",
+        metavar="SPEC",
+        help="an SD objective to compare, repeatable (default: sequence, token, forward); "
+        f"specs: {objective_forms()}",
+    )
     out = parser.add_argument_group("output")
     out.add_argument(
         "--k",
@@ -848,6 +856,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give --jobs or --scheduler, not both")
         strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
         make_context(args.context, strength)  # validate before any work
+        methods = tuple(
+            dict.fromkeys(parse_objective(spec).spec for spec in (args.sd or SD_METHODS))
+        )
         if args.suite in SUITES:
             suite = builtin_suite(args.suite, args.seed)
         elif args.suite.endswith(".json") or Path(args.suite).exists():
@@ -862,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.demos,
             args.alpha,
             args.anchor,
-            SD_METHODS,
+            methods,
             args.max_rollouts,
         )
         result = run_suite(suite, config, sorted(set(args.k)), args.jobs, args.scheduler, args.top)
