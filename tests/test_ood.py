@@ -163,3 +163,16 @@ def test_a_dominant_blocked_move_keeps_full_precision():
     reroute = dict(zip(edges.labels, ood_success(pi0, "reroute"), strict=True))
     assert reroute["5>4"] == pytest.approx(1.0, abs=1e-15)
     _check_against_oracle(pi0, task)
+
+
+def test_doctests():
+    import doctest
+
+    import tilt.graphs
+    import tilt.ood
+    import tilt.strategies
+
+    for module in (tilt.ood, tilt.strategies, tilt.graphs):
+        failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert tried > 0, module.__name__
+        assert failures == 0, module.__name__

@@ -181,3 +181,17 @@ def test_bad_strategy_is_one_line_and_status_2(argv, message, capsys):
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_raising_function_is_one_line_and_status_2(tmp_path, capsys):
+    (tmp_path / "odd.py").write_text(
+        "def label(path):\n"
+        "    if len(path) > 3:\n"
+        "        raise KeyError('too long')\n"
+        "    return 0\n"
+    )
+    assert main(["--graph", "routes", "--strategy", f"{tmp_path / 'odd.py'}:label"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "failed on path s>" in err
+    assert "KeyError" in err

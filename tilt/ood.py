@@ -278,7 +278,7 @@ def ood_pass_at_k(policy: Policy, k: int, reading: str = "fail") -> OODPass:
     >>> from tilt.policy import base_policy
     >>> pi0 = base_policy(enumerate_rollouts(named_task("routes")))
     >>> fail, reroute = ood_pass_at_k(pi0, 1), ood_pass_at_k(pi0, 1, "reroute")
-    >>> fail.worst_move, round(fail.worst, 4), round(reroute.worst, 4)
-    ('s>a0', 0.0919, 0.6124)
+    >>> fail.worst_move, round(fail.worst, 4), reroute.worst_move, round(reroute.worst, 4)
+    ('s>a0', 0.0919, 'a0up>a1', 0.3483)
     """
     return ood_pass_at_ks(policy, [k], reading)[0]
