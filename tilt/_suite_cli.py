@@ -235,8 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ROLLOUTS,
         help=f"size guard per prompt (default {DEFAULT_MAX_ROLLOUTS:,})",
     )
-    add_sd_arguments(parser, rl=False)
-    parser.add_argument_group("self-distillation").add_argument(
+    add_sd_arguments(parser, rl=False).add_argument(
         "--sd",
         action="append",
         metavar="SPEC",

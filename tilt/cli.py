@@ -143,8 +143,13 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> None:
-    """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta."""
+def add_sd_arguments(
+    parser: argparse.ArgumentParser, rl: bool = True
+) -> argparse._ArgumentGroup:
+    """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta.
+
+    Returns the option group, for a command line that adds its own SD options to it.
+    """
     s = parser.add_argument_group("self-distillation")
     s.add_argument(
         "--context", default="edge", choices=CONTEXTS, help="context model (default edge)"
@@ -178,6 +183,7 @@ def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> None:
             default=0.0,
             help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
         )
+    return s
 
 
 @dataclass(frozen=True)
