@@ -256,7 +256,21 @@ def test_sd_specs_choose_the_variants(capsys):
     argv = ["--suite", "chain-traps", "--prompts", "3", "--k", "1", "4", "--json"]
     assert main([*argv, "--sd", "jsd=0.5", "--sd", "sequence", "--sd", "jsd=0.5"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert [v["sd"] for v in data["variants"]] == ["jsd=0.5", "sequence"]
+    # as in tilt.compare: the three default variants, then each --sd once
+    assert [v["sd"] for v in data["variants"]] == ["sequence", "token", "forward", "jsd=0.5"]
     assert "sd_jsd=0.5" in data["prompts"][0]["accuracy"]
-    assert main([*argv, "--sd", "bogus"]) == 2
-    assert "unknown SD objective 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # an argparse error, as in tilt.compare
+        main([*argv, "--sd", "bogus"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown SD objective 'bogus'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_reference_demonstrations_per_prompt(capsys):
+    argv = ["--suite", "chain-traps", "--prompts", "3", "--k", "1", "--json"]
+    assert main([*argv, "--demos", "reference"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["demos"] == "reference"
+    assert main([*argv, "--demos", "reference", "--reference", "s>t"]) == 2
+    assert "--reference names a rollout of one graph" in capsys.readouterr().err

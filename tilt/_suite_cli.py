@@ -16,12 +16,13 @@ from tilt.cli import (
     add_sd_arguments,
     fmt,
     non_negative_int,
+    objective_spec,
     positive_int,
     run_main,
     table,
 )
 from tilt.context import make_context
-from tilt.objectives import objective_forms, parse_objective
+from tilt.objectives import objective_forms
 from tilt.optimal import SD_METHODS
 from tilt.space import DEFAULT_MAX_ROLLOUTS
 from tilt.suite import (
@@ -239,8 +240,10 @@ def _parser() -> argparse.ArgumentParser:
         "--sd",
         action="append",
         metavar="SPEC",
-        help="an SD objective to compare, repeatable (default: sequence, token, forward); "
-        f"specs: {objective_forms()}",
+        type=objective_spec,
+        default=[],
+        help="add an SD objective to sequence, token and forward, repeatable (as in "
+        f"tilt.compare): {objective_forms()}",
     )
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -279,9 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("give --jobs or --scheduler, not both")
         strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
         make_context(args.context, strength)  # validate before any work
-        methods = tuple(
-            dict.fromkeys(parse_objective(spec).spec for spec in (args.sd or SD_METHODS))
-        )
+        if args.reference is not None:
+            raise ValueError(
+                "--reference names a rollout of one graph; in a suite, --demos reference "
+                "uses each prompt's likeliest correct rollout"
+            )
+        methods = tuple(dict.fromkeys([*SD_METHODS, *(o.spec for o in args.sd)]))
         if args.suite in SUITES:
             suite = builtin_suite(args.suite, args.seed)
         elif args.suite.endswith(".json") or Path(args.suite).exists():

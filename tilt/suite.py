@@ -81,10 +81,10 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
-from tilt.context import make_context
+from tilt.context import make_context, point_mass, reference_rollout
 from tilt.graphs import Task, load_graph, make_task, named_task, resolve_task
 from tilt.optimal import SD_METHODS, sd_optimum
-from tilt.policy import BASES, base_policy
+from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
 
 __all__ = [
@@ -348,10 +348,13 @@ def solve_prompt(index: int, prompt: Prompt, config: SuiteConfig) -> PromptResul
         raise ValueError(f"prompt {index} ({prompt.name}): {exc}") from None
     pi0 = base_policy(space, prompt.base, seed=prompt.seed)
     model = make_context(config.context, config.strength)
+    demos: str | Policy = config.demos
+    if demos == "reference":  # each prompt's likeliest correct rollout under its base
+        demos = point_mass(pi0, reference_rollout(pi0))
     acc = [("base", pi0.accuracy)]
     inc = [("base", pi0.incorrect_mass)]
     for method in config.methods:
-        q = sd_optimum(pi0, model, method, config.demos, config.alpha, config.anchor)
+        q = sd_optimum(pi0, model, method, demos, config.alpha, config.anchor)
         acc.append((method, q.accuracy))
         inc.append((method, q.incorrect_mass))
     return PromptResult(*head, space.n_rollouts, space.n_correct, tuple(acc), tuple(inc))

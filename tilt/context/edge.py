@@ -130,6 +130,25 @@ class EdgeContext(ContextModel):
         log_cond[branching, 1:] = own
         return TeacherClasses(weight, log_cond)
 
+    def token_mean_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``log E_c T_c(u | h) = log(pi(u | h) R(h) + m(v, u) s(u))`` in closed form.
+
+        With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
+        ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
+        classes of :meth:`teacher_classes`, summed without forming them.
+        """
+        space = policy.space
+        m = edge_marginals(demos)
+        own = policy.log_conditionals()
+        lift = -np.expm1(-self._log_boost(policy))
+        mass = np.zeros(space.n_prefixes)
+        mass[1:] = m[space.move[1:]]
+        rest = np.maximum(1.0 - space.sibling_sum(mass * lift), 0.0)
+        with np.errstate(divide="ignore"):
+            out = np.logaddexp(own + np.log(rest[space.parent]), np.log(mass * lift))
+        out[0] = 0.0
+        return out
+
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
         support = support_of(demos)

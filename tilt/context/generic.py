@@ -25,6 +25,7 @@ __all__ = [
     "CLASS_LIMIT",
     "TeacherClasses",
     "generic_teacher_classes",
+    "generic_token_mean_log_target",
     "generic_tilt_score",
     "generic_token_log_target",
     "generic_forward_log_prob",
@@ -216,6 +217,25 @@ def generic_teacher_classes(model: ContextModel, policy: Policy, demos: Policy) 
             weight[row_index, 1:] = np.where(reached, demos.prob[c], 0.0)
             row_index += 1
     return TeacherClasses(weight, log_cond)
+
+
+def generic_token_mean_log_target(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
+    """``log E_c[T_c(u | h) | T_c(h) > 0]`` per prefix, reduced from ``model.teacher_classes``.
+
+    The mean over the demonstrations whose teacher reaches ``h``; the policy's own
+    ``log pi(u | h)`` where none does.  Entry 0 is 0.
+    """
+    classes = model.teacher_classes(policy, demos)
+    total = classes.weight.sum(axis=0)
+    log_sum = np.full(total.shape, -np.inf)
+    with np.errstate(divide="ignore"):
+        for weight, log_cond in zip(classes.weight, classes.log_cond, strict=True):
+            term = np.where(weight > 0, np.log(weight) + log_cond, -np.inf)
+            np.logaddexp(log_sum, term, out=log_sum)
+        has = total > 0
+        out = np.where(has, log_sum - np.log(np.where(has, total, 1.0)), policy.log_conditionals())
+    out[0] = 0.0
+    return out
 
 
 def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
