@@ -19,7 +19,8 @@ FIGURES = {
     "flow": "figures.flow",
     "trainer": "figures.trainer",
     "strength": "figures.strength",
+    "objectives": "figures.objectives",
     "suite": "figures.suite",
     "strategies": "figures.strategies",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..9."""
+"""Figure name (for ``--only``) to its module, in figure order 1..10."""

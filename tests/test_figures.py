@@ -35,8 +35,9 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
-    "suite": "fig8_suite_pass_at_k",
-    "strategies": "fig9_strategies",
+    "objectives": "fig8_objectives",
+    "suite": "fig9_suite_pass_at_k",
+    "strategies": "fig10_strategies",
 }
 
 

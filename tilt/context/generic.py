@@ -8,7 +8,6 @@ them with structured forms, and the tests check both agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +39,6 @@ CLASS_LIMIT = 100_000_000
 _CHUNK_ENTRIES = 1 << 23
 
 
-@dataclass(frozen=True)
 class TeacherClasses:
     """The teachers' conditionals at every prefix, grouped into classes of demonstrations.
 
@@ -60,18 +58,45 @@ class TeacherClasses:
 
     Notes
     -----
-    The built-in ``edge`` and ``copy`` models have at most ``branching + 1``
-    classes (which move the demonstration makes next, or none): ``O(prefixes x
-    branching)``.  The generic path has one class per demonstration.
+    Solvers read classes one block of sibling groups at a time
+    (:meth:`sibling_blocks`), so a model can produce them without holding all
+    of them (:class:`tilt.context.edge.EdgeContext` does).  The built-in
+    ``edge`` and ``copy`` models have at most ``branching + 1`` classes (which
+    move the demonstration makes next, or none): ``O(prefixes x branching)``.
+    The generic path has one class per demonstration.
     """
 
-    weight: FloatArray
-    log_cond: FloatArray
+    def __init__(self, weight: FloatArray, log_cond: FloatArray) -> None:
+        self._dense = (weight, log_cond)
+
+    def _arrays(self) -> tuple[FloatArray, FloatArray]:
+        return self._dense
+
+    @property
+    def weight(self) -> FloatArray:
+        """``(n_classes, n_prefixes)`` class masses (see the class docstring)."""
+        return self._arrays()[0]
+
+    @property
+    def log_cond(self) -> FloatArray:
+        """``(n_classes, n_prefixes)`` class conditionals, in log space."""
+        return self._arrays()[1]
 
     @property
     def n_classes(self) -> int:
         """Number of classes (rows)."""
         return int(self.weight.shape[0])
+
+    def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Classes of the sibling groups whose children are the columns of ``children``.
+
+        ``children`` has shape ``(n, G)``: ``G`` groups of ``n`` siblings.  Returns
+        ``weight`` of shape ``(K, G)`` and ``log_cond`` of shape ``(K, n, G)``,
+        without the classes that weigh nothing in these groups.
+        """
+        weight = self.weight[:, children[0]]
+        used = np.flatnonzero(weight.any(axis=1))
+        return weight[used], self.log_cond[used[:, None, None], children[None]]
 
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from tilt.context import ContextModel, TeacherClasses
+from tilt.context import ContextModel
 from tilt.objectives._common import Demos, check_anchor, from_prefix_logits, resolve_demos
 from tilt.policy import Policy
 from tilt.space import LINEAR_RANGE, FloatArray, IntArray
@@ -96,8 +96,8 @@ def sd_jsd(
 
     Notes
     -----
-    Newton's method on ``(t, kappa)``, one depth at a time, for the prefixes
-    with a sibling (an only child has ``q = 1``), projected back onto the
+    Newton's method on ``(t, kappa)`` for the sibling groups of each size, in
+    cache-sized blocks (an only child has ``q = 1``), projected back onto the
     simplex after every step; ``phi_u' in (-1, 0)`` keeps the steps bounded.
     Started from the forward mean (the ``a = 0`` solution), it converges in
     about five iterations.  Sums run in the linear domain where every
@@ -110,90 +110,92 @@ def sd_jsd(
     demos = resolve_demos(policy, demos, alpha)
     if a == 1.0:
         return sd_token(policy, model, demos)
-    space = policy.space
-    own = policy.log_conditionals()
-    start = model.token_mean_log_target(policy, demos)
     if a == 0.0:
-        return from_prefix_logits(policy, start)
+        return sd_token_forward(policy, model, demos)
+    space = policy.space
     classes = model.teacher_classes(policy, demos)
-    total = classes.weight.sum(axis=0)
-    has = total > 0
-    has[0] = False
-    alive = has & np.isfinite(start)
-    with np.errstate(invalid="ignore"):
-        t = start - space.sibling_logsumexp(np.where(alive, start, -np.inf))
-    shared = alive & (space.child_count[space.parent] > 1)
-    shared[0] = False
-    for d in range(1, space.max_depth + 1):
-        lo, hi = int(space.level_start[d]), int(space.level_start[d + 1])
-        cols = lo + np.flatnonzero(shared[lo:hi])
-        if cols.size:
-            parents = space.parent[cols].astype(np.int64)
-            t[cols] = _jsd_newton(parents, classes, total, a, t[cols], cols)
-    logits = np.where(has, np.where(alive, t, -np.inf), own)
+    # an only child has q = 1 wherever a teacher reaches its parent, as pi does: the policy's
+    # own conditionals are right there, and where no teacher reaches (no signal)
+    logits = policy.log_conditionals().copy()
+    counts = space.child_count
+    for n in np.unique(counts[counts > 1]):
+        parents = np.flatnonzero(counts == n)
+        for block in np.array_split(parents, max(1, parents.size * int(n) // _BLOCK)):
+            children = np.arange(n)[:, None] + space.child_start[block]  # (n, G): sibling-major
+            weight, log_cond = classes.sibling_blocks(children)
+            total = weight.sum(axis=0)
+            signal = total > 0
+            if signal.any():
+                solved = children[:, signal]
+                logits[solved] = _jsd_block(
+                    weight[:, signal] / total[signal], log_cond[:, :, signal], a
+                )
     return from_prefix_logits(policy, logits)
 
 
-def _jsd_newton(
-    parents: IntArray,
-    classes: TeacherClasses,
-    total: FloatArray,
-    a: float,
-    t: FloatArray,
-    cols: IntArray,
-) -> FloatArray:
-    """Solve the JSD stationarity for the children ``cols`` (non-decreasing ``parents``).
+_BLOCK = 1 << 18
+"""Children per block of the JSD solve (a few MiB per array: cache-sized)."""
 
-    Groups whose Newton step has fallen below ``1e-13`` leave the working set,
-    so the last iterations touch only the slow few.
+
+def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray:
+    """Solve the JSD stationarity for ``G`` sibling groups of ``n`` children: ``log q``, (n, G).
+
+    ``weight`` (K, G) are the classes' shares (summing to 1 per group) and
+    ``log_cond`` (K, n, G) their conditionals.  Newton on ``(t, kappa)`` per
+    group from the forward mean, projected onto the simplex after each step;
+    groups whose step fell below ``1e-13`` leave the working set.  A child no
+    class gives mass keeps ``q = 0``.
     """
-    weight = classes.weight[:, cols] / total[cols]
-    used = weight.any(axis=1)
-    weight = weight[used]
-    values = classes.log_cond[:, cols][used]
-    finite = values[np.isfinite(values)]
-    linear = bool(finite.min(initial=0.0) > -LINEAR_RANGE) and bool(t.min() > -LINEAR_RANGE)
-    if linear:
-        values = np.exp(values)
-    group = np.cumsum(np.r_[True, parents[1:] != parents[:-1]]) - 1
-    n_groups = int(group[-1]) + 1
-    out = t.copy()
-    active = np.arange(cols.size)
-    t = t.copy()
+    weight = weight[:, None, :]
+    with np.errstate(divide="ignore"):
+        start = np.log(np.einsum("kig,kng->ng", weight, np.exp(log_cond)))
+    live = np.isfinite(start)
+    finite = log_cond[np.isfinite(log_cond)]
+    linear = bool(finite.min(initial=0.0) > -LINEAR_RANGE) and bool(
+        start[live].min(initial=0.0) > -LINEAR_RANGE
+    )
+    if not linear:  # the forward mean may underflow: take it in log space
+        with np.errstate(divide="ignore"):
+            start = np.logaddexp.reduce(np.log(weight) + log_cond, axis=0)
+        live = np.isfinite(start)
+    values = np.exp(log_cond) if linear else log_cond
+    t = np.where(live, start - _column_logsumexp(np.where(live, start, -np.inf)), 0.0)
+    out = np.empty_like(t)
+    rows = np.arange(t.shape[1])
     previous = math.inf
     for _ in range(_MAX_NEWTON):
         phi, slope = _jsd_terms(weight, values, t, a, linear)
-        q = np.exp(t)
+        q = np.where(live, np.exp(t), 0.0)
+        slope = np.where(live, slope, -1.0)
         ratio = q / slope
-        kappa = (1.0 - _sums(group, q, n_groups) + _sums(group, ratio * phi, n_groups)) / _sums(
-            group, ratio, n_groups
-        )
-        step = np.clip((kappa[group] - phi) / slope, -2.0, 2.0)
+        kappa = (1.0 - q.sum(axis=0) + (ratio * phi).sum(axis=0)) / ratio.sum(axis=0)
+        step = np.where(live, np.clip((kappa - phi) / slope, -2.0, 2.0), 0.0)
         t += step
-        t -= _group_logsumexp_by_index(t, group, n_groups)[group]
-        size = float(np.abs(step).max(initial=0.0))
+        t -= _column_logsumexp(np.where(live, t, -np.inf))
+        group_step = np.abs(step).max(axis=0)
+        size = float(group_step.max(initial=0.0))
         # quadratic convergence ends at the rounding floor: stop there
         if size <= 1e-13 or (size <= 1e-9 and size >= previous):
             break
         previous = size
-        group_step = np.zeros(n_groups)
-        np.maximum.at(group_step, group, np.abs(step))
         done = group_step <= 1e-13
-        if 2 * np.count_nonzero(done) > n_groups:
-            keep = ~done[group]
-            out[active[~keep]] = t[~keep]
-            active, t = active[keep], t[keep]
-            weight, values = weight[:, keep], values[:, keep]
-            group = (np.cumsum(~done) - 1)[group[keep]]
-            n_groups = int(np.count_nonzero(~done))
+        if 2 * np.count_nonzero(done) > done.size:
+            out[:, rows[done]] = np.where(live[:, done], t[:, done], -np.inf)
+            keep = ~done
+            rows, t, live = rows[keep], t[:, keep], live[:, keep]
+            weight, values = weight[:, :, keep], values[:, :, keep]
     else:  # pragma: no cover - a convex separable problem; kept as a guard
         raise RuntimeError("the jsd fixed point did not converge: please report this instance")
-    out[active] = t
+    out[:, rows] = np.where(live, t, -np.inf)
     return out
 
 
-def _sums(group: IntArray, values: FloatArray, n_groups: int) -> FloatArray:
-    return np.bincount(group, weights=values, minlength=n_groups).astype(np.float64)
+def _column_logsumexp(values: FloatArray) -> FloatArray:
+    """``log sum exp`` down each column (``-inf`` for an all ``-inf`` column)."""
+    peak = values.max(axis=0)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(values - safe).sum(axis=0))
 
 
 def _jsd_terms(
@@ -204,8 +206,8 @@ def _jsd_terms(
     ``log(1 - a + a r) = log1p(a (r - 1))`` stays exact as ``a -> 0``.  ``values``
     are the classes' conditionals (``linear``) or their logs.
     """
-    phi = np.zeros(t.size)
-    slope = np.zeros(t.size)
+    phi = np.zeros(t.shape)
+    slope = np.zeros(t.shape)
     keep = 1.0 - a
     if linear:
         inverse_q = np.exp(-t)
@@ -225,16 +227,6 @@ def _jsd_terms(
         phi += np.where(w > 0, w * term, 0.0)
         slope -= np.where(w > 0, w * np.exp(math.log(a) + y - term), 0.0)
     return phi, slope
-
-
-def _group_logsumexp_by_index(values: FloatArray, group: IntArray, n_groups: int) -> FloatArray:
-    """``log sum exp`` of ``values`` within each group label."""
-    peak = np.full(n_groups, -np.inf)
-    np.maximum.at(peak, group, values)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    total = np.bincount(group, weights=np.exp(values - safe[group]), minlength=n_groups)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
 
 
 def _group_logsumexp(values: FloatArray, offsets: IntArray) -> FloatArray:
