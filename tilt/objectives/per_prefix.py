@@ -110,7 +110,9 @@ def sd_jsd(
     demos = resolve_demos(policy, demos, alpha)
     if a == 1.0:
         return sd_token(policy, model, demos)
-    if a == 0.0:
+    if a < np.finfo(np.float64).tiny:
+        # a subnormal a: the stationarity is a (E_c T_c(u | h) / q(u | h) - 1) + O(a^2), whose
+        # root is the a = 0 solution to rounding, while the Newton ratios would overflow
         return sd_token_forward(policy, model, demos)
     space = policy.space
     classes = model.teacher_classes(policy, demos)
