@@ -1,4 +1,4 @@
-"""Figure 10: strategy shares among the correct rollouts (functional diversity).
+"""Figure 12: strategy shares among the correct rollouts (functional diversity).
 
 Each bar splits a method's correct mass by strategy (``tilt.strategies``):
 which way round the hole of ``holed5`` the rollout goes (``side``, base:
@@ -25,7 +25,7 @@ from tilt.strategies import strategy_labels, strategy_measures
 
 __all__ = ["make", "PANELS"]
 
-NAME = "fig10_strategies"
+NAME = "fig12_strategies"
 PANELS = (
     ("holed5", "random", 3, "side", "edge", 2.0),
     ("holed5", "random", 3, "side", "kernel", 2.0),
@@ -96,7 +96,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     axes[0][0].set_ylabel("share of the correct mass")
     suptitle(
         fig,
-        "Fig. 10 — strategy shares of the correct mass (above each bar: effective number of "
+        "Fig. 12 — strategy shares of the correct mass (above each bar: effective number of "
         "strategies): RL keeps the shares exactly, SD moves them",
     )
     files = [save_csv(out / f"{NAME}.csv", rows), save_json(out / f"{NAME}.json", numbers)]

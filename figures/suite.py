@@ -1,4 +1,4 @@
-"""Figure 9: mean pass@k over a suite of prompts, RL at one shared beta against SD.
+"""Figure 11: mean pass@k over a suite of prompts, RL at one shared beta against SD.
 
 On one prompt pass@k depends on accuracy alone; over a suite, at matched mean
 pass@1, the mean pass@k of two methods differs by how spread out their
@@ -23,7 +23,7 @@ from tilt.suite import DEFAULT_KS, SuiteConfig, _select, builtin_suite, run_suit
 
 __all__ = ["make", "SUITES"]
 
-NAME = "fig9_suite_pass_at_k"
+NAME = "fig11_suite_pass_at_k"
 SUITES = (("chain-traps", "kernel", 2.0), ("grid-pairs", "kernel", 2.0))
 """(suite, context, strength) of each column."""
 KEYS = {"sequence": "sd", "token": "sd_token", "forward": "sd_forward"}
@@ -97,7 +97,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
             ax.set_xlabel("k  (samples, log scale)")
     suptitle(
         fig,
-        "Fig. 9 — mean pass@k over a suite, RL at one beta matched to each SD variant's "
+        "Fig. 11 — mean pass@k over a suite, RL at one beta matched to each SD variant's "
         "mean pass@1: SD falls below RL where it spreads the prompts' accuracies more",
     )
     files = [save_csv(out / f"{NAME}.csv", rows), save_json(out / f"{NAME}.json", numbers)]

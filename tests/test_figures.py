@@ -36,8 +36,10 @@ STEMS = {
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
     "objectives": "fig8_objectives",
-    "suite": "fig9_suite_pass_at_k",
-    "strategies": "fig10_strategies",
+    "audit": "fig9_audit",
+    "lattice_length": "fig10_lattice_length",
+    "suite": "fig11_suite_pass_at_k",
+    "strategies": "fig12_strategies",
 }
 
 

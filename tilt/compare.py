@@ -113,13 +113,19 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Every method of one instance, and the tilt score of the first round."""
+    """Every method of one instance, and the tilt score of the first round.
+
+    ``engine`` is ``'enumerate'`` or ``'dp'``; the DP engine keeps no per-rollout
+    tilt score (``tilt is None``) and its rows hold Markov policies
+    (:mod:`tilt._compare_dp`).
+    """
 
     instance: Instance
     ks: tuple[int, ...]
     rounds: int
     rows: tuple[MethodResult, ...]
-    tilt: FloatArray
+    tilt: FloatArray | None
+    engine: str = "enumerate"
     strategies: Strategies | None = None
     strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
 
@@ -208,7 +214,15 @@ def compare(
             for r in results
             if r.policy is not None
         )
-    return Comparison(instance, ks, rounds, tuple(results), tilt, strategies, strategy_rows)
+    return Comparison(
+        instance,
+        ks,
+        rounds,
+        tuple(results),
+        tilt,
+        strategies=strategies,
+        strategy_rows=strategy_rows,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -311,15 +325,23 @@ def as_json(comparison: Comparison) -> dict[str, object]:
     inst = comparison.instance
     space = inst.space
     strategies = dict(comparison.strategy_rows)
-    return {
-        "instance": {
+    if comparison.engine == "dp":
+        where: dict[str, object] = inst.json_fields()  # type: ignore[attr-defined]
+    else:
+        where = {
             "graph": space.task.name,
             "source": space.labels[space.source],
             "target": space.labels[space.target],
             "horizon": space.task.horizon,
             "rollouts": space.n_rollouts,
             "correct": space.n_correct,
+            "log10_rollouts": math.log10(space.n_rollouts),
             "prefixes": space.n_prefixes,
+            "engine": "enumerate",
+        }
+    return {
+        "instance": {
+            **where,
             "base": inst.base_name,
             "context": inst.model.name,
             "strength": inst.model.strength,
@@ -381,6 +403,7 @@ def rollouts_csv(comparison: Comparison) -> str:
     paths = space.path_labels()
     correct = space.correct.astype(int)
     tilt = comparison.tilt
+    assert tilt is not None  # enumerated comparisons carry it (tilt._compare_dp.enumerated)
     for i, path in enumerate(paths):
         cells: list[object] = [path, correct[i]]
         for key in [*columns]:
@@ -420,6 +443,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NODE",
         help="designated nodes of --strategy landmarks (default: the graph's 'landmarks')",
     )
+    out.add_argument(
+        "--engine",
+        choices=("auto", "dp", "enumerate"),
+        default="auto",
+        help="dp: passes over an acyclic graph's states (no enumeration, any length); "
+        "enumerate: the prefix tree; auto (default): dp when the graph is acyclic and every "
+        "method has a Markov form, else enumeration",
+    )
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     out.add_argument(
         "--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file"
@@ -436,24 +467,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_folder(args.rollouts)
         if args.landmarks and args.strategy != "landmarks":
             raise ValueError("--landmarks needs --strategy landmarks")
-        instance = build_instance(args)
-        strategies = (
-            None
-            if args.strategy is None
-            else strategy_labels(instance.space, args.strategy, args.landmarks)
-        )
-        comparison = compare(
-            instance, args.k, args.rounds, sd_variants(args.sd, args.preset), strategies
-        )
+        if args.strategy is not None and args.engine == "dp":
+            raise ValueError(
+                "--strategy labels the enumerated rollouts: use --engine enumerate (or auto)"
+            )
+        from tilt._compare_dp import check_rollouts, choose_engine, compare_dp, enumerated
+
+        variants = sd_variants(args.sd, args.preset)
+        dp_instance = None if args.strategy is not None else choose_engine(args, variants)
+        if dp_instance is None:
+            instance = build_instance(args)
+            strategies = (
+                None
+                if args.strategy is None
+                else strategy_labels(instance.space, args.strategy, args.landmarks)
+            )
+            comparison = compare(instance, args.k, args.rounds, variants, strategies)
+            per_rollout = comparison
+        else:
+            if args.rollouts:
+                check_rollouts(dp_instance, args.max_rollouts)
+            comparison = compare_dp(dp_instance, tuple(args.k), args.rounds)
+            per_rollout = enumerated(comparison, args) if args.rollouts else comparison
         if args.rollouts:
-            write_atomic(args.rollouts, rollouts_csv(comparison))
+            write_atomic(args.rollouts, rollouts_csv(per_rollout))
         if args.json:
             print(json.dumps(as_json(comparison), indent=2, allow_nan=False))
         else:
             print(format_table(comparison))
             if args.rollouts:
                 print(
-                    f"\nwrote {comparison.instance.space.n_rollouts:,} rollouts to {args.rollouts}"
+                    f"\nwrote {per_rollout.instance.space.n_rollouts:,} rollouts to {args.rollouts}"
                 )
         return 0
 
