@@ -22,5 +22,7 @@ FIGURES = {
     "objectives": "figures.objectives",
     "audit": "figures.audit",
     "lattice_length": "figures.lattice_length",
+    "suite": "figures.suite",
+    "strategies": "figures.strategies",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..10."""
+"""Figure name (for ``--only``) to its module, in figure order 1..12."""

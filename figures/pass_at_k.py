@@ -1,14 +1,18 @@
-"""Figure 3: out-of-distribution pass@k, where diversity matters.
+"""Figure 3: out-of-distribution pass@k in both readings, where diversity matters.
 
-Block one move that some correct rollout uses; ``ood_pass@k`` is the chance
-that ``k`` samples still contain a correct rollout avoiding it, averaged over
-every such move (``tilt.measures.ood_pass_at_k``).  Two instances:
+Block one edge that some correct rollout uses (both directions on an
+undirected graph); ``ood_pass@k`` is the chance that ``k`` samples still
+succeed, averaged over every such edge (top row) and for the worst one
+(bottom row), in two readings (``tilt.ood``): *blocked = fail* (rollouts
+through the edge fail) and *re-route* (the policy renormalised on the graph
+without it).  Two instances, one column per reading:
 
 * ``routes`` with ``kernel(gamma=2)``: blocking the dominant route leaves
-  only the minority one, which SD has starved; SD's curve flattens below 1
-  while RL (at SD's accuracy) keeps rising to 1.
+  only the minority one, which SD has starved.  Under blocked = fail SD's
+  worst case stays far below RL's up to k = 1024; re-routing sends the
+  blocked mass to the other route, so SD's worst case recovers much more.
 * ``grid5`` with ``edge(gamma=2)``: so many alternative routes exist that
-  every method reaches 1 by ``k = 64``; the effect is absent there.
+  every method reaches 1 by ``k = 64`` in both readings; the effect is absent.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 from figures._common import FigureResult, base_of, optima
 from figures.style import METHODS, new_figure, save_csv, save_figure, save_json, suptitle
-from tilt.measures import ood_pass_at_k
+from tilt.ood import READING_LABELS, READINGS, ood_pass_at_ks
 
 __all__ = ["make", "INSTANCES", "ks"]
 
@@ -41,30 +45,35 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     instances = [(("grid4" if quick and g == "grid5" else g), c, s) for g, c, s in INSTANCES]
     k_values = ks(1024, 4 if quick else 12)
     rows, numbers = [], {}
-    fig, axes = new_figure(len(instances), 2, width=4.0, height=3.0, sharey="row", sharex=True)
-    for col, (graph, context, strength) in enumerate(instances):
-        policies = optima(base_of(graph), (context, strength))
-        panel = {}
+    columns = [(inst, reading) for inst in instances for reading in READINGS]
+    fig, axes = new_figure(len(columns), 2, width=3.4, height=3.0, sharey="row", sharex=True)
+    cache: dict[tuple[str, str, float], dict] = {}
+    for col, ((graph, context, strength), reading) in enumerate(columns):
+        if (graph, context, strength) not in cache:
+            cache[(graph, context, strength)] = optima(base_of(graph), (context, strength))
+        policies = cache[(graph, context, strength)]
+        panel = numbers.setdefault(f"{graph} {context}(gamma={strength:g})", {})
         for key in ORDER:
             if key not in policies:
                 continue
-            ood = [ood_pass_at_k(policies[key], k) for k in k_values]
+            ood = ood_pass_at_ks(policies[key], k_values, reading)
             mean, worst = [o.mean for o in ood], [o.worst for o in ood]
-            panel[key] = {"accuracy": policies[key].accuracy}
+            entry = panel.setdefault(key, {"accuracy": policies[key].accuracy})
             for k, m, w in zip(k_values, mean, worst, strict=True):
                 if k in (1, 16, 64, 1024):
-                    panel[key][f"ood_mean_at_{k}"] = m
-                    panel[key][f"ood_worst_at_{k}"] = w
+                    entry[f"{reading}_mean_at_{k}"] = m
+                    entry[f"{reading}_worst_at_{k}"] = w
                 rows.append(
                     {
                         "graph": graph,
                         "context": context,
                         "strength": strength,
+                        "reading": reading,
                         "method": key,
                         "k": k,
                         "ood_pass_at_k_mean": m,
                         "ood_pass_at_k_worst": w,
-                        "worst_move": ood[0].worst_move if k == 1 else "",
+                        "worst_edge": ood[0].worst_move if k == 1 else "",
                     }
                 )
             st = METHODS[key]
@@ -76,19 +85,20 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
                     linewidth=1.4,
                     **st.line(),
                 )
-        numbers[f"{graph} {context}(gamma={strength:g})"] = panel
-        for row, what in ((0, "mean"), (1, "worst case")):
+        for row, what in ((0, "mean"), (1, "worst edge")):
             ax = axes[row][col]
             ax.set_xscale("log", base=2)
             ax.set_xlabel("k  (samples, log scale)")
-            ax.set_title(f"{graph}, context {context}(γ={strength:g}): {what}")
+            ax.set_title(
+                f"{graph}, {context}(γ={strength:g})\n{READING_LABELS[reading]}: {what}"
+            )
         axes[0][col].legend(loc="lower right")
-    axes[0][0].set_ylabel("OOD pass@k, mean over blocked moves")
-    axes[1][0].set_ylabel("OOD pass@k, worst blocked move")
+    axes[0][0].set_ylabel("OOD pass@k, mean over blocked edges")
+    axes[1][0].set_ylabel("OOD pass@k, worst blocked edge")
     suptitle(
         fig,
-        "Fig. 3 — pass@k when one move used by a correct rollout is blocked: "
-        "RL keeps rising, SD flattens where only a starved route remains",
+        "Fig. 3 — pass@k with one edge blocked, in two readings: blocked = fail (rollouts "
+        "through it fail) and re-route (the policy renormalised without it)",
     )
     files = [save_csv(out / f"{NAME}.csv", rows), save_json(out / f"{NAME}.json", numbers)]
     files += save_figure(fig, out, NAME)

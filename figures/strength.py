@@ -78,7 +78,8 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     suptitle(
         fig,
         f"Fig. 7 — gap slope against context strength on {graph}, per demonstration distribution "
-        "(above 1: SD widens the gaps among correct rollouts)",
+        "(above 1: SD widens the gaps among correct rollouts on average; a least-squares "
+        "summary, not a factor on every gap)",
     )
     files.append(save_json(out / f"{NAME}.json", numbers))
     files += save_figure(fig, out, NAME)

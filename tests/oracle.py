@@ -48,6 +48,8 @@ __all__ = [
     "gap_slope",
     "ratio_distortion",
     "ood_pass_at_k",
+    "blocked_units",
+    "reroute_accuracy",
 ]
 
 
@@ -360,18 +362,60 @@ def ratio_distortion(policy, base, space):
     return max(diffs) - min(diffs)
 
 
-def ood_pass_at_k(policy, space, k):
-    """``{e: 1 - (1 - q(C without e))^k}`` for every move ``e`` some correct rollout makes.
+def blocked_units(space):
+    """The edges some correct rollout uses, as frozensets of moves.
 
-    Blocking ``e`` makes every rollout through ``e`` fail: ``q(C without e)`` is
-    recomputed by a loop over the correct rollouts that avoid ``e``.
+    Both directions form one unit when every move has its reverse (an
+    undirected graph); otherwise each move is its own unit.
     """
-    used = sorted({e for y in space.rollouts if space.correct[y] for e in _moves(y)})
+    moves = {(v, u) for v, nxt in space.succ.items() for u in nxt}
+    symmetric = all((u, v) in moves for v, u in moves)
+    used = {e for y in space.rollouts if space.correct[y] for e in _moves(y)}
+    units = set()
+    for v, u in used:
+        units.add(frozenset({(v, u), (u, v)}) if symmetric else frozenset({(v, u)}))
+    return sorted(units, key=sorted)
+
+
+def ood_pass_at_k(policy, space, k):
+    """``{unit: 1 - (1 - q(C without unit))^k}`` for every blocked edge (:func:`blocked_units`).
+
+    Blocking an edge makes every rollout through it fail: ``q(C without e)`` is
+    recomputed by a loop over the correct rollouts that avoid it.
+    """
     values = {}
-    for e in used:
-        survive = sum(p for y, p in policy.items() if space.correct[y] and e not in _moves(y))
-        values[e] = 1.0 - (1.0 - survive) ** k
+    for unit in blocked_units(space):
+        survive = sum(
+            p for y, p in policy.items() if space.correct[y] and not unit & set(_moves(y))
+        )
+        values[unit] = 1.0 - (1.0 - survive) ** k
     return values
+
+
+def reroute_accuracy(policy, space, unit):
+    """Accuracy of ``policy`` run on the graph without the moves of ``unit``.
+
+    Rebuilds the successor lists without the blocked moves, enumerates the new
+    task by DFS, and multiplies along each new correct rollout the original
+    conditionals renormalised over the moves still available.
+    """
+    succ = {v: [u for u in nxt if (v, u) not in unit] for v, nxt in space.succ.items()}
+    blocked = OracleSpace(succ, space.source, space.target, space.horizon)
+    masses = prefix_masses(policy)
+    total = 0.0
+    for y in blocked.rollouts:
+        if not blocked.correct[y]:
+            continue
+        p = 1.0
+        for t in range(len(y) - 1):
+            h = y[: t + 1]
+            if masses.get(h, 0.0) == 0.0:
+                p = 0.0
+                break
+            kept = sum(conditional(masses, h, w) for w in blocked.avail(h))
+            p *= conditional(masses, h, y[t + 1]) / kept
+        total += p
+    return total
 
 
 # ------------------------------------------------------------------ bridging

@@ -434,7 +434,8 @@ def test_table_output(capsys):
     for label in ("base", "RL beta->0", "RL @ SD acc", "SD sequence", "SD token", "SD forward"):
         assert any(line.startswith(label) for line in lines), label
     assert "pass@4" in out
-    assert "ood@4 worst" in out
+    assert "fail worst@4" in out
+    assert "reroute worst@4" in out
 
 
 def test_rounds_iterate_each_method(capsys):

@@ -38,6 +38,8 @@ STEMS = {
     "objectives": "fig8_objectives",
     "audit": "fig9_audit",
     "lattice_length": "fig10_lattice_length",
+    "suite": "fig11_suite_pass_at_k",
+    "strategies": "fig12_strategies",
 }
 
 
@@ -147,14 +149,21 @@ def test_rl_flow_is_the_base_flow(quick_out: Path) -> None:
 
 def test_ood_pass_at_k_is_monotone_in_k(quick_out: Path) -> None:
     rows = read_csv(quick_out / "fig3_ood_pass_at_k.csv")
-    for key in {(r["graph"], r["method"]) for r in rows}:
+    assert {r["reading"] for r in rows} == {"fail", "reroute"}
+
+    def of(key: tuple[str, str, str], column: str) -> list[float]:
+        return [r[column] for r in rows if (r["graph"], r["method"], r["reading"]) == key]
+
+    for key in {(r["graph"], r["method"], r["reading"]) for r in rows}:
         for column in ("ood_pass_at_k_mean", "ood_pass_at_k_worst"):
-            values = [r[column] for r in rows if (r["graph"], r["method"]) == key]
+            values = of(key, column)
             assert np.all(np.diff(values) >= -1e-12)
             assert 0 <= values[0] <= values[-1] <= 1
-        worst = [r["ood_pass_at_k_worst"] for r in rows if (r["graph"], r["method"]) == key]
-        mean = [r["ood_pass_at_k_mean"] for r in rows if (r["graph"], r["method"]) == key]
+        worst, mean = of(key, "ood_pass_at_k_worst"), of(key, "ood_pass_at_k_mean")
         assert all(w <= m + 1e-12 for w, m in zip(worst, mean, strict=True))
+        if key[2] == "reroute":  # re-routing never does worse than failing, edge by edge
+            fail = of((key[0], key[1], "fail"), "ood_pass_at_k_mean")
+            assert all(r >= f - 1e-12 for r, f in zip(mean, fail, strict=True))
 
 
 def test_iterated_rl_keeps_entropy(quick_out: Path) -> None:

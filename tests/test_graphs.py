@@ -39,11 +39,32 @@ def _check_logits_used(task):
 
 
 def test_catalogue_names():
-    assert catalogue() == ["grid2", "grid3", "grid4", "grid5", "grid6", "diamonds", "routes"]
+    assert catalogue() == [
+        "grid2",
+        "grid3",
+        "grid4",
+        "grid5",
+        "grid6",
+        "diamonds",
+        "routes",
+        "routes-bottleneck",
+        "holed5",
+    ]
 
 
 @pytest.mark.parametrize(
-    "name", ["grid2", "grid3", "grid4", "grid5", "grid6", "diamonds", "routes"]
+    "name",
+    [
+        "grid2",
+        "grid3",
+        "grid4",
+        "grid5",
+        "grid6",
+        "diamonds",
+        "routes",
+        "routes-bottleneck",
+        "holed5",
+    ],
 )
 def test_named_tasks_are_valid(name):
     task = named_task(name)

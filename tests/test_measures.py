@@ -22,6 +22,7 @@ from tilt.measures import (
     ood_pass_at_k,
     pass_at_k,
     ratio_distortion,
+    widening_fraction,
 )
 from tilt.optimal import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
@@ -57,6 +58,14 @@ def _as_dict(policy):
     return dict(zip(oracle.label_rollouts(policy.space), policy.prob.tolist(), strict=True))
 
 
+def _edge_label(unit, label):
+    """Whether ``label`` names ``unit``: ``'v>w'`` for one move, ``'v-w'`` either way for two."""
+    if len(unit) == 1:
+        ((v, w),) = unit
+        return label == f"{v}>{w}"
+    return any(label == f"{v}-{w}" for v, w in unit)
+
+
 CASES = [
     (name, key)
     for name in ("grid3", "grid4", "diamonds", "routes")
@@ -80,9 +89,9 @@ def test_measures_match_direct_loops(name, key):
         assert ood.n_moves == len(values)
         assert ood.mean == pytest.approx(sum(values.values()) / len(values), abs=TOL)
         assert ood.worst == pytest.approx(min(values.values()), abs=TOL)
-        # the reported move is one whose blocking gives the worst value
-        tail, head = ood.worst_move.split(">")
-        assert values[(tail, head)] == pytest.approx(ood.worst, abs=TOL)
+        # the reported edge is one whose blocking gives the worst value
+        worst = {u: v for u, v in values.items() if _edge_label(u, ood.worst_move)}
+        assert list(worst.values()) == [pytest.approx(ood.worst, abs=TOL)]
     assert correct_entropy(policy) == pytest.approx(oracle.correct_entropy(q, truth), abs=1e-11)
     assert gap_slope(policy, pi0) == pytest.approx(oracle.gap_slope(q, base, truth), abs=1e-10)
     if all(q[y] > 0 for y in truth.rollouts if truth.correct[y]):
@@ -207,3 +216,56 @@ def test_point_mass_on_one_correct_rollout():
     assert m["correct_entropy"] == 0.0
     assert m["gap_slope"] is None
     json.dumps(m, allow_nan=False)
+
+
+# ------------------------------------------------------------ widening fraction
+
+
+def _widening_brute(q, base, tol=1e-9):
+    """Every ordered pair of correct rollouts, weights pi0(y) pi0(y')."""
+    correct = base.space.correct
+    x, d = base.log_prob[correct], q.log_prob[correct] - base.log_prob[correct]
+    w = np.exp(x)
+    num = den = 0.0
+    for i in range(x.size):
+        for j in range(x.size):
+            if x[i] > x[j] + tol:
+                den += w[i] * w[j]
+                num += w[i] * w[j] if d[i] > d[j] + tol else 0.0
+    return num / den
+
+
+@pytest.mark.parametrize("name", ["grid3", "grid4", "routes", "diamonds"])
+@pytest.mark.parametrize("context", ["edge", "kernel", "copy"])
+def test_widening_fraction_matches_all_pairs(name, context):
+    space = enumerate_rollouts(named_task(name))
+    pi0 = base_policy(space, "random", seed=4)
+    model = make_context(context, 0.5 if context == "copy" else 1.5)
+    for method in ("sequence", "token", "forward"):
+        q = sd_optimum(pi0, model, method)
+        assert widening_fraction(q, pi0) == pytest.approx(_widening_brute(q, pi0), abs=1e-12)
+    for beta in (0.0, 0.1, 3.0):
+        assert widening_fraction(rl_optimum(pi0, beta), pi0) == 0.0  # RL keeps every ratio
+
+
+def test_widening_fraction_counts_dropped_rollouts_and_ties():
+    # four correct rollouts with base masses 0.4, 0.3, 0.2, 0.1 (all correct): q drops the last
+    space = enumerate_rollouts(make_task(nx.star_graph(4).to_directed(), 0, 1))
+    assert space.n_correct == 1  # a star has one correct rollout: no pair
+    pi0 = base_policy(space)
+    assert math.isnan(widening_fraction(pi0, pi0))
+    graph = nx.DiGraph()
+    for i, logit in enumerate([math.log(4), math.log(3), math.log(2), 0.0]):
+        graph.add_edge("s", f"m{i}", logit=logit)
+        graph.add_edge(f"m{i}", "t")
+    space = enumerate_rollouts(make_task(graph, "s", "t"))
+    pi0 = base_policy(space)
+    w = pi0.prob
+    order = np.argsort(-w)
+    log_q = pi0.log_prob.copy()
+    log_q[order[3]] = -np.inf  # q drops the least likely rollout: its three gaps widen
+    q = Policy.from_log_weights(space, log_q)
+    a, b, c, d = w[order]
+    total = a * (b + c + d) + b * (c + d) + c * d
+    assert widening_fraction(q, pi0) == pytest.approx((a + b + c) * d / total, abs=1e-15)
+    assert widening_fraction(pi0, pi0) == 0.0

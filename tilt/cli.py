@@ -45,6 +45,8 @@ __all__ = [
     "Instance",
     "OneLineParser",
     "add_instance_arguments",
+    "add_task_arguments",
+    "add_sd_arguments",
     "build_instance",
     "run_main",
     "write_atomic",
@@ -127,6 +129,12 @@ class _ListGraphs(argparse.Action):
 
 def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that choose graph, base, context model and demonstrations."""
+    add_task_arguments(parser)
+    add_sd_arguments(parser)
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose graph, source, target, horizon, base and seed."""
     g = parser.add_argument_group("instance")
     g.add_argument(
         "--list-graphs", action=_ListGraphs, help="list the named graphs with their default bases"
@@ -159,6 +167,15 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--seed", type=non_negative_int, default=0, help="seed of every random choice (default 0)"
     )
+
+
+def add_sd_arguments(
+    parser: argparse.ArgumentParser, rl: bool = True
+) -> argparse._ArgumentGroup:
+    """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta.
+
+    Returns the option group, for a command line that adds its own SD options to it.
+    """
     s = parser.add_argument_group("self-distillation")
     s.add_argument(
         "--context", default="edge", choices=CONTEXTS, help="context model (default edge)"
@@ -194,12 +211,14 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="anchor b of b*KL(q||pi) for sequence and token SD (default 0)",
     )
-    s.add_argument(
-        "--beta",
-        type=finite_float,
-        default=0.0,
-        help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
-    )
+    if rl:
+        s.add_argument(
+            "--beta",
+            type=finite_float,
+            default=0.0,
+            help="KL coefficient of RL; 0 is the limit beta -> 0 (default 0)",
+        )
+    return s
 
 
 @dataclass(frozen=True)
@@ -542,8 +561,18 @@ def _umask() -> int:
     return mask
 
 
-SHAPE_HEADER = ("accuracy", "H(C) nats", "eff. #C", "gap slope", "distortion")
-"""Column names of :func:`shape_cells`."""
+SHAPE_HEADER = (
+    "accuracy",
+    "H(C) nats",
+    "eff. #C",
+    "gap slope",
+    "w. slope",
+    "widening",
+    "distortion",
+)
+"""Column names of :func:`shape_cells`: ``gap slope`` is the unweighted least-squares
+slope, ``w. slope`` the ``pi0``-weighted one, ``widening`` the ``pi0``-mass fraction of
+correct pairs whose gap widens (``tilt.measures``)."""
 
 
 def shape_cells(measures: Measures) -> list[str]:
@@ -556,6 +585,8 @@ def shape_cells(measures: Measures) -> list[str]:
         if not measures.effective_correct >= 1e6
         else f"{measures.effective_correct:.3e}",
         fmt(measures.gap_slope, 3),
+        fmt(measures.weighted_gap_slope, 3),
+        fmt(measures.widening_fraction, 3),
         fmt(measures.ratio_distortion, 3),
     ]
 

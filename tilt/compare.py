@@ -41,9 +41,11 @@ from tilt.cli import (
 )
 from tilt.measures import Measures, measure
 from tilt.objectives import Objective, parse_objective, preset
+from tilt.ood import READING_LABELS
 from tilt.optimal import iterate, rl_matched, rl_optimum, tilt_score
 from tilt.policy import Policy
 from tilt.space import FloatArray, TooLargeError
+from tilt.strategies import Strategies, StrategyMeasures, strategy_labels, strategy_measures
 
 __all__ = [
     "MethodResult",
@@ -124,6 +126,8 @@ class Comparison:
     rows: tuple[MethodResult, ...]
     tilt: FloatArray | None
     engine: str = "enumerate"
+    strategies: Strategies | None = None
+    strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
 
     def row(self, key: str) -> MethodResult:
         """The row of method ``key`` (one of ``METHODS``)."""
@@ -143,6 +147,7 @@ def compare(
     ks: Sequence[int] = (1, 8, 64),
     rounds: int = 1,
     variants: Sequence[SDVariant] = DEFAULT_VARIANTS,
+    strategies: Strategies | None = None,
 ) -> Comparison:
     """Compute base, RL, matched RL and every SD variant of ``instance``, with measures.
 
@@ -150,7 +155,9 @@ def compare(
     demonstrations drawn from it; a reference demonstration stays fixed); RL is
     matched to the accuracy of sequence SD after the same rounds.  A method
     whose exact computation exceeds a size limit is kept as a row with a note,
-    and so is the anchor where an objective has none.
+    and so is the anchor where an objective has none.  With ``strategies``
+    (:func:`tilt.strategies.strategy_labels`), every method also gets its
+    strategy shares and diversity.
     """
     base = instance.base
     ks = tuple(ks)
@@ -200,7 +207,22 @@ def compare(
         )
     results.extend(sd_rows)
     tilt = tilt_score(base, instance.model, instance.demonstrations(base))
-    return Comparison(instance, ks, rounds, tuple(results), tilt)
+    strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
+    if strategies is not None:
+        strategy_rows = tuple(
+            (r.key, strategy_measures(r.policy, strategies, ks))
+            for r in results
+            if r.policy is not None
+        )
+    return Comparison(
+        instance,
+        ks,
+        rounds,
+        tuple(results),
+        tilt,
+        strategies=strategies,
+        strategy_rows=strategy_rows,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -211,21 +233,29 @@ def format_table(comparison: Comparison) -> str:
     """The human-readable report: a header line and two tables."""
     c = comparison
     lines = [c.instance.header() + (f"; rounds {c.rounds}" if c.rounds != 1 else "")]
-    shape_rows, k_rows = [], []
+    shape_rows: list[list[str]] = []
+    k_rows: list[list[str]] = []
+    ood_rows: list[list[str]] = []
     for r in c.rows:
         m = r.measures
         beta = "" if r.beta is None else ("inf" if math.isinf(r.beta) else f"{r.beta:.4g}")
         if m is None:
-            shape_rows.append([r.label, beta] + ["--"] * 5)
-            k_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
+            shape_rows.append([r.label, beta] + ["--"] * len(SHAPE_HEADER))
+            k_rows.append([r.label] + ["--"] * (2 * len(c.ks)))
+            ood_rows.append([r.label] + ["--"] * (4 * len(c.ks)))
             continue
         shape_rows.append([r.label, beta, *shape_cells(m)])
         k_rows.append(
             [r.label]
             + [fmt(m.pass_at_k[k]) for k in c.ks]
             + [fmt(m.distinct_at_k[k], 2) for k in c.ks]
+        )
+        ood_rows.append(
+            [r.label]
             + [fmt(m.ood[k].mean) for k in c.ks]
+            + [fmt(m.ood_reroute[k].mean) for k in c.ks]
             + [fmt(m.ood[k].worst) for k in c.ks]
+            + [fmt(m.ood_reroute[k].worst) for k in c.ks]
         )
     lines.append("")
     lines.append(
@@ -235,14 +265,25 @@ def format_table(comparison: Comparison) -> str:
         )
     )
     lines.append("")
+    header = ["method"] + [f"pass@{k}" for k in c.ks] + [f"distinct@{k}" for k in c.ks]
+    lines.append(table(header, k_rows))
+    lines.append("")
+    lines.append(
+        f"ood pass@k, one edge blocked at a time (mean and worst over edges): "
+        f"fail = {READING_LABELS['fail']} (rollouts through it fail), "
+        f"reroute = {READING_LABELS['reroute']} (the policy renormalised without it)"
+    )
     header = (
         ["method"]
-        + [f"pass@{k}" for k in c.ks]
-        + [f"distinct@{k}" for k in c.ks]
-        + [f"ood@{k} mean" for k in c.ks]
-        + [f"ood@{k} worst" for k in c.ks]
+        + [f"fail mean@{k}" for k in c.ks]
+        + [f"reroute mean@{k}" for k in c.ks]
+        + [f"fail worst@{k}" for k in c.ks]
+        + [f"reroute worst@{k}" for k in c.ks]
     )
-    lines.append(table(header, k_rows))
+    lines.append(table(header, ood_rows))
+    if c.strategies is not None:
+        lines.append("")
+        lines.append(format_strategies(c))
     notes = [f"{r.label}: {r.note}" for r in c.rows if r.note]
     if notes:
         lines.append("")
@@ -250,10 +291,40 @@ def format_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def format_strategies(comparison: Comparison) -> str:
+    """The strategy table: shares of the correct mass, entropy, effective number, distinct@k."""
+    c = comparison
+    assert c.strategies is not None
+    names = list(c.strategies.names)
+    shown = names if len(names) <= 8 else names[:8]
+    labels = {r.key: r.label for r in c.rows}
+    rows = []
+    for key, sm in c.strategy_rows:
+        rows.append(
+            [labels[key]]
+            + [fmt(sm.shares[n]) for n in shown]
+            + [fmt(sm.entropy, 3), fmt(sm.effective, 2)]
+            + [fmt(sm.distinct_at_k[k], 2) for k in c.ks]
+        )
+    header = (
+        ["method"]
+        + [f"share {n}" for n in shown]
+        + ["H(strat)", "eff. #strat"]
+        + [f"strat@{k}" for k in c.ks]
+    )
+    head = (
+        f"strategies ({c.strategies.name}): {len(names)} among the correct rollouts"
+        + ("" if len(names) == len(shown) else f"; shares of the first {len(shown)} shown")
+        + "; strat@k = expected distinct strategies in k samples"
+    )
+    return head + "\n" + table(header, rows)
+
+
 def as_json(comparison: Comparison) -> dict[str, object]:
     """The comparison as a JSON-ready dict (non-finite numbers become ``null``)."""
     inst = comparison.instance
     space = inst.space
+    strategies = dict(comparison.strategy_rows)
     if comparison.engine == "dp":
         where: dict[str, object] = inst.json_fields()  # type: ignore[attr-defined]
     else:
@@ -291,9 +362,24 @@ def as_json(comparison: Comparison) -> dict[str, object]:
                 "objective": r.objective,
                 "demos": r.demos,
                 "measures": None if r.measures is None else r.measures.as_dict(),
+                **(
+                    {"strategies": strategies[r.key].as_dict() if r.key in strategies else None}
+                    if comparison.strategies is not None
+                    else {}
+                ),
             }
             for r in comparison.rows
         ],
+        **(
+            {
+                "strategy_map": {
+                    "name": comparison.strategies.name,
+                    "strategies": list(comparison.strategies.names),
+                }
+            }
+            if comparison.strategies is not None
+            else {}
+        ),
     }
 
 
@@ -346,6 +432,18 @@ def _parser() -> argparse.ArgumentParser:
         help="apply each method this many times, each round from the last (default 1)",
     )
     out.add_argument(
+        "--strategy",
+        metavar="MAP",
+        help="also report strategy shares and diversity: first-move, side, landmarks, or a "
+        "function module:function (or file.py:function) taking the path",
+    )
+    out.add_argument(
+        "--landmarks",
+        nargs="+",
+        metavar="NODE",
+        help="designated nodes of --strategy landmarks (default: the graph's 'landmarks')",
+    )
+    out.add_argument(
         "--engine",
         choices=("auto", "dp", "enumerate"),
         default="auto",
@@ -367,12 +465,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if args.rollouts is not None:
             check_output_folder(args.rollouts)  # before any work: a folder, FIFO, device is refused
+        if args.landmarks and args.strategy != "landmarks":
+            raise ValueError("--landmarks needs --strategy landmarks")
+        if args.strategy is not None and args.engine == "dp":
+            raise ValueError(
+                "--strategy labels the enumerated rollouts: use --engine enumerate (or auto)"
+            )
         from tilt._compare_dp import check_rollouts, choose_engine, compare_dp, enumerated
 
         variants = sd_variants(args.sd, args.preset)
-        dp_instance = choose_engine(args, variants)
+        dp_instance = None if args.strategy is not None else choose_engine(args, variants)
         if dp_instance is None:
-            comparison = compare(build_instance(args), args.k, args.rounds, variants)
+            instance = build_instance(args)
+            strategies = (
+                None
+                if args.strategy is None
+                else strategy_labels(instance.space, args.strategy, args.landmarks)
+            )
+            comparison = compare(instance, args.k, args.rounds, variants, strategies)
             per_rollout = comparison
         else:
             if args.rollouts:

@@ -150,18 +150,78 @@ def _routes() -> Task:
     )
 
 
+def _routes_bottleneck() -> Task:
+    """:func:`_routes` with each route ending through one bottleneck move.
+
+    After its two diamonds each route reaches a node ``a2`` (``b2``) whose only
+    move is ``a2 -> t`` (``b2 -> t``).  Blocking the dominant route's bottleneck
+    leaves the minority route alone in both OOD readings: nothing is left to
+    re-route at ``a2``, and every rollout through the bottleneck fails.
+    """
+    graph = nx.DiGraph()
+    graph.add_edge("s", "a0", logit=2.0)
+    graph.add_edge("s", "b0", logit=0.0)
+    for route in ("a", "b"):
+        for j in range(2):
+            here, nxt = f"{route}{j}", f"{route}{j + 1}"
+            graph.add_edge(here, f"{route}{j}up", logit=0.5)
+            graph.add_edge(here, f"{route}{j}down", logit=0.0)
+            graph.add_edge(here, f"{route}{j}dead", logit=-1.0)
+            graph.add_edge(f"{route}{j}up", nxt, logit=0.0)
+            graph.add_edge(f"{route}{j}down", nxt, logit=0.0)
+        graph.add_edge(f"{route}2", "t", logit=0.0)
+    return Task(
+        name="routes-bottleneck",
+        graph=graph,
+        source="s",
+        target="t",
+        horizon=None,
+        description=(
+            "directed: routes with each route ending through one bottleneck move (a2>t, b2>t), "
+            "where the two OOD readings agree; default base as routes"
+        ),
+    )
+
+
+def _holed(n: int) -> Task:
+    """The ``n x n`` grid with its centre node removed (``n`` odd): routes pass left or right."""
+    graph = nx.grid_2d_graph(n, n)
+    centre = (n // 2, n // 2)
+    graph.remove_node(centre)
+    graph = graph.to_directed()
+    for node in graph.nodes:
+        graph.nodes[node]["pos"] = node
+    graph.graph["holes"] = [centre]
+    source, target = (0, 0), (n - 1, n - 1)
+    _toward_target_logits(graph, target, 1.0)
+    return Task(
+        name=f"holed{n}",
+        graph=graph,
+        source=source,
+        target=target,
+        horizon=None,
+        description=(
+            f"{n}x{n} grid with its centre {centre} removed (strategy map 'side'), corner to "
+            "corner; default base: logit 1 on moves that shorten the distance to the target"
+        ),
+    )
+
+
 _CATALOGUE: dict[str, Callable[[], Task]] = {
     **{f"grid{n}": (lambda n=n: _grid(n)) for n in range(2, 7)},  # type: ignore[misc]
     "diamonds": _diamonds,
     "routes": _routes,
+    "routes-bottleneck": _routes_bottleneck,
+    "holed5": lambda: _holed(5),
 }
 
 
 def catalogue() -> list[str]:
     """Return the names of the built-in task instances, in catalogue order.
 
-    >>> catalogue()
-    ['grid2', 'grid3', 'grid4', 'grid5', 'grid6', 'diamonds', 'routes']
+    >>> catalogue()  # doctest: +NORMALIZE_WHITESPACE
+    ['grid2', 'grid3', 'grid4', 'grid5', 'grid6', 'diamonds', 'routes',
+     'routes-bottleneck', 'holed5']
     """
     return list(_CATALOGUE)
 

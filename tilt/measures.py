@@ -2,8 +2,12 @@
 
 ``docs/theory.md`` ("Measures"): accuracy ``q(C)``, ``pass@k``,
 ``distinct@k``, correct-set entropy and effective number of correct rollouts,
-gap slope, ratio distortion, and out-of-distribution ``pass@k`` over single
-blocked moves.
+gap slopes (unweighted and ``pi0``-weighted) and the ``pi0``-mass fraction of
+correct pairs whose gap widens, ratio distortion, and out-of-distribution
+``pass@k`` over single blocked edges in both readings (:mod:`tilt.ood`).
+
+A slope is a least-squares summary over all correct rollouts, not a factor
+applied to every gap: read it beside :func:`widening_fraction`.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
 from tilt.policy import Policy, logsumexp
-from tilt.space import FloatArray, check_same_space
+from tilt.space import FloatArray, IntArray, check_same_space
 
 __all__ = [
     "Measures",
@@ -27,6 +32,8 @@ __all__ = [
     "gap_slope",
     "least_squares_slope",
     "weighted_gap_slope",
+    "widening_fraction",
+    "GAP_TOLERANCE",
     "ratio_distortion",
     "correct_flow_by_move",
     "ood_pass_at_k",
@@ -112,6 +119,130 @@ def weighted_gap_slope(policy: Policy, base: Policy) -> float:
     return least_squares_slope(x, policy.log_prob[keep], np.exp(x - x.max()) if x.size else x)
 
 
+GAP_TOLERANCE = 1e-9
+"""Log-ratios closer than this (nats) count as equal in :func:`widening_fraction`:
+rounding in ``log q`` is ~1e-13 on every built-in space, so RL's change is 0."""
+
+
+def _tie_classes(values: FloatArray, tol: float) -> IntArray:
+    """Rank of each value's class; sorted values closer than ``tol`` to the previous share one.
+
+    ``-inf`` values form their own lowest class.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    with np.errstate(invalid="ignore"):
+        step = np.diff(ordered) > tol
+    step |= np.isneginf(ordered[:-1]) & np.isfinite(ordered[1:])
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = np.r_[0, np.cumsum(step)]
+    return rank
+
+
+def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> FloatArray:
+    """Per point ``i``, ``sum of w[j]`` over ``j`` with ``x_rank[j] < x_rank[i]`` and
+    ``d_rank[j] < d_rank[i]``.
+
+    Bit by bit over ``d_rank`` (a wavelet-tree sweep): ``d_j < d_i`` exactly when,
+    at the highest bit where they differ, ``j`` has 0 and ``i`` has 1; at each
+    bit, points sharing the higher bits are grouped and, within a group in
+    ``x`` order, each 1-point collects the weight of the 0-points of strictly
+    smaller ``x`` class.  ``O(n log n)`` per bit, ``ceil(log2 n)`` bits.
+    """
+    n = w.size
+    out = np.zeros(n)
+    if n < 2:
+        return out
+    bits = max(1, int(d_rank.max()).bit_length())
+    index = np.arange(n)
+    order = np.argsort(x_rank, kind="stable")  # by (d >> bits = 0, x)
+    group_start = np.zeros(n, dtype=np.int64)  # per position: where its group starts
+    x_sorted = x_rank[order]
+    for b in range(bits - 1, -1, -1):
+        # ``order`` sorts by (d >> (b + 1), x); ``group_start`` marks the d >> (b + 1) groups
+        is_one = ((d_rank[order] >> b) & 1).astype(bool)
+        zero_w = np.where(is_one, 0.0, w[order])
+        before = np.r_[0.0, np.cumsum(zero_w)[:-1]]  # exclusive running sum
+        new_run = np.r_[
+            True, (group_start[1:] != group_start[:-1]) | (x_sorted[1:] != x_sorted[:-1])
+        ]
+        run_start = np.maximum.accumulate(np.where(new_run, index, 0))
+        # the 0-points' weight in the group strictly before this x class
+        got = before[run_start] - before[group_start]
+        out[order[is_one]] += got[is_one]
+        # refine the groups by bit b, stably (x order kept within each new group)
+        zeros_before = np.cumsum(~is_one) - ~is_one  # exclusive count of 0-points so far
+        zeros_in_group_before = zeros_before - zeros_before[group_start]
+        ones_in_group_before = (index - group_start) - zeros_in_group_before
+        ends = np.flatnonzero(np.r_[group_start[1:] != group_start[:-1], True])
+        zeros_total = np.zeros(n, dtype=np.int64)
+        zeros_total[group_start[ends]] = (zeros_before[ends] + ~is_one[ends]) - zeros_before[
+            group_start[ends]
+        ]
+        zeros_of_group = zeros_total[group_start]
+        position = np.where(
+            is_one,
+            group_start + zeros_of_group + ones_in_group_before,
+            group_start + zeros_in_group_before,
+        )
+        new_start = np.where(is_one, group_start + zeros_of_group, group_start)
+        next_order = np.empty_like(order)
+        next_order[position] = order
+        next_start = np.empty_like(group_start)
+        next_start[position] = new_start
+        order, group_start = next_order, next_start
+        x_sorted = x_rank[order]
+    return out
+
+
+def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) -> float:
+    """The ``pi0``-mass fraction of correct pairs whose gap widens.
+
+    Over ordered pairs ``(y, y')`` of correct rollouts with
+    ``log pi0(y) > log pi0(y') + tol`` (``y`` the likelier under the base),
+    weighted by ``pi0(y) pi0(y')``: the share whose log-ratio grows,
+
+        sum [d(y) > d(y') + tol] pi0(y) pi0(y') / sum pi0(y) pi0(y'),
+        d = log q - log pi0.
+
+    Exactly 0 for RL (``d`` is constant on ``C``); a rollout that ``q`` drops
+    (``d = -inf``) widens every gap where it is the less likely one.  Values
+    within ``tol`` are grouped into tie classes (a chain of values each within
+    ``tol`` of the next is one class).  ``nan`` when no pair differs under the
+    base.  The narrowing fraction is the same sum with ``d(y) < d(y') - tol``.
+
+    Notes
+    -----
+    ``O(|C| log |C|)`` vectorised: a weighted dominance count over the distinct
+    ``(pi0, d)`` classes (one sort, then one stable partition per bit of the
+    ``d`` rank), never the ``|C|^2`` pairs.
+    """
+    correct = policy.space.correct
+    x = base.log_prob[correct]
+    keep = np.isfinite(x)
+    x = x[keep]
+    with np.errstate(invalid="ignore"):
+        d = (policy.log_prob[correct] - base.log_prob[correct])[keep]
+    if x.size < 2:
+        return math.nan
+    w = np.exp(x - x.max())
+    x_rank = _tie_classes(x, tol)
+    # total: pairs with x_rank[j] < x_rank[i]
+    class_weight = np.bincount(x_rank, weights=w)
+    below = np.r_[0.0, np.cumsum(class_weight)[:-1]]
+    total = float(w @ below[x_rank])
+    if total <= 0:
+        return math.nan
+    d_rank = _tie_classes(d, tol)
+    # points with the same (x class, d class) are one point of summed weight
+    span = int(d_rank.max()) + 1
+    pair, where = np.unique(x_rank * span + d_rank, return_inverse=True)
+    pair_weight = np.bincount(where.ravel(), weights=w).astype(np.float64, copy=False)
+    x_pair, d_pair = (pair // span).astype(np.int64), (pair % span).astype(np.int64)
+    widened = float(pair_weight @ _dominated_weight(x_pair, d_pair, pair_weight))
+    return widened / total
+
+
 def ratio_distortion(policy: Policy, base: Policy) -> float:
     """``max - min over y in C of (log q(y) - log pi0(y))``.
 
@@ -135,64 +266,6 @@ def correct_flow_by_move(policy: Policy) -> FloatArray:
 
 
 @dataclass(frozen=True)
-class OODPass:
-    """Out-of-distribution ``pass@k`` over single blocked moves.
-
-    Attributes
-    ----------
-    k : int
-    mean, worst : float
-        Mean and minimum of ``1 - (1 - q(C without e))^k`` over the moves ``e``
-        that some correct rollout makes.
-    worst_move : str
-        The blocked move of the worst case, as ``'v>u'``.
-    n_moves : int
-        How many moves were blocked in turn.
-    """
-
-    k: int
-    mean: float
-    worst: float
-    worst_move: str
-    n_moves: int
-
-
-def ood_pass_at_k(policy: Policy, k: int) -> OODPass:
-    """Block one move ``e`` used by some correct rollout; rollouts through ``e`` fail.
-
-    ``ood_pass@k(e) = 1 - (1 - q(C without e))^k``; mean and worst over every such ``e``.
-    One pass over the prefix tree gives the correct flow through every move.
-    """
-    return _ood_pass(policy, [_check_k(k)])[0]
-
-
-def _ood_pass(policy: Policy, ks: Sequence[int]) -> list[OODPass]:
-    """:func:`ood_pass_at_k` for several ``k`` from one pass over the prefix tree."""
-    space = policy.space
-    used = np.zeros(space.n_moves, dtype=bool)
-    used_flow = space.subtree_sum(space.correct.astype(np.float64))
-    used[space.move[1:][used_flow[1:] > 0]] = True
-    moves = np.flatnonzero(used)
-    fail = np.minimum(policy.incorrect_mass + correct_flow_by_move(policy)[moves], 1.0)
-    with np.errstate(divide="ignore"):
-        log_fail = np.log(fail)
-    out = []
-    for k in ks:
-        values = 0.0 - np.expm1(k * log_fail)  # 0.0 - x: 0.0, not -0.0, at fail = 1
-        worst = int(np.argmin(values))
-        out.append(
-            OODPass(
-                k,
-                float(values.mean()),
-                float(values[worst]),
-                space.move_label(int(moves[worst])),
-                int(moves.size),
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True)
 class Measures:
     """Every measure of ``docs/theory.md`` for one policy against the base."""
 
@@ -202,9 +275,11 @@ class Measures:
     gap_slope: float
     ratio_distortion: float
     weighted_gap_slope: float = math.nan
+    widening_fraction: float = math.nan
     pass_at_k: dict[int, float] = field(default_factory=dict)
     distinct_at_k: dict[int, float] = field(default_factory=dict)
     ood: dict[int, OODPass] = field(default_factory=dict)
+    ood_reroute: dict[int, OODPass] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict (non-finite numbers become ``None``)."""
@@ -218,12 +293,20 @@ class Measures:
             "effective_correct": clean(self.effective_correct),
             "gap_slope": clean(self.gap_slope),
             "weighted_gap_slope": clean(self.weighted_gap_slope),
+            "widening_fraction": clean(self.widening_fraction),
             "ratio_distortion": clean(self.ratio_distortion),
             "pass_at_k": {str(k): clean(v) for k, v in self.pass_at_k.items()},
             "distinct_at_k": {str(k): clean(v) for k, v in self.distinct_at_k.items()},
             "ood_pass_at_k_mean": {str(k): clean(v.mean) for k, v in self.ood.items()},
             "ood_pass_at_k_worst": {str(k): clean(v.worst) for k, v in self.ood.items()},
             "ood_worst_move": {str(k): v.worst_move for k, v in self.ood.items()},
+            "ood_reroute_pass_at_k_mean": {
+                str(k): clean(v.mean) for k, v in self.ood_reroute.items()
+            },
+            "ood_reroute_pass_at_k_worst": {
+                str(k): clean(v.worst) for k, v in self.ood_reroute.items()
+            },
+            "ood_reroute_worst_move": {str(k): v.worst_move for k, v in self.ood_reroute.items()},
         }
 
 
@@ -239,7 +322,9 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
         gap_slope=gap_slope(policy, base),
         ratio_distortion=ratio_distortion(policy, base),
         weighted_gap_slope=weighted_gap_slope(policy, base),
+        widening_fraction=widening_fraction(policy, base),
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
         distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
-        ood=dict(zip(ks, _ood_pass(policy, ks), strict=True)),
+        ood=dict(zip(ks, ood_pass_at_ks(policy, ks, "fail"), strict=True)),
+        ood_reroute=dict(zip(ks, ood_pass_at_ks(policy, ks, "reroute"), strict=True)),
     )

@@ -413,5 +413,6 @@ def measure_with_distinct(
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
         distinct_at_k={k: distinct[k].value for k in ks},
         ood=dict(zip(ks, ood_blocked(policy, ks), strict=True)),
+        ood_reroute=dict(zip(ks, ood_reroute(policy, ks), strict=True)),
     )
     return out, distinct

@@ -1,0 +1,284 @@
+"""Out-of-distribution success when one edge is blocked: two readings.
+
+Block one edge ``e`` that some correct rollout uses (``docs/theory.md``,
+"Observables of the paper").  On an undirected graph (stored as a symmetric
+directed graph: every move ``v -> w`` has its reverse) an edge is both moves
+``v -> w`` and ``w -> v``; on a directed graph it is the single move.
+
+* **blocked = fail**: the rollouts that traverse ``e`` now fail; the policy is
+  not allowed to adapt.  Success is the correct mass avoiding ``e``,
+  ``q(C without e)``.
+* **re-route**: the same policy run on the graph without ``e``: wherever ``e``
+  was available at a prefix ``h`` ending in ``v``,
+  ``q_e(u | h) = q(u | h) / (1 - q(w | h))``; a prefix whose only move was
+  ``e`` (``q(w | h) = 1``) becomes a failed dead end.  Success is the accuracy
+  ``q_e(C_e)`` of the re-routed policy on the new task.
+
+``ood_pass@k(e) = 1 - (1 - success(e))^k``; :func:`ood_pass_at_k` reports its
+mean and worst case over every blocked edge.
+
+Both readings for *every* edge come from one pass over the prefix tree.  For
+re-route, a simple path visits ``v`` and ``w`` at most once each, and once it
+has visited one end of the edge, the move back to it is never available again:
+a correct rollout avoiding ``e`` meets at most one prefix where ``e`` was
+available, so its re-routed probability is ``q(y) / (1 - q(w | h))`` for that
+one prefix ``h`` (or ``q(y)``).  Summing by prefix:
+
+    q_e(C_e) = q(C without e) + sum over prefixes h where a move m of e is available of
+               M(h without m) * q(m | h) / (1 - q(m | h))
+
+where ``M(h without m)`` is the correct mass below ``h`` through its other
+children.  Both sums are computed without cancellation (the other children's
+masses are added, not subtracted).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tilt.policy import Policy
+from tilt.space import FloatArray, IntArray, RolloutSpace
+
+__all__ = [
+    "READINGS",
+    "READING_LABELS",
+    "BlockedEdges",
+    "OODPass",
+    "blocked_edges",
+    "ood_success",
+    "ood_pass_at_k",
+    "ood_pass_at_ks",
+]
+
+READINGS = ("fail", "reroute")
+"""Names of the two readings."""
+
+READING_LABELS = {"fail": "blocked = fail", "reroute": "re-route"}
+"""How each reading is labelled in tables and figures."""
+
+
+@dataclass(frozen=True, eq=False)
+class BlockedEdges:
+    """The edges blocked in turn, and the moves each one removes.
+
+    Attributes
+    ----------
+    move_unit : ndarray of int64, shape (n_moves,)
+        Index of the blocked edge each move belongs to, ``-1`` for moves of
+        edges no correct rollout uses.
+    labels : tuple of str
+        ``'v>w'`` for a directed move, ``'v-w'`` for an undirected edge.
+    undirected : bool
+        Whether both directions of each edge are blocked together.
+    """
+
+    move_unit: IntArray
+    labels: tuple[str, ...]
+    undirected: bool
+
+    @property
+    def n_edges(self) -> int:
+        """How many edges are blocked in turn."""
+        return len(self.labels)
+
+
+_BLOCKED: weakref.WeakKeyDictionary[RolloutSpace, BlockedEdges] = weakref.WeakKeyDictionary()
+
+
+def _is_symmetric(space: RolloutSpace) -> bool:
+    forward = set(zip(space.move_tail.tolist(), space.move_head.tolist(), strict=True))
+    return all((w, v) in forward for v, w in forward)
+
+
+def blocked_edges(space: RolloutSpace) -> BlockedEdges:
+    """The edges that some correct rollout uses, each blocked in turn.
+
+    Both directions of an edge are one unit when the graph is symmetric (every
+    move has its reverse: an undirected graph); otherwise each move is one unit.
+    Computed once per space.
+    """
+    cached = _BLOCKED.get(space)
+    if cached is not None:
+        return cached
+    used_flow = space.subtree_sum(space.correct.astype(np.float64))
+    used = np.zeros(space.n_moves, dtype=bool)
+    used[space.move[1:][used_flow[1:] > 0]] = True
+    undirected = _is_symmetric(space)
+    unit = np.full(space.n_moves, -1, dtype=np.int64)
+    labels: list[str] = []
+    if undirected:
+        index = {
+            (int(v), int(w)): m
+            for m, (v, w) in enumerate(zip(space.move_tail, space.move_head, strict=True))
+        }
+        for m in np.flatnonzero(used):
+            if unit[m] >= 0:
+                continue
+            v, w = int(space.move_tail[m]), int(space.move_head[m])
+            a, b = (v, w) if v < w else (w, v)
+            unit[index[(a, b)]] = unit[index[(b, a)]] = len(labels)
+            labels.append(f"{space.labels[a]}-{space.labels[b]}")
+    else:
+        for m in np.flatnonzero(used):
+            unit[m] = len(labels)
+            labels.append(space.move_label(int(m)))
+    out = BlockedEdges(unit, tuple(labels), undirected)
+    _BLOCKED[space] = out
+    return out
+
+
+def _other_children_sum(space: RolloutSpace, per_prefix: FloatArray) -> FloatArray:
+    """For each prefix ``p > 0``, the sum of ``per_prefix`` over its siblings other than ``p``.
+
+    Slot ``k`` of a sibling group is its ``k``-th child.  The others' sum at slot
+    ``k`` is the sum over slots before ``k`` plus the sum over slots after it:
+    sums of non-negative terms only, never a group total minus ``p`` (no
+    cancellation when ``p`` holds almost all of it).  Loops over slots (at
+    most the largest out-degree), not over prefixes.
+    """
+    out = np.zeros(space.n_prefixes)
+    internal = np.flatnonzero(space.child_count > 0)
+    if internal.size == 0:
+        return out
+    start, count = space.child_start[internal], space.child_count[internal]
+    width = int(count.max())
+    last = space.n_prefixes - 1
+    slot = [
+        np.where(count > k, per_prefix[np.minimum(start + k, last)], 0.0) for k in range(width)
+    ]
+    before = [np.zeros(internal.size)]
+    for k in range(1, width):
+        before.append(before[-1] + slot[k - 1])
+    after = [np.zeros(internal.size)]
+    for k in range(width - 2, -1, -1):
+        after.append(after[-1] + slot[k + 1])
+    after.reverse()
+    for k in range(width):
+        has = count > k
+        out[start[has] + k] = (before[k] + after[k])[has]
+    return out
+
+
+def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, FloatArray]:
+    """``(1 - success(e), success(e))`` for every blocked edge, shape (n_edges,) each."""
+    if reading not in READINGS:
+        raise ValueError(f"unknown OOD reading {reading!r}: choose one of {', '.join(READINGS)}")
+
+    def compute() -> tuple[FloatArray, FloatArray]:
+        space = policy.space
+        edges = blocked_edges(space)
+        correct_mass = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
+        moves = space.move[1:]
+        unit = edges.move_unit[moves]
+        keep = unit >= 0
+        flow = np.bincount(unit[keep], weights=correct_mass[1:][keep], minlength=edges.n_edges)
+        fail = np.minimum(policy.incorrect_mass + flow, 1.0)
+        success = np.maximum(policy.accuracy - flow, 0.0)
+        if reading == "fail":
+            return fail, success
+        cond = policy.conditional_probs()
+        others = _other_children_sum(space, cond)  # 1 - q(m | h), without cancellation
+        other_mass = _other_children_sum(space, correct_mass)  # M(h without m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(others[1:] > 0, other_mass[1:] * cond[1:] / others[1:], 0.0)
+        bonus = np.bincount(unit[keep], weights=gain[keep], minlength=edges.n_edges)
+        return np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0)
+
+    return policy.memo(f"ood-{reading}", compute)
+
+
+def ood_success(policy: Policy, reading: str = "reroute") -> FloatArray:
+    """Success probability with each blocked edge removed, one value per edge.
+
+    ``reading='fail'``: ``q(C without e)``; ``reading='reroute'``: the accuracy
+    of the re-routed policy (module docstring).  Order as
+    ``blocked_edges(policy.space).labels``.
+
+    Notes
+    -----
+    One pass over the prefix tree for every edge at once: ``O(n_prefixes x
+    max out-degree)`` time, no re-enumeration.  Agrees with rebuilding the
+    graph without ``e`` and enumerating it (``tests/test_ood.py``) to 1e-12.
+    """
+    return _failure_and_success(policy, reading)[1].copy()
+
+
+@dataclass(frozen=True)
+class OODPass:
+    """Out-of-distribution ``pass@k`` over single blocked edges, in one reading.
+
+    Attributes
+    ----------
+    k : int
+    reading : str
+        ``'fail'`` or ``'reroute'``.
+    mean, worst : float
+        Mean and minimum of ``1 - (1 - success(e))^k`` over the blocked edges.
+    worst_move : str
+        The edge of the worst case (``'v>w'`` directed, ``'v-w'`` undirected).
+    n_moves : int
+        How many edges were blocked in turn.
+    """
+
+    k: int
+    mean: float
+    worst: float
+    worst_move: str
+    n_moves: int
+    reading: str = "fail"
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def ood_pass_at_ks(policy: Policy, ks: Sequence[int], reading: str = "fail") -> list[OODPass]:
+    """:func:`ood_pass_at_k` for several ``k`` from one pass over the prefix tree."""
+    ks = [_check_k(k) for k in ks]
+    fail, _ = _failure_and_success(policy, reading)
+    labels = blocked_edges(policy.space).labels
+    with np.errstate(divide="ignore"):
+        log_fail = np.log(fail)
+    out = []
+    for k in ks:
+        values: NDArray[np.float64] = 0.0 - np.expm1(k * log_fail)  # 0.0, not -0.0, at fail = 1
+        worst = int(np.argmin(values)) if values.size else 0
+        out.append(
+            OODPass(
+                k,
+                float(values.mean()) if values.size else math.nan,
+                float(values[worst]) if values.size else math.nan,
+                labels[worst] if values.size else "",
+                int(values.size),
+                reading,
+            )
+        )
+    return out
+
+
+def ood_pass_at_k(policy: Policy, k: int, reading: str = "fail") -> OODPass:
+    """Mean and worst ``1 - (1 - success(e))^k`` over the edges ``e`` some correct rollout uses.
+
+    ``reading='fail'`` (blocked = fail: rollouts through ``e`` fail) or
+    ``'reroute'`` (the policy renormalised on the graph without ``e``).  On an
+    undirected graph both directions of ``e`` are blocked.
+
+    Examples
+    --------
+    >>> from tilt.graphs import named_task
+    >>> from tilt.space import enumerate_rollouts
+    >>> from tilt.policy import base_policy
+    >>> pi0 = base_policy(enumerate_rollouts(named_task("routes")))
+    >>> fail, reroute = ood_pass_at_k(pi0, 1), ood_pass_at_k(pi0, 1, "reroute")
+    >>> fail.worst_move, round(fail.worst, 4), reroute.worst_move, round(reroute.worst, 4)
+    ('s>a0', 0.0919, 'a0up>a1', 0.3483)
+    """
+    return ood_pass_at_ks(policy, [k], reading)[0]
