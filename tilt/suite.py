@@ -560,7 +560,7 @@ def _run_dask(suite: Suite, config: SuiteConfig, address: str) -> Iterator[Promp
             "--scheduler needs dask.distributed: pip install 'tilt[distributed]'"
         ) from None
     try:
-        client = Client(address, timeout="10s")
+        client = Client(address, timeout="10s")  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError, ValueError) as exc:
         raise ValueError(f"cannot reach the Dask scheduler at {address!r}: {exc}") from None
     try:
@@ -568,10 +568,10 @@ def _run_dask(suite: Suite, config: SuiteConfig, address: str) -> Iterator[Promp
             client.submit(solve_prompt, i, p, config, pure=False)
             for i, p in enumerate(suite.prompts)
         ]
-        for future in as_completed(futures):
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
             yield future.result()
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
 def run_suite(
