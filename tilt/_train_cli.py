@@ -29,7 +29,15 @@ from tilt.cli import (
     table,
 )
 from tilt.measures import measure
-from tilt.train import DEFAULT_LR, MODES, OBJECTIVES, TEACHERS, train
+from tilt.train import (
+    DEFAULT_LR,
+    MODES,
+    TEACHERS,
+    TrainObjective,
+    parse_train_objective,
+    train,
+    train_objective_forms,
+)
 
 __all__ = ["main"]
 
@@ -57,6 +65,14 @@ def _clean(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _objective(text: str) -> TrainObjective:
+    """``--objective`` values: ``rl``, an SD spec or an old name, parsed (one-line errors)."""
+    try:
+        return parse_train_objective(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m tilt.train",
@@ -64,7 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_instance_arguments(parser)
     t = parser.add_argument_group("training")
-    t.add_argument("--objective", default="sd", choices=OBJECTIVES, help="objective (default sd)")
+    t.add_argument(
+        "--objective",
+        default=parse_train_objective("sd"),
+        type=_objective,
+        metavar="SPEC",
+        help=f"objective: {train_objective_forms()} (default sd)",
+    )
     t.add_argument(
         "--mode",
         default="exact",
@@ -104,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        if args.objective == "rl" and not args.beta > 0:
+        objective: TrainObjective = args.objective
+        rl = objective.sd is None
+        if rl and not args.beta > 0:
             raise ValueError(
                 f"RL training needs --beta > 0 (got {args.beta:g}): the limit beta -> 0 puts zero "
                 "mass on every incorrect rollout, which no finite logits reach"
@@ -112,14 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance = build_instance(args)
         progress = _progress_bar(sys.stderr) if sys.stderr.isatty() else None
         started = time.perf_counter()
+        reference = getattr(instance, "reference", None) if instance.demos == "reference" else None
         result = train(
             instance.base,
-            args.objective,
-            model=None if args.objective == "rl" else instance.model,
+            objective,
+            model=None if rl else instance.model,
             demos=instance.demos,
             alpha=instance.alpha,
+            reference=reference,
             anchor=instance.anchor,
-            beta=args.beta if args.objective == "rl" else 1.0,
+            beta=args.beta if rl else 1.0,
             mode=args.mode,
             teacher=args.teacher,
             steps=args.steps,
@@ -148,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "lr": result.lr,
                         "batch": args.batch,
                         "seed": instance.seed,
-                        "beta": args.beta if args.objective == "rl" else None,
+                        "beta": args.beta if rl else None,
                         "steps": result.steps,
                         "tv_to_closed_form": _clean(result.tv_to_closed_form),
                         "kl_to_closed_form": _clean(result.kl_to_closed_form),
@@ -172,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(instance.header())
         print(
             f"objective {result.objective}"
-            + (f" (beta {args.beta:g})" if args.objective == "rl" else "")
+            + (f" (beta {args.beta:g})" if rl else "")
             + f", mode {result.mode}, teacher {result.teacher}, {how}: "
             f"{result.steps} steps in {seconds:.2f} s"
         )

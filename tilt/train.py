@@ -2,20 +2,23 @@
 
 ``docs/theory.md``, "The tabular-softmax trainer": one logit per edge of the
 prefix tree, initialised at ``log pi0(u | h)``; the policy is the product of
-softmaxes along the path.  :func:`train` optimises one objective
+softmaxes along the path.  :func:`train` optimises ``rl`` (maximise
+``E_q[r] - beta KL(q || pi0)``, ``beta > 0``) or any self-distillation spec of
+:data:`tilt.objectives.OBJECTIVES` (``sequence``, ``token``, ``forward``,
+``token-forward``, ``jsd=a``, ``discount=g``, ``length-weighted``,
+``hybrid=beta``; ``sd``, ``sd_token`` and ``sd_forward`` are the old names of
+the first three), either exactly (expectations over the enumerated space) or
+from samples with the estimator the real trainer uses, and reports its
+distance to the closed form.
 
-* ``rl``: maximise ``E_q[r] - beta KL(q || pi0)`` (``beta > 0``);
-* ``sd``: minimise ``E_c KL(q || T_c) + b KL(q || pi0)`` (sequence SD);
-* ``sd_token``: per-token reverse KL with no gradient through the prefix
-  distribution (fixed point :func:`tilt.optimal.sd_token`);
-* ``sd_forward``: forward KL to the mixture ``E_c T_c`` (fine-tuning on
-  teacher samples; fixed point :func:`tilt.optimal.sd_forward`)
+* Sequence objectives (``rl``, ``sequence``, ``hybrid``, ``forward``): the
+  whole-rollout loss and its gradient (:mod:`tilt._train_estimators`).
+* Per-prefix objectives (``token``, ``token-forward``, ``jsd``, ``discount``,
+  ``length-weighted``): the per-token loss itself, with the prefix weights
+  (and the detached return-to-go or per-sequence weights) held at the current
+  student, never a distance to the closed form (:mod:`tilt._train_losses`).
 
-either exactly (expectations over the enumerated space) or from samples, and
-reports its distance to the closed form.  Gradients and estimators are in
-:mod:`tilt._train_estimators`.
-
-``python -m tilt.train --graph grid3 --objective sd`` runs it from the shell.
+``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell.
 """
 
 from __future__ import annotations
@@ -31,37 +34,61 @@ from tilt._train_estimators import (
     TabularSoftmax,
     conditionals_of_rows,
     forward_value_and_grad,
+    full_vocabulary_gradient,
     gibbs_value_and_grad,
+    k3_coefficients,
     leave_one_out,
     leaves_of,
     sample_categorical,
     sample_paths,
+    sampled_token_coefficients,
     score_function_gradient,
-    token_sample_gradient,
-    token_value_and_grad,
+    step_gradient,
+    step_log_q,
+    step_log_teacher,
 )
-from tilt.context import ContextModel, demonstrations
+from tilt._train_losses import (
+    Discounted,
+    ForwardKL,
+    GeneralisedJSD,
+    Held,
+    LengthWeighted,
+    PerPrefixLoss,
+    ReverseKL,
+    held_of,
+    per_prefix_value_and_grad,
+)
+from tilt.context import ContextModel, demonstrations, point_mass, reference_rollout
 from tilt.measures import correct_entropy
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
+from tilt.objectives import Objective, objective_forms, parse_objective
+from tilt.optimal import rl_optimum
 from tilt.policy import Policy, as_generator
 from tilt.space import FloatArray
 
 __all__ = [
     "OBJECTIVES",
+    "ALIASES",
     "MODES",
     "TEACHERS",
     "DEFAULT_LR",
     "TabularSoftmax",
+    "TrainObjective",
     "TrainHistory",
     "TrainResult",
+    "parse_train_objective",
+    "train_objective_forms",
     "train",
     "total_variation",
     "kl_divergence",
     "main",
 ]
 
-OBJECTIVES = ("rl", "sd", "sd_token", "sd_forward")
-"""Objectives accepted by :func:`train`."""
+ALIASES = {"sd": "sequence", "sd_token": "token", "sd_forward": "forward"}
+"""The first release's names of three SD objectives, still accepted."""
+
+OBJECTIVES = ("rl", *SD_OBJECTIVES, *ALIASES)
+"""Objective names accepted by :func:`train` (a parameterised one is written ``name=value``)."""
 
 MODES = ("exact", "sampled")
 """``exact``: expectations over the enumerated space; ``sampled``: Monte-Carlo."""
@@ -72,11 +99,77 @@ TEACHERS = ("frozen", "live")
 DEFAULT_LR = {"exact": 1.0, "sampled": 2.0}
 """Step size when ``lr`` is ``None`` and plain (stochastic) gradient steps are taken."""
 
-_SD_METHOD = {"sd": "sequence", "sd_token": "token", "sd_forward": "forward"}
-_LBFGS_ROUND = 100  # token SD: L-BFGS iterations per refresh of the prefix weights
+_LBFGS_ROUND = 100  # per-prefix objectives: L-BFGS iterations per refresh of the held quantities
 _PRECONDITION = True
+_MAX_STEP = 2.0  # most change of one logit per L-BFGS step, in nats (no saturating jumps)
 _CACHE_ENTRIES = 1 << 24  # frozen teachers kept between sampled steps (x2 with conditionals)
 _GTOL = 1e-13  # L-BFGS stops when max |dF/dz| falls below this (float64 gradients carry ~1e-16 |F|)
+_PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
+
+
+# --------------------------------------------------------------------------
+# objectives
+
+
+@dataclass(frozen=True)
+class TrainObjective:
+    """A parsed ``--objective``: ``rl`` or an SD spec (an alias keeps its spelling in ``spec``).
+
+    Attributes
+    ----------
+    spec : str
+        As written (``'sd'``, ``'jsd=0.5'``).
+    sd : Objective or None
+        The SD objective; ``None`` for ``rl``.
+    """
+
+    spec: str
+    sd: Objective | None
+
+    @property
+    def name(self) -> str:
+        """``'rl'`` or the family name of :data:`tilt.objectives.OBJECTIVES`."""
+        return "rl" if self.sd is None else self.sd.name
+
+    @property
+    def param(self) -> float:
+        """The spec's parameter (``nan`` when it has none)."""
+        return math.nan if self.sd is None or self.sd.param is None else self.sd.param
+
+    @property
+    def per_prefix(self) -> bool:
+        """Whether the loss is per prefix (held prefix weights) rather than per rollout."""
+        return self.name in _PER_PREFIX
+
+
+def train_objective_forms() -> str:
+    """Every accepted ``--objective`` form, for messages and ``--help``."""
+    aliases = ", ".join(f"{old} ({new})" for old, new in ALIASES.items())
+    return f"rl, {objective_forms()}, or the old names {aliases}"
+
+
+def parse_train_objective(spec: str | TrainObjective) -> TrainObjective:
+    """Parse ``'rl'``, an SD spec such as ``'jsd=0.5'``, or an old name (``'sd_token'``).
+
+    Raises
+    ------
+    ValueError
+        On an unknown name or a parameter out of range; the message names the
+        accepted forms.
+    """
+    if isinstance(spec, TrainObjective):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"an objective must be a string, got {type(spec).__name__}")
+    text = spec.strip()
+    if text == "rl":
+        return TrainObjective(spec, None)
+    if text in ALIASES:
+        return TrainObjective(spec, parse_objective(ALIASES[text]))
+    name = text.partition("=")[0].strip()
+    if name not in SD_OBJECTIVES:
+        raise ValueError(f"unknown objective {spec!r}: use {train_objective_forms()}")
+    return TrainObjective(spec, parse_objective(text))
 
 
 # --------------------------------------------------------------------------
@@ -164,7 +257,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def _check(
-    objective: str,
+    objective: TrainObjective,
     mode: str,
     teacher: str,
     model: ContextModel | None,
@@ -172,8 +265,6 @@ def _check(
     anchor: float,
     lr: float | None,
 ) -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}: choose one of {', '.join(OBJECTIVES)}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if teacher not in TEACHERS:
@@ -187,7 +278,7 @@ def _check(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (math.isfinite(anchor) and anchor >= 0):
         raise ValueError(f"anchor must be finite and >= 0, got {anchor!r}")
-    if objective == "rl":
+    if objective.sd is None:
         if not (math.isfinite(beta) and beta > 0):
             raise ValueError(
                 f"RL training needs beta > 0, got {beta!r}: the limit beta -> 0 puts zero mass on "
@@ -196,31 +287,72 @@ def _check(
         if teacher != "frozen":
             raise ValueError("teacher='live' applies to the SD objectives only: RL has no teacher")
         if anchor:
-            raise ValueError("anchor applies to sd and sd_token; RL is anchored by beta")
+            raise ValueError("anchor applies to sequence, token and hybrid; RL is anchored by beta")
         return
     if model is None:
-        raise ValueError(f"objective {objective!r} needs a context model (model=...)")
-    if objective == "sd_forward" and anchor:
-        raise ValueError("anchor applies to sd and sd_token, not to sd_forward")
+        raise ValueError(f"objective {objective.spec!r} needs a context model (model=...)")
+    if anchor and not objective.sd.kind.takes_anchor:
+        raise ValueError(f"anchor applies to sequence, token and hybrid, not to {objective.spec!r}")
+
+
+Demos = str | Policy
+"""``'own'``, ``'uniform'``, ``'tempered'``, ``'reference'``, or a demonstration distribution."""
+
+
+def _demo_source(
+    base: Policy, demos: Demos, alpha: float, reference: str | None
+) -> Callable[[Policy], Policy]:
+    """``policy -> D``: built from the teacher policy, or fixed (a reference or a given ``D``)."""
+    if isinstance(demos, Policy):
+        if demos.space is not base.space:
+            raise ValueError(
+                "the demonstrations are a distribution over another rollout space: build them "
+                "from the same space as the base"
+            )
+        if not np.isfinite(demos.log_prob[base.space.correct]).any():
+            raise ValueError("the demonstrations put no mass on correct rollouts")
+        return lambda _policy: demos
+    if not isinstance(demos, str):
+        raise TypeError(f"demos must be a name or a Policy, got {type(demos).__name__}")
+    if reference is not None and demos != "reference":
+        raise ValueError(f"reference= applies to demos='reference', not to demos={demos!r}")
+    if demos == "reference":
+        index = reference_rollout(base, reference)
+        return lambda policy: point_mass(policy, index)
+    demonstrations(base, demos, alpha)  # fail early on a bad name or alpha
+    return lambda policy: demonstrations(policy, demos, alpha)
 
 
 def _closed_form(
     base: Policy,
-    objective: str,
+    objective: TrainObjective,
     model: ContextModel | None,
-    demos: str,
+    demos_of: Callable[[Policy], Policy],
     alpha: float,
     anchor: float,
     beta: float,
 ) -> Policy:
-    if objective == "rl":
+    if objective.sd is None:
         return rl_optimum(base, beta)
     assert model is not None
-    return sd_optimum(base, model, _SD_METHOD[objective], demos, alpha, anchor)
+    return objective.sd.optimum(base, model, demos_of(base), alpha, anchor)
 
 
 # --------------------------------------------------------------------------
 # the objectives at a teacher policy (the base when frozen, the student when live)
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """The objective with its teacher fixed: value and gradient at held quantities."""
+
+    value_and_grad: Callable[[FloatArray, Held | None], tuple[float, FloatArray]]
+    held: Callable[[FloatArray], Held | None]
+    per_prefix: bool
+
+
+def _no_held(_log_cond: FloatArray) -> None:
+    return None
 
 
 class _Exact:
@@ -228,42 +360,72 @@ class _Exact:
 
     def __init__(
         self,
-        objective: str,
+        objective: TrainObjective,
         base: Policy,
         model: ContextModel | None,
-        demos: str,
-        alpha: float,
+        demos_of: Callable[[Policy], Policy],
         anchor: float,
         beta: float,
     ) -> None:
         self.objective, self.base, self.model = objective, base, model
-        self.demos, self.alpha, self.anchor, self.beta = demos, alpha, anchor, beta
+        self.demos_of, self.anchor, self.beta = demos_of, anchor, beta
         self.space = base.space
         self.base_log_cond = base.log_conditionals()
 
-    def bind(
-        self, teacher_policy: Policy
-    ) -> Callable[[FloatArray, FloatArray], tuple[float, FloatArray]]:
-        """``(log_cond, prefix_weight) -> (value, gradient)``, teacher from ``teacher_policy``."""
-        space, b = self.space, self.anchor
-        if self.objective == "rl":
-            target = self.space.correct + self.beta * self.base.log_prob
-            return lambda lc, _w: gibbs_value_and_grad(space, lc, self.beta, target)
-        assert self.model is not None
-        d = demonstrations(teacher_policy, self.demos, self.alpha)
-        if self.objective == "sd":
-            expected_log_teacher = teacher_policy.log_prob + self.model.tilt_score(
-                teacher_policy, d
+    def bind(self, teacher_policy: Policy) -> _Bound:
+        """The objective with teachers (and demonstrations) from ``teacher_policy``."""
+        space, b, name = self.space, self.anchor, self.objective.name
+        if name == "rl":
+            target = space.correct + self.beta * self.base.log_prob
+            return _Bound(
+                lambda lc, _h: gibbs_value_and_grad(space, lc, self.beta, target), _no_held, False
             )
-            target = expected_log_teacher + b * self.base.log_prob
+        model = self.model
+        assert model is not None
+        d = self.demos_of(teacher_policy)
+        if name in ("sequence", "hybrid"):
+            target = teacher_policy.log_prob + model.tilt_score(teacher_policy, d)
+            target = target + b * self.base.log_prob
             _require_finite(target, "E_c log T_c(y)")
-            return lambda lc, _w: gibbs_value_and_grad(space, lc, 1.0 + b, target)
-        if self.objective == "sd_token":
-            tau = self.model.token_log_target(teacher_policy, d) + b * self.base_log_cond
-            _require_finite(tau, "the token target E_c log T_c(u | h)")
-            return lambda lc, w: token_value_and_grad(space, lc, 1.0 + b, tau, w)
-        mixture = self.model.forward_log_prob(teacher_policy, d)
-        return lambda lc, _w: forward_value_and_grad(space, lc, mixture)
+            if name == "hybrid" and math.isfinite(self.objective.param):
+                # (1 + b) r / beta, shifted by a constant: incorrect rollouts lose (1 + b) / beta
+                target = target - (1.0 + b) * (~space.correct) / self.objective.param
+            return _Bound(
+                lambda lc, _h: gibbs_value_and_grad(space, lc, 1.0 + b, target), _no_held, False
+            )
+        if name == "forward":
+            mixture = model.forward_log_prob(teacher_policy, d)
+            return _Bound(
+                lambda lc, _h: forward_value_and_grad(space, lc, mixture), _no_held, False
+            )
+        loss = self._per_prefix_loss(teacher_policy, d)
+        return _Bound(
+            lambda lc, h: per_prefix_value_and_grad(space, lc, loss, _held(h)),
+            lambda lc: held_of(space, lc, loss),
+            True,
+        )
+
+    def _per_prefix_loss(self, teacher_policy: Policy, d: Policy) -> PerPrefixLoss:
+        model, name, param = self.model, self.objective.name, self.objective.param
+        assert model is not None
+        if name == "token-forward" or (name == "jsd" and param == 0.0):
+            return ForwardKL.from_classes(model.teacher_classes(teacher_policy, d))
+        if name == "jsd" and param < 1.0:
+            return GeneralisedJSD.from_classes(param, model.teacher_classes(teacher_policy, d))
+        target = model.token_log_target(teacher_policy, d)
+        _require_finite(target, "the token target E_c log T_c(u | h)")
+        if name == "discount":
+            return Discounted(target, param)
+        if name == "length-weighted":
+            return LengthWeighted(target)
+        # token, and jsd=1 (reverse KL, as TRL and verl special-case it)
+        b = self.anchor
+        return ReverseKL(1.0 + b, target + b * self.base_log_cond)
+
+
+def _held(held: Held | None) -> Held:
+    assert held is not None
+    return held
 
 
 def _require_finite(values: FloatArray, what: str) -> None:
@@ -275,7 +437,22 @@ def _require_finite(values: FloatArray, what: str) -> None:
 
 
 class _Sampled:
-    """Stochastic gradient estimates from a batch, with the teacher built from a teacher policy."""
+    """Stochastic gradient estimates from a batch, with the teacher built from a teacher policy.
+
+    The estimator of each objective is the one real trainers run:
+
+    * ``rl``: REINFORCE on ``r - beta (log q - log pi0)`` with a leave-one-out baseline;
+    * ``sequence``: the score function of ``(1 + b) log q(y) - log T_c(y) - b log pi0(y)``
+      (leave-one-out baseline); ``hybrid``: the same plus REINFORCE on ``r / beta``;
+    * ``forward``: maximum likelihood on teacher samples ``y ~ T_c``;
+    * ``token``, ``discount=g``, ``length-weighted``: the sampled-token reverse KL as an
+      advantage on each move, return-to-go discounted by ``g`` (0 for ``token``), each
+      sequence's tokens averaged (``length-weighted``) or summed;
+    * ``token-forward``: ``k3`` backpropagated (verl's ``kl_penalty``, clamps included);
+    * ``jsd=a``: the full-vocabulary ``GJSD_a`` at every prefix of the student's rollouts.
+
+    One demonstration ``c ~ D`` per rollout, drawn independently of it.
+    """
 
     def __init__(self, exact: _Exact, batch: int, rng: np.random.Generator) -> None:
         self.exact, self.batch, self.rng = exact, batch, rng
@@ -285,11 +462,10 @@ class _Sampled:
         self._frozen_demos: Policy | None = None
 
     def _demonstrations(self, teacher_policy: Policy, frozen: bool) -> Policy:
-        ex = self.exact
         if not frozen:
-            return demonstrations(teacher_policy, ex.demos, ex.alpha)
+            return self.exact.demos_of(teacher_policy)
         if self._frozen_demos is None:
-            self._frozen_demos = demonstrations(teacher_policy, ex.demos, ex.alpha)
+            self._frozen_demos = self.exact.demos_of(teacher_policy)
         return self._frozen_demos
 
     def _teachers(
@@ -308,17 +484,19 @@ class _Sampled:
             missing = [int(c) for c in unique]
         if missing:
             rows = model.teacher_log_prob(teacher_policy, np.asarray(missing, dtype=np.int64))
-            conds = conditionals_of_rows(self.space, rows) if conditionals else None
+            new = conditionals_of_rows(self.space, rows) if conditionals else None
             for i, c in enumerate(missing):
-                self._cache[c] = (rows[i], None if conds is None else conds[i])
+                self._cache[c] = (rows[i], None if new is None else new[i])
         rows = np.stack([self._cache[int(c)][0] for c in unique])
-        conds = np.stack([self._cache[int(c)][1] for c in unique]) if conditionals else None  # type: ignore[misc]
-        return row_of, rows, conds
+        if not conditionals:
+            return row_of, rows, None
+        conds = [self._cache[int(c)][1] for c in unique]
+        return row_of, rows, np.stack([x for x in conds if x is not None])
 
     def gradient(self, log_cond: FloatArray, teacher_policy: Policy, frozen: bool) -> FloatArray:
         ex, space, rng, n = self.exact, self.space, self.rng, self.batch
-        b = ex.anchor
-        if ex.objective == "sd_forward":
+        b, name, param = ex.anchor, ex.objective.name, ex.objective.param
+        if name == "forward":
             d = self._demonstrations(teacher_policy, frozen)
             demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
             row_of, rows, _ = self._teachers(teacher_policy, demos, frozen, conditionals=False)
@@ -328,24 +506,42 @@ class _Sampled:
         rollouts = leaves_of(space, paths)
         log_q = space.path_sum(log_cond)[space.rollout_prefix][rollouts]
         base_lp = ex.base.log_prob[rollouts]
-        if ex.objective == "rl":
+        if name == "rl":
             # loss per sample -(r - beta (log q - log pi0)); REINFORCE, leave-one-out baseline
             loss = ex.beta * (log_q - base_lp) - space.correct[rollouts]
             return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
         d = self._demonstrations(teacher_policy, frozen)
         demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
-        token = ex.objective == "sd_token"
-        row_of, rows, conds = self._teachers(teacher_policy, demos, frozen, conditionals=token)
-        if token:
-            assert conds is not None
-            return token_sample_gradient(
-                space, log_cond, paths, conds, row_of, 1.0 + b, ex.base_log_cond, b
+        per_prefix = name in _PER_PREFIX
+        row_of, rows, conds = self._teachers(teacher_policy, demos, frozen, per_prefix)
+        if not per_prefix:
+            # sequence SD: score function of E_c[log q(y) - log T_c(y)] + b (log q - log pi0)
+            loss = (1.0 + b) * log_q - rows[row_of, rollouts] - b * base_lp
+            if not np.isfinite(loss).all():
+                raise ValueError(
+                    "a teacher gives a sampled rollout zero mass: sequence SD is infinite"
+                )
+            if name == "hybrid" and math.isfinite(param):  # REINFORCE on the reward, added
+                loss = loss - (1.0 + b) * space.correct[rollouts] / param
+            return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
+        assert conds is not None
+        if name == "jsd":
+            return full_vocabulary_gradient(space, log_cond, paths, conds, row_of, param)
+        log_teacher = step_log_teacher(paths, conds, row_of)
+        if name == "token-forward":
+            coef = k3_coefficients(paths, step_log_q(space, log_cond, paths), log_teacher)
+        else:
+            coef = sampled_token_coefficients(
+                log_cond,
+                paths,
+                log_teacher,
+                discount=param if name == "discount" else 0.0,
+                kappa=1.0 + b,
+                anchor_cond=ex.base_log_cond,
+                anchor=b,
+                length_weighted=name == "length-weighted",
             )
-        # sequence SD: score function of E_c[log q(y) - log T_c(y)] + b (log q - log pi0)
-        loss = (1.0 + b) * log_q - rows[row_of, rollouts] - b * base_lp
-        if not np.isfinite(loss).all():
-            raise ValueError("a teacher gives a sampled rollout zero mass: sequence SD is infinite")
-        return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
+        return step_gradient(space, log_cond, paths, coef)
 
 
 # --------------------------------------------------------------------------
@@ -396,11 +592,12 @@ class _Recorder:
 
 def train(
     base: Policy,
-    objective: str,
+    objective: str | TrainObjective,
     *,
     model: ContextModel | None = None,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
+    reference: str | None = None,
     anchor: float = 0.0,
     beta: float = 1.0,
     mode: str = "exact",
@@ -504,13 +701,15 @@ def train(
     batch = _positive_int("batch", batch)
     record_every = _positive_int("record_every", record_every)
     alpha, anchor, beta = float(alpha), float(anchor), float(beta)
-    _check(objective, mode, teacher, model, beta, anchor, lr)
+    parsed = parse_train_objective(objective)
+    _check(parsed, mode, teacher, model, beta, anchor, lr)
     space = base.space
     if not np.isfinite(base.log_prob).all():
         raise ValueError(
             "the base policy must give every rollout mass: zero-mass moves have no finite logits"
         )
-    closed_form = _closed_form(base, objective, model, demos, alpha, anchor, beta)
+    demos_of = _demo_source(base, demos, alpha, reference)
+    closed_form = _closed_form(base, parsed, model, demos_of, alpha, anchor, beta)
     if not np.isfinite(closed_form.log_prob).all():
         raise ValueError(
             "the closed form puts zero mass on some rollouts, which no finite logits reach: "
@@ -518,22 +717,22 @@ def train(
         )
     rng = as_generator(seed)
     student = TabularSoftmax.from_policy(base)
-    exact = _Exact(objective, base, model, demos, alpha, anchor, beta)
+    exact = _Exact(parsed, base, model, demos_of, anchor, beta)
     recorder = _Recorder(closed_form, record_every, steps, progress)
     recorder.record(0, student.policy(), force=True)
     live = teacher == "live"
 
     if mode == "exact" and lr is None and not live:
-        taken = _lbfgs(student, exact, steps, recorder)
+        taken = _lbfgs(student, exact.bind(base), steps, recorder)
         optimizer, used_lr = "lbfgs", None
     elif mode == "exact":
         used_lr = DEFAULT_LR["exact"] if lr is None else float(lr)
-        evaluate = None if live else exact.bind(base)
+        fixed = None if live else exact.bind(base)
         for t in range(1, steps + 1):
-            current = student.policy()
-            fn = exact.bind(current) if live else evaluate
-            assert fn is not None
-            _, grad = fn(student.log_conditionals(), np.exp(current.prefix_log_mass()))
+            bound = exact.bind(student.policy()) if live else fixed
+            assert bound is not None
+            log_cond = student.log_conditionals()
+            _, grad = bound.value_and_grad(log_cond, bound.held(log_cond))
             student.step(grad, used_lr)
             if t % record_every == 0 or t == steps:
                 recorder.record(t, student.policy(), force=True)
@@ -565,7 +764,7 @@ def train(
         tv_to_closed_form=total_variation(trained, closed_form),
         kl_to_closed_form=kl_divergence(trained, closed_form),
         steps=taken,
-        objective=objective,
+        objective=parsed.spec,
         mode=mode,
         teacher=teacher,
         optimizer=optimizer,
@@ -573,17 +772,23 @@ def train(
     )
 
 
-def _lbfgs(student: TabularSoftmax, exact: _Exact, steps: int, recorder: _Recorder) -> int:
-    """L-BFGS on the logits; for token SD, rounds with the prefix weights refreshed each round."""
-    fn = exact.bind(exact.base)
-    token = exact.objective == "sd_token"
+def _lbfgs(student: TabularSoftmax, bound: _Bound, steps: int, recorder: _Recorder) -> int:
+    """L-BFGS on the logits, in rounds; per-prefix objectives refresh their held quantities.
+
+    A per-prefix loss is minimised with its prefix weights (and return-to-go or
+    per-sequence weights) held at the student of the round's start; then they are
+    refreshed and L-BFGS goes again, until a round that ended on its own stopping
+    rule could not lower the refreshed loss beyond rounding.  ``discount`` and
+    ``length-weighted`` hold quantities of the subtree below each prefix, so they
+    need about one round per depth; the others converge in the first round.
+    """
+    space = student.space
     taken = 0
     while taken < steps:
-        weight = np.exp(student.policy().prefix_log_mass())
+        held = bound.held(student.log_conditionals())
 
-        def fun(x: FloatArray, weight: FloatArray = weight) -> tuple[float, FloatArray]:
-            z = np.r_[0.0, x]
-            value, grad = fn(student.log_conditionals(z), weight)
+        def fun(x: FloatArray, held: Held | None = held) -> tuple[float, FloatArray]:
+            value, grad = bound.value_and_grad(student.log_conditionals(np.r_[0.0, x]), held)
             return value, grad[1:]
 
         def callback(x: FloatArray) -> None:
@@ -594,20 +799,20 @@ def _lbfgs(student: TabularSoftmax, exact: _Exact, steps: int, recorder: _Record
                 recorder.record(taken, student.policy())
             recorder.tick(taken)
 
-        def scaling(x: FloatArray, weight: FloatArray = weight) -> FloatArray:
+        def scaling(x: FloatArray, held: Held | None = held) -> FloatArray:
             # 1 / q(h) for the logit of each child of h: the curvature of every objective in z_p
-            # carries a factor q(h) (token SD: the fixed weight n(h)), so this puts all prefixes
-            # on one scale, like a diagonal Fisher metric
-            if token:
-                mass = weight[student.space.parent[1:]]
+            # carries a factor q(h) (per-prefix objectives: the held weight n(h)), so this puts
+            # all prefixes on one scale, like a diagonal Fisher metric
+            log_cond = student.log_conditionals(np.r_[0.0, x])
+            if held is not None:
+                mass = held.weight[space.parent[1:]]
             else:
-                log_mass = student.space.path_sum(student.log_conditionals(np.r_[0.0, x]))
-                mass = np.exp(log_mass[student.space.parent[1:]])
-            return 1.0 / np.maximum(mass, 1e-300)
+                mass = np.exp(space.path_sum(log_cond)[space.parent[1:]])
+            return 1.0 / np.maximum(mass * np.exp(log_cond[1:]), 1e-300)
 
-        budget = min(steps - taken, _LBFGS_ROUND) if token else steps - taken
+        budget = min(steps - taken, _LBFGS_ROUND)
         before = taken
-        start_value = fn(student.log_conditionals(), weight)[0]
+        start_value = fun(student.logits[1:])[0]
         result = lbfgs(
             fun,
             student.logits[1:],
@@ -615,12 +820,13 @@ def _lbfgs(student: TabularSoftmax, exact: _Exact, steps: int, recorder: _Record
             gtol=_GTOL,
             callback=callback,
             scaling=scaling if _PRECONDITION else None,
+            max_step=_MAX_STEP,
         )
         student.logits = np.r_[0.0, result.x]
-        if not token or taken == before:
+        if taken == before or (result.reason == "gradient" and not bound.per_prefix):
             break
-        # token SD: refresh the prefix weights and go again, until a round that ended on its own
-        # stopping rule could not lower the per-token loss beyond rounding
+        # go again (fresh memory; per-prefix: refreshed held quantities) until a round that ended
+        # on its own stopping rule could not lower the objective beyond rounding
         if result.reason != "maxiter" and start_value - result.value <= 1e-13 * max(
             1.0, abs(result.value)
         ):
