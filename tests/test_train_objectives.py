@@ -162,12 +162,11 @@ def test_gradient_vanishes_at_every_closed_form(grid3):
 # the per-token losses: gradients against finite differences at held quantities
 
 
-def _check_fd(space, value_and_grad, logits):
-    """Central differences, step 1e-6: truncation ~1e-12 f''', rounding ~1e-16 / 1e-6."""
+def _check_fd(space, value_and_grad, logits, eps=1e-6, rtol=0.0):
+    """Central differences: truncation ~eps^2 f''' / 6, rounding ~1e-16 |F| / eps."""
     model = TabularSoftmax(space, logits)
     z = model.logits
     _, grad = value_and_grad(model.log_conditionals(z))
-    eps = 1e-6
     fd = np.zeros_like(z)
     for p in range(1, space.n_prefixes):
         e = np.zeros_like(z)
@@ -176,7 +175,7 @@ def _check_fd(space, value_and_grad, logits):
         minus = value_and_grad(model.log_conditionals(z - e))[0]
         fd[p] = (plus - minus) / (2 * eps)
     assert grad[0] == 0.0
-    np.testing.assert_allclose(grad, fd, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(grad, fd, rtol=rtol, atol=1e-8)
     assert np.abs(grad).max() > 1e-3
 
 
@@ -487,3 +486,105 @@ def test_cli_json_is_byte_identical_for_a_seed(capsys):
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["objective"] == "discount=0.5"
+
+
+# --------------------------------------------------------------------------
+# top-k truncated losses (exact mode)
+
+
+@pytest.mark.parametrize("mode", ["tail", "renormalised"])
+@pytest.mark.parametrize("a", [0.0, 0.5, 1.0])
+def test_top_k_gradient_matches_finite_differences(mode, a):
+    base = base_policy(enumerate_rollouts(named_task("diamonds")))  # groups of 3 moves
+    space = base.space
+    model = make_context("edge", 2.0)
+    classes = model.teacher_classes(base, demonstrations(base, "own"))
+    loss = losses.TopKDivergence.from_classes(a, 2, mode, classes, space)
+    held = losses.held_of(space, _random_logits(space, 21), loss)
+    assert 0 < held.extra[1:].mean() < 1  # some moves outside the top 2
+    _check_fd(
+        space,
+        lambda lc: losses.per_prefix_value_and_grad(space, lc, loss, held),
+        _random_logits(space, 22),
+        eps=1e-4,  # forward KL's -t / q: gradients up to ~30 and large third derivatives;
+        rtol=1e-7,  # measured FD error at 1e-4: ~1e-10 absolute, 3e-9 relative on the largest
+    )
+
+
+@pytest.mark.parametrize("spec", ["token", "token-forward", "jsd=0.5"])
+def test_top_k_with_one_move_in_the_tail_is_the_full_loss(spec):
+    # at most 3 moves per prefix on diamonds: a top-2 with a tail bucket sees every move apart
+    base = base_policy(enumerate_rollouts(named_task("diamonds")))
+    model = make_context("edge", 2.0)
+    result = train(base, spec, model=model, top_k=2, top_k_mode="tail", record_every=1000)
+    assert result.tv_to_closed_form < EXACT_TV
+
+
+def test_renormalised_top_1_never_moves():
+    # a renormalised distribution over one move is 1 whatever the logits: no gradient at all
+    base = base_policy(enumerate_rollouts(named_task("diamonds")))
+    result = train(
+        base, "token-forward", model=make_context("edge", 2.0), top_k=1, top_k_mode="renormalised"
+    )
+    assert result.steps == 0
+    np.testing.assert_array_equal(result.policy.prob, base.prob)
+
+
+@pytest.mark.parametrize("mode", ["tail", "renormalised"])
+def test_top_k_stopping_point_matches_the_buckets_and_depends_on_the_start(mode):
+    # one reference demonstration: a single teacher T per prefix.  Where training stops, the
+    # student matches T on its top-k buckets (renormalised: T's ratios within the top k;
+    # tail: T on each top-k move and on the rest), and what the loss does not see stays
+    # where the start put it, so two starts stop at different policies.
+    base = base_policy(enumerate_rollouts(named_task("diamonds")))
+    space = base.space
+    model = make_context("edge", 2.0)
+    k = 1 if mode == "tail" else 2
+    ref = reference_rollout(base)
+    teacher = est.conditionals_of_rows(space, model.teacher_log_prob(base, np.array([ref])))[0]
+    other = TabularSoftmax(space, _random_logits(space, 1)).policy()
+    ends = []
+    for start in (base, other):
+        result = train(
+            base,
+            "token-forward",
+            model=model,
+            demos="reference",
+            top_k=k,
+            top_k_mode=mode,
+            start=start,
+            record_every=1000,
+        )
+        lc = result.policy.log_conditionals()
+        mask = losses.top_k_mask(space, lc, k)[1:] > 0
+        parent = space.parent[1:]
+        reached = np.exp(result.policy.prefix_log_mass())[parent] > 1e-6
+        q, t = np.exp(lc[1:]), np.exp(teacher[1:])
+
+        def per_parent(v, parent=parent):
+            return np.bincount(parent, weights=v, minlength=space.n_prefixes)[parent]
+
+        if mode == "tail":
+            gap = np.where(mask, q - t, per_parent(np.where(mask, 0, q - t)))
+        else:
+            gap = np.where(mask, q / per_parent(mask * q) - t / per_parent(mask * t), 0.0)
+        assert np.abs(gap[reached]).max() < 1e-6
+        ends.append(result.policy)
+    assert total_variation(*ends) > 0.05
+    # from another start it also stops away from the untruncated fixed point (from the base the
+    # edge teacher keeps the base's ratios outside the demonstration's move, so there it need not)
+    closed = sd_optimum(base, model, "token-forward", point_mass(base, ref))
+    assert total_variation(ends[1], closed) > 0.05
+
+
+def test_top_k_bad_input(grid3):
+    model = make_context("edge", 2.0)
+    for kwargs, message in [
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 1, "top_k_mode": "middle"}, "top_k_mode"),
+        ({"top_k": 1, "mode": "sampled"}, "exact mode"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(grid3, "token", model=model, **kwargs)
+    with pytest.raises(ValueError, match="top_k"):
+        train(grid3, "sequence", model=model, top_k=1)

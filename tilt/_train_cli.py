@@ -33,6 +33,7 @@ from tilt.train import (
     DEFAULT_LR,
     MODES,
     TEACHERS,
+    TOP_K_MODES,
     TrainObjective,
     parse_train_objective,
     train,
@@ -115,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="record the distance to the closed form every this many steps (default 1)",
     )
+    t.add_argument(
+        "--top-k",
+        type=positive_int,
+        metavar="K",
+        help="truncate token, token-forward or jsd=a to the student's top K moves per prefix "
+        "(exact mode)",
+    )
+    t.add_argument(
+        "--top-k-mode",
+        default="tail",
+        choices=TOP_K_MODES,
+        help="tail: the top K plus one bucket for the rest (SDPO); renormalised: both "
+        "distributions renormalised on the top K (TRL, OPSD) (default tail)",
+    )
     out = parser.add_argument_group("output")
     add_k_argument(out)
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -154,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=instance.seed,
             record_every=args.record_every,
             progress=progress,
+            top_k=args.top_k,
+            top_k_mode=args.top_k_mode,
         )
         seconds = time.perf_counter() - started
         if progress is not None:  # L-BFGS may stop before --steps: clear the bar
@@ -176,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "seed": instance.seed,
                         "beta": args.beta if rl else None,
                         "steps": result.steps,
+                        "top_k": args.top_k,
+                        "top_k_mode": args.top_k_mode if args.top_k else None,
                         "tv_to_closed_form": _clean(result.tv_to_closed_form),
                         "kl_to_closed_form": _clean(result.kl_to_closed_form),
                         "measures": trained.as_dict(),
@@ -199,10 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"objective {result.objective}"
             + (f" (beta {args.beta:g})" if rl else "")
+            + (f" truncated to the top {args.top_k} ({args.top_k_mode})" if args.top_k else "")
             + f", mode {result.mode}, teacher {result.teacher}, {how}: "
             f"{result.steps} steps in {seconds:.2f} s"
         )
         note = " (the frozen one-step optimum)" if result.teacher == "live" else ""
+        note += " (of the untruncated loss)" if args.top_k else ""
         print(
             f"distance to the closed form{note}: total variation {result.tv_to_closed_form:.3e}, "
             f"KL(trained || closed form) {result.kl_to_closed_form:.3e}"

@@ -63,6 +63,9 @@ __all__ = [
     "held_of",
     "per_prefix_value_and_grad",
     "gjsd_terms",
+    "TOP_K_MODES",
+    "TopKDivergence",
+    "top_k_mask",
 ]
 
 
@@ -216,6 +219,9 @@ def held_of(space: RolloutSpace, log_cond: FloatArray, loss: PerPrefixLoss) -> H
         log_len = np.log(np.maximum(space.depth[leaves], 1).astype(np.float64))
         rho = np.exp(space.subtree_logsumexp(log_mass[leaves] - log_len) - log_mass)
         return Held(weight, rho)
+    if loss.needs == "top-k":
+        assert isinstance(loss, TopKDivergence)
+        return Held(weight, top_k_mask(space, log_cond, loss.k))
     if loss.needs == "return":
         assert isinstance(loss, Discounted)
         q = np.exp(log_cond)
@@ -239,3 +245,119 @@ def per_prefix_value_and_grad(
     out = np.zeros(space.n_prefixes)
     out[1:] = n * (grad_terms - q * group[parent])
     return float(np.multiply(n, value_terms).sum()), out
+
+
+# --------------------------------------------------------------------------
+# top-k truncated losses (optional; exact mode)
+
+TOP_K_MODES = ("tail", "renormalised")
+"""``tail``: the student's top-k moves plus one bucket for the rest (SDPO);
+``renormalised``: the student's top-k moves, both distributions renormalised on them
+(TRL's ``topk_logits``, OPSD)."""
+
+
+def _bucket_terms(a: float, q: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``GJSD_a`` value and derivative ``dGJSD/dq`` per bucket of masses ``q`` (student), ``t``.
+
+    ``a = 1`` is ``q log(q / t)`` (derivative ``log(q / t)``, up to a constant that cancels),
+    ``a = 0`` is ``t log(t / q)`` (derivative ``-t / q``).  Empty buckets (``q = 0``) give 0.
+    """
+    has = q > 0
+    safe_q = np.where(has, q, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if a == 1.0:
+            if np.any(has & (t <= 0)):
+                raise ValueError(
+                    "a teacher gives a top-k bucket zero mass: the reverse KL is infinite"
+                )
+            log_ratio = np.log(safe_q) - np.log(np.where(has, t, 1.0))
+            return np.where(has, q * log_ratio, 0.0), np.where(has, log_ratio, 0.0)
+        if a == 0.0:
+            value = xlogy(t, t) - np.where(t > 0, t * np.log(safe_q), 0.0)
+            return np.where(has, value, 0.0), np.where(has, -t / safe_q, 0.0)
+        m = (1 - a) * q + a * t
+        safe_m = np.where(m > 0, m, 1.0)
+        log_qm = np.log(safe_q) - np.log(safe_m)
+        value = a * (xlogy(t, t) - np.where(t > 0, t * np.log(safe_m), 0.0)) + (1 - a) * q * log_qm
+        return np.where(has, value, 0.0), np.where(has, (1 - a) * log_qm, 0.0)
+
+
+def top_k_mask(space: RolloutSpace, log_cond: FloatArray, k: int) -> FloatArray:
+    """1.0 for the ``k`` most probable children of each prefix (ties: lower index), else 0."""
+    parent = space.parent[1:]
+    # rank within the sibling group: order by (parent, -log q, index)
+    order = np.lexsort((np.arange(parent.size), -log_cond[1:], parent))
+    rank = np.empty(parent.size, dtype=np.int64)
+    start = space.child_start[parent[order]] - 1
+    rank[order] = np.arange(parent.size) - start
+    mask = np.zeros(space.n_prefixes)
+    mask[1:] = rank < k
+    return mask
+
+
+@dataclass(frozen=True)
+class TopKDivergence(PerPrefixLoss):
+    """``E_k GJSD_a`` on the student's top-k moves at each prefix, with or without a tail bucket.
+
+    The top-k set is held (``held.extra`` is its mask: no gradient through the
+    selection).  ``tail``: buckets ``K`` and ``rest``, ``q_rest = 1 - q(K)``,
+    ``T_rest = 1 - T(K)``; every move of ``rest`` gets the bucket's derivative.
+    ``renormalised``: ``q / q(K)`` and ``T / T(K)`` on ``K``; moves outside ``K``
+    get no gradient, and the loss is invariant to a shift of the logits of ``K``,
+    so their mean never moves.
+    """
+
+    a: float
+    k: int
+    mode: str
+    weight: FloatArray
+    log_cond: FloatArray
+    space: RolloutSpace
+    needs: str | None = "top-k"
+
+    @classmethod
+    def from_classes(
+        cls, a: float, k: int, mode: str, classes: TeacherClasses, space: RolloutSpace
+    ) -> TopKDivergence:
+        total = classes.weight.sum(axis=0)
+        weight = classes.weight / np.where(total > 0, total, 1.0)
+        return cls(a, k, mode, weight, classes.log_cond, space)
+
+    def terms(self, log_cond: FloatArray, held: Held) -> tuple[FloatArray, FloatArray]:
+        assert held.extra is not None
+        space, n = self.space, self.space.n_prefixes
+        parent = space.parent[1:]
+        inside = held.extra[1:] > 0
+        q = np.exp(log_cond[1:])
+
+        def per_parent(values: FloatArray) -> FloatArray:
+            return np.bincount(parent, weights=values, minlength=n).astype(np.float64)[parent]
+
+        q_in = per_parent(np.where(inside, q, 0.0))
+        q_out = per_parent(np.where(inside, 0.0, q))
+        value = np.zeros(q.size)
+        deriv = np.zeros(q.size)
+        for w, lt in zip(self.weight[:, 1:], self.log_cond[:, 1:], strict=True):
+            use = w > 0
+            # a class that does not reach the parent weighs 0: any positive stand-in will do
+            t = np.where(use, np.exp(np.where(use, lt, 0.0)), q)
+            t_in = per_parent(np.where(inside, t, 0.0))
+            if self.mode == "tail":
+                t_out = per_parent(np.where(inside, 0.0, t))
+                v_in, d_in = _bucket_terms(self.a, np.where(inside, q, 0.0), t)
+                v_out, d_out = _bucket_terms(self.a, q_out, t_out)
+                share = np.where(q_out > 0, q / np.where(q_out > 0, q_out, 1.0), 0.0)
+                v = np.where(inside, v_in, v_out * share)
+                d = np.where(inside, d_in, d_out)
+            else:
+                qr = np.where(inside, q / np.where(q_in > 0, q_in, 1.0), 0.0)
+                tr = np.where(inside, t / np.where(t_in > 0, t_in, 1.0), 0.0)
+                v, d = _bucket_terms(self.a, qr, tr)
+            value += np.where(use, w * v, 0.0)
+            deriv += np.where(use, w * d, 0.0)
+        if self.mode == "tail":
+            return value, q * deriv
+        # renormalised: L depends on q only through qr = q / q(K): Q_u = qr_u (D_u - sum qr D)
+        qr = np.where(inside, q / np.where(q_in > 0, q_in, 1.0), 0.0)
+        centred = deriv - per_parent(qr * deriv)
+        return value, np.where(inside, qr * centred, 0.0)

@@ -48,6 +48,7 @@ from tilt._train_estimators import (
     step_log_teacher,
 )
 from tilt._train_losses import (
+    TOP_K_MODES,
     Discounted,
     ForwardKL,
     GeneralisedJSD,
@@ -55,6 +56,7 @@ from tilt._train_losses import (
     LengthWeighted,
     PerPrefixLoss,
     ReverseKL,
+    TopKDivergence,
     held_of,
     per_prefix_value_and_grad,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "ALIASES",
     "MODES",
     "TEACHERS",
+    "TOP_K_MODES",
     "DEFAULT_LR",
     "TabularSoftmax",
     "TrainObjective",
@@ -105,6 +108,7 @@ _MAX_STEP = 2.0  # most change of one logit per L-BFGS step, in nats (no saturat
 _CACHE_ENTRIES = 1 << 24  # frozen teachers kept between sampled steps (x2 with conditionals)
 _GTOL = 1e-13  # L-BFGS stops when max |dF/dz| falls below this (float64 gradients carry ~1e-16 |F|)
 _PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
+_TOP_K = ("token", "token-forward", "jsd")  # full-vocabulary per-token losses that can be truncated
 
 
 # --------------------------------------------------------------------------
@@ -264,6 +268,8 @@ def _check(
     beta: float,
     anchor: float,
     lr: float | None,
+    top_k: int | None = None,
+    top_k_mode: str = "tail",
 ) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -293,6 +299,20 @@ def _check(
         raise ValueError(f"objective {objective.spec!r} needs a context model (model=...)")
     if anchor and not objective.sd.kind.takes_anchor:
         raise ValueError(f"anchor applies to sequence, token and hybrid, not to {objective.spec!r}")
+    if top_k is not None:
+        if objective.name not in _TOP_K:
+            raise ValueError(
+                f"top_k truncates the per-token losses token, token-forward and jsd=a, "
+                f"not {objective.spec!r}"
+            )
+        if mode != "exact":
+            raise ValueError("top_k is available in exact mode only")
+        if anchor:
+            raise ValueError("top_k takes no anchor")
+        if top_k_mode not in TOP_K_MODES:
+            raise ValueError(
+                f"unknown top_k_mode {top_k_mode!r}: choose one of {', '.join(TOP_K_MODES)}"
+            )
 
 
 Demos = str | Policy
@@ -366,9 +386,12 @@ class _Exact:
         demos_of: Callable[[Policy], Policy],
         anchor: float,
         beta: float,
+        top_k: int | None = None,
+        top_k_mode: str = "tail",
     ) -> None:
         self.objective, self.base, self.model = objective, base, model
         self.demos_of, self.anchor, self.beta = demos_of, anchor, beta
+        self.top_k, self.top_k_mode = top_k, top_k_mode
         self.space = base.space
         self.base_log_cond = base.log_conditionals()
 
@@ -408,6 +431,10 @@ class _Exact:
     def _per_prefix_loss(self, teacher_policy: Policy, d: Policy) -> PerPrefixLoss:
         model, name, param = self.model, self.objective.name, self.objective.param
         assert model is not None
+        if self.top_k is not None:
+            a = 1.0 if name == "token" else 0.0 if name == "token-forward" else param
+            classes = model.teacher_classes(teacher_policy, d)
+            return TopKDivergence.from_classes(a, self.top_k, self.top_k_mode, classes, self.space)
         if name == "token-forward" or (name == "jsd" and param == 0.0):
             return ForwardKL.from_classes(model.teacher_classes(teacher_policy, d))
         if name == "jsd" and param < 1.0:
@@ -608,6 +635,9 @@ def train(
     seed: int | np.random.Generator | None = None,
     record_every: int = 1,
     progress: Callable[[int, int], object] | None = None,
+    start: Policy | None = None,
+    top_k: int | None = None,
+    top_k_mode: str = "tail",
 ) -> TrainResult:
     """Train a tabular softmax from ``base`` on ``objective`` and compare it with the closed form.
 
@@ -702,7 +732,9 @@ def train(
     record_every = _positive_int("record_every", record_every)
     alpha, anchor, beta = float(alpha), float(anchor), float(beta)
     parsed = parse_train_objective(objective)
-    _check(parsed, mode, teacher, model, beta, anchor, lr)
+    if top_k is not None:
+        top_k = _positive_int("top_k", top_k)
+    _check(parsed, mode, teacher, model, beta, anchor, lr, top_k, top_k_mode)
     space = base.space
     if not np.isfinite(base.log_prob).all():
         raise ValueError(
@@ -716,8 +748,10 @@ def train(
             "the trainer needs an optimum with full support"
         )
     rng = as_generator(seed)
-    student = TabularSoftmax.from_policy(base)
-    exact = _Exact(parsed, base, model, demos_of, anchor, beta)
+    if start is not None and (start.space is not space or not np.isfinite(start.log_prob).all()):
+        raise ValueError("start must be a policy over the base's rollouts with full support")
+    student = TabularSoftmax.from_policy(base if start is None else start)
+    exact = _Exact(parsed, base, model, demos_of, anchor, beta, top_k, top_k_mode)
     recorder = _Recorder(closed_form, record_every, steps, progress)
     recorder.record(0, student.policy(), force=True)
     live = teacher == "live"
@@ -742,14 +776,14 @@ def train(
         used_lr = DEFAULT_LR["sampled"] if lr is None else float(lr)
         sampler = _Sampled(exact, batch, rng)
         average = np.zeros(space.n_prefixes)
-        start = steps // 2
+        half = steps // 2
         for t in range(1, steps + 1):
             current = student.policy() if live else base
             grad = sampler.gradient(student.log_conditionals(), current, frozen=not live)
             student.step(grad, used_lr / math.sqrt(1.0 + t / 50.0))
-            if t > start:
-                average += (student.logits - average) / (t - start)
-            shown = average if t > start else student.logits
+            if t > half:
+                average += (student.logits - average) / (t - half)
+            shown = average if t > half else student.logits
             if t % record_every == 0 or t == steps:
                 recorder.record(t, student.policy(shown), force=True)
             recorder.tick(t)
