@@ -15,14 +15,24 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
-from tilt.context import CONTEXTS, DEMOS, ContextModel, demonstrations, make_context
+from tilt.context import (
+    CONTEXTS,
+    DEMOS,
+    ContextModel,
+    demonstrations,
+    make_context,
+    point_mass,
+    reference_rollout,
+)
 from tilt.graphs import catalogue, named_task, resolve_task
 from tilt.measures import Measures
+from tilt.objectives import PRESETS, Objective, objective_forms, parse_objective
 from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, RolloutSpace, enumerate_rollouts
 
@@ -44,7 +54,13 @@ __all__ = [
     "SHAPE_HEADER",
     "shape_cells",
     "add_k_argument",
+    "add_objective_arguments",
+    "objective_spec",
+    "DEMO_CHOICES",
 ]
+
+DEMO_CHOICES = (*DEMOS, "reference")
+"""``--demos`` values: the built-in distributions and one fixed ``reference`` rollout."""
 
 DEFAULT_STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
 """Strength used when ``--strength`` is not given: ``lam`` for copy, ``gamma`` otherwise."""
@@ -145,7 +161,16 @@ def add_instance_arguments(parser: argparse.ArgumentParser) -> None:
         + ")",
     )
     s.add_argument(
-        "--demos", default="own", choices=DEMOS, help="demonstration distribution (default own)"
+        "--demos",
+        default="own",
+        choices=DEMO_CHOICES,
+        help="demonstration distribution (default own); reference: one fixed correct rollout",
+    )
+    s.add_argument(
+        "--reference",
+        metavar="PATH",
+        help="the reference demonstration, node labels joined by '>' as in the --rollouts CSV "
+        "(default: the base's most probable correct rollout)",
     )
     s.add_argument(
         "--alpha",
@@ -180,15 +205,27 @@ class Instance:
     beta: float
     seed: int
     base_name: str = "default"
+    reference: str | None = None
 
-    def demonstrations(self, policy: Policy) -> Policy:
-        """The demonstration distribution of ``policy``."""
-        return demonstrations(policy, self.demos, self.alpha)
+    @cached_property
+    def reference_index(self) -> int:
+        """The rollout index of the reference demonstration (``--reference`` or the default)."""
+        return reference_rollout(self.base, self.reference)
+
+    def demonstrations(self, policy: Policy, kind: str | None = None) -> Policy:
+        """The demonstration distribution of ``policy`` (``kind`` defaults to ``--demos``)."""
+        kind = self.demos if kind is None else kind
+        if kind == "reference":
+            return point_mass(policy, self.reference_index)
+        return demonstrations(policy, kind, self.alpha)
 
     def header(self) -> str:
         """One line naming the instance."""
         space = self.space
         demos = self.demos + (f"(alpha={self.alpha:g})" if self.demos == "tempered" else "")
+        if self.demos == "reference" or self.reference is not None:
+            path = self.space.path_labels(np.array([self.reference_index]))[0]
+            demos += f"; reference {path}"
         return (
             f"{space.task.name}: {space.n_rollouts:,} rollouts, {space.n_correct:,} correct, "
             f"{space.labels[space.source]} -> {space.labels[space.target]}, "
@@ -212,8 +249,66 @@ def build_instance(args: argparse.Namespace) -> Instance:
     space = enumerate_rollouts(task, args.max_rollouts)
     base = base_policy(space, args.base, seed=args.seed)
     base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
-    return Instance(
-        space, base, model, args.demos, args.alpha, args.anchor, args.beta, args.seed, base_name
+    instance = Instance(
+        space,
+        base,
+        model,
+        args.demos,
+        args.alpha,
+        args.anchor,
+        args.beta,
+        args.seed,
+        base_name,
+        args.reference,
+    )
+    if args.reference is not None or args.demos == "reference":
+        _ = instance.reference_index  # a path that is not a correct rollout fails here, in one line
+    return instance
+
+
+def objective_spec(text: str) -> Objective:
+    """``--sd`` values: a spec of :data:`tilt.objectives.OBJECTIVES`, parsed."""
+    try:
+        return parse_objective(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _ListPresets(argparse.Action):
+    """``--list-presets``: print each preset with its objective, demonstrations and source."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        rows = [[p.name, p.objective, p.demos, p.source] for p in PRESETS.values()]
+        print(table(["preset", "objective", "demonstrations", "follows"], rows))
+        parser.exit(0)
+
+
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--sd SPEC`` and ``--preset NAME`` (both repeatable) and ``--list-presets``."""
+    g = parser.add_argument_group("more self-distillation objectives")
+    g.add_argument(
+        "--sd",
+        metavar="SPEC",
+        action="append",
+        type=objective_spec,
+        default=[],
+        help=f"add one row (and one CSV column sd[SPEC]) per objective: {objective_forms()}",
+    )
+    g.add_argument(
+        "--preset",
+        metavar="NAME",
+        action="append",
+        choices=list(PRESETS),
+        default=[],
+        help=f"add a row configured like a trainer's defaults ({', '.join(PRESETS)})",
+    )
+    g.add_argument(
+        "--list-presets",
+        action=_ListPresets,
+        help="list the presets with their objective, demonstrations and source, and exit",
     )
 
 

@@ -1,13 +1,14 @@
 """``python -m tilt.compare``: RL against self-distillation on one instance, exactly.
 
 Prints one row per method (base, RL at ``--beta``, RL at SD's accuracy, SD
-sequence, SD token, SD forward) with every measure of ``docs/theory.md``;
-``--json`` prints the same numbers as one JSON object; ``--rollouts FILE.csv``
-writes one row per rollout with full-precision probabilities.
+sequence, SD token, SD forward, then one per ``--sd SPEC`` and ``--preset
+NAME``) with every measure of ``docs/theory.md``; ``--json`` prints the same
+numbers as one JSON object; ``--rollouts FILE.csv`` writes one row per rollout
+with full-precision probabilities.
 
 Example::
 
-    python -m tilt.compare --graph grid5 --context edge --strength 2 --k 1 8 64
+    python -m tilt.compare --graph grid5 --sd jsd=0.5 --preset sdpo --k 1 8 64
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from tilt.cli import (
     SHAPE_HEADER,
     Instance,
     OneLineParser,
     add_instance_arguments,
     add_k_argument,
+    add_objective_arguments,
     build_instance,
     check_output_folder,
     fmt,
@@ -36,14 +40,59 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.measures import Measures, measure
-from tilt.optimal import iterate, rl_matched, rl_optimum, sd_optimum, tilt_score
+from tilt.objectives import Objective, parse_objective, preset
+from tilt.optimal import iterate, rl_matched, rl_optimum, tilt_score
 from tilt.policy import Policy
 from tilt.space import FloatArray, TooLargeError
 
-__all__ = ["MethodResult", "Comparison", "compare", "rollouts_csv", "main"]
+__all__ = [
+    "MethodResult",
+    "Comparison",
+    "SDVariant",
+    "sd_variants",
+    "compare",
+    "rollouts_csv",
+    "main",
+]
 
 METHODS = ("base", "rl", "rl_matched", "sd", "sd_token", "sd_forward")
-"""Row keys, also the CSV column names of the probabilities."""
+"""Keys of the rows every comparison has, also CSV column names of the probabilities."""
+
+
+@dataclass(frozen=True)
+class SDVariant:
+    """One SD row: its key (the CSV column), label, objective and demonstrations.
+
+    ``demos`` is ``None`` for the instance's own ``--demos``.
+    """
+
+    key: str
+    label: str
+    objective: Objective
+    demos: str | None = None
+
+
+DEFAULT_VARIANTS = (
+    SDVariant("sd", "SD sequence", parse_objective("sequence")),
+    SDVariant("sd_token", "SD token", parse_objective("token")),
+    SDVariant("sd_forward", "SD forward", parse_objective("forward")),
+)
+"""The three rows of every comparison."""
+
+
+def sd_variants(
+    specs: Sequence[str | Objective] = (), presets: Sequence[str] = ()
+) -> list[SDVariant]:
+    """The default rows, then one per spec (key ``sd[SPEC]``) and per preset (``preset[NAME]``)."""
+    out = list(DEFAULT_VARIANTS)
+    for spec in specs:
+        objective = parse_objective(spec)
+        out.append(SDVariant(f"sd[{objective.spec}]", f"SD {objective.spec}", objective))
+    for name in presets:
+        p = preset(name)
+        label = f"preset {p.name}"
+        out.append(SDVariant(f"preset[{p.name}]", label, parse_objective(p.objective), p.demos))
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,6 +105,8 @@ class MethodResult:
     measures: Measures | None
     beta: float | None = None
     note: str = ""
+    objective: str | None = None
+    demos: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,21 +124,27 @@ class Comparison:
         return next(r for r in self.rows if r.key == key)
 
 
-def _sd_step(instance: Instance, method: str) -> Callable[[Policy], Policy]:
+def _sd_step(instance: Instance, variant: SDVariant, anchor: float) -> Callable[[Policy], Policy]:
     def step(policy: Policy) -> Policy:
-        return sd_optimum(
-            policy, instance.model, method, instance.demos, instance.alpha, instance.anchor
-        )
+        demos = instance.demonstrations(policy, variant.demos)
+        return variant.objective.optimum(policy, instance.model, demos, anchor=anchor)
 
     return step
 
 
-def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1) -> Comparison:
-    """Compute base, RL, matched RL and the three SD optima of ``instance``, with measures.
+def compare(
+    instance: Instance,
+    ks: Sequence[int] = (1, 8, 64),
+    rounds: int = 1,
+    variants: Sequence[SDVariant] = DEFAULT_VARIANTS,
+) -> Comparison:
+    """Compute base, RL, matched RL and every SD variant of ``instance``, with measures.
 
-    Each method is applied ``rounds`` times (iterated from its own output); RL
-    is matched to the accuracy of sequence SD after the same rounds.  A method
-    whose exact computation exceeds a size limit is kept as a row with a note.
+    Each method is applied ``rounds`` times (iterated from its own output, with
+    demonstrations drawn from it; a reference demonstration stays fixed); RL is
+    matched to the accuracy of sequence SD after the same rounds.  A method
+    whose exact computation exceeds a size limit is kept as a row with a note,
+    and so is the anchor where an objective has none.
     """
     base = instance.base
     ks = tuple(ks)
@@ -96,17 +153,30 @@ def compare(instance: Instance, ks: Sequence[int] = (1, 8, 64), rounds: int = 1)
     rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
     results.append(MethodResult("rl", rl_label, rl, measure(rl, base, ks), beta=instance.beta))
     sd_rows: list[MethodResult] = []
-    for key, method, label in (
-        ("sd", "sequence", "SD sequence"),
-        ("sd_token", "token", "SD token"),
-        ("sd_forward", "forward", "SD forward"),
-    ):
+    for v in variants:
+        demos = instance.demos if v.demos is None else v.demos
+        anchor, notes = instance.anchor, []
+        if anchor > 0 and not v.objective.kind.takes_anchor:
+            anchor = 0.0
+            notes.append(f"{v.objective.spec} has no anchor: b = 0 here")
+        if v.demos == "reference" and instance.demos != "reference":
+            path = instance.space.path_labels(np.array([instance.reference_index]))[0]
+            notes.append(f"reference demonstration {path}")
         try:
-            q = iterate(base, _sd_step(instance, method), rounds)[-1]
+            q = iterate(base, _sd_step(instance, v, anchor), rounds)[-1]
         except TooLargeError as exc:
-            sd_rows.append(MethodResult(key, label, None, None, note=f"skipped: {exc}"))
-            continue
-        sd_rows.append(MethodResult(key, label, q, measure(q, base, ks)))
+            q, notes = None, [f"skipped: {exc}"]
+        sd_rows.append(
+            MethodResult(
+                v.key,
+                v.label,
+                q,
+                None if q is None else measure(q, base, ks),
+                note="; ".join(notes),
+                objective=v.objective.spec,
+                demos=demos,
+            )
+        )
     sequence = sd_rows[0].policy
     assert sequence is not None  # sequence SD has a structured form for every built-in
     matched = rl_matched(base, sequence.accuracy)
@@ -204,6 +274,8 @@ def as_json(comparison: Comparison) -> dict[str, object]:
                 "beta": None if r.beta is None or not math.isfinite(r.beta) else r.beta,
                 "skipped": r.policy is None,
                 "note": r.note,
+                "objective": r.objective,
+                "demos": r.demos,
                 "measures": None if r.measures is None else r.measures.as_dict(),
             }
             for r in comparison.rows
@@ -214,15 +286,18 @@ def as_json(comparison: Comparison) -> dict[str, object]:
 def rollouts_csv(comparison: Comparison) -> str:
     """One row per rollout: ``path,correct,base,rl,sd,sd_token,sd_forward,tilt,rl_matched``.
 
-    Probabilities are ``repr`` floats (full precision); a skipped method's column is empty.
+    Then one column per ``--sd`` spec (``sd[SPEC]``) and per preset
+    (``preset[NAME]``).  Probabilities are ``repr`` floats (full precision); a
+    skipped method's column is empty.
     """
     space = comparison.instance.space
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     columns = ["base", "rl", "sd", "sd_token", "sd_forward"]
-    writer.writerow(["path", "correct", *columns, "tilt", "rl_matched"])
+    extra = [r.key for r in comparison.rows if r.key not in METHODS]
+    writer.writerow(["path", "correct", *columns, "tilt", "rl_matched", *extra])
     probs = {}
-    for key in [*columns, "rl_matched"]:
+    for key in [*columns, "rl_matched", *extra]:
         policy = comparison.row(key).policy
         probs[key] = None if policy is None else policy.prob
     paths = space.path_labels()
@@ -233,7 +308,8 @@ def rollouts_csv(comparison: Comparison) -> str:
         for key in [*columns]:
             cells.append("" if probs[key] is None else repr(float(probs[key][i])))  # type: ignore[index]
         cells.append(repr(float(tilt[i])))
-        cells.append("" if probs["rl_matched"] is None else repr(float(probs["rl_matched"][i])))
+        for key in ["rl_matched", *extra]:
+            cells.append("" if probs[key] is None else repr(float(probs[key][i])))  # type: ignore[index]
         writer.writerow(cells)
     return buffer.getvalue()
 
@@ -245,6 +321,7 @@ def _parser() -> argparse.ArgumentParser:
         "and their measures.",
     )
     add_instance_arguments(parser)
+    add_objective_arguments(parser)
     out = parser.add_argument_group("output")
     add_k_argument(out)
     out.add_argument(
@@ -268,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.rollouts:
             check_output_folder(args.rollouts)
         instance = build_instance(args)
-        comparison = compare(instance, args.k, args.rounds)
+        comparison = compare(instance, args.k, args.rounds, sd_variants(args.sd, args.preset))
         if args.rollouts:
             write_atomic(args.rollouts, rollouts_csv(comparison))
         if args.json:

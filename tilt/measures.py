@@ -69,7 +69,8 @@ def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None 
     """Slope of the (weighted) least-squares line of ``y`` on ``x``: ``cov_w(x, y) / var_w(x)``.
 
     ``weight`` (non-negative, any scale) defaults to equal weights.  ``nan``
-    when fewer than two points carry weight or ``x`` is constant on them.
+    when fewer than two points carry weight or ``x`` is constant on them (its
+    spread below ``1e-9 (1 + max |x|)``: rounding, not a gap).
     """
     if weight is None:
         weight = np.ones(x.size)
@@ -77,10 +78,10 @@ def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None 
     if np.count_nonzero(keep) < 2:
         return math.nan
     x, y, w = x[keep], y[keep], weight[keep] / weight[keep].sum()
+    if float(x.max() - x.min()) <= 1e-9 * (1.0 + float(np.abs(x).max())):
+        return math.nan  # x constant up to rounding: no slope to speak of
     dx = x - w @ x
     var = float(w @ (dx * dx))
-    if var <= 1e-24:
-        return math.nan
     return float(w @ (dx * (y - w @ y))) / var
 
 

@@ -31,6 +31,7 @@ from tilt.context.generic import (
     generic_teacher_classes,
     generic_tilt_score,
     generic_token_log_target,
+    generic_token_mean_log_target,
 )
 from tilt.context.kernel import KernelContext
 
@@ -52,6 +53,7 @@ __all__ = [
     "generic_token_log_target",
     "generic_forward_log_prob",
     "generic_teacher_classes",
+    "generic_token_mean_log_target",
     "TeacherClasses",
 ]
 

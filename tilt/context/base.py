@@ -13,6 +13,7 @@ from tilt.context.generic import (
     generic_teacher_classes,
     generic_tilt_score,
     generic_token_log_target,
+    generic_token_mean_log_target,
 )
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray
@@ -68,6 +69,14 @@ class ContextModel:
         its mean log.  See :class:`~tilt.context.generic.TeacherClasses`.
         """
         return generic_teacher_classes(self, policy, demos)
+
+    def token_mean_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``log E_c[T_c(u | h) | T_c(h) > 0]`` per prefix, shape (n_prefixes,).
+
+        The target of per-token forward KL; by default reduced from
+        :meth:`teacher_classes`.
+        """
+        return generic_token_mean_log_target(self, policy, demos)
 
     def describe(self) -> str:
         """Short label such as ``edge(gamma=2)``."""

@@ -113,6 +113,35 @@ class CopyContext(ContextModel):
         log_cond[branching, 1:] = policy.log_conditionals()[1:]
         return TeacherClasses(weight, log_cond)
 
+    def token_mean_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``log E_c T_c(u | h)`` in closed form, from the classes of :meth:`teacher_classes`.
+
+        ``[w0 pi(u | h) + D(h) (1 - lam) pi(hu) / N + D(hu) lam / N] / (w0 + D(h))`` with
+        ``N = (1 - lam) pi(h) + lam`` and ``w0 = 1 - D(h)`` where ``pi(h) > 0`` (else 0).
+        """
+        space = policy.space
+        log_mass = policy.prefix_log_mass()
+        d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
+        parent = space.parent[1:]
+        own = policy.log_conditionals()
+        log_keep = math.log1p(-self.lam)
+        log_lam = math.log(self.lam) if self.lam else -np.inf
+        lh = log_mass[parent]
+        d_h = d_mass[parent]
+        w0 = np.where(np.isfinite(lh), np.maximum(1.0 - d_h, 0.0), 0.0)
+        total = w0 + d_h
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_norm = np.logaddexp(log_keep + lh, log_lam)
+            parts = np.logaddexp(
+                np.log(w0) + own[1:], np.log(d_h) + log_keep + log_mass[1:] - log_norm
+            )
+            parts = np.logaddexp(parts, np.log(d_mass[1:]) + log_lam - log_norm)
+            value = parts - np.log(total)
+        out = own.copy()
+        out[1:] = np.where(total > 0, value, own[1:])
+        out[0] = 0.0
+        return out
+
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         if self.lam == 0:
             return policy.log_prob.copy()

@@ -98,37 +98,33 @@ class EdgeContext(ContextModel):
 
         ``log T_j(u | h) = log pi(u | h) + gamma [u = u_j] - l(u_j)``, with the
         boosted entry computed as ``log pi - log(e^-gamma + (1 - e^-gamma) pi)`` so
-        that it stays exact at any ``gamma``.
+        that it stays exact at any ``gamma``.  Built block by block on demand
+        (:class:`EdgeClasses`): ``O(prefixes)`` memory.
         """
         space = policy.space
         m = edge_marginals(demos)
-        own = policy.log_conditionals()[1:]
-        boost = self._log_boost(policy)
-        parent = space.parent[1:]
-        first = space.child_start[parent]
-        count = space.child_count[parent]
-        position = np.arange(1, space.n_prefixes) - first
-        branching = int(count.max(initial=0))
-        check_classes(space, branching + 1, f"the teacher classes of {self.describe()}")
-        weight = np.zeros((branching + 1, space.n_prefixes))
-        log_cond = np.zeros((branching + 1, space.n_prefixes))
+        move_mass = np.zeros(space.n_prefixes)
+        move_mass[1:] = m[space.move[1:]]
+        return EdgeClasses(self, policy, move_mass)
+
+    def token_mean_log_target(self, policy: Policy, demos: Policy) -> FloatArray:
+        """``log E_c T_c(u | h) = log(pi(u | h) R(h) + m(v, u) s(u))`` in closed form.
+
+        With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
+        ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
+        classes of :meth:`teacher_classes`, summed without forming them.
+        """
+        space = policy.space
+        m = edge_marginals(demos)
+        own = policy.log_conditionals()
+        lift = -np.expm1(-self._log_boost(policy))
+        mass = np.zeros(space.n_prefixes)
+        mass[1:] = m[space.move[1:]]
+        rest = np.maximum(1.0 - space.sibling_sum(mass * lift), 0.0)
         with np.errstate(divide="ignore"):
-            boosted = own - np.logaddexp(-self.gamma, np.log1p(-math.exp(-self.gamma)) + own)
-        if self.gamma == 0:
-            boosted = own
-        covered = np.zeros(space.n_prefixes - 1)
-        for j in range(branching):
-            valid = j < count
-            sibling = np.where(valid, first + j, 0)
-            m_j = np.where(valid, m[space.move[sibling]], 0.0)
-            weight[j, 1:] = m_j
-            covered += m_j
-            log_cond[j, 1:] = np.where(
-                position == j, boosted, own - np.where(valid, boost[sibling], 0.0)
-            )
-        weight[branching, 1:] = np.maximum(1.0 - covered, 0.0)
-        log_cond[branching, 1:] = own
-        return TeacherClasses(weight, log_cond)
+            out = np.logaddexp(own + np.log(rest[space.parent]), np.log(mass * lift))
+        out[0] = 0.0
+        return out
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
@@ -144,3 +140,71 @@ def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> 
     out = np.zeros(space.n_prefixes)
     out[1:] = m[space.move[1:]] * log_boost[1:]
     return out
+
+
+class EdgeClasses(TeacherClasses):
+    """The teacher classes of ``edge(gamma)``, built per block of sibling groups.
+
+    In a group of ``n`` siblings ``u_0 .. u_{n-1}`` there are ``n + 1`` classes:
+    ``next_c(v) = u_j`` (mass ``m(v, u_j)``) and "no boosted move" (the rest).
+    """
+
+    def __init__(self, model: EdgeContext, policy: Policy, move_mass: FloatArray) -> None:
+        self._model = model
+        self._policy = policy
+        self._move_mass = move_mass
+        self._full: tuple[FloatArray, FloatArray] | None = None
+
+    def _boosted(self, own: FloatArray) -> FloatArray:
+        """``log(e^gamma pi / (1 + (e^gamma - 1) pi))`` from ``log pi``, exact at any ``gamma``."""
+        gamma = self._model.gamma
+        if gamma == 0:
+            return own
+        with np.errstate(divide="ignore"):
+            return own - np.logaddexp(-gamma, np.log1p(-math.exp(-gamma)) + own)
+
+    def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
+        own = self._policy.log_conditionals()[children]
+        boost = self._model._log_boost(self._policy)[children]
+        mass = self._move_mass[children]
+        n = children.shape[0]
+        weight = np.empty((n + 1, children.shape[1]))
+        weight[:n] = mass
+        weight[n] = np.maximum(1.0 - mass.sum(axis=0), 0.0)
+        log_cond = np.empty((n + 1, *children.shape))
+        boosted = self._boosted(own)
+        for j in range(n):
+            log_cond[j] = own - boost[j]
+            log_cond[j, j] = boosted[j]
+        log_cond[n] = own
+        used = np.flatnonzero(weight.any(axis=1))
+        if used.size == n + 1:
+            return weight, log_cond
+        return weight[used], log_cond[used]
+
+    def _arrays(self) -> tuple[FloatArray, FloatArray]:
+        if self._full is None:
+            space = self._policy.space
+            counts = space.child_count
+            branching = int(counts.max(initial=0))
+            check_classes(space, branching + 1, f"the teacher classes of {self._model.describe()}")
+            weight = np.zeros((branching + 1, space.n_prefixes))
+            log_cond = np.zeros((branching + 1, space.n_prefixes))
+            for n in np.unique(counts[counts > 0]):
+                parents = np.flatnonzero(counts == n)
+                children = np.arange(n)[:, None] + space.child_start[parents]
+                block_weight = np.zeros((n + 1, parents.size))
+                block_weight[:n] = self._move_mass[children]
+                block_weight[n] = np.maximum(1.0 - block_weight[:n].sum(axis=0), 0.0)
+                own = self._policy.log_conditionals()[children]
+                boost = self._model._log_boost(self._policy)[children]
+                boosted = self._boosted(own)
+                for j in range(n):
+                    row = own - boost[j]
+                    row[j] = boosted[j]
+                    weight[j, children] = block_weight[j]
+                    log_cond[j, children] = row
+                weight[branching, children] = block_weight[n]
+                log_cond[branching, children] = own
+            self._full = (weight, log_cond)
+        return self._full

@@ -8,7 +8,6 @@ them with structured forms, and the tests check both agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +24,7 @@ __all__ = [
     "CLASS_LIMIT",
     "TeacherClasses",
     "generic_teacher_classes",
+    "generic_token_mean_log_target",
     "generic_tilt_score",
     "generic_token_log_target",
     "generic_forward_log_prob",
@@ -39,7 +39,6 @@ CLASS_LIMIT = 100_000_000
 _CHUNK_ENTRIES = 1 << 23
 
 
-@dataclass(frozen=True)
 class TeacherClasses:
     """The teachers' conditionals at every prefix, grouped into classes of demonstrations.
 
@@ -59,18 +58,45 @@ class TeacherClasses:
 
     Notes
     -----
-    The built-in ``edge`` and ``copy`` models have at most ``branching + 1``
-    classes (which move the demonstration makes next, or none): ``O(prefixes x
-    branching)``.  The generic path has one class per demonstration.
+    Solvers read classes one block of sibling groups at a time
+    (:meth:`sibling_blocks`), so a model can produce them without holding all
+    of them (:class:`tilt.context.edge.EdgeContext` does).  The built-in
+    ``edge`` and ``copy`` models have at most ``branching + 1`` classes (which
+    move the demonstration makes next, or none): ``O(prefixes x branching)``.
+    The generic path has one class per demonstration.
     """
 
-    weight: FloatArray
-    log_cond: FloatArray
+    def __init__(self, weight: FloatArray, log_cond: FloatArray) -> None:
+        self._dense = (weight, log_cond)
+
+    def _arrays(self) -> tuple[FloatArray, FloatArray]:
+        return self._dense
+
+    @property
+    def weight(self) -> FloatArray:
+        """``(n_classes, n_prefixes)`` class masses (see the class docstring)."""
+        return self._arrays()[0]
+
+    @property
+    def log_cond(self) -> FloatArray:
+        """``(n_classes, n_prefixes)`` class conditionals, in log space."""
+        return self._arrays()[1]
 
     @property
     def n_classes(self) -> int:
         """Number of classes (rows)."""
         return int(self.weight.shape[0])
+
+    def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Classes of the sibling groups whose children are the columns of ``children``.
+
+        ``children`` has shape ``(n, G)``: ``G`` groups of ``n`` siblings.  Returns
+        ``weight`` of shape ``(K, G)`` and ``log_cond`` of shape ``(K, n, G)``,
+        without the classes that weigh nothing in these groups.
+        """
+        weight = self.weight[:, children[0]]
+        used = np.flatnonzero(weight.any(axis=1))
+        return weight[used], self.log_cond[used[:, None, None], children[None]]
 
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
@@ -216,6 +242,25 @@ def generic_teacher_classes(model: ContextModel, policy: Policy, demos: Policy) 
             weight[row_index, 1:] = np.where(reached, demos.prob[c], 0.0)
             row_index += 1
     return TeacherClasses(weight, log_cond)
+
+
+def generic_token_mean_log_target(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:
+    """``log E_c[T_c(u | h) | T_c(h) > 0]`` per prefix, reduced from ``model.teacher_classes``.
+
+    The mean over the demonstrations whose teacher reaches ``h``; the policy's own
+    ``log pi(u | h)`` where none does.  Entry 0 is 0.
+    """
+    classes = model.teacher_classes(policy, demos)
+    total = classes.weight.sum(axis=0)
+    log_sum = np.full(total.shape, -np.inf)
+    with np.errstate(divide="ignore"):
+        for weight, log_cond in zip(classes.weight, classes.log_cond, strict=True):
+            term = np.where(weight > 0, np.log(weight) + log_cond, -np.inf)
+            np.logaddexp(log_sum, term, out=log_sum)
+        has = total > 0
+        out = np.where(has, log_sum - np.log(np.where(has, total, 1.0)), policy.log_conditionals())
+    out[0] = 0.0
+    return out
 
 
 def generic_forward_log_prob(model: ContextModel, policy: Policy, demos: Policy) -> FloatArray:

@@ -37,11 +37,15 @@ from tilt.objectives.per_prefix import (
     sd_token,
     sd_token_forward,
 )
+from tilt.objectives.presets import PRESETS, Preset, preset
 from tilt.objectives.sequence import sd_hybrid, sd_sequence
 from tilt.policy import Policy
 
 __all__ = [
     "OBJECTIVES",
+    "PRESETS",
+    "Preset",
+    "preset",
     "Objective",
     "ObjectiveKind",
     "parse_objective",

@@ -27,10 +27,10 @@ import math
 
 import numpy as np
 
-from tilt.context import ContextModel, TeacherClasses
+from tilt.context import ContextModel
 from tilt.objectives._common import Demos, check_anchor, from_prefix_logits, resolve_demos
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray
 
 __all__ = [
     "sd_token",
@@ -38,7 +38,6 @@ __all__ = [
     "sd_jsd",
     "sd_discount",
     "sd_length_weighted",
-    "teacher_mean_log",
 ]
 
 _MAX_NEWTON = 200
@@ -71,23 +70,6 @@ def sd_token(
     return from_prefix_logits(policy, logits)
 
 
-def teacher_mean_log(classes: TeacherClasses, own: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """``(log E_c T_c(u | h), sum of class weights)`` per prefix; ``own`` where no class weighs.
-
-    The mean over the demonstrations whose teacher reaches ``h``, in log space.
-    """
-    total = classes.weight.sum(axis=0)
-    log_sum = np.full(total.shape, -np.inf)
-    with np.errstate(divide="ignore"):
-        for weight, log_cond in zip(classes.weight, classes.log_cond, strict=True):
-            term = np.where(weight > 0, np.log(weight) + log_cond, -np.inf)
-            np.logaddexp(log_sum, term, out=log_sum)
-        has = total > 0
-        out = np.where(has, log_sum - np.log(np.where(has, total, 1.0)), own)
-    out[0] = 0.0
-    return out, total
-
-
 def sd_token_forward(
     policy: Policy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
 ) -> Policy:
@@ -95,8 +77,7 @@ def sd_token_forward(
 
     The prior-weighted mean of the teachers' conditionals at every prefix.
     """
-    classes = model.teacher_classes(policy, resolve_demos(policy, demos, alpha))
-    logits, _ = teacher_mean_log(classes, policy.log_conditionals())
+    logits = model.token_mean_log_target(policy, resolve_demos(policy, demos, alpha))
     return from_prefix_logits(policy, logits)
 
 
@@ -115,10 +96,13 @@ def sd_jsd(
 
     Notes
     -----
-    Newton's method on ``(t, kappa)`` for all prefixes at once, projected back
-    onto the simplex after every step; ``phi_u' in (-1, 0)`` keeps the steps
-    bounded.  Started from the forward mean (the ``a = 0`` solution).  Cost
-    ``O(iterations x classes x prefixes)`` (about 5-10 iterations).
+    Newton's method on ``(t, kappa)`` for the sibling groups of each size, in
+    cache-sized blocks (an only child has ``q = 1``), projected back onto the
+    simplex after every step; ``phi_u' in (-1, 0)`` keeps the steps bounded.
+    Started from the forward mean (the ``a = 0`` solution), it converges in
+    about five iterations.  Sums run in the linear domain where every
+    conditional exceeds ``e^-600``, in log space otherwise.  Cost
+    ``O(iterations x classes x prefixes)``.
     """
     a = float(a)
     if not 0.0 <= a <= 1.0:
@@ -126,74 +110,123 @@ def sd_jsd(
     demos = resolve_demos(policy, demos, alpha)
     if a == 1.0:
         return sd_token(policy, model, demos)
-    classes = model.teacher_classes(policy, demos)
-    own = policy.log_conditionals()
-    start, total = teacher_mean_log(classes, own)
     if a == 0.0:
-        return from_prefix_logits(policy, start)
+        return sd_token_forward(policy, model, demos)
     space = policy.space
-    has = total > 0
-    has[0] = False
-    alive = has & np.isfinite(start)
-    with np.errstate(invalid="ignore"):
-        t = start - space.sibling_logsumexp(np.where(alive, start, -np.inf))
-    cols = np.flatnonzero(alive)
-    if cols.size:
-        t[cols] = _jsd_newton(space, classes, total, a, t, cols)
-    logits = np.where(has, np.where(alive, t, -np.inf), own)
+    classes = model.teacher_classes(policy, demos)
+    # an only child has q = 1 wherever a teacher reaches its parent, as pi does: the policy's
+    # own conditionals are right there, and where no teacher reaches (no signal)
+    logits = policy.log_conditionals().copy()
+    counts = space.child_count
+    for n in np.unique(counts[counts > 1]):
+        parents = np.flatnonzero(counts == n)
+        for block in np.array_split(parents, max(1, parents.size * int(n) // _BLOCK)):
+            children = np.arange(n)[:, None] + space.child_start[block]  # (n, G): sibling-major
+            weight, log_cond = classes.sibling_blocks(children)
+            total = weight.sum(axis=0)
+            signal = total > 0
+            if signal.any():
+                solved = children[:, signal]
+                logits[solved] = _jsd_block(
+                    weight[:, signal] / total[signal], log_cond[:, :, signal], a
+                )
     return from_prefix_logits(policy, logits)
 
 
-def _jsd_newton(
-    space: RolloutSpace,
-    classes: TeacherClasses,
-    total: FloatArray,
-    a: float,
-    t_all: FloatArray,
-    cols: IntArray,
-) -> FloatArray:
-    """Solve the JSD stationarity at the prefixes ``cols`` (children of parents with signal)."""
-    weight = classes.weight[:, cols] / total[cols]
-    log_cond = classes.log_cond[:, cols]
-    parents = space.parent[cols]  # non-decreasing: siblings are contiguous, in parent order
-    new_group = np.r_[True, parents[1:] != parents[:-1]]
-    group = np.cumsum(new_group) - 1
-    n_groups = int(group[-1]) + 1
-    t = t_all[cols].copy()
-    log_keep, log_a = math.log1p(-a), math.log(a)
+_BLOCK = 1 << 18
+"""Children per block of the JSD solve (a few MiB per array: cache-sized)."""
 
-    def sums(values: FloatArray) -> FloatArray:
-        return np.bincount(group, weights=values, minlength=n_groups).astype(np.float64)
 
+def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray:
+    """Solve the JSD stationarity for ``G`` sibling groups of ``n`` children: ``log q``, (n, G).
+
+    ``weight`` (K, G) are the classes' shares (summing to 1 per group) and
+    ``log_cond`` (K, n, G) their conditionals.  Newton on ``(t, kappa)`` per
+    group from the forward mean, projected onto the simplex after each step;
+    groups whose step fell below ``1e-13`` leave the working set.  A child no
+    class gives mass keeps ``q = 0``.
+    """
+    weight = weight[:, None, :]
+    with np.errstate(divide="ignore"):
+        start = np.log(np.einsum("kig,kng->ng", weight, np.exp(log_cond)))
+    live = np.isfinite(start)
+    finite = log_cond[np.isfinite(log_cond)]
+    linear = bool(finite.min(initial=0.0) > -LINEAR_RANGE) and bool(
+        start[live].min(initial=0.0) > -LINEAR_RANGE
+    )
+    if not linear:  # the forward mean may underflow: take it in log space
+        with np.errstate(divide="ignore"):
+            start = np.logaddexp.reduce(np.log(weight) + log_cond, axis=0)
+        live = np.isfinite(start)
+    values = np.exp(log_cond) if linear else log_cond
+    t = np.where(live, start - _column_logsumexp(np.where(live, start, -np.inf)), 0.0)
+    out = np.empty_like(t)
+    rows = np.arange(t.shape[1])
+    previous = math.inf
     for _ in range(_MAX_NEWTON):
-        phi = np.zeros(cols.size)
-        slope = np.zeros(cols.size)
-        for w, lc in zip(weight, log_cond, strict=True):
-            x = log_a + lc - t
-            term = np.logaddexp(log_keep, x)
-            phi += np.where(w > 0, w * term, 0.0)
-            slope -= np.where(w > 0, w * np.exp(x - term), 0.0)
-        q = np.exp(t)
+        phi, slope = _jsd_terms(weight, values, t, a, linear)
+        q = np.where(live, np.exp(t), 0.0)
+        slope = np.where(live, slope, -1.0)
         ratio = q / slope
-        kappa = (1.0 - sums(q) + sums(ratio * phi)) / sums(ratio)
-        step = np.clip((kappa[group] - phi) / slope, -2.0, 2.0)
+        kappa = (1.0 - q.sum(axis=0) + (ratio * phi).sum(axis=0)) / ratio.sum(axis=0)
+        step = np.where(live, np.clip((kappa - phi) / slope, -2.0, 2.0), 0.0)
         t += step
-        t -= _group_logsumexp_by_index(t, group, n_groups)[group]
-        if float(np.abs(step).max(initial=0.0)) <= 1e-13:
+        t -= _column_logsumexp(np.where(live, t, -np.inf))
+        group_step = np.abs(step).max(axis=0)
+        size = float(group_step.max(initial=0.0))
+        # quadratic convergence ends at the rounding floor: stop there
+        if size <= 1e-13 or (size <= 1e-9 and size >= previous):
             break
+        previous = size
+        done = group_step <= 1e-13
+        if 2 * np.count_nonzero(done) > done.size:
+            out[:, rows[done]] = np.where(live[:, done], t[:, done], -np.inf)
+            keep = ~done
+            rows, t, live = rows[keep], t[:, keep], live[:, keep]
+            weight, values = weight[:, :, keep], values[:, :, keep]
     else:  # pragma: no cover - a convex separable problem; kept as a guard
         raise RuntimeError("the jsd fixed point did not converge: please report this instance")
-    return t
+    out[:, rows] = np.where(live, t, -np.inf)
+    return out
 
 
-def _group_logsumexp_by_index(values: FloatArray, group: IntArray, n_groups: int) -> FloatArray:
-    """``log sum exp`` of ``values`` within each group label."""
-    peak = np.full(n_groups, -np.inf)
-    np.maximum.at(peak, group, values)
+def _column_logsumexp(values: FloatArray) -> FloatArray:
+    """``log sum exp`` down each column (``-inf`` for an all ``-inf`` column)."""
+    peak = values.max(axis=0)
     safe = np.where(np.isfinite(peak), peak, 0.0)
-    total = np.bincount(group, weights=np.exp(values - safe[group]), minlength=n_groups)
     with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+        return safe + np.log(np.exp(values - safe).sum(axis=0))
+
+
+def _jsd_terms(
+    weight: FloatArray, values: FloatArray, t: FloatArray, a: float, linear: bool
+) -> tuple[FloatArray, FloatArray]:
+    """``phi_u = E_c log(1 - a + a T_c / q)`` and its derivative in ``t = log q``.
+
+    ``log(1 - a + a r) = log1p(a (r - 1))`` stays exact as ``a -> 0``.  ``values``
+    are the classes' conditionals (``linear``) or their logs.
+    """
+    phi = np.zeros(t.shape)
+    slope = np.zeros(t.shape)
+    keep = 1.0 - a
+    if linear:
+        inverse_q = np.exp(-t)
+        for w, c in zip(weight, values, strict=True):
+            ratio = c * inverse_q
+            phi += w * np.log1p(a * (ratio - 1.0))
+            slope -= w * (a * ratio / (keep + a * ratio))
+        return phi, slope
+    for w, lc in zip(weight, values, strict=True):
+        y = lc - t
+        with np.errstate(over="ignore"):
+            term = np.where(
+                y > 30.0,
+                np.logaddexp(math.log(keep), math.log(a) + y),
+                np.log1p(a * np.expm1(np.minimum(y, 30.0))),
+            )
+        phi += np.where(w > 0, w * term, 0.0)
+        slope -= np.where(w > 0, w * np.exp(math.log(a) + y - term), 0.0)
+    return phi, slope
 
 
 def _group_logsumexp(values: FloatArray, offsets: IntArray) -> FloatArray:
