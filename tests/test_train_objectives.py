@@ -588,3 +588,22 @@ def test_top_k_bad_input(grid3):
             train(grid3, "token", model=model, **kwargs)
     with pytest.raises(ValueError, match="top_k"):
         train(grid3, "sequence", model=model, top_k=1)
+
+
+def test_cli_reference_demonstration(capsys):
+    argv = ["--graph", "grid3", "--demos", "reference", "--objective", "token-forward"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "demonstrations reference" in out
+    assert float(out.split("total variation ")[1].split(",")[0]) < EXACT_TV
+    assert main([*argv, "--reference", "nope"]) == 2
+    assert "not a correct rollout" in capsys.readouterr().err
+
+
+def test_cli_top_k(capsys):
+    argv = ["--graph", "diamonds", "--objective", "jsd=0.5", "--top-k", "1", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["top_k"] == 1
+    assert data["top_k_mode"] == "tail"
+    assert data["tv_to_closed_form"] > 0.01  # truncation moves the stopping point
