@@ -8,9 +8,14 @@ logits averaged over the second half, the error is the noise of the average:
 it should fall like ``1 / sqrt(samples)``, a slope of ``-1/2`` on log-log axes
 (:func:`sample_slopes` fits it).  Figure 6's third panel draws it.
 
-Example::
+``--exact`` prints instead the exact-mode table: the final TV of L-BFGS on
+every spec, on grid3 and diamonds, with edge(2) and copy(0.5), own and
+reference demonstrations (:func:`exact_table`).
+
+Examples::
 
     python -m analysis.trainer_convergence --graph grid3 --steps 125 500 2000 --seeds 5
+    python -m analysis.trainer_convergence --exact
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from analysis.sweeps import Row, _instance, rows_to_csv, run_tasks
 from tilt.cli import OneLineParser, positive_int, run_main, table, write_atomic
 from tilt.context import make_context
 
-__all__ = ["SPECS", "convergence_sweep", "sample_slopes", "summary_table", "main"]
+__all__ = ["SPECS", "convergence_sweep", "sample_slopes", "summary_table", "exact_table", "main"]
 
 SPECS = (
     "rl",
@@ -151,6 +156,32 @@ def summary_table(rows: Sequence[Row]) -> str:
     return table(header, body)
 
 
+def exact_table(
+    specs: Sequence[str] = SPECS[1:],
+    graphs: Sequence[str] = ("grid3", "diamonds"),
+    models: Sequence[tuple[str, float]] = (("edge", 2.0), ("copy", 0.5)),
+    demos: Sequence[str] = ("own", "reference"),
+) -> str:
+    """Final TV of exact-mode training (L-BFGS) to the closed form, per spec and instance."""
+    from tilt.train import train
+
+    columns = [(g, m, d) for g in graphs for m in models for d in demos]
+    body = []
+    worst = 0.0
+    for spec in specs:
+        cells = [spec]
+        for graph, (context, strength), demo in columns:
+            pi0 = _instance(graph, "default", None, 0)
+            result = train(
+                pi0, spec, model=make_context(context, strength), demos=demo, record_every=10**6
+            )
+            worst = max(worst, result.tv_to_closed_form)
+            cells.append(f"{result.tv_to_closed_form:.1e}")
+        body.append(cells)
+    header = ["objective", *(f"{g} {m[0]} {d}" for g, m, d in columns)]
+    return table(header, body) + f"\nlargest TV {worst:.1e}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m analysis.trainer_convergence``: print the table (and write the rows)."""
     parser = OneLineParser(
@@ -168,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--jobs", type=positive_int, help="worker processes (default all cores)")
     parser.add_argument("--out", help="also write the rows as CSV")
+    parser.add_argument(
+        "--exact", action="store_true", help="print the exact-mode TV table instead"
+    )
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -175,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for spec in args.objective:
             parse_train_objective(spec)
+        if args.exact:
+            print(exact_table([s for s in args.objective if s != "rl"]))
+            return 0
         rows = convergence_sweep(
             args.graph, args.objective, args.steps, args.batch, args.seeds, jobs=args.jobs
         )

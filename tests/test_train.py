@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import tilt.testing as tt
 from tilt import _lbfgs as lbfgs_module
 from tilt import _train_estimators as est
+from tilt import _train_losses as losses
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context
 from tilt.graphs import named_task
@@ -220,7 +221,8 @@ def test_token_gradient_matches_finite_differences_at_fixed_weights(base, seed):
     rng = np.random.default_rng(seed + 30)
     tau = rng.normal(0.0, 1.0, space.n_prefixes)
     weight = rng.uniform(0.1, 1.0, space.n_prefixes)  # prefix weights held fixed
-    _check_fd(space, lambda lc: est.token_value_and_grad(space, lc, 1.3, tau, weight), seed)
+    loss, held = losses.ReverseKL(1.3, tau), losses.Held(weight)
+    _check_fd(space, lambda lc: losses.per_prefix_value_and_grad(space, lc, loss, held), seed)
 
 
 def test_objective_gradients_vanish_at_closed_form(grid3):

@@ -21,19 +21,18 @@ one subtree sum per gradient.  Two families of sequence objectives:
 * *forward* (maximum likelihood on teacher samples): ``F = KL(m || q)``,
   ``w(y) = -m(y)``.
 
-Token SD is per prefix, with no gradient through the prefix weights
-``n(h)`` (the current ``q(h)``, held fixed):
+The per-prefix objectives (token SD and the losses real trainers run, with
+no gradient through the prefix weights) are in :mod:`tilt._train_losses`.
 
-    F_n = sum_h n(h) sum_{p child of h} q(p | h) (kappa log q(p | h) - tau_p),
-    dF_n/dz_p = n(h) q(p | h) (g_p - sum_{p'} q(p' | h) g_p'),   g = kappa log q(.|h) - tau,
-
-with ``tau = E_c[log T_c(p | h)] + b log pi0(p | h)``; its fixed point is
-``q(. | h) ∝ exp(tau / kappa)`` at every reached prefix, whatever ``n``.
-
-The sampled estimators replace the sums over rollouts by a batch: the
-score-function (REINFORCE) estimator with a leave-one-out baseline for the
-Gibbs objectives, the per-token loss on the student's own rollouts for token
-SD, and maximum likelihood on teacher samples for forward SD.
+The sampled estimators replace the sums over rollouts by a batch, as real
+trainers do: the score-function (REINFORCE) estimator with a leave-one-out
+baseline for the Gibbs objectives; maximum likelihood on teacher samples for
+forward SD; and, per move of the student's own rollouts, the sampled-token
+reverse KL as an advantage (:func:`sampled_token_coefficients`: return-to-go
+discounted by ``g``, per-sequence ``1 / |y|`` weights), verl's ``k3``
+backpropagated (:func:`k3_coefficients`), or the full-vocabulary generalised
+JSD at every visited prefix (:func:`full_vocabulary_gradient`).  The exact
+per-prefix losses they estimate are in :mod:`tilt._train_losses`.
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ __all__ = [
     "sequence_gradient",
     "gibbs_value_and_grad",
     "forward_value_and_grad",
-    "token_value_and_grad",
     "score_function_gradient",
     "leave_one_out",
     "step_gradient",
@@ -239,29 +237,6 @@ def forward_value_and_grad(
     has = m > 0
     value = float(np.multiply(m[has], log_mixture[has] - log_q[has]).sum())
     return value, sequence_gradient(space, log_cond, -m)
-
-
-def token_value_and_grad(
-    space: RolloutSpace,
-    log_cond: FloatArray,
-    kappa: float,
-    tau: FloatArray,
-    prefix_weight: FloatArray,
-) -> tuple[float, FloatArray]:
-    """``F_n = sum_h n(h) sum_p q(p | h) (kappa log q(p | h) - tau_p)``, gradient at fixed ``n``.
-
-    ``prefix_weight`` is ``n(h)`` per prefix (held fixed: no gradient through it).
-    """
-    parent = space.parent[1:]
-    cond = np.exp(log_cond[1:])
-    g = kappa * log_cond[1:] - tau[1:]
-    per_child = cond * g
-    group_mean = np.bincount(parent, weights=per_child, minlength=space.n_prefixes)
-    weight = prefix_weight[parent]
-    value = float(np.multiply(weight, per_child).sum())
-    out = np.zeros(space.n_prefixes)
-    out[1:] = weight * cond * (g - group_mean[parent])
-    return value, out
 
 
 # --------------------------------------------------------------------------

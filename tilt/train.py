@@ -643,33 +643,46 @@ def train(
 
     Objectives (student ``q``, teachers ``T_c``, demonstrations ``c ~ D``)::
 
-        rl          max  E_q[r] - beta KL(q || pi0)           -> q ∝ pi0 exp(r / beta)
-        sd          min  E_c KL(q || T_c) + b KL(q || pi0)    -> q ∝ pi0 exp(S / (1 + b))
-        sd_token    per-token reverse KL, prefix weights held -> tilt.optimal.sd_token
-        sd_forward  min  KL(E_c T_c || q)                     -> q = E_c T_c
+        rl               max  E_q[r] - beta KL(q || pi0)          -> q ∝ pi0 exp(r / beta)
+        sequence (sd)    min  E_c KL(q || T_c) + b KL(q || pi0)   -> q ∝ pi0 exp(S / (1 + b))
+        hybrid=beta      the same minus (1 + b) E_q[r] / beta     -> tilt.objectives.sd_hybrid
+        forward (sd_forward)  min KL(E_c T_c || q)                -> q = E_c T_c
+        token (sd_token), token-forward, jsd=a, discount=g, length-weighted:
+                         per-token losses at held prefix weights  -> tilt.objectives.per_prefix
 
     Parameters
     ----------
     base : Policy
         ``pi0``; it must give every rollout mass (the logits start at its log conditionals).
-    objective : {'rl', 'sd', 'sd_token', 'sd_forward'}
+    objective : str or TrainObjective
+        ``'rl'``, a spec of :data:`tilt.objectives.OBJECTIVES` (``'jsd=0.5'``), or an
+        old name (:data:`ALIASES`).
     model : ContextModel, optional
         The context model; required by the SD objectives, ignored by ``rl``.
-    demos, alpha : str, float
-        Demonstration distribution (:func:`tilt.context.demonstrations`).
+    demos : str or Policy
+        ``'own'``, ``'uniform'``, ``'tempered'`` (built from the teacher policy,
+        :func:`tilt.context.demonstrations`), ``'reference'`` (a point mass at
+        ``reference``, or at the base's likeliest correct rollout), or a fixed
+        demonstration distribution over the base's rollouts.
+    alpha : float
+        Tempering exponent of ``demos='tempered'``.
+    reference : str, optional
+        The reference path (as in the ``--rollouts`` CSV) of ``demos='reference'``.
     anchor : float
-        ``b >= 0`` for ``sd`` and ``sd_token`` (anchored to ``pi0``; an error elsewhere).
+        ``b >= 0`` for ``sequence``, ``token`` and ``hybrid`` (an error elsewhere).
     beta : float
         KL coefficient of ``rl``, ``> 0``; ignored by the SD objectives.
     mode : {'exact', 'sampled'}
         ``exact``: expectations over the enumerated space; with ``lr=None`` and a
-        frozen teacher, L-BFGS (:mod:`tilt._lbfgs`) for ``steps`` iterations at most (token SD:
-        L-BFGS on the per-token loss with the prefix weights refreshed every
-        100 iterations); otherwise ``steps`` gradient steps of size ``lr``
-        (default 1).  ``sampled``: ``steps`` stochastic gradient steps on
-        ``batch`` student rollouts (or teacher samples for ``sd_forward``), step
-        size ``lr / sqrt(1 + t / 50)`` (default ``lr = 2``), and the returned
-        policy is that of the logits averaged over the last half of the steps.
+        frozen teacher, L-BFGS (:mod:`tilt._lbfgs`) for ``steps`` iterations at
+        most, in rounds of 100 that restart its memory and, for the per-prefix
+        objectives, refresh the held prefix weights (and return-to-go or
+        per-sequence weights); otherwise ``steps`` gradient steps of size ``lr``
+        (default 1).  ``sampled``: ``steps`` stochastic gradient steps with the
+        estimator real trainers use (:class:`_Sampled`) on ``batch`` student rollouts
+        (teacher samples for ``forward``), step size ``lr / sqrt(1 + t / 50)``
+        (default ``lr = 2``), and the returned policy is that of the logits
+        averaged over the last half of the steps.
     teacher : {'frozen', 'live'}
         ``frozen``: teacher and demonstrations from ``base`` (what the closed
         forms assume); ``live``: from the current student at every step (no
@@ -683,6 +696,12 @@ def train(
         Fixes every draw of sampled mode (exact mode draws nothing).
     progress : callable, optional
         Called as ``progress(step, steps)`` after every step.
+    start : Policy, optional
+        Where the logits start (default ``base``); the teachers still come from ``base``.
+    top_k, top_k_mode : int, {'tail', 'renormalised'}
+        Truncate ``token``, ``token-forward`` or ``jsd=a`` to the student's top
+        ``top_k`` moves per prefix (exact mode; :class:`tilt._train_losses.TopKDivergence`).
+        The closed form reported is the untruncated one.
 
     Returns
     -------
@@ -691,10 +710,12 @@ def train(
     Raises
     ------
     ValueError
-        On an unknown objective, mode or teacher, non-positive ``steps``,
-        ``batch``, ``record_every`` or ``lr``, ``beta <= 0`` for ``rl`` (the
-        limit has no finite logits), an SD objective without a model, or an
-        optimum with zero mass somewhere (no finite logits reach it).
+        On an unknown objective (the message lists the forms), mode or teacher,
+        non-positive ``steps``, ``batch``, ``record_every``, ``lr`` or
+        ``top_k``, ``beta <= 0`` for ``rl`` (the limit has no finite logits), an
+        SD objective without a model, an anchor where it does not apply, a
+        reference that is not a correct rollout, or an optimum with zero mass
+        somewhere (no finite logits reach it).
 
     Notes
     -----
@@ -702,15 +723,14 @@ def train(
     model's cost when the teacher is live); each sampled step samples ``batch``
     paths one depth at a time and evaluates at most ``batch`` teachers (one
     rollout-length row each), so sampled mode is meant for small spaces.
-    Gradients: see :mod:`tilt._train_estimators`.
 
-    Measured on grid3 (edge(gamma=2), own demonstrations, seed 0, e.g.
-    ``python -m tilt.train --graph grid3 --objective sd --mode sampled``):
-    exact mode stops after 15-20 L-BFGS iterations at TV below 1e-9; sampled
-    mode with the defaults (500 steps x 64 samples) ends at TV 2.5e-4 (rl,
-    beta 1), 1.0e-2 (sd), 6.1e-3 (sd_token), 1.2e-2 (sd_forward); over seeds
-    0-4 the SD errors fall like ``1 / sqrt(samples)`` (sd: mean TV 0.025,
-    0.011, 0.0053, 0.0027 after 100, 500, 2000, 8000 steps).
+    Measured (``python -m analysis.trainer_convergence --exact``; docs/guide.md):
+    exact mode ends below TV 3.3e-12 on every spec, on grid3 and diamonds, with
+    edge(2) and copy(0.5), own and reference demonstrations.  Sampled mode on
+    grid3 (edge(2), seeds 0-4, ``python -m analysis.trainer_convergence``): mean
+    TV 0.003-0.007 after 2000 steps of 64 rollouts for every SD spec, falling like
+    ``1 / sqrt(samples)`` (fitted slopes -0.37 to -0.81 over 8,000-128,000
+    samples; RL at beta 1 faster, its estimator's noise vanishing at the optimum).
 
     Along the way, plain gradient steps do *not* keep the ratios among correct
     rollouts for RL (a prefix's logit moves its whole subtree): only the
@@ -723,8 +743,8 @@ def train(
     >>> from tilt.policy import base_policy
     >>> from tilt.context import make_context
     >>> pi0 = base_policy(enumerate_rollouts(named_task("grid3")))
-    >>> result = train(pi0, "sd", model=make_context("edge", 2.0))
-    >>> result.tv_to_closed_form < 1e-6
+    >>> result = train(pi0, "jsd=0.5", model=make_context("edge", 2.0))
+    >>> result.tv_to_closed_form < 1e-9
     True
     """
     steps = _positive_int("steps", steps)
