@@ -15,6 +15,7 @@ import tilt.testing as tt
 from tilt import _lbfgs as lbfgs_module
 from tilt import _train_estimators as est
 from tilt import _train_losses as losses
+from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context
 from tilt.graphs import named_task
@@ -41,8 +42,8 @@ METHOD = {"sd": "sequence", "sd_token": "token", "sd_forward": "forward"}
 def _exact(objective, base, model, demos="own", anchor=0.0, beta=1.0):
     """The trainer's exact objective, as :func:`train` builds it."""
     parsed = train_module.parse_train_objective(objective)
-    demos_of = train_module._demo_source(base, demos, 1.0, None)
-    return train_module._Exact(parsed, base, model, demos_of, anchor, beta)
+    demos_of = train_objectives.demo_source(base, demos, 1.0, None)
+    return train_objectives.ExactObjective(parsed, base, model, demos_of, anchor, beta)
 
 
 @pytest.fixture(scope="module", params=["grid3", "diamonds"])
@@ -231,7 +232,7 @@ def test_objective_gradients_vanish_at_closed_form(grid3):
     for objective in ["rl", *SD_OBJECTIVES]:
         exact = _exact(objective, grid3, model)
         parsed = train_module.parse_train_objective(objective)
-        closed = train_module._closed_form(grid3, parsed, model, exact.demos_of, 1.0, 0.0, 1.0)
+        closed = train_objectives.closed_form(grid3, parsed, model, exact.demos_of, 1.0, 0.0, 1.0)
         bound = exact.bind(grid3)
         lc = closed.log_conditionals()
         _, grad = bound.value_and_grad(lc, bound.held(lc))

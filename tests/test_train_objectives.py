@@ -15,6 +15,7 @@ import pytest
 
 from tilt import _train_estimators as est
 from tilt import _train_losses as losses
+from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
 from tilt.graphs import named_task
@@ -61,8 +62,8 @@ def _demos(base, kind):
 
 def _exact(spec, base, model, demos="own", anchor=0.0):
     parsed = parse_train_objective(spec)
-    demos_of = train_module._demo_source(base, demos, 1.0, None)
-    return train_module._Exact(parsed, base, model, demos_of, anchor, 1.0)
+    demos_of = train_objectives.demo_source(base, demos, 1.0, None)
+    return train_objectives.ExactObjective(parsed, base, model, demos_of, anchor, 1.0)
 
 
 def _random_logits(space, seed, scale=1.0):

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance = build_instance(args)
         progress = _progress_bar(sys.stderr) if sys.stderr.isatty() else None
         started = time.perf_counter()
-        reference = getattr(instance, "reference", None) if instance.demos == "reference" else None
+        reference = instance.reference if instance.demos == "reference" else None
         result = train(
             instance.base,
             objective,

@@ -18,6 +18,9 @@ distance to the closed form.
   (and the detached return-to-go or per-sequence weights) held at the current
   student, never a distance to the closed form (:mod:`tilt._train_losses`).
 
+Parsing, the bound objectives and the sampled estimators of each spec are in
+:mod:`tilt._train_objectives`; this module keeps the loop, L-BFGS rounds and results.
+
 ``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell.
 """
 
@@ -30,41 +33,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilt._lbfgs import lbfgs
-from tilt._train_estimators import (
-    TabularSoftmax,
-    conditionals_of_rows,
-    forward_value_and_grad,
-    full_vocabulary_gradient,
-    gibbs_value_and_grad,
-    k3_coefficients,
-    leave_one_out,
-    leaves_of,
-    sample_categorical,
-    sample_paths,
-    sampled_token_coefficients,
-    score_function_gradient,
-    step_gradient,
-    step_log_q,
-    step_log_teacher,
+from tilt._train_estimators import TabularSoftmax
+from tilt._train_losses import TOP_K_MODES, Held
+from tilt._train_objectives import (
+    ALIASES,
+    OBJECTIVES,
+    TOP_K_OBJECTIVES,
+    Bound,
+    Demos,
+    ExactObjective,
+    SampledGradient,
+    TrainObjective,
+    closed_form,
+    demo_source,
+    parse_train_objective,
+    train_objective_forms,
 )
-from tilt._train_losses import (
-    TOP_K_MODES,
-    Discounted,
-    ForwardKL,
-    GeneralisedJSD,
-    Held,
-    LengthWeighted,
-    PerPrefixLoss,
-    ReverseKL,
-    TopKDivergence,
-    held_of,
-    per_prefix_value_and_grad,
-)
-from tilt.context import ContextModel, demonstrations, point_mass, reference_rollout
+from tilt.context import ContextModel
 from tilt.measures import correct_entropy
-from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
-from tilt.objectives import Objective, objective_forms, parse_objective
-from tilt.optimal import rl_optimum
 from tilt.policy import Policy, as_generator
 from tilt.space import FloatArray
 
@@ -87,12 +73,6 @@ __all__ = [
     "main",
 ]
 
-ALIASES = {"sd": "sequence", "sd_token": "token", "sd_forward": "forward"}
-"""The first release's names of three SD objectives, still accepted."""
-
-OBJECTIVES = ("rl", *SD_OBJECTIVES, *ALIASES)
-"""Objective names accepted by :func:`train` (a parameterised one is written ``name=value``)."""
-
 MODES = ("exact", "sampled")
 """``exact``: expectations over the enumerated space; ``sampled``: Monte-Carlo."""
 
@@ -105,75 +85,7 @@ DEFAULT_LR = {"exact": 1.0, "sampled": 2.0}
 _LBFGS_ROUND = 100  # per-prefix objectives: L-BFGS iterations per refresh of the held quantities
 _PRECONDITION = True
 _MAX_STEP = 2.0  # most change of one logit per L-BFGS step, in nats (no saturating jumps)
-_CACHE_ENTRIES = 1 << 24  # frozen teachers kept between sampled steps (x2 with conditionals)
 _GTOL = 1e-13  # L-BFGS stops when max |dF/dz| falls below this (float64 gradients carry ~1e-16 |F|)
-_PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
-_TOP_K = ("token", "token-forward", "jsd")  # full-vocabulary per-token losses that can be truncated
-
-
-# --------------------------------------------------------------------------
-# objectives
-
-
-@dataclass(frozen=True)
-class TrainObjective:
-    """A parsed ``--objective``: ``rl`` or an SD spec (an alias keeps its spelling in ``spec``).
-
-    Attributes
-    ----------
-    spec : str
-        As written (``'sd'``, ``'jsd=0.5'``).
-    sd : Objective or None
-        The SD objective; ``None`` for ``rl``.
-    """
-
-    spec: str
-    sd: Objective | None
-
-    @property
-    def name(self) -> str:
-        """``'rl'`` or the family name of :data:`tilt.objectives.OBJECTIVES`."""
-        return "rl" if self.sd is None else self.sd.name
-
-    @property
-    def param(self) -> float:
-        """The spec's parameter (``nan`` when it has none)."""
-        return math.nan if self.sd is None or self.sd.param is None else self.sd.param
-
-    @property
-    def per_prefix(self) -> bool:
-        """Whether the loss is per prefix (held prefix weights) rather than per rollout."""
-        return self.name in _PER_PREFIX
-
-
-def train_objective_forms() -> str:
-    """Every accepted ``--objective`` form, for messages and ``--help``."""
-    aliases = ", ".join(f"{old} ({new})" for old, new in ALIASES.items())
-    return f"rl, {objective_forms()}, or the old names {aliases}"
-
-
-def parse_train_objective(spec: str | TrainObjective) -> TrainObjective:
-    """Parse ``'rl'``, an SD spec such as ``'jsd=0.5'``, or an old name (``'sd_token'``).
-
-    Raises
-    ------
-    ValueError
-        On an unknown name or a parameter out of range; the message names the
-        accepted forms.
-    """
-    if isinstance(spec, TrainObjective):
-        return spec
-    if not isinstance(spec, str):
-        raise TypeError(f"an objective must be a string, got {type(spec).__name__}")
-    text = spec.strip()
-    if text == "rl":
-        return TrainObjective(spec, None)
-    if text in ALIASES:
-        return TrainObjective(spec, parse_objective(ALIASES[text]))
-    name = text.partition("=")[0].strip()
-    if name not in SD_OBJECTIVES:
-        raise ValueError(f"unknown objective {spec!r}: use {train_objective_forms()}")
-    return TrainObjective(spec, parse_objective(text))
 
 
 # --------------------------------------------------------------------------
@@ -300,7 +212,7 @@ def _check(
     if anchor and not objective.sd.kind.takes_anchor:
         raise ValueError(f"anchor applies to sequence, token and hybrid, not to {objective.spec!r}")
     if top_k is not None:
-        if objective.name not in _TOP_K:
+        if objective.name not in TOP_K_OBJECTIVES:
             raise ValueError(
                 f"top_k truncates the per-token losses token, token-forward and jsd=a, "
                 f"not {objective.spec!r}"
@@ -313,262 +225,6 @@ def _check(
             raise ValueError(
                 f"unknown top_k_mode {top_k_mode!r}: choose one of {', '.join(TOP_K_MODES)}"
             )
-
-
-Demos = str | Policy
-"""``'own'``, ``'uniform'``, ``'tempered'``, ``'reference'``, or a demonstration distribution."""
-
-
-def _demo_source(
-    base: Policy, demos: Demos, alpha: float, reference: str | None
-) -> Callable[[Policy], Policy]:
-    """``policy -> D``: built from the teacher policy, or fixed (a reference or a given ``D``)."""
-    if isinstance(demos, Policy):
-        if demos.space is not base.space:
-            raise ValueError(
-                "the demonstrations are a distribution over another rollout space: build them "
-                "from the same space as the base"
-            )
-        if not np.isfinite(demos.log_prob[base.space.correct]).any():
-            raise ValueError("the demonstrations put no mass on correct rollouts")
-        return lambda _policy: demos
-    if not isinstance(demos, str):
-        raise TypeError(f"demos must be a name or a Policy, got {type(demos).__name__}")
-    if reference is not None and demos != "reference":
-        raise ValueError(f"reference= applies to demos='reference', not to demos={demos!r}")
-    if demos == "reference":
-        index = reference_rollout(base, reference)
-        return lambda policy: point_mass(policy, index)
-    demonstrations(base, demos, alpha)  # fail early on a bad name or alpha
-    return lambda policy: demonstrations(policy, demos, alpha)
-
-
-def _closed_form(
-    base: Policy,
-    objective: TrainObjective,
-    model: ContextModel | None,
-    demos_of: Callable[[Policy], Policy],
-    alpha: float,
-    anchor: float,
-    beta: float,
-) -> Policy:
-    if objective.sd is None:
-        return rl_optimum(base, beta)
-    assert model is not None
-    return objective.sd.optimum(base, model, demos_of(base), alpha, anchor)
-
-
-# --------------------------------------------------------------------------
-# the objectives at a teacher policy (the base when frozen, the student when live)
-
-
-@dataclass(frozen=True)
-class _Bound:
-    """The objective with its teacher fixed: value and gradient at held quantities."""
-
-    value_and_grad: Callable[[FloatArray, Held | None], tuple[float, FloatArray]]
-    held: Callable[[FloatArray], Held | None]
-    per_prefix: bool
-
-
-def _no_held(_log_cond: FloatArray) -> None:
-    return None
-
-
-class _Exact:
-    """Value and gradient of the objective, with the teacher built from ``teacher_policy``."""
-
-    def __init__(
-        self,
-        objective: TrainObjective,
-        base: Policy,
-        model: ContextModel | None,
-        demos_of: Callable[[Policy], Policy],
-        anchor: float,
-        beta: float,
-        top_k: int | None = None,
-        top_k_mode: str = "tail",
-    ) -> None:
-        self.objective, self.base, self.model = objective, base, model
-        self.demos_of, self.anchor, self.beta = demos_of, anchor, beta
-        self.top_k, self.top_k_mode = top_k, top_k_mode
-        self.space = base.space
-        self.base_log_cond = base.log_conditionals()
-
-    def bind(self, teacher_policy: Policy) -> _Bound:
-        """The objective with teachers (and demonstrations) from ``teacher_policy``."""
-        space, b, name = self.space, self.anchor, self.objective.name
-        if name == "rl":
-            target = space.correct + self.beta * self.base.log_prob
-            return _Bound(
-                lambda lc, _h: gibbs_value_and_grad(space, lc, self.beta, target), _no_held, False
-            )
-        model = self.model
-        assert model is not None
-        d = self.demos_of(teacher_policy)
-        if name in ("sequence", "hybrid"):
-            target = teacher_policy.log_prob + model.tilt_score(teacher_policy, d)
-            target = target + b * self.base.log_prob
-            _require_finite(target, "E_c log T_c(y)")
-            if name == "hybrid" and math.isfinite(self.objective.param):
-                # (1 + b) r / beta, shifted by a constant: incorrect rollouts lose (1 + b) / beta
-                target = target - (1.0 + b) * (~space.correct) / self.objective.param
-            return _Bound(
-                lambda lc, _h: gibbs_value_and_grad(space, lc, 1.0 + b, target), _no_held, False
-            )
-        if name == "forward":
-            mixture = model.forward_log_prob(teacher_policy, d)
-            return _Bound(
-                lambda lc, _h: forward_value_and_grad(space, lc, mixture), _no_held, False
-            )
-        loss = self._per_prefix_loss(teacher_policy, d)
-        return _Bound(
-            lambda lc, h: per_prefix_value_and_grad(space, lc, loss, _held(h)),
-            lambda lc: held_of(space, lc, loss),
-            True,
-        )
-
-    def _per_prefix_loss(self, teacher_policy: Policy, d: Policy) -> PerPrefixLoss:
-        model, name, param = self.model, self.objective.name, self.objective.param
-        assert model is not None
-        if self.top_k is not None:
-            a = 1.0 if name == "token" else 0.0 if name == "token-forward" else param
-            classes = model.teacher_classes(teacher_policy, d)
-            return TopKDivergence.from_classes(a, self.top_k, self.top_k_mode, classes, self.space)
-        if name == "token-forward" or (name == "jsd" and param == 0.0):
-            return ForwardKL.from_classes(model.teacher_classes(teacher_policy, d))
-        if name == "jsd" and param < 1.0:
-            return GeneralisedJSD.from_classes(param, model.teacher_classes(teacher_policy, d))
-        target = model.token_log_target(teacher_policy, d)
-        _require_finite(target, "the token target E_c log T_c(u | h)")
-        if name == "discount":
-            return Discounted(target, param)
-        if name == "length-weighted":
-            return LengthWeighted(target)
-        # token, and jsd=1 (reverse KL, as TRL and verl special-case it)
-        b = self.anchor
-        return ReverseKL(1.0 + b, target + b * self.base_log_cond)
-
-
-def _held(held: Held | None) -> Held:
-    assert held is not None
-    return held
-
-
-def _require_finite(values: FloatArray, what: str) -> None:
-    if not np.isfinite(values).all():
-        raise ValueError(
-            f"{what} is -inf somewhere: the optimum puts zero mass there, which no finite logits "
-            "reach (use a context model whose teachers give every rollout mass)"
-        )
-
-
-class _Sampled:
-    """Stochastic gradient estimates from a batch, with the teacher built from a teacher policy.
-
-    The estimator of each objective is the one real trainers run:
-
-    * ``rl``: REINFORCE on ``r - beta (log q - log pi0)`` with a leave-one-out baseline;
-    * ``sequence``: the score function of ``(1 + b) log q(y) - log T_c(y) - b log pi0(y)``
-      (leave-one-out baseline); ``hybrid``: the same plus REINFORCE on ``r / beta``;
-    * ``forward``: maximum likelihood on teacher samples ``y ~ T_c``;
-    * ``token``, ``discount=g``, ``length-weighted``: the sampled-token reverse KL as an
-      advantage on each move, return-to-go discounted by ``g`` (0 for ``token``), each
-      sequence's tokens averaged (``length-weighted``) or summed;
-    * ``token-forward``: ``k3`` backpropagated (verl's ``kl_penalty``, clamps included);
-    * ``jsd=a``: the full-vocabulary ``GJSD_a`` at every prefix of the student's rollouts.
-
-    One demonstration ``c ~ D`` per rollout, drawn independently of it.
-    """
-
-    def __init__(self, exact: _Exact, batch: int, rng: np.random.Generator) -> None:
-        self.exact, self.batch, self.rng = exact, batch, rng
-        self.space = exact.space
-        self._cache: dict[int, tuple[FloatArray, FloatArray | None]] = {}
-        self._cache_size = max(1, _CACHE_ENTRIES // exact.space.n_prefixes)
-        self._frozen_demos: Policy | None = None
-
-    def _demonstrations(self, teacher_policy: Policy, frozen: bool) -> Policy:
-        if not frozen:
-            return self.exact.demos_of(teacher_policy)
-        if self._frozen_demos is None:
-            self._frozen_demos = self.exact.demos_of(teacher_policy)
-        return self._frozen_demos
-
-    def _teachers(
-        self, teacher_policy: Policy, demos: np.ndarray, frozen: bool, conditionals: bool
-    ) -> tuple[np.ndarray, FloatArray, FloatArray | None]:
-        """Unique demos, their teacher rows ``log T_c(y)`` and (optionally) conditionals."""
-        model = self.exact.model
-        assert model is not None
-        unique, row_of = np.unique(demos, return_inverse=True)
-        if not frozen:
-            rows = model.teacher_log_prob(teacher_policy, unique)
-            return row_of, rows, conditionals_of_rows(self.space, rows) if conditionals else None
-        missing = [int(c) for c in unique if int(c) not in self._cache]
-        if len(self._cache) + len(missing) > self._cache_size:
-            self._cache.clear()  # bounded memory: start again
-            missing = [int(c) for c in unique]
-        if missing:
-            rows = model.teacher_log_prob(teacher_policy, np.asarray(missing, dtype=np.int64))
-            new = conditionals_of_rows(self.space, rows) if conditionals else None
-            for i, c in enumerate(missing):
-                self._cache[c] = (rows[i], None if new is None else new[i])
-        rows = np.stack([self._cache[int(c)][0] for c in unique])
-        if not conditionals:
-            return row_of, rows, None
-        conds = [self._cache[int(c)][1] for c in unique]
-        return row_of, rows, np.stack([x for x in conds if x is not None])
-
-    def gradient(self, log_cond: FloatArray, teacher_policy: Policy, frozen: bool) -> FloatArray:
-        ex, space, rng, n = self.exact, self.space, self.rng, self.batch
-        b, name, param = ex.anchor, ex.objective.name, ex.objective.param
-        if name == "forward":
-            d = self._demonstrations(teacher_policy, frozen)
-            demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
-            row_of, rows, _ = self._teachers(teacher_policy, demos, frozen, conditionals=False)
-            rollouts = sample_categorical(rows, row_of, rng)  # teacher samples y ~ T_c
-            return score_function_gradient(space, log_cond, rollouts, -np.ones(n))
-        paths = sample_paths(space, log_cond, n, rng)
-        rollouts = leaves_of(space, paths)
-        log_q = space.path_sum(log_cond)[space.rollout_prefix][rollouts]
-        base_lp = ex.base.log_prob[rollouts]
-        if name == "rl":
-            # loss per sample -(r - beta (log q - log pi0)); REINFORCE, leave-one-out baseline
-            loss = ex.beta * (log_q - base_lp) - space.correct[rollouts]
-            return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
-        d = self._demonstrations(teacher_policy, frozen)
-        demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
-        per_prefix = name in _PER_PREFIX
-        row_of, rows, conds = self._teachers(teacher_policy, demos, frozen, per_prefix)
-        if not per_prefix:
-            # sequence SD: score function of E_c[log q(y) - log T_c(y)] + b (log q - log pi0)
-            loss = (1.0 + b) * log_q - rows[row_of, rollouts] - b * base_lp
-            if not np.isfinite(loss).all():
-                raise ValueError(
-                    "a teacher gives a sampled rollout zero mass: sequence SD is infinite"
-                )
-            if name == "hybrid" and math.isfinite(param):  # REINFORCE on the reward, added
-                loss = loss - (1.0 + b) * space.correct[rollouts] / param
-            return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
-        assert conds is not None
-        if name == "jsd":
-            return full_vocabulary_gradient(space, log_cond, paths, conds, row_of, param)
-        log_teacher = step_log_teacher(paths, conds, row_of)
-        if name == "token-forward":
-            coef = k3_coefficients(paths, step_log_q(space, log_cond, paths), log_teacher)
-        else:
-            coef = sampled_token_coefficients(
-                log_cond,
-                paths,
-                log_teacher,
-                discount=param if name == "discount" else 0.0,
-                kappa=1.0 + b,
-                anchor_cond=ex.base_log_cond,
-                anchor=b,
-                length_weighted=name == "length-weighted",
-            )
-        return step_gradient(space, log_cond, paths, coef)
 
 
 # --------------------------------------------------------------------------
@@ -679,7 +335,7 @@ def train(
         objectives, refresh the held prefix weights (and return-to-go or
         per-sequence weights); otherwise ``steps`` gradient steps of size ``lr``
         (default 1).  ``sampled``: ``steps`` stochastic gradient steps with the
-        estimator real trainers use (:class:`_Sampled`) on ``batch`` student rollouts
+        estimator real trainers use (:class:`SampledGradient`) on ``batch`` student rollouts
         (teacher samples for ``forward``), step size ``lr / sqrt(1 + t / 50)``
         (default ``lr = 2``), and the returned policy is that of the logits
         averaged over the last half of the steps.
@@ -760,9 +416,9 @@ def train(
         raise ValueError(
             "the base policy must give every rollout mass: zero-mass moves have no finite logits"
         )
-    demos_of = _demo_source(base, demos, alpha, reference)
-    closed_form = _closed_form(base, parsed, model, demos_of, alpha, anchor, beta)
-    if not np.isfinite(closed_form.log_prob).all():
+    demos_of = demo_source(base, demos, alpha, reference)
+    optimum = closed_form(base, parsed, model, demos_of, alpha, anchor, beta)
+    if not np.isfinite(optimum.log_prob).all():
         raise ValueError(
             "the closed form puts zero mass on some rollouts, which no finite logits reach: "
             "the trainer needs an optimum with full support"
@@ -771,8 +427,8 @@ def train(
     if start is not None and (start.space is not space or not np.isfinite(start.log_prob).all()):
         raise ValueError("start must be a policy over the base's rollouts with full support")
     student = TabularSoftmax.from_policy(base if start is None else start)
-    exact = _Exact(parsed, base, model, demos_of, anchor, beta, top_k, top_k_mode)
-    recorder = _Recorder(closed_form, record_every, steps, progress)
+    exact = ExactObjective(parsed, base, model, demos_of, anchor, beta, top_k, top_k_mode)
+    recorder = _Recorder(optimum, record_every, steps, progress)
     recorder.record(0, student.policy(), force=True)
     live = teacher == "live"
 
@@ -794,7 +450,7 @@ def train(
         taken, optimizer = steps, "gd"
     else:
         used_lr = DEFAULT_LR["sampled"] if lr is None else float(lr)
-        sampler = _Sampled(exact, batch, rng)
+        sampler = SampledGradient(exact, batch, rng)
         average = np.zeros(space.n_prefixes)
         half = steps // 2
         for t in range(1, steps + 1):
@@ -813,10 +469,10 @@ def train(
     trained = student.policy()
     return TrainResult(
         policy=trained,
-        closed_form=closed_form,
+        closed_form=optimum,
         history=recorder.history(),
-        tv_to_closed_form=total_variation(trained, closed_form),
-        kl_to_closed_form=kl_divergence(trained, closed_form),
+        tv_to_closed_form=total_variation(trained, optimum),
+        kl_to_closed_form=kl_divergence(trained, optimum),
         steps=taken,
         objective=parsed.spec,
         mode=mode,
@@ -826,7 +482,7 @@ def train(
     )
 
 
-def _lbfgs(student: TabularSoftmax, bound: _Bound, steps: int, recorder: _Recorder) -> int:
+def _lbfgs(student: TabularSoftmax, bound: Bound, steps: int, recorder: _Recorder) -> int:
     """L-BFGS on the logits, in rounds; per-prefix objectives refresh their held quantities.
 
     A per-prefix loss is minimised with its prefix weights (and return-to-go or
