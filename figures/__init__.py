@@ -19,5 +19,6 @@ FIGURES = {
     "flow": "figures.flow",
     "trainer": "figures.trainer",
     "strength": "figures.strength",
+    "objectives": "figures.objectives",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..7."""
+"""Figure name (for ``--only``) to its module, in figure order 1..8."""

@@ -310,13 +310,7 @@ def sd_token(policy, space, demos, teacher_of, anchor=0.0):
         total = sum(math.exp(v - peak) for v in logits.values())
         for u in children:
             q_cond[h + (u,)] = math.exp(logits[u] - peak) / total
-    out = {}
-    for y in space.rollouts:
-        p = 1.0
-        for t in range(1, len(y)):
-            p *= q_cond[y[: t + 1]]
-        out[y] = p
-    return out
+    return _product(space, q_cond)
 
 
 def sd_forward(policy, demos, teacher_of):
