@@ -20,5 +20,7 @@ FIGURES = {
     "trainer": "figures.trainer",
     "strength": "figures.strength",
     "objectives": "figures.objectives",
+    "audit": "figures.audit",
+    "lattice_length": "figures.lattice_length",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..8."""
+"""Figure name (for ``--only``) to its module, in figure order 1..10."""

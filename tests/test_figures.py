@@ -35,6 +35,9 @@ STEMS = {
     "flow": "fig5_flow",
     "trainer": "fig6_trainer",
     "strength": "fig7_strength",
+    "objectives": "fig8_objectives",
+    "audit": "fig9_audit",
+    "lattice_length": "fig10_lattice_length",
 }
 
 

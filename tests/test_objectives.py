@@ -266,6 +266,19 @@ def test_jsd_stationarity_holds_at_every_prefix(instance, strength, a):
         assert values.max() - values.min() <= 1e-10
 
 
+@pytest.mark.parametrize("a", [5e-324, 1e-13, 0.3, 1 - 1e-9, 1 - 1e-13, 1 - 1e-15])
+@pytest.mark.parametrize("gamma", [0.0, 50.0, 1e6, 1e300])
+def test_jsd_is_normalised_at_extreme_coefficients_and_strengths(a, gamma):
+    # found by hunting: a near 0 (phi's slope underflows), a near 1 (log1p near -1 loses digits),
+    # gamma = 1e6 (children whose q lies below e^-745 must end at 0.0, not sink forever)
+    for seed, scale in ((1, 30.0), (2, 1.0)):
+        policy = base_policy(
+            enumerate_rollouts(named_task("grid4")), "random", seed=seed, scale=scale
+        )
+        q = sd_optimum(policy, make_context("edge", gamma), f"jsd={a!r}")
+        assert abs(q.prob.sum() - 1.0) <= 1e-12
+
+
 # ------------------------------------------------------------------ specs
 
 

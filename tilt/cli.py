@@ -403,7 +403,10 @@ def shape_cells(measures: Measures) -> list[str]:
     return [
         fmt(measures.accuracy),
         fmt(measures.correct_entropy, 3),
-        fmt(measures.effective_correct, 1),
+        # beyond a million (token lattices reach 10^40 and more) in scientific notation
+        fmt(measures.effective_correct, 1)
+        if not measures.effective_correct >= 1e6
+        else f"{measures.effective_correct:.3e}",
         fmt(measures.gap_slope, 3),
         fmt(measures.ratio_distortion, 3),
     ]

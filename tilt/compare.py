@@ -111,13 +111,19 @@ class MethodResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Every method of one instance, and the tilt score of the first round."""
+    """Every method of one instance, and the tilt score of the first round.
+
+    ``engine`` is ``'enumerate'`` or ``'dp'``; the DP engine keeps no per-rollout
+    tilt score (``tilt is None``) and its rows hold Markov policies
+    (:mod:`tilt._compare_dp`).
+    """
 
     instance: Instance
     ks: tuple[int, ...]
     rounds: int
     rows: tuple[MethodResult, ...]
-    tilt: FloatArray
+    tilt: FloatArray | None
+    engine: str = "enumerate"
 
     def row(self, key: str) -> MethodResult:
         """The row of method ``key`` (one of ``METHODS``)."""
@@ -248,15 +254,23 @@ def as_json(comparison: Comparison) -> dict[str, object]:
     """The comparison as a JSON-ready dict (non-finite numbers become ``null``)."""
     inst = comparison.instance
     space = inst.space
-    return {
-        "instance": {
+    if comparison.engine == "dp":
+        where: dict[str, object] = inst.json_fields()  # type: ignore[attr-defined]
+    else:
+        where = {
             "graph": space.task.name,
             "source": space.labels[space.source],
             "target": space.labels[space.target],
             "horizon": space.task.horizon,
             "rollouts": space.n_rollouts,
             "correct": space.n_correct,
+            "log10_rollouts": math.log10(space.n_rollouts),
             "prefixes": space.n_prefixes,
+            "engine": "enumerate",
+        }
+    return {
+        "instance": {
+            **where,
             "base": inst.base_name,
             "context": inst.model.name,
             "strength": inst.model.strength,
@@ -303,6 +317,7 @@ def rollouts_csv(comparison: Comparison) -> str:
     paths = space.path_labels()
     correct = space.correct.astype(int)
     tilt = comparison.tilt
+    assert tilt is not None  # enumerated comparisons carry it (tilt._compare_dp.enumerated)
     for i, path in enumerate(paths):
         cells: list[object] = [path, correct[i]]
         for key in [*columns]:
@@ -330,6 +345,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="apply each method this many times, each round from the last (default 1)",
     )
+    out.add_argument(
+        "--engine",
+        choices=("auto", "dp", "enumerate"),
+        default="auto",
+        help="dp: passes over an acyclic graph's states (no enumeration, any length); "
+        "enumerate: the prefix tree; auto (default): dp when the graph is acyclic and every "
+        "method has a Markov form, else enumeration",
+    )
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     out.add_argument(
         "--rollouts", metavar="FILE.csv", help="write one row per rollout to this CSV file"
@@ -344,17 +367,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         if args.rollouts:
             check_output_folder(args.rollouts)
-        instance = build_instance(args)
-        comparison = compare(instance, args.k, args.rounds, sd_variants(args.sd, args.preset))
+        from tilt._compare_dp import check_rollouts, choose_engine, compare_dp, enumerated
+
+        variants = sd_variants(args.sd, args.preset)
+        dp_instance = choose_engine(args, variants)
+        if dp_instance is None:
+            comparison = compare(build_instance(args), args.k, args.rounds, variants)
+            per_rollout = comparison
+        else:
+            if args.rollouts:
+                check_rollouts(dp_instance, args.max_rollouts)
+            comparison = compare_dp(dp_instance, tuple(args.k), args.rounds)
+            per_rollout = enumerated(comparison, args) if args.rollouts else comparison
         if args.rollouts:
-            write_atomic(args.rollouts, rollouts_csv(comparison))
+            write_atomic(args.rollouts, rollouts_csv(per_rollout))
         if args.json:
             print(json.dumps(as_json(comparison), indent=2, allow_nan=False))
         else:
             print(format_table(comparison))
             if args.rollouts:
                 print(
-                    f"\nwrote {comparison.instance.space.n_rollouts:,} rollouts to {args.rollouts}"
+                    f"\nwrote {per_rollout.instance.space.n_rollouts:,} rollouts to {args.rollouts}"
                 )
         return 0
 

@@ -171,12 +171,29 @@ def named_task(name: str) -> Task:
     ValueError
         If ``name`` is not in the catalogue; the message lists the known names.
     """
+    if _is_lattice(name):
+        return _lattice(name)
     if name not in _CATALOGUE:
         raise ValueError(
             f"unknown graph {name!r}: known graphs are {', '.join(catalogue())} "
+            "and token lattices lattice:V=..,L=..,seed=.. "
             "(or give the path of a .graphml, .json or edge-list file)"
         )
     return _CATALOGUE[name]()
+
+
+# --------------------------------------------------------------------------
+# token lattices (tilt.lattice): a parametric family of named graphs
+
+
+def _is_lattice(name: str) -> bool:
+    return isinstance(name, str) and (name == "lattice" or name.startswith("lattice:"))
+
+
+def _lattice(name: str) -> Task:
+    from tilt.lattice import lattice_task, parse_lattice  # tilt.lattice imports Task from here
+
+    return lattice_task(parse_lattice(name))
 
 
 # --------------------------------------------------------------------------
@@ -335,7 +352,7 @@ def resolve_task(
     A name in :func:`catalogue` wins over a file of the same name.  For a named
     task, ``source``/``target``/``horizon`` override the catalogue defaults.
     """
-    if name_or_path in _CATALOGUE:
+    if name_or_path in _CATALOGUE or _is_lattice(name_or_path):
         task = named_task(name_or_path)
         if source is None and target is None and horizon is None:
             return task

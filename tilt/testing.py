@@ -9,6 +9,8 @@ enumerate in milliseconds, so a property over them runs fast:
 * :func:`logits` — finite move logits, including extreme ones up to ``±50``;
 * :func:`instances` — a :class:`RandomInstance`: task, rollout space and an
   edge-softmax base policy with random logits;
+* :func:`dag_instances` — random directed acyclic graphs (edges only from a
+  lower to a higher node index), the spaces of the DP engine;
 * :func:`diamond_instances` — chains of diamonds with random logits, where
   every correct rollout has the same length and crosses the same junctions;
 * :func:`context_models` — built-in context models at random strengths
@@ -57,6 +59,7 @@ __all__ = [
     "logits",
     "instances",
     "diamond_instances",
+    "dag_instances",
     "context_models",
     "betas",
     "anchors",
@@ -334,3 +337,49 @@ def sequence_objective(
     if anchor:
         value += anchor * float(q[has] @ (q_log_prob[has] - policy.log_prob[has]))
     return value
+
+
+@st.composite
+def dag_instances(
+    draw: st.DrawFn,
+    min_nodes: int = 3,
+    max_nodes: int = 9,
+    max_rollouts: int = 400,
+    logit_strategy: st.SearchStrategy[float] | None = None,
+    horizon: bool = True,
+) -> RandomInstance:
+    """A :class:`RandomInstance` on a random DAG: edges ``v -> u`` only for ``v < u``.
+
+    Node 0 is the source and a random later node the target; a chain from the
+    source to the target is always present, other forward pairs are edges with
+    a drawn probability, so there are dead ends, edges past the target and
+    nodes of several depths.  The horizon (optional) is lowered as in
+    :func:`instances` to keep the space small.
+    """
+    n = draw(st.integers(min_nodes, max_nodes))
+    target = draw(st.integers(1, n - 1))
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(n))
+    middle = draw(st.lists(st.integers(1, max(1, target - 1)), unique=True, max_size=target - 1))
+    chain = [0, *sorted(v for v in middle if 0 < v < target), target]
+    graph.add_edges_from(zip(chain[:-1], chain[1:], strict=True))
+    p = draw(st.floats(0.2, 0.8))
+    pairs = [(v, u) for v in range(n) for u in range(v + 1, n)]
+    draws = draw(st.lists(st.floats(0.0, 1.0), min_size=len(pairs), max_size=len(pairs)))
+    graph.add_edges_from(pair for pair, w in zip(pairs, draws, strict=True) if w > 1.0 - p)
+    shortest = nx.shortest_path_length(graph, 0, target)
+    chosen = (
+        draw(st.one_of(st.none(), st.integers(shortest, max(shortest, n - 1)))) if horizon else None
+    )
+    strategy = logits() if logit_strategy is None else logit_strategy
+    for v, u in graph.edges:
+        graph.edges[v, u]["logit"] = draw(strategy)
+    task = make_task(graph, 0, target, chosen, name="dag")
+    space = _fit(task, max_rollouts)
+    return RandomInstance(
+        task=space.task,
+        space=space,
+        base=edge_softmax(space, space.move_logit),
+        move_logit=space.move_logit.copy(),
+        directed=True,
+    )

@@ -40,6 +40,12 @@ __all__ = [
     "sd_length_weighted",
 ]
 
+_END = 1e-14
+"""``jsd=a`` with ``a`` (or ``1 - a``) below this is taken at its end (it differs by ``O(a)``)."""
+
+_UNDERFLOW = -745.2
+"""``log`` of the smallest positive float64: a probability below it is 0.0."""
+
 _MAX_NEWTON = 200
 """Newton iterations before a per-prefix solve gives up (it converges in far fewer)."""
 
@@ -108,9 +114,10 @@ def sd_jsd(
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"jsd coefficient a must lie in [0, 1], got {a!r}")
     demos = resolve_demos(policy, demos, alpha)
-    if a == 1.0:
+    # jsd=a differs from its ends by O(a) and O(1 - a): within 1e-12 of them past 1e-14
+    if a >= 1.0 - _END:
         return sd_token(policy, model, demos)
-    if a == 0.0:
+    if a <= _END:
         return sd_token_forward(policy, model, demos)
     space = policy.space
     classes = model.teacher_classes(policy, demos)
@@ -166,10 +173,17 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
     for _ in range(_MAX_NEWTON):
         phi, slope = _jsd_terms(weight, values, t, a, linear)
         q = np.where(live, np.exp(t), 0.0)
-        slope = np.where(live, slope, -1.0)
+        # phi' < 0 wherever some class gives u mass; it underflows only far from the root,
+        # where the step is clipped anyway
+        slope = np.where(live, np.minimum(slope, -1e-300), -1.0)
         ratio = q / slope
         kappa = (1.0 - q.sum(axis=0) + (ratio * phi).sum(axis=0)) / ratio.sum(axis=0)
-        step = np.where(live, np.clip((kappa - phi) / slope, -2.0, 2.0), 0.0)
+        step = np.where(live, np.clip((kappa - phi) / slope, -50.0, 2.0), 0.0)
+        # a child still sinking below e^-745 has q = 0.0 in float64: that is its answer
+        sinking = live & (t < _UNDERFLOW) & (step < 0)
+        if sinking.any():
+            live = live & ~sinking
+            step = np.where(sinking, 0.0, step)
         t += step
         t -= _column_logsumexp(np.where(live, t, -np.inf))
         group_step = np.abs(step).max(axis=0)
@@ -213,17 +227,20 @@ def _jsd_terms(
         inverse_q = np.exp(-t)
         for w, c in zip(weight, values, strict=True):
             ratio = c * inverse_q
-            phi += w * np.log1p(a * (ratio - 1.0))
-            slope -= w * (a * ratio / (keep + a * ratio))
+            shift = a * (ratio - 1.0)
+            level = keep + a * ratio
+            # log1p where 1 - a + a r is near 1, a plain log of the sum where it is not
+            phi += w * np.where(shift > -0.5, np.log1p(np.maximum(shift, -0.5)), np.log(level))
+            slope -= w * (a * ratio / level)
         return phi, slope
     for w, lc in zip(weight, values, strict=True):
         y = lc - t
-        with np.errstate(over="ignore"):
-            term = np.where(
-                y > 30.0,
-                np.logaddexp(math.log(keep), math.log(a) + y),
-                np.log1p(a * np.expm1(np.minimum(y, 30.0))),
-            )
+        shift = a * np.expm1(np.minimum(y, 30.0))
+        term = np.where(
+            (y > 30.0) | (shift <= -0.5),
+            np.logaddexp(math.log(keep), math.log(a) + y),
+            np.log1p(np.maximum(shift, -0.5)),
+        )
         phi += np.where(w > 0, w * term, 0.0)
         slope -= np.where(w > 0, w * np.exp(math.log(a) + y - term), 0.0)
     return phi, slope

@@ -1,0 +1,169 @@
+"""``tilt.sample``: audit logs sampled from tilt's instances, checked against the instance.
+
+Every number in a sampled log is recomputed here from the exact objects: the
+student's log-probability and per-move conditionals from the base policy, the
+teacher's from the context model (per move by brute force over the rollouts
+sharing each prefix), and the demonstrations are checked to be correct
+siblings other than the rollout itself.  A seed fixes the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tilt.context import make_context
+from tilt.graphs import named_task
+from tilt.policy import Policy, base_policy
+from tilt.sample import SampleOptions, main, sample_jsonl, sample_records
+from tilt.space import enumerate_rollouts
+
+
+@pytest.fixture(scope="module")
+def grid3() -> Policy:
+    return base_policy(enumerate_rollouts(named_task("grid3")))
+
+
+def _records(pi0: Policy, context: str, strength: float, **options: object) -> list[dict]:
+    opts = SampleOptions(**options)  # type: ignore[arg-type]
+    return list(sample_records([pi0], make_context(context, strength), opts, seed=3))
+
+
+def _brute_conditional(pi: np.ndarray, paths: list[str], path: str, t: int) -> float:
+    """``log q(u_t | h_t)`` from the probabilities of the rollouts, by string prefixes."""
+    nodes = path.split(">")
+    head, step = nodes[: t + 1], nodes[: t + 2]
+
+    def mass(prefix: list[str]) -> float:
+        return sum(
+            p for p, q in zip(pi, paths, strict=True) if q.split(">")[: len(prefix)] == prefix
+        )
+
+    return math.log(mass(step)) - math.log(mass(head))
+
+
+@pytest.mark.parametrize(("context", "strength"), [("copy", 0.5), ("edge", 2.0), ("kernel", 0.5)])
+def test_every_number_is_the_instance_s(grid3: Policy, context: str, strength: float) -> None:
+    space = grid3.space
+    model = make_context(context, strength)
+    paths = space.path_labels()
+    index = {p: i for i, p in enumerate(paths)}
+    records = _records(grid3, context, strength, prompts=6, rollouts=5, tokens=True, paths=True)
+    assert len(records) == 30
+    for prompt in range(6):
+        group = [r for r in records if r["prompt"] == prompt]
+        assert [r["rollout"] for r in group] == list(range(5))
+        correct = {r["rollout"] for r in group if r["correct"]}
+        for r in group:
+            y = index[r["path"]]
+            assert r["correct"] == bool(space.correct[y])
+            assert r["logp"] == pytest.approx(grid3.log_prob[y], abs=1e-12)
+            assert sum(r["token_logp"]) == pytest.approx(r["logp"], abs=1e-12)
+            for t, v in enumerate(r["token_logp"]):
+                brute = _brute_conditional(grid3.prob, paths, r["path"], t)
+                assert v == pytest.approx(brute, abs=1e-12)
+            others = correct - {r["rollout"]}
+            assert len(r["teacher"]) == (1 if others else 0)
+            for s in r["teacher"]:
+                assert s["demo"] in others  # a correct sibling, never itself
+                c = index[group[s["demo"]]["path"]]
+                row = model.teacher_log_prob(grid3, np.array([c]))[0]
+                assert s["logp"] == pytest.approx(row[y], abs=1e-12)
+                teacher = np.exp(row)
+                for t, v in enumerate(s["token_logp"]):
+                    brute = _brute_conditional(teacher, paths, r["path"], t)
+                    assert v == pytest.approx(brute, abs=1e-10)
+
+
+def test_all_demonstrations_are_every_other_correct_sibling(grid3: Policy) -> None:
+    records = _records(grid3, "edge", 2.0, prompts=5, rollouts=6, demos_per_rollout=None)
+    for prompt in range(5):
+        group = [r for r in records if r["prompt"] == prompt]
+        correct = {r["rollout"] for r in group if r["correct"]}
+        for r in group:
+            assert sorted(s["demo"] for s in r["teacher"]) == sorted(correct - {r["rollout"]})
+
+
+def test_rollouts_follow_the_base_policy() -> None:
+    # 20,000 draws on routes (14 rollouts): every frequency within 5 binomial standard errors
+    pi0 = base_policy(enumerate_rollouts(named_task("routes")))
+    labels = pi0.space.path_labels()
+    index = {p: i for i, p in enumerate(labels)}
+    records = _records(pi0, "copy", 0.5, prompts=2500, rollouts=8, paths=True)
+    counts = np.bincount([index[r["path"]] for r in records], minlength=len(labels))
+    n = counts.sum()
+    se = np.sqrt(n * pi0.prob * (1 - pi0.prob))
+    assert np.all(np.abs(counts - n * pi0.prob) <= 5 * se + 1e-9)
+
+
+def test_a_seed_fixes_the_bytes(grid3: Policy) -> None:
+    model = make_context("kernel", 0.5)
+    options = SampleOptions(20, 8, 2, True)
+    first = sample_jsonl([grid3], model, options, seed=11)
+    assert first == sample_jsonl([grid3], model, options, seed=11)
+    assert first != sample_jsonl([grid3], model, options, seed=12)
+    for line in first.splitlines():
+        json.loads(line)
+
+
+def test_instances_cycle_over_random_bases(tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    argv = ["--graph", "grid3", "--base", "random", "--instances", "2", "--prompts", "4"]
+    assert main([*argv, "--rollouts", "1", "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    space = enumerate_rollouts(named_task("grid3"))
+    bases = [base_policy(space, "random", seed=s) for s in (0, 1)]
+    for r in lines:
+        base = bases[r["prompt"] % 2]
+        assert np.isclose(base.log_prob, r["logp"], atol=1e-12).any()
+
+
+def _run(argv: list[str]) -> int:
+    """``main(argv)``'s status, also when argparse exits (status 2 on a bad option)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--demos", "uniform"], "own correct rollouts"),
+        (["--instances", "2"], "needs --base random"),
+        (["--prompts", "0"], "positive integer"),
+        (["--demos-per-rollout", "none"], "positive integer or 'all'"),
+        (["--context", "copy", "--strength", "1"], "lam must be < 1"),
+    ],
+)
+def test_bad_options_are_one_line_and_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    out = tmp_path / "run.jsonl"
+    assert _run(["--graph", "grid3", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_output_destination_is_checked_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--graph", "grid3", "--out", str(tmp_path / "missing" / "x.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--graph", "grid3", "--out", str(tmp_path)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_the_documented_example_log_is_what_the_command_writes(tmp_path: Path) -> None:
+    # docs/audit.md shows the command that wrote docs/examples/audit_grid4.jsonl
+    out = tmp_path / "audit_grid4.jsonl"
+    argv = ["--graph", "grid4", "--context", "edge", "--strength", "2", "--prompts", "50"]
+    assert main([*argv, "--rollouts", "8", "--tokens", "--out", str(out)]) == 0
+    root = Path(__file__).resolve().parents[1]
+    assert out.read_bytes() == (root / "docs" / "examples" / "audit_grid4.jsonl").read_bytes()

@@ -1,0 +1,125 @@
+"""The Markov forms of the context models on an acyclic space.
+
+On a DAG the tilt score of ``edge(gamma)`` and ``kernel(gamma)`` is a sum over
+the moves of a rollout, up to a constant (``docs/theory.md``, "DP engine"):
+
+* ``edge``: ``S(y) = sum_t step(e_t)`` with
+  ``step(e) = gamma m(e) - sum_{e' out of tail(e)} m(e') log(1 + (e^gamma - 1) pi(e'))``,
+  ``m`` the edge marginals of ``D``.  Its teacher at a state is one of
+  ``deg + 1`` conditionals (boost the move ``next_c(v)``, or none), so every
+  per-prefix objective is a per-state problem.
+* ``kernel``: ``S(y) = gamma sum_t m(e_t) - E_c log Z(c)``; the constant is not
+  needed by any optimum.  Its token target needs ``r_c`` per demonstration: no
+  Markov form.
+* ``copy``: ``S`` depends on ``pi(y)`` through ``D(y)``: no Markov form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tilt.context import ContextModel
+from tilt.dp.passes import segment_sum
+from tilt.dp.policy import MarkovPolicy, edge_marginals
+from tilt.dp.space import FloatArray
+
+__all__ = ["EdgeForm", "markov_step", "edge_form", "token_target", "log_expm1", "NOT_MARKOV"]
+
+NOT_MARKOV = {
+    "copy": "the copy model's tilt score depends on D(y) = pi(y) / pi(C) pointwise, not on "
+    "moves: no Markov form; use the enumeration engine (--engine enumerate) on a small space",
+}
+
+
+def log_expm1(gamma: float) -> float:
+    """``log(e^gamma - 1)`` without overflow; ``-inf`` at 0."""
+    if gamma == 0:
+        return -math.inf
+    return gamma + math.log(-math.expm1(-gamma))
+
+
+def _check_model(model: ContextModel) -> None:
+    if model.name in NOT_MARKOV:
+        raise ValueError(NOT_MARKOV[model.name])
+    if model.name not in ("edge", "kernel"):
+        raise ValueError(
+            f"the DP engine knows the Markov forms of edge and kernel, not {model.name!r}: "
+            "use --engine enumerate"
+        )
+
+
+@dataclass(frozen=True)
+class EdgeForm:
+    """Per-state pieces of ``edge(gamma)`` for a policy ``pi`` and demonstrations ``D``.
+
+    Attributes
+    ----------
+    gamma : float
+    move_weight : ndarray, shape (n_edges,)
+        ``m(e)``, the probability that ``next_c(tail) = head`` under ``D``.
+    none_weight : ndarray, shape (n_states,)
+        ``1 - sum over the edges of s of m(e)``: ``c`` boosts no move at ``s``.
+    log_boost_norm : ndarray, shape (n_edges,)
+        ``log Z_e = log(1 + (e^gamma - 1) pi(e))``, the normaliser of the teacher
+        that boosts ``e``.
+    step : ndarray, shape (n_edges,)
+        The tilt-score increment of the edge.
+    """
+
+    gamma: float
+    move_weight: FloatArray
+    none_weight: FloatArray
+    log_boost_norm: FloatArray
+    step: FloatArray
+
+
+def edge_form(policy: MarkovPolicy, gamma: float, demos: MarkovPolicy) -> EdgeForm:
+    """The :class:`EdgeForm` of ``edge(gamma)`` for ``policy`` and ``demos``."""
+
+    def compute() -> EdgeForm:
+        space = policy.space
+        m = edge_marginals(demos)[space.edge_move]
+        log_z = np.logaddexp(0.0, log_expm1(gamma) + policy.log_cond)
+        internal, starts = space.groups
+        expected_log_z = np.zeros(space.n_states)
+        expected_log_z[internal] = segment_sum(m * log_z, starts)
+        none = np.ones(space.n_states)
+        none[internal] = np.maximum(0.0, 1.0 - segment_sum(m, starts))
+        step = gamma * m - expected_log_z[space.edge_tail]
+        return EdgeForm(gamma, m, none, log_z, step)
+
+    return policy.memo(f"edge_form:{gamma!r}:{id(demos)}", compute)
+
+
+def markov_step(policy: MarkovPolicy, model: ContextModel, demos: MarkovPolicy) -> FloatArray:
+    """Per-edge tilt-score increments: ``S(y) = sum of step along y + const``.
+
+    ``const = 0`` for ``edge``; for ``kernel`` it is ``-E_c log Z(c)``, which
+    no optimum needs.
+    """
+    _check_model(model)
+    gamma = float(model.strength)
+    if model.name == "edge":
+        return edge_form(policy, gamma, demos).step
+    return gamma * edge_marginals(demos)[policy.space.edge_move]
+
+
+def token_target(policy: MarkovPolicy, model: ContextModel, demos: MarkovPolicy) -> FloatArray:
+    """``g(u | s) = E_c log T_c(u | s)`` per edge (edge model only).
+
+    Raises
+    ------
+    ValueError
+        For kernel (its token target needs one ``r_c`` per demonstration) and copy.
+    """
+    _check_model(model)
+    if model.name != "edge":
+        raise ValueError(
+            "the kernel model's token target E_c log r_c(hu) needs one backward pass per "
+            "demonstration: no Markov form; use sequence or hybrid SD, or --engine enumerate"
+        )
+    form = edge_form(policy, float(model.strength), demos)
+    return policy.log_cond + form.step

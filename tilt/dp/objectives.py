@@ -1,0 +1,124 @@
+"""SD objectives by spec string on the DP engine: which have a Markov form, and the optimum.
+
+A spec is the string of :mod:`tilt.objectives` (``sequence``, ``token``,
+``forward``, ``token-forward``, ``jsd=a``, ``discount=g``, ``length-weighted``,
+``hybrid=beta``), parsed by the shared :func:`tilt.objectives.parse_objective`.
+:func:`markov_reason` says why an objective has no Markov form on an acyclic
+space (``None`` when it has one); :func:`dp_optimum` computes it.  Each
+objective is one entry of :data:`DP_OBJECTIVES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tilt.context import ContextModel
+from tilt.dp.context import NOT_MARKOV
+from tilt.dp.optima import sd_discount, sd_hybrid, sd_sequence, sd_token
+from tilt.dp.per_prefix import sd_jsd, sd_length_weighted, sd_token_forward
+from tilt.dp.policy import MarkovPolicy
+from tilt.objectives import OBJECTIVES, parse_objective
+
+__all__ = [
+    "ObjectiveSpec",
+    "parse_spec",
+    "DP_OBJECTIVES",
+    "markov_reason",
+    "needs_depth",
+    "dp_optimum",
+]
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """``name`` (a key of :data:`tilt.objectives.OBJECTIVES`) and ``param`` (float or None)."""
+
+    name: str
+    param: float | None = None
+
+
+def parse_spec(spec: object) -> ObjectiveSpec:
+    """Parse a spec string with :func:`tilt.objectives.parse_objective` (the shared parser).
+
+    Accepts an already parsed object (anything with ``.name`` and ``.param``).
+    """
+    if hasattr(spec, "name") and hasattr(spec, "param"):
+        return ObjectiveSpec(str(spec.name), spec.param)
+    parsed = parse_objective(spec)  # type: ignore[arg-type]
+    return ObjectiveSpec(parsed.name, parsed.param)
+
+
+Optimum = Callable[[MarkovPolicy, ContextModel, ObjectiveSpec, str, float, float], MarkovPolicy]
+
+DP_OBJECTIVES: dict[str, Optimum] = {
+    "sequence": lambda p, m, s, d, al, an: sd_sequence(p, m, d, al, an),
+    "token": lambda p, m, s, d, al, an: sd_token(p, m, d, al, an),
+    "token-forward": lambda p, m, s, d, al, an: sd_token_forward(p, m, d, al),
+    "jsd": lambda p, m, s, d, al, an: sd_jsd(p, m, float(s.param or 0.0), d, al),
+    "discount": lambda p, m, s, d, al, an: sd_discount(p, m, float(s.param or 0.0), d, al),
+    "length-weighted": lambda p, m, s, d, al, an: sd_length_weighted(p, m, d, al),
+    "hybrid": lambda p, m, s, d, al, an: sd_hybrid(
+        p, m, float("inf") if s.param is None else s.param, d, al, an
+    ),
+}
+"""The objectives with a Markov form, by name."""
+
+_PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
+
+
+def markov_reason(spec: object, model: ContextModel, demos: str = "own") -> str | None:
+    """Why ``spec`` with ``model`` (and ``demos``) has no Markov form here, or ``None``."""
+    parsed = parse_spec(spec)
+    if demos == "reference":
+        return (
+            "reference demonstrations (one fixed rollout) are not in the DP engine yet; "
+            "use --engine enumerate on a small space"
+        )
+    if model.name in NOT_MARKOV:
+        return NOT_MARKOV[model.name]
+    if model.name not in ("edge", "kernel"):
+        return f"the DP engine has no Markov form for the {model.name!r} context model"
+    if parsed.name == "forward":
+        return (
+            "forward SD's mixture E_c T_c(y) sums one teacher per demonstration at every "
+            "rollout: no Markov form; use --engine enumerate on a small space"
+        )
+    if model.name == "kernel" and parsed.name in _PER_PREFIX:
+        return (
+            f"{parsed.name} SD with kernel needs the kernel's token target E_c log r_c(hu), one "
+            "backward pass per demonstration: no Markov form; use sequence or hybrid SD, the "
+            "edge model, or --engine enumerate"
+        )
+    return None
+
+
+def needs_depth(spec: object) -> bool:
+    """Whether the objective needs ``(depth, node)`` states (``length-weighted``)."""
+    return parse_spec(spec).name == "length-weighted"
+
+
+def dp_optimum(
+    policy: MarkovPolicy,
+    model: ContextModel,
+    spec: object,
+    demos: str = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> MarkovPolicy:
+    """The optimum of the SD objective ``spec`` from ``policy``, as a Markov policy.
+
+    Raises
+    ------
+    ValueError
+        With the one-line reason of :func:`markov_reason` when it has no Markov form.
+    """
+    parsed = parse_spec(spec)
+    reason = markov_reason(parsed, model)
+    if reason is not None:
+        raise ValueError(reason)
+    if anchor > 0 and not OBJECTIVES[parsed.name].takes_anchor:
+        raise ValueError(
+            f"objective {parsed.name!r} takes no anchor (got b = {anchor:g}): the anchor "
+            "b KL(q || pi) applies to sequence, token and hybrid"
+        )
+    return DP_OBJECTIVES[parsed.name](policy, model, parsed, demos, alpha, anchor)

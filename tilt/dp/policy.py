@@ -1,0 +1,214 @@
+"""Markov policies on an acyclic space: one conditional per state edge.
+
+A :class:`MarkovPolicy` is ``log q(u | s)`` for every state edge; the mass of
+a rollout is the product along its path.  Reach probabilities, the probability
+of ending correct from each state, and edge flows are one pass each
+(:mod:`tilt.dp.passes`).  The base policy is the edge softmax of
+``docs/theory.md``; demonstrations (``own``, ``uniform``, ``tempered``) are
+Markov too: the path measure ``pi(y)^alpha r(y)`` has the conditionals of a
+backward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TypeVar
+
+import numpy as np
+
+from tilt.dp.passes import (
+    backward_logsumexp,
+    forward_logsumexp,
+    group_normalise,
+    tilted_conditionals,
+)
+from tilt.dp.space import AcyclicSpace, FloatArray
+from tilt.policy import as_generator
+
+_T = TypeVar("_T")
+
+__all__ = [
+    "MarkovPolicy",
+    "edge_softmax",
+    "base_policy",
+    "demonstrations",
+    "edge_marginals",
+    "log_rollout_count",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class MarkovPolicy:
+    """A distribution over the rollouts of an acyclic space, by its conditionals.
+
+    Attributes
+    ----------
+    space : AcyclicSpace
+    log_cond : ndarray of float64, shape (n_edges,)
+        ``log q(head | tail)``, a distribution over the edges of every state.
+    """
+
+    space: AcyclicSpace
+    log_cond: FloatArray
+    _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False)
+
+    @cached_property
+    def log_reach(self) -> FloatArray:
+        """``log q(reach s)`` per state (forward pass)."""
+        return forward_logsumexp(self.space, self.log_cond)
+
+    @cached_property
+    def log_correct_below(self) -> FloatArray:
+        """``log q(correct | s)`` per state (backward pass)."""
+        leaf = np.where(self.space.correct, 0.0, -np.inf)
+        return backward_logsumexp(self.space, self.log_cond, leaf)
+
+    @cached_property
+    def log_incorrect_below(self) -> FloatArray:
+        """``log q(incorrect | s)`` per state, summed directly (no ``1 - x``)."""
+        leaf = np.where(self.space.leaf & ~self.space.correct, 0.0, -np.inf)
+        return backward_logsumexp(self.space, self.log_cond, leaf)
+
+    @property
+    def accuracy(self) -> float:
+        """``q(C)``."""
+        return math.exp(self.log_correct_below[0])
+
+    @property
+    def incorrect_mass(self) -> float:
+        """``q(Y without C)``."""
+        return math.exp(self.log_incorrect_below[0])
+
+    @cached_property
+    def correct_cond(self) -> FloatArray:
+        """Conditionals of ``q(. | C)``: ``log q(e) + B(head) - B(tail)``, ``B = log q(C | s)``.
+
+        ``B(tail)`` is the ``log sum exp`` of the numerators over the state's edges,
+        so no pass and no renormalisation is needed; a state with no correct mass
+        below keeps ``q``'s conditionals.
+        """
+        space = self.space
+        below = self.log_correct_below
+        norm = below[space.edge_tail]
+        with np.errstate(invalid="ignore"):
+            out = self.log_cond + below[space.edge_head] - norm
+        dead = np.isneginf(norm)
+        out[dead] = self.log_cond[dead]
+        out[np.isnan(out)] = -np.inf
+        return out
+
+    @cached_property
+    def log_correct_reach(self) -> FloatArray:
+        """``log q(reach s | C) = log q(reach s) + B(s) - B(source)`` per state."""
+        with np.errstate(invalid="ignore"):
+            out = self.log_reach + self.log_correct_below - self.log_correct_below[0]
+        out[np.isnan(out)] = -np.inf
+        return out
+
+    @cached_property
+    def log_edge_flow(self) -> FloatArray:
+        """``log q(paths through e)`` per state edge."""
+        return self.log_reach[self.space.edge_tail] + self.log_cond
+
+    @cached_property
+    def log_correct_flow(self) -> FloatArray:
+        """``log q(correct paths through e)`` per state edge."""
+        space = self.space
+        with np.errstate(invalid="ignore"):
+            out = self.log_edge_flow + self.log_correct_below[space.edge_head]
+        return np.where(np.isnan(out), -np.inf, out)
+
+    def memo(self, key: str, compute: Callable[[], _T]) -> _T:
+        """``compute()`` remembered under ``key`` for this policy."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[return-value]
+
+
+def edge_softmax(space: AcyclicSpace, move_logit: FloatArray) -> MarkovPolicy:
+    """``pi(u | s) = exp(theta(v, u)) / sum over the moves of v of exp(theta)``."""
+    move_logit = np.asarray(move_logit, dtype=np.float64)
+    if move_logit.shape != (space.n_moves,):
+        raise ValueError(f"expected {space.n_moves} move logits, got shape {move_logit.shape}")
+    if not np.isfinite(move_logit).all():
+        raise ValueError("move logits must be finite")
+    return MarkovPolicy(space, group_normalise(space, move_logit[space.edge_move]))
+
+
+def base_policy(
+    space: AcyclicSpace,
+    kind: str = "default",
+    seed: int | np.random.Generator | None = None,
+    scale: float = 1.0,
+) -> MarkovPolicy:
+    """The base ``pi0`` of :func:`tilt.policy.base_policy` (same names, same random draws)."""
+    if kind == "default":
+        return edge_softmax(space, space.moves.move_logit)
+    if kind == "uniform":
+        return edge_softmax(space, np.zeros(space.n_moves))
+    if kind == "random":
+        if not np.isfinite(scale) or scale < 0:
+            raise ValueError(f"random base scale must be finite and >= 0, got {scale!r}")
+        rng = as_generator(seed)
+        return edge_softmax(space, rng.normal(0.0, scale, size=space.n_moves))
+    raise ValueError(f"unknown base {kind!r}: choose one of default, uniform, random")
+
+
+DEMOS = ("own", "uniform", "tempered")
+
+
+def demonstrations(policy: MarkovPolicy, kind: str = "own", alpha: float = 1.0) -> MarkovPolicy:
+    """The demonstration distribution ``D`` as a Markov policy (all its mass on ``C``).
+
+    ``own``: ``D ∝ pi r``; ``uniform``: ``D ∝ r``; ``tempered``: ``D ∝ pi^alpha r``
+    (rollouts with ``pi(y) = 0`` excluded), as :func:`tilt.context.demonstrations`.
+    """
+    if kind not in DEMOS:
+        raise ValueError(f"unknown demonstrations {kind!r}: choose one of {', '.join(DEMOS)}")
+    if not math.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"tempering alpha must be finite and >= 0, got {alpha!r}")
+
+    def compute() -> MarkovPolicy:
+        space = policy.space
+        if not np.isfinite(policy.log_correct_below[0]):
+            raise ValueError(
+                "the policy puts no mass on correct rollouts: it has no demonstrations"
+            )
+        lc = policy.log_cond
+        if kind == "own" or (kind == "tempered" and alpha == 1.0):
+            # D = q(. | C): the conditioned chain, whose reach is known without a pass
+            demos = MarkovPolicy(space, policy.correct_cond)
+            demos.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
+            return demos
+        if kind == "own":
+            weight = lc
+        elif kind == "uniform":
+            weight = np.zeros_like(lc)
+        else:
+            weight = np.where(np.isfinite(lc), alpha * lc, -np.inf)
+        leaf = np.where(space.correct, 0.0, -np.inf)
+        cond, _ = tilted_conditionals(space, weight, leaf)
+        return MarkovPolicy(space, cond)
+
+    return policy.memo(f"demos:{kind}:{alpha!r}", compute)
+
+
+def edge_marginals(demos: MarkovPolicy) -> FloatArray:
+    """``m(e) = P_{c ~ D}(e in E(c))`` per graph move (a path makes each move at most once)."""
+
+    def compute() -> FloatArray:
+        flow = np.exp(demos.log_edge_flow)
+        return np.bincount(
+            demos.space.edge_move, weights=flow, minlength=demos.space.n_moves
+        ).astype(np.float64)
+
+    return demos.memo("edge_marginals", compute)
+
+
+def log_rollout_count(space: AcyclicSpace, correct_only: bool = False) -> float:
+    """``log |Y|`` (or ``log |C|``): rollouts counted by one backward pass, as a log."""
+    leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
+    return float(backward_logsumexp(space, np.zeros(space.n_edges), leaf)[0])
