@@ -188,7 +188,8 @@ def _jsd_oracle(w: np.ndarray, teacher: np.ndarray, a: float) -> np.ndarray:
     def total(kappa: float) -> float:
         return math.log(sum(math.exp(solve_t(kappa, j)) for j in range(teacher.shape[1])))
 
-    kappa = brentq(total, math.log1p(-a) + 1e-13, 0.0, xtol=1e-17, rtol=1e-15)
+    # kappa <= 0, with equality when every teacher agrees (gamma = 0): bracket just past it
+    kappa = brentq(total, math.log1p(-a) + 1e-13, 1e-9, xtol=1e-17, rtol=1e-15)
     return np.array([math.exp(solve_t(kappa, j)) for j in range(teacher.shape[1])])
 
 
