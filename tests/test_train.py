@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 import tilt.testing as tt
 from tilt import _lbfgs as lbfgs_module
 from tilt import _train_estimators as est
+from tilt import _train_losses as losses
+from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context
 from tilt.graphs import named_task
@@ -35,6 +37,13 @@ SAMPLED_TV = 0.05
 CONTEXTS = [("copy", 0.5), ("edge", 2.0), ("kernel", 0.5)]
 SD_OBJECTIVES = ["sd", "sd_token", "sd_forward"]
 METHOD = {"sd": "sequence", "sd_token": "token", "sd_forward": "forward"}
+
+
+def _exact(objective, base, model, demos="own", anchor=0.0, beta=1.0):
+    """The trainer's exact objective, as :func:`train` builds it."""
+    parsed = train_module.parse_train_objective(objective)
+    demos_of = train_objectives.demo_source(base, demos, 1.0, None)
+    return train_objectives.ExactObjective(parsed, base, model, demos_of, anchor, beta)
 
 
 @pytest.fixture(scope="module", params=["grid3", "diamonds"])
@@ -155,8 +164,8 @@ def test_sequence_objective_matches_brute_force(instance, model, anchor, seed):
     student = TabularSoftmax(
         space, np.r_[0.0, np.random.default_rng(seed).normal(0, 1, space.n_prefixes - 1)]
     )
-    exact = train_module._Exact("sd", base, model, "own", 1.0, anchor, 1.0)
-    value, _ = exact.bind(base)(student.log_conditionals(), np.ones(space.n_prefixes))
+    exact = _exact("sd", base, model, anchor=anchor)
+    value, _ = exact.bind(base).value_and_grad(student.log_conditionals(), None)
     brute = tt.sequence_objective(
         student.policy().log_prob, model, base, demonstrations(base, "own"), anchor
     )
@@ -213,20 +222,23 @@ def test_token_gradient_matches_finite_differences_at_fixed_weights(base, seed):
     rng = np.random.default_rng(seed + 30)
     tau = rng.normal(0.0, 1.0, space.n_prefixes)
     weight = rng.uniform(0.1, 1.0, space.n_prefixes)  # prefix weights held fixed
-    _check_fd(space, lambda lc: est.token_value_and_grad(space, lc, 1.3, tau, weight), seed)
+    loss, held = losses.ReverseKL(1.3, tau), losses.Held(weight)
+    _check_fd(space, lambda lc: losses.per_prefix_value_and_grad(space, lc, loss, held), seed)
 
 
 def test_objective_gradients_vanish_at_closed_form(grid3):
     # at the closed form, the exact gradient of each objective is zero up to rounding
     model = make_context("edge", 2.0)
-    exact = train_module._Exact("sd", grid3, model, "own", 1.0, 0.0, 1.0)
     for objective in ["rl", *SD_OBJECTIVES]:
-        exact.objective = objective
-        closed = train_module._closed_form(grid3, objective, model, "own", 1.0, 0.0, 1.0)
-        fn = exact.bind(grid3)
-        _, grad = fn(closed.log_conditionals(), np.exp(closed.prefix_log_mass()))
+        exact = _exact(objective, grid3, model)
+        parsed = train_module.parse_train_objective(objective)
+        closed = train_objectives.closed_form(grid3, parsed, model, exact.demos_of, 1.0, 0.0, 1.0)
+        bound = exact.bind(grid3)
+        lc = closed.log_conditionals()
+        _, grad = bound.value_and_grad(lc, bound.held(lc))
         assert np.abs(grad).max() < 1e-12, objective
-        _, grad0 = fn(grid3.log_conditionals(), np.exp(grid3.prefix_log_mass()))
+        lc0 = grid3.log_conditionals()
+        _, grad0 = bound.value_and_grad(lc0, bound.held(lc0))
         assert np.abs(grad0).max() > 1e-3, objective
 
 
@@ -274,6 +286,8 @@ def test_sequence_sd_score_function_estimator_is_unbiased(grid3):
 
 
 def test_token_sd_estimator_is_unbiased(grid3):
+    # the sampled-token reverse KL (advantage -(log q - log T_c) on the sampled move, anchor b)
+    # has the expected gradient of the per-token loss at held prefix weights
     space = grid3.space
     model = make_context("kernel", 0.7)
     student = TabularSoftmax(space, _random_logits(space, 4))
@@ -286,13 +300,20 @@ def test_token_sd_estimator_is_unbiased(grid3):
     anchor = 0.5
 
     def estimate(path, _y, c):
-        return est.token_sample_gradient(
-            space, lc, path, conds, np.array([c]), 1 + anchor, grid3.log_conditionals(), anchor
+        log_teacher = est.step_log_teacher(path, conds, np.array([c]))
+        coef = est.sampled_token_coefficients(
+            lc,
+            path,
+            log_teacher,
+            kappa=1 + anchor,
+            anchor_cond=grid3.log_conditionals(),
+            anchor=anchor,
         )
+        return est.step_gradient(space, lc, path, coef)
 
     expected = _enumerate_expectation(space, q, d, estimate)
-    tau = model.token_log_target(grid3, d) + anchor * grid3.log_conditionals()
-    _, exact = est.token_value_and_grad(space, lc, 1 + anchor, tau, np.exp(q.prefix_log_mass()))
+    bound = _exact("sd_token", grid3, model, anchor=anchor).bind(grid3)
+    _, exact = bound.value_and_grad(lc, bound.held(lc))
     np.testing.assert_allclose(expected, exact, rtol=0, atol=1e-12)
 
 

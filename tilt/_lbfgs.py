@@ -16,12 +16,19 @@ every iterate); a backtracking line search from step 1 with the Armijo
 condition ``f(x + t d) <= f(x) + 1e-4 t g.d``; a pair is kept only when
 ``s.y > 0`` (so the inverse-Hessian estimate stays positive definite).
 
+Near a minimum with curvature ``c`` the decrease per step is about
+``|g|^2 / c``, which falls below the float64 resolution of ``f`` (about
+``1e-16 |f|``) once ``|g|`` is near ``sqrt(c * 1e-16 |f|)``, i.e. at a distance
+of about ``1e-8`` from the minimum.  Past that point a step is also accepted
+when ``f`` rose by at most ``1e-12 max(1, |f|)`` and the directional
+derivative satisfies Hager and Zhang's approximate Wolfe conditions (*SIAM J.
+Optim.* 16, 2005), so the iterates keep approaching the minimum, guided by the
+gradient, which is accurate far below the rounding of ``f``.
+
 Stopping rule: ``max |g| <= gtol``; or ``patience`` iterations in a row that
-lower ``f`` by at most ``ftol * max(1, |f|)``, or no step of the line search
-that lowers ``f`` at all (``f`` has reached its rounding floor: near a minimum
-with curvature ``c`` the decrease per step is about ``|g|^2 / c``, which falls
-below the float64 resolution of ``f``, about ``1e-16 |f|``, once ``|g|`` is near
-``sqrt(c * 1e-16 |f|)``); or ``maxiter`` iterations.
+neither lower ``f`` by more than ``ftol * max(1, |f|)`` nor halve the smallest
+``max |g|`` seen; or no acceptable step in the line search; or ``maxiter``
+iterations.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ def lbfgs(
     ftol: float = 1e-15,
     patience: int = 5,
     memory: int = 20,
+    max_step: float = np.inf,
     scaling: Callable[[FloatArray], FloatArray] | None = None,
     callback: Callable[[FloatArray], object] | None = None,
 ) -> LbfgsResult:
@@ -74,24 +82,32 @@ def lbfgs(
     f, g = fun(x)
     pairs: list[tuple[FloatArray, FloatArray, float]] = []
     stalled = 0
+    best_g = float(np.abs(g).max(initial=0.0))
     for nit in range(maxiter):
-        if np.abs(g).max() <= gtol:
-            return LbfgsResult(x, f, g, nit, "gradient")
         diag = None if scaling is None else scaling(x)
+        if np.abs(g if diag is None else diag * g).max() <= gtol:
+            return LbfgsResult(x, f, g, nit, "gradient")
         direction = -_two_loop(g, pairs, diag)
         slope = _dot(g, direction)
         if slope >= 0:  # not a descent direction (rounding): restart from (scaled) steepest descent
             pairs.clear()
             direction = -g if diag is None else -diag * g
             slope = _dot(g, direction)
-        if not pairs:  # first step: at most unit length
-            scale = min(1.0, 1.0 / float(np.abs(direction).max()))
-            direction, slope = direction * scale, slope * scale
+        longest = float(np.abs(direction).max())
+        limit = 1.0 if not pairs else max_step  # first step: at most unit length
+        if longest > limit:
+            direction, slope = direction * (limit / longest), slope * (limit / longest)
         t = 1.0
+        noise = _NOISE * max(1.0, abs(f))
         for _ in range(60):
             x_new = x + t * direction
             f_new, g_new = fun(x_new)
-            if np.isfinite(f_new) and f_new <= f + 1e-4 * t * slope:
+            if np.isfinite(f_new) and (
+                f_new <= f + 1e-4 * t * slope
+                or (
+                    f_new <= f + noise and _approximate_wolfe(t * slope, _dot(g_new, direction) * t)
+                )
+            ):
                 break
             t *= 0.5
         else:
@@ -102,13 +118,31 @@ def lbfgs(
             pairs.append((s, y, 1.0 / sy))
             if len(pairs) > memory:
                 pairs.pop(0)
-        stalled = stalled + 1 if f - f_new <= ftol * max(1.0, abs(f)) else 0
+        g_max = float(np.abs(g_new).max(initial=0.0))
+        progress = f - f_new > ftol * max(1.0, abs(f)) or g_max < 0.9 * best_g
+        best_g = min(best_g, g_max)
+        stalled = 0 if progress else stalled + 1
         x, f, g = x_new, f_new, g_new
         if callback is not None:
             callback(x)
         if stalled >= patience:
             return LbfgsResult(x, f, g, nit + 1, "stalled")
     return LbfgsResult(x, f, g, maxiter, "maxiter")
+
+
+_NOISE = 1e-12
+"""Relative size of a change of ``f`` that may be rounding (``f`` carries ~1e-16 ``|f|``)."""
+
+
+def _approximate_wolfe(slope: float, slope_new: float) -> bool:
+    """Hager and Zhang's approximate Wolfe conditions on the directional derivatives.
+
+    ``slope = t g.d`` at the start and ``slope_new = t g_new.d`` at the trial point:
+    ``0.9 slope <= slope_new <= (2 * 1e-4 - 1) slope``.  Near a minimum, where ``f``
+    changes below its rounding, the derivative (accurate to ~1e-16 ``|g|``) still
+    says whether the step went toward the minimum along ``d``.
+    """
+    return 0.9 * slope <= slope_new <= (2e-4 - 1.0) * slope
 
 
 def _dot(a: FloatArray, b: FloatArray) -> float:

@@ -29,7 +29,16 @@ from tilt.cli import (
     table,
 )
 from tilt.measures import measure
-from tilt.train import DEFAULT_LR, MODES, OBJECTIVES, TEACHERS, train
+from tilt.train import (
+    DEFAULT_LR,
+    MODES,
+    TEACHERS,
+    TOP_K_MODES,
+    TrainObjective,
+    parse_train_objective,
+    train,
+    train_objective_forms,
+)
 
 __all__ = ["main"]
 
@@ -57,6 +66,14 @@ def _clean(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _objective(text: str) -> TrainObjective:
+    """``--objective`` values: ``rl``, an SD spec or an old name, parsed (one-line errors)."""
+    try:
+        return parse_train_objective(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m tilt.train",
@@ -64,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_instance_arguments(parser)
     t = parser.add_argument_group("training")
-    t.add_argument("--objective", default="sd", choices=OBJECTIVES, help="objective (default sd)")
+    t.add_argument(
+        "--objective",
+        default=parse_train_objective("sd"),
+        type=_objective,
+        metavar="SPEC",
+        help=f"objective: {train_objective_forms()} (default sd)",
+    )
     t.add_argument(
         "--mode",
         default="exact",
@@ -93,6 +116,20 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="record the distance to the closed form every this many steps (default 1)",
     )
+    t.add_argument(
+        "--top-k",
+        type=positive_int,
+        metavar="K",
+        help="truncate token, token-forward or jsd=a to the student's top K moves per prefix "
+        "(exact mode)",
+    )
+    t.add_argument(
+        "--top-k-mode",
+        default="tail",
+        choices=TOP_K_MODES,
+        help="tail: the top K plus one bucket for the rest (SDPO); renormalised: both "
+        "distributions renormalised on the top K (TRL, OPSD) (default tail)",
+    )
     out = parser.add_argument_group("output")
     add_k_argument(out)
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -104,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        if args.objective == "rl" and not args.beta > 0:
+        objective: TrainObjective = args.objective
+        rl = objective.sd is None
+        if rl and not args.beta > 0:
             raise ValueError(
                 f"RL training needs --beta > 0 (got {args.beta:g}): the limit beta -> 0 puts zero "
                 "mass on every incorrect rollout, which no finite logits reach"
@@ -112,14 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance = build_instance(args)
         progress = _progress_bar(sys.stderr) if sys.stderr.isatty() else None
         started = time.perf_counter()
+        reference = instance.reference if instance.demos == "reference" else None
         result = train(
             instance.base,
-            args.objective,
-            model=None if args.objective == "rl" else instance.model,
+            objective,
+            model=None if rl else instance.model,
             demos=instance.demos,
             alpha=instance.alpha,
+            reference=reference,
             anchor=instance.anchor,
-            beta=args.beta if args.objective == "rl" else 1.0,
+            beta=args.beta if rl else 1.0,
             mode=args.mode,
             teacher=args.teacher,
             steps=args.steps,
@@ -128,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=instance.seed,
             record_every=args.record_every,
             progress=progress,
+            top_k=args.top_k,
+            top_k_mode=args.top_k_mode,
         )
         seconds = time.perf_counter() - started
         if progress is not None:  # L-BFGS may stop before --steps: clear the bar
@@ -148,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "lr": result.lr,
                         "batch": args.batch,
                         "seed": instance.seed,
-                        "beta": args.beta if args.objective == "rl" else None,
+                        "beta": args.beta if rl else None,
                         "steps": result.steps,
+                        "top_k": args.top_k,
+                        "top_k_mode": args.top_k_mode if args.top_k else None,
                         "tv_to_closed_form": _clean(result.tv_to_closed_form),
                         "kl_to_closed_form": _clean(result.kl_to_closed_form),
                         "measures": trained.as_dict(),
@@ -172,11 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(instance.header())
         print(
             f"objective {result.objective}"
-            + (f" (beta {args.beta:g})" if args.objective == "rl" else "")
+            + (f" (beta {args.beta:g})" if rl else "")
+            + (f" truncated to the top {args.top_k} ({args.top_k_mode})" if args.top_k else "")
             + f", mode {result.mode}, teacher {result.teacher}, {how}: "
             f"{result.steps} steps in {seconds:.2f} s"
         )
         note = " (the frozen one-step optimum)" if result.teacher == "live" else ""
+        note += " (of the untruncated loss)" if args.top_k else ""
         print(
             f"distance to the closed form{note}: total variation {result.tv_to_closed_form:.3e}, "
             f"KL(trained || closed form) {result.kl_to_closed_form:.3e}"

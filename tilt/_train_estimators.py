@@ -21,19 +21,18 @@ one subtree sum per gradient.  Two families of sequence objectives:
 * *forward* (maximum likelihood on teacher samples): ``F = KL(m || q)``,
   ``w(y) = -m(y)``.
 
-Token SD is per prefix, with no gradient through the prefix weights
-``n(h)`` (the current ``q(h)``, held fixed):
+The per-prefix objectives (token SD and the losses real trainers run, with
+no gradient through the prefix weights) are in :mod:`tilt._train_losses`.
 
-    F_n = sum_h n(h) sum_{p child of h} q(p | h) (kappa log q(p | h) - tau_p),
-    dF_n/dz_p = n(h) q(p | h) (g_p - sum_{p'} q(p' | h) g_p'),   g = kappa log q(.|h) - tau,
-
-with ``tau = E_c[log T_c(p | h)] + b log pi0(p | h)``; its fixed point is
-``q(. | h) ∝ exp(tau / kappa)`` at every reached prefix, whatever ``n``.
-
-The sampled estimators replace the sums over rollouts by a batch: the
-score-function (REINFORCE) estimator with a leave-one-out baseline for the
-Gibbs objectives, the per-token loss on the student's own rollouts for token
-SD, and maximum likelihood on teacher samples for forward SD.
+The sampled estimators replace the sums over rollouts by a batch, as real
+trainers do: the score-function (REINFORCE) estimator with a leave-one-out
+baseline for the Gibbs objectives; maximum likelihood on teacher samples for
+forward SD; and, per move of the student's own rollouts, the sampled-token
+reverse KL as an advantage (:func:`sampled_token_coefficients`: return-to-go
+discounted by ``g``, per-sequence ``1 / |y|`` weights), verl's ``k3``
+backpropagated (:func:`k3_coefficients`), or the full-vocabulary generalised
+JSD at every visited prefix (:func:`full_vocabulary_gradient`).  The exact
+per-prefix losses they estimate are in :mod:`tilt._train_losses`.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._train_losses import gjsd_terms
 from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray, RolloutSpace
 
@@ -51,10 +51,14 @@ __all__ = [
     "sequence_gradient",
     "gibbs_value_and_grad",
     "forward_value_and_grad",
-    "token_value_and_grad",
     "score_function_gradient",
     "leave_one_out",
-    "token_sample_gradient",
+    "step_gradient",
+    "step_log_teacher",
+    "step_log_q",
+    "sampled_token_coefficients",
+    "k3_coefficients",
+    "full_vocabulary_gradient",
     "conditionals_of_rows",
 ]
 
@@ -235,29 +239,6 @@ def forward_value_and_grad(
     return value, sequence_gradient(space, log_cond, -m)
 
 
-def token_value_and_grad(
-    space: RolloutSpace,
-    log_cond: FloatArray,
-    kappa: float,
-    tau: FloatArray,
-    prefix_weight: FloatArray,
-) -> tuple[float, FloatArray]:
-    """``F_n = sum_h n(h) sum_p q(p | h) (kappa log q(p | h) - tau_p)``, gradient at fixed ``n``.
-
-    ``prefix_weight`` is ``n(h)`` per prefix (held fixed: no gradient through it).
-    """
-    parent = space.parent[1:]
-    cond = np.exp(log_cond[1:])
-    g = kappa * log_cond[1:] - tau[1:]
-    per_child = cond * g
-    group_mean = np.bincount(parent, weights=per_child, minlength=space.n_prefixes)
-    weight = prefix_weight[parent]
-    value = float(np.multiply(weight, per_child).sum())
-    out = np.zeros(space.n_prefixes)
-    out[1:] = weight * cond * (g - group_mean[parent])
-    return value, out
-
-
 # --------------------------------------------------------------------------
 # sampled estimators
 
@@ -278,50 +259,169 @@ def score_function_gradient(
     return sequence_gradient(space, log_cond, weight)
 
 
-def token_sample_gradient(
+def step_gradient(
+    space: RolloutSpace, log_cond: FloatArray, paths: NDArray[np.int64], coefficient: FloatArray
+) -> FloatArray:
+    """``(1/B) sum_i sum_t A[i, t] d log q(u_t | h_t) / dz`` for sampled paths.
+
+    ``coefficient[i, t]`` (shape (B, max_depth)) multiplies the score of the
+    move from ``paths[i, t]`` to ``paths[i, t + 1]`` (ignored past the leaf).
+    ``d log q(p | h) / dz = e_p - q(. | h)`` on the children of ``h``.
+    """
+    n = paths.shape[0]
+    came, went = paths[:, :-1], paths[:, 1:]
+    valid = went >= 0
+    coef = coefficient[valid]
+    chosen = np.bincount(went[valid], weights=coef, minlength=space.n_prefixes)
+    visited = np.bincount(came[valid], weights=coef, minlength=space.n_prefixes)
+    out = np.zeros(space.n_prefixes)
+    out[1:] = (chosen[1:] - np.exp(log_cond[1:]) * visited[space.parent[1:]]) / n
+    return out
+
+
+def step_log_teacher(
+    paths: NDArray[np.int64], teacher_cond: FloatArray, row_of: IntArray
+) -> FloatArray:
+    """``log T_{c_i}(u_t | h_t)`` for every sampled step, shape (B, max_depth); 0 past the leaf.
+
+    ``nan`` where the teacher does not reach ``h_t`` (the caller decides what that means).
+    """
+    went = paths[:, 1:]
+    valid = went >= 0
+    out = np.zeros(went.shape)
+    rows = np.broadcast_to(row_of[:, None], went.shape)
+    out[valid] = teacher_cond[rows[valid], went[valid]]
+    return out
+
+
+def sampled_token_coefficients(
+    log_cond: FloatArray,
+    paths: NDArray[np.int64],
+    log_teacher: FloatArray,
+    *,
+    discount: float = 0.0,
+    kappa: float = 1.0,
+    anchor_cond: FloatArray | None = None,
+    anchor: float = 0.0,
+    length_weighted: bool = False,
+) -> FloatArray:
+    """Advantages of the sampled-token reverse KL, one per step: what tinker and TRL backpropagate.
+
+    Per step ``l_t = kappa log q(u_t | h_t) - log T_c(u_t | h_t) - b log pi0(u_t | h_t)``
+    (``kappa = 1 + b``); the coefficient of ``d log q(u_t | h_t)`` is the return-to-go
+    ``A_t = sum_{s >= t} g^(s - t) l_s`` (``g = discount``; 0 is no return-to-go),
+    times ``1 / |y|`` when ``length_weighted`` (each sequence's tokens averaged).
+    Steps whose teacher does not reach ``h_t`` (``nan``) carry no loss.
+
+    Raises
+    ------
+    ValueError
+        If a teacher gives a sampled move zero mass (the reverse KL is infinite).
+    """
+    went = paths[:, 1:]
+    valid = went >= 0
+    lq = np.where(valid, log_cond[np.where(valid, went, 0)], 0.0)
+    reached = ~np.isnan(log_teacher)
+    if np.isneginf(log_teacher[valid & reached]).any():
+        raise ValueError(
+            "a teacher gives a sampled move zero mass: the per-token reverse KL is infinite"
+        )
+    loss = kappa * lq - np.where(reached, log_teacher, 0.0)
+    if anchor:
+        assert anchor_cond is not None
+        loss -= anchor * np.where(valid, anchor_cond[np.where(valid, went, 0)], 0.0)
+    loss = np.where(valid & reached, loss, 0.0)
+    advantage = loss.copy()
+    if discount:
+        for t in range(loss.shape[1] - 2, -1, -1):
+            advantage[:, t] += discount * advantage[:, t + 1]
+    if length_weighted:
+        length = np.maximum(valid.sum(axis=1), 1)
+        advantage /= length[:, None]
+    return np.where(valid, advantage, 0.0)
+
+
+K3_LOG_RATIO_CLAMP = 20.0
+"""verl's ``kl_penalty('k3')`` clamps ``log T - log q`` to ``[-20, 20]`` before ``exp`` ..."""
+K3_VALUE_CLAMP = 10.0
+"""... and the estimate ``exp(kl) - kl - 1`` to ``[-10, 10]`` (``verl/.../core_algos.py``)."""
+
+
+def k3_coefficients(
+    paths: NDArray[np.int64], log_q_steps: FloatArray, log_teacher: FloatArray
+) -> FloatArray:
+    """``d k3 / d log q(u_t | h_t)`` per sampled step, for ``k3`` backpropagated (verl).
+
+    verl's ``kl_penalty(logprob=log q, ref_logprob=log T, 'k3')``:
+    ``kl = clamp(log T - log q, -20, 20)``, ``k3 = clamp(exp(kl) - kl - 1, -10, 10)``.
+    Its derivative in ``log q`` is ``1 - exp(kl)`` where neither clamp is active and 0
+    where one is.  Expected over ``u ~ q(. | h)``, with ``d log q(u) / dz = e_u - q``:
+    ``sum_u (q_u - T_u)(e_u - q) = q - T`` (while no clamp is active), the gradient of
+    ``KL(T || q)``: ``k3`` has the ``token-forward`` fixed point ``q = E_c T_c``.
+    """
+    valid = paths[:, 1:] >= 0
+    reached = ~np.isnan(log_teacher)
+    use = valid & reached
+    raw = np.where(use, log_teacher - log_q_steps, 0.0)
+    kl = np.clip(raw, -K3_LOG_RATIO_CLAMP, K3_LOG_RATIO_CLAMP)
+    value = np.expm1(kl) - kl
+    live = use & (np.abs(raw) <= K3_LOG_RATIO_CLAMP) & (value <= K3_VALUE_CLAMP)
+    return np.where(live, -np.expm1(kl), 0.0)
+
+
+def step_log_q(space: RolloutSpace, log_cond: FloatArray, paths: NDArray[np.int64]) -> FloatArray:
+    """``log q(u_t | h_t)`` per sampled step, shape (B, max_depth); 0 past the leaf."""
+    went = paths[:, 1:]
+    valid = went >= 0
+    return np.where(valid, log_cond[np.where(valid, went, 0)], 0.0)
+
+
+def full_vocabulary_gradient(
     space: RolloutSpace,
     log_cond: FloatArray,
     paths: NDArray[np.int64],
     teacher_cond: FloatArray,
     row_of: IntArray,
-    kappa: float,
-    anchor_cond: FloatArray | None,
-    anchor: float,
+    a: float,
 ) -> FloatArray:
-    """Per-token reverse-KL gradient on sampled paths, no gradient through the sampling.
+    """Per-token ``GJSD_a(T_c(. | h), q(. | h))`` over every move at each visited prefix.
 
-    For each sample ``i`` and each non-leaf prefix ``h`` on its path with
-    ``T_{c_i}(h) > 0``: the softmax gradient of
-    ``KL(q(. | h) || T_{c_i}(. | h)) + b KL(q(. | h) || pi0(. | h))`` over all
-    children of ``h`` (the full "vocabulary"), averaged over the batch.
-    ``teacher_cond[row_of[i]]`` holds ``log T_{c_i}(p | h)`` per prefix.
+    For each sample ``i`` and each non-leaf prefix ``h`` on its path whose teacher
+    ``T_{c_i}`` reaches ``h``: the softmax gradient of the full-vocabulary loss
+    (``a = 1``: reverse KL; ``a = 0``: forward KL; between: the generalised JSD
+    with ``M = (1 - a) q + a T``, as TRL and verl compute it), averaged over the batch.
+    ``teacher_cond[row_of[i]]`` holds ``log T_{c_i}(p | h)`` per prefix (``nan``
+    where ``h`` is not reached).
     """
-    n, width = paths.shape
-    batch = np.repeat(np.arange(n), width)
-    h = paths.ravel()
-    keep = h >= 0
-    batch, h = batch[keep], h[keep]
-    keep = space.child_count[h] > 0
-    batch, h = batch[keep], h[keep]
-    # every child p of every visited (sample, h)
+    n = paths.shape[0]
+    came = paths[:, :-1]
+    valid = paths[:, 1:] >= 0
+    h = came[valid]
+    sample = np.broadcast_to(np.arange(n)[:, None], came.shape)[valid]
     count = space.child_count[h]
     pair = np.repeat(np.arange(h.size), count)
     child = space.child_start[h][pair] + (
         np.arange(pair.size) - np.repeat(np.cumsum(count) - count, count)
     )
-    tau = teacher_cond[row_of[batch][pair], child]
-    reached = np.isfinite(tau) | np.isneginf(tau)  # nan: the teacher does not reach h
-    pair_reached = np.ones(h.size, dtype=bool)
-    np.logical_and.at(pair_reached, pair, reached)
-    if anchor:
-        tau = tau + anchor * anchor_cond[child]  # type: ignore[index]
-    use = pair_reached[pair]
-    visits = np.bincount(h[pair_reached], minlength=space.n_prefixes).astype(np.float64)
-    tau_sum = np.bincount(child[use], weights=tau[use], minlength=space.n_prefixes)
-    parent = space.parent[1:]
-    cond = np.exp(log_cond[1:])
-    g = visits[parent] * kappa * log_cond[1:] - tau_sum[1:]
-    group_mean = np.bincount(parent, weights=cond * g, minlength=space.n_prefixes)
-    out = np.zeros(space.n_prefixes)
-    out[1:] = cond * (g - group_mean[parent]) / n
+    log_teacher = teacher_cond[row_of[sample][pair], child]
+    reached = np.ones(h.size, dtype=bool)
+    np.logical_and.at(reached, pair, ~np.isnan(log_teacher))
+    use = reached[pair]
+    pair, child, log_teacher = pair[use], child[use], log_teacher[use]
+    log_q = log_cond[child]
+    q = np.exp(log_q)
+    if a == 1.0:
+        if np.isneginf(log_teacher).any():
+            raise ValueError(
+                "a teacher gives a move zero mass: the per-token reverse KL is infinite"
+            )
+        grad_terms = q * (log_q - log_teacher)
+    elif a == 0.0:
+        grad_terms = -np.exp(log_teacher)
+    else:
+        _, grad_terms = gjsd_terms(a, log_q, np.ones((1, child.size)), log_teacher[None, :])
+    group = np.bincount(pair, weights=grad_terms, minlength=h.size)
+    per_child = grad_terms - q * group[pair]
+    out = np.bincount(child, weights=per_child, minlength=space.n_prefixes) / n
+    out[0] = 0.0
     return out
