@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.optimize import brentq
@@ -222,6 +223,7 @@ def _lbfgs(
                 progress(taken, steps)
 
         before = taken
+        held = weights if per_token else None
         start = fun(theta)[0]
         result = lbfgs(
             fun,
@@ -229,7 +231,7 @@ def _lbfgs(
             maxiter=min(steps - taken, _LBFGS_ROUND) if per_token else steps - taken,
             gtol=_GTOL,
             callback=callback,
-            scaling=lambda x, w=weights: student.scaling(x, train, w if per_token else None),
+            scaling=partial(student.scaling, prompts=train, prefix_weights=held),
         )
         theta, value = result.x, result.value
         if not per_token or taken == before:
