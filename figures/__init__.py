@@ -22,5 +22,6 @@ FIGURES = {
     "objectives": "figures.objectives",
     "suite": "figures.suite",
     "strategies": "figures.strategies",
+    "sharing": "figures.sharing",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..10."""
+"""Figure name (for ``--only``) to its module, in figure order 1..11."""

@@ -27,7 +27,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ("docs/guide.md", "docs/gallery.md", "docs/theory.md", "docs/objectives.md", "README.md")
+DOCS = (
+    "docs/guide.md",
+    "docs/gallery.md",
+    "docs/theory.md",
+    "docs/objectives.md",
+    "docs/sharing.md",
+    "README.md",
+)
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 
 

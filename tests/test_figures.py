@@ -38,6 +38,7 @@ STEMS = {
     "objectives": "fig8_objectives",
     "suite": "fig9_suite_pass_at_k",
     "strategies": "fig10_strategies",
+    "sharing": "fig11_sharing",
 }
 
 

@@ -210,3 +210,29 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys, extra, message) -> None:  #
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_live_sd_transfers_less_to_held_out_prompts_than_rl() -> None:
+    # docs/sharing.md, first table: grid-holed, edge features, region split, live edge(2)
+    # teacher; measured held-out pass@1 at training pass@1 = 0.8: RL 0.838, sequence 0.720
+    from tilt.share import run_experiment
+
+    suite = share_suite("grid-holed")
+    experiment = run_experiment(
+        suite,
+        "edge",
+        split_suite(suite, "region"),
+        ["rl", "sequence"],
+        [0.8],
+        model=EDGE,
+        teacher="live",
+        steps=150,
+        lr=2.0,
+    )
+    rl, sd = experiment.checkpoints
+    assert rl.held_out is not None
+    assert sd.held_out is not None
+    gap = sd.held_out.mean_pass_at_k[1] - rl.held_out.mean_pass_at_k[1]
+    assert abs(gap - (0.720 - 0.838)) < 2e-3
+    assert sd.train.effective_correct < 0.5 * rl.train.effective_correct  # type: ignore[union-attr]

@@ -6,7 +6,10 @@ suite files):
 * ``grid5-corner`` — the 5x5 grid with all logits 0, target ``(4, 4)``,
   horizon 10, every other node a source (24 prompts; far sources are hard);
 * ``holed5-corner`` — the same on the grid with its centre removed (23 prompts);
-* ``grid-holed`` — both (47 prompts, one target: the issue's prototype).
+* ``grid-holed`` — both (47 prompts, one target: the issue's prototype);
+* ``grid-holed-hard`` — ``grid-holed`` with horizon 8, so that far sources must
+  take a shortest path (base accuracy about 0.01 from the far corner) and
+  pass@k moves up to large ``k``;
 * ``grid4-targets`` — the 4x4 grid, all logits 0, horizon 6, every ordered pair
   (240 prompts, 16 targets).
 
@@ -41,11 +44,11 @@ def _flat(graph: nx.DiGraph) -> nx.DiGraph:
     return graph
 
 
-def _corner(name: str, catalogue: str) -> list[Prompt]:
+def _corner(name: str, catalogue: str, horizon: int = 10) -> list[Prompt]:
     graph = _flat(named_task(catalogue).graph)
     target = (4, 4)
     return [
-        Prompt(f"{name} {s}", make_task(graph, s, target, 10, name=name))
+        Prompt(f"{name} {s}", make_task(graph, s, target, horizon, name=name))
         for s in sorted(graph.nodes)
         if s != target
     ]
@@ -78,6 +81,15 @@ def _grid_holed(seed: int) -> Suite:
     )
 
 
+def _grid_holed_hard(seed: int) -> Suite:
+    del seed
+    return Suite(
+        "grid-holed-hard",
+        "grid-holed with horizon 8: far sources must take a shortest path (base accuracy ~0.01)",
+        tuple(_corner("grid5", "grid5", 8) + _corner("holed5", "holed5", 8)),
+    )
+
+
 def _grid4_targets(seed: int) -> Suite:
     del seed
     graph = _flat(named_task("grid4").graph)
@@ -98,6 +110,7 @@ SHARE_SUITES: dict[str, Callable[[int], Suite]] = {
     "grid5-corner": _grid5_corner,
     "holed5-corner": _holed5_corner,
     "grid-holed": _grid_holed,
+    "grid-holed-hard": _grid_holed_hard,
     "grid4-targets": _grid4_targets,
 }
 """Suites designed for the shared student, by name."""
