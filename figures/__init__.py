@@ -24,5 +24,6 @@ FIGURES = {
     "lattice_length": "figures.lattice_length",
     "suite": "figures.suite",
     "strategies": "figures.strategies",
+    "sharing": "figures.sharing",
 }
-"""Figure name (for ``--only``) to its module, in figure order 1..12."""
+"""Figure name (for ``--only``) to its module, in figure order 1..13."""

@@ -33,6 +33,7 @@ DOCS = (
     "docs/theory.md",
     "docs/objectives.md",
     "docs/audit.md",
+    "docs/sharing.md",
     "README.md",
 )
 FENCE = re.compile(r"^(\s*)```(\w*)\s*$")

@@ -40,6 +40,7 @@ STEMS = {
     "lattice_length": "fig10_lattice_length",
     "suite": "fig11_suite_pass_at_k",
     "strategies": "fig12_strategies",
+    "sharing": "fig13_sharing",
 }
 
 

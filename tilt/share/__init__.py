@@ -1,0 +1,39 @@
+"""One student for a whole suite: shared weights, and what SD does to prompts it never trained on.
+
+``logit(h, u, x) = theta . phi(h, u, x)`` over every prompt ``x`` of a suite
+(:mod:`tilt.share.features`), trained exactly on the training prompts
+(:mod:`tilt.share.exact`, :mod:`tilt.share.train`) and measured on training and
+held-out prompts at matched training pass@1 (:mod:`tilt.share.measure`).
+``python -m tilt.share`` runs it; ``docs/sharing.md`` reports what it shows.
+"""
+
+from tilt.share.exact import EMA_RATE, OBJECTIVES, TEACHERS, SharedStudent, ShareObjective
+from tilt.share.features import FEATURES, FeatureMap, SharedFeatures, make_features
+from tilt.share.measure import Checkpoint, Experiment, SetMeasures, run_experiment, set_measures
+from tilt.share.suites import SHARE_SUITES, SPLITS, share_suite, split_suite
+from tilt.share.train import ShareRun, matched_theta, mean_accuracy, train_shared
+
+__all__ = [
+    "EMA_RATE",
+    "OBJECTIVES",
+    "TEACHERS",
+    "FEATURES",
+    "SHARE_SUITES",
+    "SPLITS",
+    "FeatureMap",
+    "SharedFeatures",
+    "SharedStudent",
+    "ShareObjective",
+    "ShareRun",
+    "SetMeasures",
+    "Checkpoint",
+    "Experiment",
+    "make_features",
+    "share_suite",
+    "split_suite",
+    "train_shared",
+    "matched_theta",
+    "mean_accuracy",
+    "set_measures",
+    "run_experiment",
+]
