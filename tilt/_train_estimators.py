@@ -45,6 +45,7 @@ from tilt.policy import Policy
 from tilt.space import FloatArray, IntArray, RolloutSpace
 
 __all__ = [
+    "token_value_and_grad",
     "TabularSoftmax",
     "sample_paths",
     "sample_categorical",
@@ -237,6 +238,29 @@ def forward_value_and_grad(
     has = m > 0
     value = float(np.multiply(m[has], log_mixture[has] - log_q[has]).sum())
     return value, sequence_gradient(space, log_cond, -m)
+
+
+def token_value_and_grad(
+    space: RolloutSpace,
+    log_cond: FloatArray,
+    kappa: float,
+    tau: FloatArray,
+    prefix_weight: FloatArray,
+) -> tuple[float, FloatArray]:
+    """``F_n = sum_h n(h) sum_p q(p | h) (kappa log q(p | h) - tau_p)``, gradient at fixed ``n``.
+
+    ``prefix_weight`` is ``n(h)`` per prefix (held fixed: no gradient through it).
+    """
+    parent = space.parent[1:]
+    cond = np.exp(log_cond[1:])
+    g = kappa * log_cond[1:] - tau[1:]
+    per_child = cond * g
+    group_mean = np.bincount(parent, weights=per_child, minlength=space.n_prefixes)
+    weight = prefix_weight[parent]
+    value = float(np.multiply(weight, per_child).sum())
+    out = np.zeros(space.n_prefixes)
+    out[1:] = weight * cond * (g - group_mean[parent])
+    return value, out
 
 
 # --------------------------------------------------------------------------
