@@ -5,7 +5,8 @@ accuracy against RL (RL at the ``beta`` where its accuracy equals the SD
 optimum's; RL keeps every ratio, so its shape is the base's):
 
 * gap slope and mass-weighted gap slope of ``log q`` on ``log pi0`` over ``C``
-  (RL: exactly 1);
+  (RL: exactly 1), and the ``pi0``-mass fraction of correct pairs whose gap
+  widens (RL: 0);
 * effective number of correct rollouts, SD and RL;
 * ``distinct@k`` and worst out-of-distribution ``pass@k`` (blocked = fail), SD and RL.
 
@@ -96,6 +97,7 @@ def verdict_rows(cases: Sequence[VerdictCase] = CASES, k: int = 64) -> list[dict
                     "rl_beta": rl.beta,
                     "gap_slope": sd.gap_slope,
                     "weighted_gap_slope": sd.weighted_gap_slope,
+                    "widening_fraction": sd.widening_fraction,
                     "effective_correct": sd.effective_correct,
                     "effective_correct_rl": base_m.effective_correct,
                     f"distinct@{k}": sd.distinct_at_k[k],
@@ -123,16 +125,18 @@ def markdown(rows: Sequence[dict[str, object]], k: int = 64) -> str:
             f"**{instance}** (RL at the same accuracy: gap slopes 1, the base's effective number)\n"
         )
         out.append(
-            "| objective | demos | accuracy | gap slope | weighted slope | eff. #C SD / RL "
+            "| objective | demos | accuracy | gap slope | weighted slope | widening "
+            "| eff. #C SD / RL "
             f"| distinct@{k} SD / RL | worst ood@{k} SD / RL |"
         )
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             if r["instance"] != instance:
                 continue
             out.append(
                 f"| {r['method']} | {r['demos']} | {_cell(r['accuracy'], 4)} "
                 f"| {_cell(r['gap_slope'], 3)} | {_cell(r['weighted_gap_slope'], 3)} "
+                f"| {_cell(r['widening_fraction'], 3)} "
                 f"| {_cell(r['effective_correct'], 1)} / {_cell(r['effective_correct_rl'], 1)} "
                 f"| {_cell(r[f'distinct@{k}'], 2)} / {_cell(r[f'distinct@{k}_rl'], 2)} "
                 f"| {_cell(r[f'ood@{k}_worst'], 4)} / {_cell(r[f'ood@{k}_worst_rl'], 4)} |"
