@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tilt.cli import DEFAULT_STRENGTH, Instance
+from tilt.cli import DEFAULT_STRENGTH, Instance, check_instance_numbers
 from tilt.context import ContextModel, make_context
 from tilt.dp import (
     AcyclicSpace,
@@ -162,12 +162,7 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
         return None  # enumeration can do every method
     base = base_policy(space, args.base, seed=args.seed)
     base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
-    if args.beta < 0:
-        raise ValueError(f"--beta must be >= 0 (0 is the limit beta -> 0), got {args.beta!r}")
-    if args.anchor < 0:
-        raise ValueError(f"--anchor must be >= 0, got {args.anchor!r}")
-    if args.alpha < 0:
-        raise ValueError(f"--alpha must be >= 0, got {args.alpha!r}")
+    check_instance_numbers(args)
     return DPInstance(
         space,
         base,

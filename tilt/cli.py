@@ -48,6 +48,7 @@ __all__ = [
     "add_task_arguments",
     "add_sd_arguments",
     "build_instance",
+    "check_instance_numbers",
     "run_main",
     "write_atomic",
     "fmt",
@@ -264,14 +265,19 @@ class Instance:
         )
 
 
-def build_instance(args: argparse.Namespace) -> Instance:
-    """Enumerate the space and build base, context model and options from parsed arguments."""
+def check_instance_numbers(args: argparse.Namespace) -> None:
+    """``ValueError`` on a negative ``--beta``, ``--anchor`` or ``--alpha`` (both engines)."""
     if args.beta < 0:
         raise ValueError(f"--beta must be >= 0 (0 is the limit beta -> 0), got {args.beta!r}")
     if args.anchor < 0:
         raise ValueError(f"--anchor must be >= 0, got {args.anchor!r}")
     if args.alpha < 0:
         raise ValueError(f"--alpha must be >= 0, got {args.alpha!r}")
+
+
+def build_instance(args: argparse.Namespace) -> Instance:
+    """Enumerate the space and build base, context model and options from parsed arguments."""
+    check_instance_numbers(args)
     strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
     model = make_context(args.context, strength)
     task = resolve_task(args.graph, args.source, args.target, args.horizon, args.directed)
