@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tilt.cli import DEFAULT_STRENGTH, Instance, check_instance_numbers
+from tilt.cli import DEFAULT_STRENGTH, Instance, base_label, check_instance_numbers
 from tilt.context import ContextModel, make_context
 from tilt.dp import (
     AcyclicSpace,
@@ -161,7 +161,7 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
     if engine == "auto" and blocked and log_rollouts <= math.log(args.max_rollouts):
         return None  # enumeration can do every method
     base = base_policy(space, args.base, seed=args.seed)
-    base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
+    base_name = base_label(args)
     check_instance_numbers(args)
     return DPInstance(
         space,

@@ -49,6 +49,7 @@ __all__ = [
     "add_sd_arguments",
     "build_instance",
     "check_instance_numbers",
+    "base_label",
     "run_main",
     "write_atomic",
     "fmt",
@@ -275,6 +276,11 @@ def check_instance_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"--alpha must be >= 0, got {args.alpha!r}")
 
 
+def base_label(args: argparse.Namespace) -> str:
+    """The base's name for headers: ``default``, ``uniform`` or ``random(seed=N)``."""
+    return args.base + (f"(seed={args.seed})" if args.base == "random" else "")
+
+
 def build_instance(args: argparse.Namespace) -> Instance:
     """Enumerate the space and build base, context model and options from parsed arguments."""
     check_instance_numbers(args)
@@ -283,7 +289,7 @@ def build_instance(args: argparse.Namespace) -> Instance:
     task = resolve_task(args.graph, args.source, args.target, args.horizon, args.directed)
     space = enumerate_rollouts(task, args.max_rollouts)
     base = base_policy(space, args.base, seed=args.seed)
-    base_name = args.base + (f"(seed={args.seed})" if args.base == "random" else "")
+    base_name = base_label(args)
     instance = Instance(
         space,
         base,

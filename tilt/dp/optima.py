@@ -24,6 +24,7 @@ from tilt.context import ContextModel
 from tilt.dp.context import markov_step, token_target
 from tilt.dp.passes import group_normalise, tilted_conditionals
 from tilt.dp.policy import MarkovPolicy, demonstrations
+from tilt.objectives._common import check_anchor
 
 __all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
 
@@ -36,12 +37,6 @@ def check_beta(beta: float, what: str = "beta") -> float:
         raise ValueError(f"{what} must be >= 0 (0 is the limit {what} -> 0), got {beta!r}")
     return beta
 
-
-def _check_anchor(anchor: float) -> float:
-    anchor = float(anchor)
-    if not math.isfinite(anchor) or anchor < 0:
-        raise ValueError(f"anchor b must be finite and >= 0, got {anchor!r}")
-    return anchor
 
 
 def _reward_leaf(policy: MarkovPolicy, beta: float) -> np.ndarray:
@@ -83,10 +78,7 @@ def sd_sequence(
     anchor: float = 0.0,
 ) -> MarkovPolicy:
     """``q*(y) ∝ pi(y) exp(S(y) / (1 + b))`` with ``S`` the sum of per-move steps."""
-    anchor = _check_anchor(anchor)
-    step = markov_step(policy, model, _demos(policy, demos, alpha))
-    leaf = np.where(policy.space.leaf, 0.0, -np.inf)
-    return _tilt(policy, step / (1.0 + anchor), leaf)
+    return sd_hybrid(policy, model, math.inf, demos, alpha, anchor)
 
 
 def sd_hybrid(
@@ -98,7 +90,7 @@ def sd_hybrid(
     anchor: float = 0.0,
 ) -> MarkovPolicy:
     """``q(y) ∝ pi(y) exp(S(y) / (1 + b) + r(y) / beta)`` (``beta = 0``: restricted to ``C``)."""
-    anchor = _check_anchor(anchor)
+    anchor = check_anchor(anchor)
     beta = check_beta(beta, "hybrid beta")
     step = markov_step(policy, model, _demos(policy, demos, alpha))
     if math.isinf(beta):
@@ -116,7 +108,7 @@ def sd_token(
     anchor: float = 0.0,
 ) -> MarkovPolicy:
     """Per-token reverse KL: ``q(u | s) ∝ exp((g(u | s) + b log pi(u | s)) / (1 + b))``."""
-    anchor = _check_anchor(anchor)
+    anchor = check_anchor(anchor)
     target = token_target(policy, model, _demos(policy, demos, alpha))
     own = policy.log_cond
     with np.errstate(invalid="ignore"):
