@@ -157,3 +157,53 @@ def test_no_path_is_value_error():
     graph.add_edge("t", "s")
     with pytest.raises(ValueError, match="no path"):
         enumerate_rollouts(make_task(graph, "s", "t"))
+
+
+@pytest.mark.parametrize("name", SMALL_NAMED)
+def test_other_siblings_sum_is_the_group_without_itself(name):
+    """Per prefix, the sum over its siblings other than itself, as a plain loop gives it;
+    exact (not total minus own) when one sibling holds almost everything."""
+    space = enumerate_rollouts(named_task(name))
+    rng = np.random.default_rng(7)
+    values = rng.random(space.n_prefixes)
+    values[rng.random(space.n_prefixes) < 0.3] = 1.0 - 1e-17  # one sibling near 1, others tiny
+    values[rng.random(space.n_prefixes) < 0.3] = 1e-20
+    got = space.other_siblings_sum(values)
+    assert got[0] == 0.0
+    for p in range(1, space.n_prefixes):
+        start = space.child_start[space.parent[p]]
+        siblings = range(start, start + space.child_count[space.parent[p]])
+        want = sum(values[s] for s in siblings if s != p)
+        assert got[p] == pytest.approx(want, rel=1e-15, abs=0.0)
+
+
+@pytest.mark.parametrize("name", ["grid3", "diamonds", "routes"])
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_sibling_logsumexp_against_a_loop(name, scale):
+    """Only children keep their value; groups agree with a per-group shifted sum to 1e-15,
+    in the linear domain (scale 1) and the per-group one (scale 1000); -inf where all are."""
+    space = enumerate_rollouts(named_task(name))
+    rng = np.random.default_rng(1)
+    values = rng.normal(0.0, scale, space.n_prefixes)
+    values[rng.random(values.size) < 0.2] = -np.inf
+    got = space.sibling_logsumexp(values)
+    want = np.zeros_like(values)
+    for p in range(1, space.n_prefixes):
+        start = space.child_start[space.parent[p]]
+        group = values[start : start + space.child_count[space.parent[p]]]
+        peak = group.max()
+        want[p] = peak if not np.isfinite(peak) else peak + np.log(np.exp(group - peak).sum())
+    finite = np.isfinite(want)
+    assert got[0] == 0.0
+    assert np.array_equal(np.isfinite(got), finite)
+    assert np.array_equal(got[~finite], want[~finite])
+    np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=1e-15 * max(1.0, scale))
+
+
+def test_sibling_sums_on_a_chain():
+    """A path graph: every prefix is an only child (no group of two or more)."""
+    graph = nx.path_graph(4, create_using=nx.DiGraph)
+    space = enumerate_rollouts(make_task(graph, 0, 3))
+    values = np.array([5.0, -1.0, 2.0, -np.inf])
+    np.testing.assert_array_equal(space.sibling_logsumexp(values), [0.0, -1.0, 2.0, -np.inf])
+    np.testing.assert_array_equal(space.other_siblings_sum(values), np.zeros(4))

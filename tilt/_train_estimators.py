@@ -111,7 +111,7 @@ class TabularSoftmax:
 
     def policy(self, logits: FloatArray | None = None) -> Policy:
         """The distribution over rollouts, of ``logits`` or the current ones."""
-        return Policy.from_log_conditionals(self.space, self.log_conditionals(logits))
+        return Policy.from_log_conditionals(self.space, self.log_conditionals(logits), softmax=True)
 
     def step(self, gradient: FloatArray, lr: float) -> None:
         """``z <- z - lr * gradient`` (entry 0 stays 0)."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
 from tilt.policy import Policy, logsumexp
@@ -195,6 +196,24 @@ def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> Floa
     return out
 
 
+def _base_classes(
+    base: Policy, tol: float
+) -> tuple[NDArray[np.bool_], FloatArray, FloatArray, IntArray, float]:
+    """What :func:`widening_fraction` needs of the base alone (remembered on it): the finite
+    correct ``log pi0`` and their mask, weights, tie classes and total weight of ordered pairs."""
+    x = base.log_prob[base.space.correct]
+    keep = np.isfinite(x)
+    x = x[keep]
+    if x.size < 2:
+        return keep, x, x, np.zeros(x.size, dtype=np.int64), 0.0
+    w = np.exp(x - x.max())
+    x_rank = _tie_classes(x, tol)
+    # total: pairs with x_rank[j] < x_rank[i]
+    class_weight = np.bincount(x_rank, weights=w)
+    below = np.r_[0.0, np.cumsum(class_weight)[:-1]]
+    return keep, x, w, x_rank, float(w @ below[x_rank])
+
+
 def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) -> float:
     """The ``pi0``-mass fraction of correct pairs whose gap widens.
 
@@ -217,22 +236,13 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     ``(pi0, d)`` classes (one sort, then one stable partition per bit of the
     ``d`` rank), never the ``|C|^2`` pairs.
     """
+    check_same_space(policy.space, base.space, "the policy and the base")
     correct = policy.space.correct
-    x = base.log_prob[correct]
-    keep = np.isfinite(x)
-    x = x[keep]
+    keep, x, w, x_rank, total = base.memo(f"widening@{tol!r}", lambda: _base_classes(base, tol))
+    if x.size < 2 or total <= 0:
+        return math.nan
     with np.errstate(invalid="ignore"):
-        d = (policy.log_prob[correct] - base.log_prob[correct])[keep]
-    if x.size < 2:
-        return math.nan
-    w = np.exp(x - x.max())
-    x_rank = _tie_classes(x, tol)
-    # total: pairs with x_rank[j] < x_rank[i]
-    class_weight = np.bincount(x_rank, weights=w)
-    below = np.r_[0.0, np.cumsum(class_weight)[:-1]]
-    total = float(w @ below[x_rank])
-    if total <= 0:
-        return math.nan
+        d = policy.log_prob[correct][keep] - x
     d_rank = _tie_classes(d, tol)
     # points with the same (x class, d class) are one point of summed weight
     span = int(d_rank.max()) + 1
@@ -315,6 +325,7 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
     ks = [_check_k(k) for k in ks]
     check_same_space(policy.space, base.space, "the policy and the base")
     entropy = correct_entropy(policy)
+    reroute = ood_pass_at_ks(policy, ks, "reroute")  # first: it remembers the fail reading too
     return Measures(
         accuracy=policy.accuracy,
         correct_entropy=entropy,
@@ -326,5 +337,5 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
         distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
         ood=dict(zip(ks, ood_pass_at_ks(policy, ks, "fail"), strict=True)),
-        ood_reroute=dict(zip(ks, ood_pass_at_ks(policy, ks, "reroute"), strict=True)),
+        ood_reroute=dict(zip(ks, reroute, strict=True)),
     )

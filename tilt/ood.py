@@ -133,64 +133,37 @@ def blocked_edges(space: RolloutSpace) -> BlockedEdges:
     return out
 
 
-def _other_children_sum(space: RolloutSpace, per_prefix: FloatArray) -> FloatArray:
-    """For each prefix ``p > 0``, the sum of ``per_prefix`` over its siblings other than ``p``.
-
-    Slot ``k`` of a sibling group is its ``k``-th child.  The others' sum at slot
-    ``k`` is the sum over slots before ``k`` plus the sum over slots after it:
-    sums of non-negative terms only, never a group total minus ``p`` (no
-    cancellation when ``p`` holds almost all of it).  Loops over slots (at
-    most the largest out-degree), not over prefixes.
-    """
-    out = np.zeros(space.n_prefixes)
-    internal = np.flatnonzero(space.child_count > 0)
-    if internal.size == 0:
-        return out
-    start, count = space.child_start[internal], space.child_count[internal]
-    width = int(count.max())
-    last = space.n_prefixes - 1
-    slot = [
-        np.where(count > k, per_prefix[np.minimum(start + k, last)], 0.0) for k in range(width)
-    ]
-    before = [np.zeros(internal.size)]
-    for k in range(1, width):
-        before.append(before[-1] + slot[k - 1])
-    after = [np.zeros(internal.size)]
-    for k in range(width - 2, -1, -1):
-        after.append(after[-1] + slot[k + 1])
-    after.reverse()
-    for k in range(width):
-        has = count > k
-        out[start[has] + k] = (before[k] + after[k])[has]
-    return out
-
-
 def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, FloatArray]:
-    """``(1 - success(e), success(e))`` for every blocked edge, shape (n_edges,) each."""
+    """``(1 - success(e), success(e))`` for every blocked edge, shape (n_edges,) each.
+
+    Asking for ``reroute`` remembers ``fail`` too (it is a term of it): one pass
+    over the prefix tree serves both readings.
+    """
     if reading not in READINGS:
         raise ValueError(f"unknown OOD reading {reading!r}: choose one of {', '.join(READINGS)}")
-
-    def compute() -> tuple[FloatArray, FloatArray]:
-        space = policy.space
-        edges = blocked_edges(space)
-        correct_mass = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
-        moves = space.move[1:]
-        unit = edges.move_unit[moves]
-        keep = unit >= 0
-        flow = np.bincount(unit[keep], weights=correct_mass[1:][keep], minlength=edges.n_edges)
-        fail = np.minimum(policy.incorrect_mass + flow, 1.0)
-        success = np.maximum(policy.accuracy - flow, 0.0)
-        if reading == "fail":
-            return fail, success
-        cond = policy.conditional_probs()
-        others = _other_children_sum(space, cond)  # 1 - q(m | h), without cancellation
-        other_mass = _other_children_sum(space, correct_mass)  # M(h without m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = np.where(others[1:] > 0, other_mass[1:] * cond[1:] / others[1:], 0.0)
-        bonus = np.bincount(unit[keep], weights=gain[keep], minlength=edges.n_edges)
-        return np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0)
-
-    return policy.memo(f"ood-{reading}", compute)
+    known = policy.remembered(f"ood-{reading}")
+    if known is not None:
+        return known
+    space = policy.space
+    edges = blocked_edges(space)
+    correct_mass = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
+    unit = edges.move_unit[space.move[1:]]
+    keep = unit >= 0
+    flow = np.bincount(unit[keep], weights=correct_mass[1:][keep], minlength=edges.n_edges)
+    fail = np.minimum(policy.incorrect_mass + flow, 1.0)
+    success = np.maximum(policy.accuracy - flow, 0.0)
+    policy.memo("ood-fail", lambda: (fail, success))
+    if reading == "fail":
+        return fail, success
+    cond = policy.conditional_probs()
+    others = space.other_siblings_sum(cond)  # 1 - q(m | h), without cancellation
+    other_mass = space.other_siblings_sum(correct_mass)  # M(h without m)
+    del correct_mass
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(others[1:] > 0, other_mass[1:] * cond[1:] / others[1:], 0.0)
+    bonus = np.bincount(unit[keep], weights=gain[keep], minlength=edges.n_edges)
+    rerouted = (np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0))
+    return policy.memo("ood-reroute", lambda: rerouted)
 
 
 def ood_success(policy: Policy, reading: str = "reroute") -> FloatArray:

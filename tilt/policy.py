@@ -150,16 +150,27 @@ class Policy:
         return cls(space, shifted - logsumexp(shifted))
 
     @classmethod
-    def from_log_conditionals(cls, space: RolloutSpace, log_cond: FloatArray) -> Policy:
+    def from_log_conditionals(
+        cls, space: RolloutSpace, log_cond: FloatArray, *, softmax: bool = False
+    ) -> Policy:
         """Build the policy whose conditionals are ``log pi(node[p] | parent[p])``.
 
         ``log_cond`` has shape (n_prefixes,); entry 0 is ignored.  Each sibling
         group must be normalised (within rounding); the result is renormalised.
+        With ``softmax=True`` the caller vouches that every group is a softmax
+        (normalised to rounding): the values become the policy's
+        :meth:`log_conditionals` as given (uniform below a prefix of zero mass),
+        instead of being recomputed from the rollouts' masses.
         """
         values = np.array(log_cond, dtype=np.float64, copy=True)
         values[0] = 0.0
         log_prefix = space.path_sum(values)
-        return cls.from_log_weights(space, log_prefix[space.rollout_prefix])
+        policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])
+        if softmax:
+            unreachable = np.flatnonzero(np.isneginf(log_prefix[space.parent[1:]])) + 1
+            values[unreachable] = -np.log(space.child_count[space.parent[unreachable]])
+            policy.memo("log-conditionals", lambda: values)
+        return policy
 
     # ------------------------------------------------------------- views
     @property
@@ -211,8 +222,11 @@ class Policy:
         out.flags.writeable = False
         return out
 
-    @cached_property
+    @property
     def _log_conditionals(self) -> FloatArray:
+        return self.memo("log-conditionals", self._conditionals_from_masses)
+
+    def _conditionals_from_masses(self) -> FloatArray:
         space = self.space
         mass = self.prefix_log_mass()
         parent = space.parent[1:]
@@ -224,7 +238,6 @@ class Policy:
         unreachable = np.flatnonzero(np.isneginf(parent_mass))
         if unreachable.size:
             out[1 + unreachable] = -np.log(space.child_count[parent[unreachable]])
-        out.flags.writeable = False
         return out
 
     def conditional_probs(self) -> FloatArray:
@@ -259,7 +272,7 @@ def edge_softmax(space: RolloutSpace, move_logit: FloatArray) -> Policy:
     logits = np.zeros(space.n_prefixes)
     logits[1:] = move_logit[space.move[1:]]
     log_cond = logits - space.sibling_logsumexp(logits)
-    return Policy.from_log_conditionals(space, log_cond)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True)
 
 
 def base_policy(

@@ -243,12 +243,18 @@ class RolloutSpace:
         """For each prefix ``p > 0``, ``log sum exp`` of ``per_prefix`` over ``p``'s siblings.
 
         Returns shape (n_prefixes,); entry 0 is 0.  Used to normalise softmaxes.
+        An only child's value is its own (no arithmetic); groups of two or
+        more are summed in the linear domain shifted by the largest value when
+        every finite value lies within ``LINEAR_RANGE`` of it, with a max shift
+        per group otherwise.
         """
-        out = np.zeros(self.n_prefixes)
-        if self.n_prefixes == 1:
+        values = np.asarray(per_prefix, dtype=np.float64)
+        out = values.copy()
+        out[0] = 0.0
+        members, starts, sizes = self._shared_sibling_groups
+        if members.size == 0:
             return out
-        values = np.asarray(per_prefix[1:], dtype=np.float64)
-        starts, sizes = self._sibling_groups
+        values = values[members]
         top = _linear_shift(values)
         if top is not None:
             shifted = np.subtract(values, top)
@@ -257,14 +263,13 @@ class RolloutSpace:
             with np.errstate(divide="ignore"):
                 norm = np.log(total, out=total)
             norm += top
-            out[1:] = np.repeat(norm, sizes)
-            return out
-        peak = np.maximum.reduceat(values, starts)
-        safe = np.where(np.isfinite(peak), peak, 0.0)
-        total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
-        with np.errstate(divide="ignore"):
-            norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
-        out[1:] = np.repeat(norm, sizes)
+        else:
+            peak = np.maximum.reduceat(values, starts)
+            safe = np.where(np.isfinite(peak), peak, 0.0)
+            total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
+            with np.errstate(divide="ignore"):
+                norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+        out[members] = np.repeat(norm, sizes)
         return out
 
     @cached_property
@@ -272,6 +277,47 @@ class RolloutSpace:
         """Start (within ``1:``) and size of every sibling group, in prefix order."""
         internal = np.flatnonzero(self.child_count > 0)
         return self.child_start[internal] - 1, self.child_count[internal]
+
+    @cached_property
+    def _shared_sibling_groups(self) -> tuple[IntArray, IntArray, IntArray]:
+        """The groups of two or more siblings: ``(members, starts, sizes)``, ``members`` the
+        prefixes in them (in order) and ``starts`` where each group begins within ``members``."""
+        internal = np.flatnonzero(self.child_count > 1)
+        sizes = self.child_count[internal]
+        starts = (np.cumsum(sizes) - sizes).astype(np.int64)
+        members = np.repeat(self.child_start[internal], sizes) + (
+            np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(starts, sizes)
+        )
+        return members, starts, sizes
+
+    @cached_property
+    def _later_siblings(self) -> tuple[IntArray, ...]:
+        """Per rank ``k >= 1``, the prefixes that are the ``k``-th child of their parent."""
+        starts, sizes = self._sibling_groups
+        rank = np.arange(self.n_prefixes - 1, dtype=np.int64) - np.repeat(starts, sizes)
+        return tuple(np.flatnonzero(rank == k) + 1 for k in range(1, int(sizes.max(initial=0))))
+
+    def other_siblings_sum(self, per_prefix: FloatArray) -> FloatArray:
+        """For each prefix ``p > 0``, the sum of ``per_prefix`` over its siblings other than ``p``.
+
+        Entry 0 is 0.  The sum over the siblings before ``p`` plus the sum over
+        those after it: sums of the terms only, never a group total minus
+        ``p``'s own value (no cancellation when ``p`` holds almost all of it).
+        Loops over sibling rank (at most the largest out-degree), touching only
+        the prefixes that have siblings.
+        """
+        values = np.asarray(per_prefix, dtype=np.float64)
+        before = np.zeros(self.n_prefixes)
+        after = np.zeros(self.n_prefixes)
+        ranks = self._later_siblings
+        for later in ranks:  # running sums left to right, then right to left
+            earlier = later - 1
+            before[later] = before[earlier] + values[earlier]
+        for later in reversed(ranks):
+            earlier = later - 1
+            after[earlier] = after[later] + values[later]
+        before += after
+        return before
 
     def sibling_sum(self, per_prefix: FloatArray) -> FloatArray:
         """For each prefix ``p > 0``, the sum of ``per_prefix`` over ``p``'s children-of-parent.

@@ -93,4 +93,4 @@ def from_prefix_logits(policy: Policy, logits: FloatArray) -> Policy:
     dead = ~np.isfinite(norm)
     with np.errstate(invalid="ignore"):
         log_cond = np.where(dead, policy.log_conditionals(), logits - norm)
-    return Policy.from_log_conditionals(space, log_cond)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True)

@@ -53,6 +53,9 @@ _END = 1e-14
 _UNDERFLOW = -745.2
 """``log`` of the smallest positive float64: a probability below it is 0.0."""
 
+_LOG1P_BELOW = 0.25
+"""Below this ``a`` the JSD terms use ``log1p(a (r - 1))``, above it ``log(1 - a + a r)``."""
+
 _MAX_NEWTON = 200
 """Newton iterations before a per-prefix solve gives up (it converges in far fewer)."""
 
@@ -141,13 +144,47 @@ def sd_jsd(
             children = np.arange(n)[:, None] + space.child_start[block]  # (n, G): sibling-major
             weight, log_cond = classes.sibling_blocks(children)
             total = weight.sum(axis=0)
-            signal = total > 0
-            if signal.any():
-                solved = children[:, signal]
-                logits[solved] = _jsd_block(
-                    weight[:, signal] / total[signal], log_cond[:, :, signal], a
-                )
+            signal = np.flatnonzero(total > 0)
+            if signal.size == 0:
+                continue
+            weight = weight[:, signal] / total[signal]
+            log_cond = log_cond[:, :, signal]
+            first, inverse = distinct_columns(
+                np.concatenate([weight, log_cond.reshape(-1, signal.size)])
+            )
+            logits[children[:, signal]] = _jsd_block(weight[:, first], log_cond[:, :, first], a)[
+                :, inverse
+            ]
     return from_prefix_logits(policy, logits)
+
+
+def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
+    """``(first, inverse)`` with ``columns[:, first][:, inverse] == columns``, ``first`` one
+    column of each distinct value.
+
+    Sibling groups whose inputs are equal have equal solutions: a Markov policy
+    (the edge-softmax bases) repeats one group per node and set of available
+    moves across millions of prefixes, so a per-group solve runs on the
+    distinct groups only.  Columns are bucketed by a fixed random projection
+    (summed row by row, so equal columns get bit-equal keys) and each column is
+    then compared with its bucket's first: equality is exact (``-inf`` equals
+    ``-inf``); a column that collides with a different one is kept apart.
+    """
+    rows, count = columns.shape
+    if count < 2:
+        return np.arange(count), np.arange(count)
+    coefficients = np.random.default_rng(0).standard_normal(size=(rows,))
+    key = np.zeros(count)
+    for f in range(rows):
+        key += coefficients[f] * np.where(np.isfinite(columns[f]), columns[f], -1.0e3)
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    equal = (columns == columns[:, first[inverse]]).all(axis=0)
+    if not equal.all():  # a collision (or nan): those columns stand alone
+        apart = np.flatnonzero(~equal)
+        inverse[apart] = first.size + np.arange(apart.size)
+        first = np.concatenate([first, apart])
+    return first.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
 
 
 _BLOCK = 1 << 18
@@ -241,10 +278,14 @@ def _jsd_terms(
         inverse_q = np.exp(-t)
         for w, c in zip(weight, values, strict=True):
             ratio = c * inverse_q
-            shift = a * (ratio - 1.0)
             level = keep + a * ratio
-            # log1p where 1 - a + a r is near 1, a plain log of the sum where it is not
-            phi += w * np.where(shift > -0.5, np.log1p(np.maximum(shift, -0.5)), np.log(level))
+            if a < _LOG1P_BELOW:
+                # phi is O(a): log1p(a (r - 1)) keeps its relative accuracy as a -> 0 (here
+                # a (r - 1) >= -a > -1/4, so log1p is accurate over the whole range)
+                phi += w * np.log1p(a * (ratio - 1.0))
+            else:
+                # phi is O(1) in scale: the log of the sum is exact to 1e-16 absolute
+                phi += w * np.log(level)
             slope -= w * (a * ratio / level)
         return phi, slope
     for w, lc in zip(weight, values, strict=True):
@@ -350,4 +391,4 @@ def sd_length_weighted(
         log_q = x - np.repeat(_group_logsumexp(x, offsets), sizes)
         log_cond[lo:hi] = log_q
         rho[internal] = np.add.reduceat(np.exp(log_q) * r, offsets)
-    return Policy.from_log_conditionals(space, log_cond)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True)
