@@ -68,6 +68,7 @@ __all__ = [
     "parse_train_objective",
     "train_objective_forms",
     "train",
+    "check_train_options",
     "total_variation",
     "kl_divergence",
     "main",
@@ -172,7 +173,7 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _check(
+def check_train_options(
     objective: TrainObjective,
     mode: str,
     teacher: str,
@@ -183,6 +184,7 @@ def _check(
     top_k: int | None = None,
     top_k_mode: str = "tail",
 ) -> None:
+    """``ValueError`` on options that do not fit ``objective`` (the checks of :func:`train`)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if teacher not in TEACHERS:
@@ -410,7 +412,7 @@ def train(
     parsed = parse_train_objective(objective)
     if top_k is not None:
         top_k = _positive_int("top_k", top_k)
-    _check(parsed, mode, teacher, model, beta, anchor, lr, top_k, top_k_mode)
+    check_train_options(parsed, mode, teacher, model, beta, anchor, lr, top_k, top_k_mode)
     space = base.space
     if not np.isfinite(base.log_prob).all():
         raise ValueError(
