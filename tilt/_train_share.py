@@ -97,9 +97,14 @@ def check_share_route(args: argparse.Namespace) -> bool:
         )
     given = [flag for dest, default, flag in _TABULAR_ONLY if getattr(args, dest) != default]
     if given:
+        verbs = (
+            "describes one tabular instance and does"
+            if len(given) == 1
+            else ("describe one tabular instance and do")
+        )
         raise ValueError(
-            f"{', '.join(given)} describe one tabular instance and do not apply with "
-            "--suite/--share (each prompt of the suite carries its own)"
+            f"{', '.join(given)} {verbs} not apply with --suite/--share (each prompt of the "
+            "suite carries its own)"
         )
     return True
 
@@ -108,8 +113,13 @@ def _feature_map(text: str) -> str | FeatureMap:
     """A built-in name, or the object ``NAME`` of module ``MODULE`` for ``MODULE:NAME``."""
     from tilt.share import FEATURES
 
-    if text in FEATURES or ":" not in text:
-        return text  # make_features refuses an unknown name, listing the built-in ones
+    if text in FEATURES:
+        return text
+    if ":" not in text:
+        raise ValueError(
+            f"unknown feature map {text!r}: choose one of {', '.join(FEATURES)}, or give "
+            "MODULE:NAME, a callable (spaces, bases) -> SharedFeatures"
+        )
     module, _, name = text.partition(":")
     try:
         found = getattr(importlib.import_module(module), name)
@@ -144,7 +154,7 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
         split_suite,
         train_shared,
     )
-    from tilt.share.sampled import mean_total_variation, tabular_optima, train_sampled
+    from tilt.share.sampled import SampledObjective, mean_total_variation, train_sampled
     from tilt.space import enumerate_rollouts
     from tilt.train import ALIASES
 
@@ -170,17 +180,14 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
     model = None if rl else make_context(args.context, strength)
     beta = args.beta if rl else 1.0
     started = time.perf_counter()
+    pi0 = SampledObjective(
+        objective.spec, initial, model, args.demos, args.anchor, beta, args.alpha
+    )  # validates the objective's options for both modes
     if args.mode == "sampled":
         run = train_sampled(
             student,
-            objective,
-            initial,
+            pi0,
             train,
-            model=model,
-            demos=args.demos,
-            alpha=args.alpha,
-            anchor=args.anchor,
-            beta=beta,
             teacher=args.teacher,
             steps=args.steps,
             lr=args.lr,
@@ -190,16 +197,20 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
             record_every=args.record_every,
             progress=progress,
         )
-        recorded = sorted({0, *range(args.record_every, args.steps + 1, args.record_every)})
-        recorded = sorted({*recorded, args.steps})
+        recorded = sorted({0, args.steps, *range(args.record_every, args.steps, args.record_every)})
     else:
         name = ALIASES.get(objective.spec.strip(), objective.spec.strip())
-        share_objective = ShareObjective(
-            name, initial, model, args.demos, args.anchor, beta if rl else 0.1
-        )
+        try:
+            exact = ShareObjective(
+                name, initial, model, args.demos, args.anchor, beta if rl else 0.1
+            )
+        except ValueError as exc:
+            if "unknown objective" not in str(exc):
+                raise
+            raise ValueError(f"{exc}; --mode sampled trains every spec") from None
         run = train_shared(
             student,
-            share_objective,
+            exact,
             train,
             teacher=args.teacher,
             steps=args.steps,
@@ -222,19 +233,9 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
     }
     distance = None
     if args.share == "prefix" and (rl or run.teacher == "frozen"):
-        optima = tabular_optima(
-            objective,
-            initial,
-            train,
-            model=model,
-            demos=args.demos,
-            alpha=args.alpha,
-            anchor=args.anchor,
-            beta=beta,
-        )
         per_prompt = [
             mean_total_variation(student, run.theta, np.array([i]), [q])
-            for i, q in zip(train, optima, strict=True)
+            for i, q in zip(train, pi0.tabular_optima(train), strict=True)
         ]
         distance = {"mean": float(np.mean(per_prompt)), "max": float(np.max(per_prompt))}
     report = {

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,12 +49,12 @@ from tilt._train_objectives import (
 )
 from tilt.context import ContextModel
 from tilt.policy import Policy, as_generator
-from tilt.share.exact import EMA_RATE, TEACHERS, SharedStudent
+from tilt.share.exact import EMA_RATE, TEACHERS, SharedStudent, ShareObjective
 from tilt.share.train import ShareRun, mean_accuracy
 from tilt.space import FloatArray, IntArray
 from tilt.train import DEFAULT_LR, check_train_options, total_variation
 
-__all__ = ["train_sampled", "tabular_optima", "mean_total_variation"]
+__all__ = ["SampledObjective", "train_sampled", "mean_total_variation"]
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -76,17 +77,96 @@ def _training_prompts(student: SharedStudent, bases: Sequence[Policy], train: In
     return train
 
 
+@dataclass(frozen=True)
+class SampledObjective:
+    """An objective of sampled shared training: ``rl`` or any SD spec, over a suite's prompts.
+
+    Attributes
+    ----------
+    spec : str
+        ``'rl'`` or an SD spec of :data:`tilt.objectives.OBJECTIVES` (``'jsd=0.5'``;
+        the old names of :data:`tilt.train.ALIASES` too).
+    bases : tuple of Policy
+        ``pi0`` of *every* prompt of the student (the initial student): the
+        frozen teacher, the anchor and RL's KL reference.
+    model : ContextModel or None
+        Required by the SD objectives.
+    demos : {'own', 'uniform', 'tempered', 'reference'}
+        Demonstrations (:func:`tilt._train_objectives.demo_source`; ``reference``
+        is each prompt's likeliest correct rollout); ``alpha`` tempers.
+    anchor, beta : float
+        ``b >= 0`` (``sequence``, ``token``, ``hybrid``); ``beta > 0`` for ``rl``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown spec, ``beta <= 0`` for ``rl``, an SD spec without a model
+        or an anchor where it does not apply (the checks of :func:`tilt.train.train`).
+    """
+
+    spec: str
+    bases: tuple[Policy, ...]
+    model: ContextModel | None = None
+    demos: str = "own"
+    anchor: float = 0.0
+    beta: float = 0.1
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_train_options(
+            self.parsed, "exact", "frozen", self.model, self.beta, self.anchor, None
+        )
+
+    @property
+    def parsed(self) -> TrainObjective:
+        """The parsed spec."""
+        return parse_train_objective(self.spec)
+
+    @classmethod
+    def of(cls, objective: ShareObjective) -> SampledObjective:
+        """The same objective as an exact one of :mod:`tilt.share.exact`."""
+        return cls(
+            objective.name,
+            objective.bases,
+            objective.model,
+            objective.demos,
+            objective.anchor,
+            objective.beta,
+        )
+
+    def sampler(self, index: int, batch: int, rng: np.random.Generator) -> SampledGradient:
+        """The tabular sampled estimator on prompt ``index``."""
+        base = self.bases[index]
+        parsed = self.parsed
+        model = None if parsed.sd is None else self.model
+        demos_of = demo_source(base, self.demos, self.alpha, None)
+        exact = ExactObjective(parsed, base, model, demos_of, self.anchor, self.beta)
+        return SampledGradient(exact, batch, rng)
+
+    def tabular_optima(self, prompts: IntArray) -> list[Policy]:
+        """The tabular closed form from each of ``prompts``' bases (frozen teacher).
+
+        What a ``prefix``-feature student converges to on its training prompts
+        (:func:`tilt._train_objectives.closed_form`); with shared features it is
+        only a reference point.
+        """
+        parsed = self.parsed
+        model = None if parsed.sd is None else self.model
+        out = []
+        for i in np.asarray(prompts, dtype=np.int64):
+            base = self.bases[int(i)]
+            demos_of = demo_source(base, self.demos, self.alpha, None)
+            out.append(
+                closed_form(base, parsed, model, demos_of, self.alpha, self.anchor, self.beta)
+            )
+        return out
+
+
 def train_sampled(
     student: SharedStudent,
-    objective: str | TrainObjective,
-    bases: Sequence[Policy],
+    objective: SampledObjective,
     train: IntArray,
     *,
-    model: ContextModel | None = None,
-    demos: str = "own",
-    alpha: float = 1.0,
-    anchor: float = 0.0,
-    beta: float = 0.1,
     teacher: str = "frozen",
     steps: int = 500,
     lr: float | None = None,
@@ -107,19 +187,9 @@ def train_sampled(
     Parameters
     ----------
     student : SharedStudent
-    objective : str or TrainObjective
-        ``'rl'`` or an SD spec (``'sequence'``, ``'jsd=0.5'``, ...).
-    bases : sequence of Policy
-        ``pi0`` of *every* prompt of the student (the initial student): the
-        frozen teacher, the anchor and RL's KL reference.
+    objective : SampledObjective
     train : ndarray of int
         Indices of the training prompts (non-empty).
-    model : ContextModel, optional
-        Required by the SD objectives.
-    demos : {'own', 'uniform', 'tempered', 'reference'}
-        Demonstrations (:func:`tilt._train_objectives.demo_source`); ``alpha`` tempers.
-    anchor, beta : float
-        ``b >= 0`` (``sequence``, ``token``, ``hybrid``); ``beta > 0`` for ``rl``.
     teacher : {'frozen', 'live', 'ema'}
         Ignored by ``rl``.
     steps, batch, record_every : int
@@ -144,10 +214,8 @@ def train_sampled(
     Raises
     ------
     ValueError
-        On an unknown objective, teacher or demonstrations, non-positive
-        ``steps``, ``batch``, ``record_every`` or ``lr``, ``beta <= 0`` for
-        ``rl``, an SD objective without a model, an anchor where it does not
-        apply, or an empty training set.
+        On an unknown teacher, non-positive ``steps``, ``batch``,
+        ``record_every`` or ``lr``, or an empty training set.
 
     Notes
     -----
@@ -158,7 +226,6 @@ def train_sampled(
     times their rollout counts: meant for the small suites of
     :mod:`tilt.share.suites`.
     """
-    parsed = parse_train_objective(objective)
     steps = _positive_int("steps", steps)
     batch = _positive_int("batch", batch)
     record_every = _positive_int("record_every", record_every)
@@ -166,21 +233,15 @@ def train_sampled(
         raise ValueError(f"unknown teacher {teacher!r}: choose one of {', '.join(TEACHERS)}")
     if not (0 < ema_rate <= 1):
         raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate!r}")
-    anchor, beta = float(anchor), float(beta)
-    check_train_options(parsed, "sampled", "frozen", model, beta, anchor, lr)
-    train = _training_prompts(student, bases, train)
+    if lr is not None and not (
+        isinstance(lr, (int, float, np.floating)) and math.isfinite(lr) and lr > 0
+    ):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    train = _training_prompts(student, objective.bases, train)
     rng = as_generator(seed)
-    pi0 = [bases[int(i)] for i in train]
-    sd_model = None if parsed.sd is None else model
-    samplers = [
-        SampledGradient(
-            ExactObjective(parsed, b, sd_model, demo_source(b, demos, alpha, None), anchor, beta),
-            batch,
-            rng,
-        )
-        for b in pi0
-    ]
-    if parsed.sd is None:
+    samplers = [objective.sampler(int(i), batch, rng) for i in train]
+    pi0 = [objective.bases[int(i)] for i in train]
+    if objective.parsed.sd is None:
         teacher = "frozen"
     lr0 = DEFAULT_LR["sampled"] if lr is None else float(lr)
     theta = np.array(student.features.initial, dtype=np.float64, copy=True)
@@ -216,35 +277,14 @@ def train_sampled(
         if progress is not None:
             progress(t, steps)
     return ShareRun(
-        parsed.spec, teacher, "sgd", np.asarray(thetas), np.asarray(accuracy), math.nan, lr0
+        objective.parsed.spec,
+        teacher,
+        "sgd",
+        np.asarray(thetas),
+        np.asarray(accuracy),
+        math.nan,
+        lr0,
     )
-
-
-def tabular_optima(
-    objective: str | TrainObjective,
-    bases: Sequence[Policy],
-    prompts: IntArray,
-    *,
-    model: ContextModel | None = None,
-    demos: str = "own",
-    alpha: float = 1.0,
-    anchor: float = 0.0,
-    beta: float = 0.1,
-) -> list[Policy]:
-    """The tabular closed form of ``objective`` from each of ``prompts``' bases (frozen teacher).
-
-    What a ``prefix``-feature student converges to on its training prompts
-    (:func:`tilt._train_objectives.closed_form`); with shared features it is
-    only a reference point.
-    """
-    parsed = parse_train_objective(objective)
-    check_train_options(parsed, "exact", "frozen", model, beta, anchor, None)
-    out = []
-    for i in np.asarray(prompts, dtype=np.int64):
-        base = bases[int(i)]
-        demos_of = demo_source(base, demos, alpha, None)
-        out.append(closed_form(base, parsed, model, demos_of, alpha, anchor, beta))
-    return out
 
 
 def mean_total_variation(

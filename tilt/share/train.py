@@ -157,17 +157,12 @@ def train_shared(
     trainer does.
     """
     if mode == "sampled":
-        from tilt.share.sampled import train_sampled
+        from tilt.share.sampled import SampledObjective, train_sampled
 
         return train_sampled(
             student,
-            objective.name,
-            objective.bases,
+            SampledObjective.of(objective),
             train,
-            model=objective.model,
-            demos=objective.demos,
-            anchor=objective.anchor,
-            beta=objective.beta,
             teacher=teacher,
             steps=steps,
             lr=lr,
