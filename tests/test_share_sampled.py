@@ -307,3 +307,14 @@ def test_share_cli_sampled_is_deterministic(capsys: pytest.CaptureFixture[str]) 
     report = json.loads(first)
     assert report["settings"]["mode"] == "sampled"
     assert report["runs"]["rl"]["optimizer"] == "sgd"
+
+
+def test_convergence_sweep_rows() -> None:
+    from analysis.share_convergence import main, share_convergence_sweep
+
+    rows = share_convergence_sweep(
+        SUITE, ["prefix", "edge"], ["rl"], [4], batch=8, seeds=1, jobs=1, progress=False
+    )
+    assert [r["objective"] for r in rows] == ["prefix rl", "edge rl"]
+    assert all(r["samples"] == 32 and 0 < r["tv_to_closed_form"] < 1 for r in rows)
+    assert main(["--features", "bogus"]) == 2

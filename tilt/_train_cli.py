@@ -2,7 +2,8 @@
 
 Parses the instance and training options, trains, and prints the distance to
 the closed form and the measures (a table, or one JSON object with ``--json``).
-A progress bar is drawn on stderr when it is a terminal.
+A progress bar is drawn on stderr when it is a terminal.  ``--suite`` with
+``--share`` routes to the shared-weight student (:mod:`tilt._train_share`).
 """
 
 from __future__ import annotations

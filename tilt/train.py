@@ -21,7 +21,9 @@ distance to the closed form.
 Parsing, the bound objectives and the sampled estimators of each spec are in
 :mod:`tilt._train_objectives`; this module keeps the loop, L-BFGS rounds and results.
 
-``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell.
+``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell;
+``python -m tilt.train --suite NAME --share FEATURES`` trains one shared-weight
+student over a suite instead (:mod:`tilt._train_share`, ``docs/sharing.md``).
 """
 
 from __future__ import annotations
