@@ -236,6 +236,18 @@ def test_train_cli_exact_prefix_lands_on_the_closed_forms(
     assert held["trained"] == held["base"]  # prefix features share nothing
 
 
+@pytest.mark.parametrize("mode", ["exact", "sampled"])
+def test_train_cli_ema_teacher(mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--suite", SUITE, "--share", "closer", "--objective", "token", "--teacher", "ema"]
+    argv += ["--ema-rate", "0.5", "--mode", mode, "--steps", "3", "--batch", "8", "--json"]
+    status, out, _ = _train_cli(argv, capsys)
+    assert status == 0
+    report = json.loads(out)
+    assert (report["teacher"], report["ema_rate"], report["steps"]) == ("ema", 0.5, 3)
+    trained = report["measures"]["train"]["trained"]["mean_pass_at_k"]["1"]
+    assert trained != report["measures"]["train"]["base"]["mean_pass_at_k"]["1"]
+
+
 def test_train_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--suite", SUITE, "--share", "prefix", "--objective", "rl", "--beta", "0.5"]
     status, out, _ = _train_cli([*argv, "--mode", "sampled", "--steps", "20"], capsys)

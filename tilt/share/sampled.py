@@ -224,7 +224,9 @@ def train_sampled(
     teacher); a live or EMA teacher rebuilds each training prompt's policy and
     demonstrations every step.  Cost grows with the number of training prompts
     times their rollout counts: meant for the small suites of
-    :mod:`tilt.share.suites`.
+    :mod:`tilt.share.suites`.  Memory: the run keeps ``steps / record_every``
+    copies of ``theta`` (with ``prefix`` features on ``grid-holed``, 115,025
+    parameters: raise ``record_every`` for long runs).
     """
     steps = _positive_int("steps", steps)
     batch = _positive_int("batch", batch)
