@@ -2,7 +2,8 @@
 
 Parses the instance and training options, trains, and prints the distance to
 the closed form and the measures (a table, or one JSON object with ``--json``).
-A progress bar is drawn on stderr when it is a terminal.
+A progress bar is drawn on stderr when it is a terminal.  ``--suite`` with
+``--share`` routes to the shared-weight student (:mod:`tilt._train_share`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from tilt._train_share import add_share_arguments, check_share_route, run_share
 from tilt.cli import (
     SHAPE_HEADER,
     OneLineParser,
@@ -97,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--teacher",
         default="frozen",
-        choices=TEACHERS,
-        help="teacher from the base (frozen) or from the current student (live) (default frozen)",
+        choices=(*TEACHERS, "ema"),
+        help="teacher from the base (frozen) or from the current student (live); ema: from an "
+        "average of the shared student's parameters (--share only) (default frozen)",
     )
     t.add_argument("--steps", type=positive_int, default=500, help="most steps (default 500)")
     t.add_argument(
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         help="tail: the top K plus one bucket for the rest (SDPO); renormalised: both "
         "distributions renormalised on the top K (TRL, OPSD) (default tail)",
     )
+    add_share_arguments(parser)
     out = parser.add_argument_group("output")
     add_k_argument(out)
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
@@ -148,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"RL training needs --beta > 0 (got {args.beta:g}): the limit beta -> 0 puts zero "
                 "mass on every incorrect rollout, which no finite logits reach"
             )
-        instance = build_instance(args)
         progress = _progress_bar(sys.stderr) if sys.stderr.isatty() else None
+        if check_share_route(args):
+            return run_share(args, progress)
+        instance = build_instance(args)
         started = time.perf_counter()
         reference = instance.reference if instance.demos == "reference" else None
         result = train(

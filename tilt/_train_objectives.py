@@ -252,9 +252,7 @@ class ExactObjective:
             )
         if name == "forward":
             mixture = model.forward_log_prob(teacher_policy, d)
-            return Bound(
-                lambda lc, _h: forward_value_and_grad(space, lc, mixture), _no_held, False
-            )
+            return Bound(lambda lc, _h: forward_value_and_grad(space, lc, mixture), _no_held, False)
         loss = self._per_prefix_loss(teacher_policy, d)
         return Bound(
             lambda lc, h: per_prefix_value_and_grad(space, lc, loss, _held(h)),
@@ -322,11 +320,11 @@ class SampledGradient:
         self._cache_size = max(1, _CACHE_ENTRIES // exact.space.n_prefixes)
         self._frozen_demos: Policy | None = None
 
-    def _demonstrations(self, teacher_policy: Policy, frozen: bool) -> Policy:
+    def _demonstrations(self, source: Policy, frozen: bool) -> Policy:
         if not frozen:
-            return self.exact.demos_of(teacher_policy)
+            return self.exact.demos_of(source)
         if self._frozen_demos is None:
-            self._frozen_demos = self.exact.demos_of(teacher_policy)
+            self._frozen_demos = self.exact.demos_of(source)
         return self._frozen_demos
 
     def _teachers(
@@ -354,11 +352,25 @@ class SampledGradient:
         conds = [self._cache[int(c)][1] for c in unique]
         return row_of, rows, np.stack([x for x in conds if x is not None])
 
-    def gradient(self, log_cond: FloatArray, teacher_policy: Policy, frozen: bool) -> FloatArray:
+    def gradient(
+        self,
+        log_cond: FloatArray,
+        teacher_policy: Policy,
+        frozen: bool,
+        demo_policy: Policy | None = None,
+    ) -> FloatArray:
+        """One stochastic estimate of ``dF/dz`` at the student ``log_cond``.
+
+        Teachers are built from ``teacher_policy``; demonstrations from
+        ``demo_policy`` (default: ``teacher_policy``; an EMA teacher of shared
+        weights draws them from the current student instead).  ``frozen``:
+        both are fixed for the whole run, so their rows are cached.
+        """
+        source = teacher_policy if demo_policy is None else demo_policy
         ex, space, rng, n = self.exact, self.space, self.rng, self.batch
         b, name, param = ex.anchor, ex.objective.name, ex.objective.param
         if name == "forward":
-            d = self._demonstrations(teacher_policy, frozen)
+            d = self._demonstrations(source, frozen)
             demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
             row_of, rows, _ = self._teachers(teacher_policy, demos, frozen, conditionals=False)
             rollouts = sample_categorical(rows, row_of, rng)  # teacher samples y ~ T_c
@@ -371,7 +383,7 @@ class SampledGradient:
             # loss per sample -(r - beta (log q - log pi0)); REINFORCE, leave-one-out baseline
             loss = ex.beta * (log_q - base_lp) - space.correct[rollouts]
             return score_function_gradient(space, log_cond, rollouts, loss - leave_one_out(loss))
-        d = self._demonstrations(teacher_policy, frozen)
+        d = self._demonstrations(source, frozen)
         demos = sample_categorical(d.log_prob, np.zeros(n, dtype=np.int64), rng)
         per_prefix = name in PER_PREFIX
         row_of, rows, conds = self._teachers(teacher_policy, demos, frozen, per_prefix)
@@ -403,5 +415,3 @@ class SampledGradient:
                 length_weighted=name == "length-weighted",
             )
         return step_gradient(space, log_cond, paths, coef)
-
-

@@ -21,7 +21,9 @@ distance to the closed form.
 Parsing, the bound objectives and the sampled estimators of each spec are in
 :mod:`tilt._train_objectives`; this module keeps the loop, L-BFGS rounds and results.
 
-``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell.
+``python -m tilt.train --graph grid3 --objective jsd=0.5`` runs it from the shell;
+``python -m tilt.train --suite NAME --share FEATURES`` trains one shared-weight
+student over a suite instead (:mod:`tilt._train_share`, ``docs/sharing.md``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ __all__ = [
     "parse_train_objective",
     "train_objective_forms",
     "train",
+    "check_train_options",
     "total_variation",
     "kl_divergence",
     "main",
@@ -172,7 +175,7 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
-def _check(
+def check_train_options(
     objective: TrainObjective,
     mode: str,
     teacher: str,
@@ -183,6 +186,7 @@ def _check(
     top_k: int | None = None,
     top_k_mode: str = "tail",
 ) -> None:
+    """``ValueError`` on options that do not fit ``objective`` (the checks of :func:`train`)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if teacher not in TEACHERS:
@@ -410,7 +414,7 @@ def train(
     parsed = parse_train_objective(objective)
     if top_k is not None:
         top_k = _positive_int("top_k", top_k)
-    _check(parsed, mode, teacher, model, beta, anchor, lr, top_k, top_k_mode)
+    check_train_options(parsed, mode, teacher, model, beta, anchor, lr, top_k, top_k_mode)
     space = base.space
     if not np.isfinite(base.log_prob).all():
         raise ValueError(

@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--split", default="region", help=f"train/held-out split: {', '.join(SPLITS)}"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the suite and the split")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the suite, the split and (sampled mode) every draw (default 0)",
+    )
     parser.add_argument(
         "--objective",
         action="append",
@@ -75,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--anchor", type=finite_float, default=0.0, help="SD anchor b (default 0)")
     parser.add_argument(
         "--beta", type=finite_float, default=0.1, help="RL's KL coefficient (default 0.1)"
+    )
+    parser.add_argument(
+        "--mode",
+        default="exact",
+        choices=("exact", "sampled"),
+        help="exact expected gradients, or the practitioners' estimators on sampled rollouts "
+        "(default exact)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=positive_int,
+        default=64,
+        help="sampled mode: rollouts per training prompt and step (default 64)",
     )
     parser.add_argument(
         "--steps", type=positive_int, default=150, help="gradient steps (default 150)"
@@ -125,6 +143,8 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
             "beta": args.beta,
             "steps": args.steps,
             "lr": args.lr,
+            "mode": args.mode,
+            "batch": args.batch if args.mode == "sampled" else None,
         },
         "base": {"train": e.base_train.as_dict(), "held_out": e.base_held_out.as_dict()},
         "runs": {
@@ -219,6 +239,9 @@ def _body(argv: Sequence[str] | None) -> int:
         ema_rate=args.ema_rate,
         strategy=args.strategy,
         progress=progress,
+        mode=args.mode,
+        batch=args.batch,
+        seed=args.seed,
     )
     report = _report(args, experiment)
     if args.json:

@@ -136,11 +136,16 @@ def run_experiment(
     strategy: str | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     progress: Callable[[str, int, int], object] | None = None,
+    mode: str = "exact",
+    batch: int = 64,
+    seed: int | None = None,
 ) -> Experiment:
     """Train each objective on the training prompts; measure both sets at matched training pass@1.
 
     Each target in ``targets`` is a mean training accuracy; a run that does not
-    reach it (or starts above it) gets ``None`` measures there.
+    reach it (or starts above it) gets ``None`` measures there.  ``mode``,
+    ``batch`` and ``seed`` go to :func:`tilt.share.train.train_shared` (each
+    objective's sampled run draws from ``seed``).
     """
     spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
     bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
@@ -169,6 +174,9 @@ def run_experiment(
             lr=lr,
             ema_rate=ema_rate,
             progress=tick,
+            mode=mode,
+            batch=batch,
+            seed=seed,
         )
         runs[name] = run
         for target in targets:

@@ -113,6 +113,9 @@ def train_shared(
     lr: float | None = None,
     ema_rate: float = EMA_RATE,
     progress: Callable[[int, int], object] | None = None,
+    mode: str = "exact",
+    batch: int = 64,
+    seed: int | np.random.Generator | None = None,
 ) -> ShareRun:
     """Train ``theta`` on ``objective`` summed over the prompts ``train``.
 
@@ -132,6 +135,13 @@ def train_shared(
         In ``(0, 1]``; the EMA teacher's rate.
     progress : callable, optional
         ``progress(step, steps)`` after every step.
+    mode : {'exact', 'sampled'}
+        ``sampled``: :func:`tilt.share.sampled.train_sampled` with ``batch``
+        rollouts per training prompt and step, drawn from ``seed`` (``lr=None``:
+        its default 2, decayed).
+    batch : int
+    seed : int, Generator or None
+        Used by ``sampled`` only.
 
     Returns
     -------
@@ -139,13 +149,30 @@ def train_shared(
 
     Notes
     -----
-    Deterministic (no sampling).  Each step costs a few passes over the prefix
+    Exact mode is deterministic (no sampling).  Each step costs a few passes over the prefix
     trees of the training prompts plus, for live and EMA teachers, the context
     model's cost per prompt.  L-BFGS uses the diagonal scaling of
     :meth:`SharedStudent.scaling`; per-token losses run in rounds of 100
     iterations with the prefix weights refreshed between rounds, as the tabular
     trainer does.
     """
+    if mode == "sampled":
+        from tilt.share.sampled import SampledObjective, train_sampled
+
+        return train_sampled(
+            student,
+            SampledObjective.of(objective),
+            train,
+            teacher=teacher,
+            steps=steps,
+            lr=lr,
+            batch=batch,
+            seed=seed,
+            ema_rate=ema_rate,
+            progress=progress,
+        )
+    if mode != "exact":
+        raise ValueError(f"unknown mode {mode!r}: choose exact or sampled")
     train = np.asarray(train, dtype=np.int64)
     if train.size == 0:
         raise ValueError("no training prompt: the split must leave at least one")
