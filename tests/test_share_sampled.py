@@ -59,12 +59,15 @@ def test_every_spec_is_sampled() -> None:
 @pytest.mark.parametrize("spec", SPECS)
 def test_one_prompt_with_prefix_features_is_the_tabular_sampled_trainer(spec: str) -> None:
     # prefix features on one prompt: theta is the tabular logits, Phi^T the identity, and the
-    # draws come from the same generator in the same order: the same numbers, bit for bit
+    # draws come from the same generator in the same order: the same numbers up to the
+    # rounding of two code paths (one different draw would move them by far more than 1e-13)
     student, initial = _student("prefix", n=1)
     objective = SampledObjective(spec, initial, EDGE, beta=1.0)
     run = train_sampled(student, objective, np.array([0]), steps=30, seed=7)
     tabular = train(initial[0], spec, model=EDGE, beta=1.0, mode="sampled", steps=30, seed=7)
-    assert np.array_equal(student.policies(run.theta)[0].log_prob, tabular.policy.log_prob)
+    np.testing.assert_allclose(
+        student.policies(run.theta)[0].log_prob, tabular.policy.log_prob, rtol=0, atol=1e-13
+    )
 
 
 def test_live_teacher_on_one_prompt_is_the_tabular_live_trainer() -> None:
@@ -74,7 +77,9 @@ def test_live_teacher_on_one_prompt_is_the_tabular_live_trainer() -> None:
     tabular = train(
         initial[0], "token", model=EDGE, mode="sampled", teacher="live", steps=30, seed=2
     )
-    assert np.array_equal(student.policies(run.theta)[0].log_prob, tabular.policy.log_prob)
+    np.testing.assert_allclose(
+        student.policies(run.theta)[0].log_prob, tabular.policy.log_prob, rtol=0, atol=1e-13
+    )
 
 
 def _tv_after(

@@ -79,11 +79,18 @@ def demonstrations(policy: Policy, kind: str = "own", alpha: float = 1.0) -> Pol
         On an unknown ``kind``, a negative or non-finite ``alpha``, or a policy
         with no mass on the correct set.
     """
-    space = policy.space
     if kind not in DEMOS:
         raise ValueError(f"unknown demonstrations {kind!r}: choose one of {', '.join(DEMOS)}")
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"tempering alpha must be finite and >= 0, got {alpha!r}")
+    alpha = float(alpha)
+    # one distribution object per policy and kind: the structured forms remember what they
+    # derive from it (edge marginals, per-step tilts) on it
+    return policy.memo(f"demonstrations:{kind}:{alpha!r}", lambda: _build(policy, kind, alpha))
+
+
+def _build(policy: Policy, kind: str, alpha: float) -> Policy:
+    space = policy.space
     log_weight = np.full(space.n_rollouts, -np.inf)
     correct = space.correct
     if not np.isfinite(policy.log_prob[correct]).any():
@@ -108,8 +115,11 @@ def edge_marginals(demos: Policy) -> FloatArray:
     A simple path makes each move at most once, so ``m`` is the flow of ``D``
     through the prefixes that end with ``e``.
     """
-    space = demos.space
-    flow = space.subtree_sum(demos.prob)
-    return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves).astype(
-        np.float64, copy=False
-    )
+    def compute() -> FloatArray:
+        space = demos.space
+        flow = space.subtree_sum(demos.prob)
+        return np.bincount(space.move[1:], weights=flow[1:], minlength=space.n_moves).astype(
+            np.float64, copy=False
+        )
+
+    return demos.memo("edge-marginals", compute)

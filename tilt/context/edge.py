@@ -11,7 +11,7 @@ from tilt.context.base import ContextModel, check_strength, digest, log_expm1
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
 
 __all__ = ["EdgeContext"]
 
@@ -117,12 +117,19 @@ class EdgeContext(ContextModel):
         space = policy.space
         m = edge_marginals(demos)
         own = policy.log_conditionals()
-        lift = -np.expm1(-self._log_boost(policy))
-        mass = np.zeros(space.n_prefixes)
-        mass[1:] = m[space.move[1:]]
-        rest = np.maximum(1.0 - space.sibling_sum(mass * lift), 0.0)
+        boosted = -np.expm1(-self._log_boost(policy))  # s(u)
+        boosted[1:] *= m[space.move[1:]]  # m(v, u) s(u)
+        boosted[0] = 0.0
+        rest = np.maximum(1.0 - space.sibling_sum(boosted), 0.0)[space.parent]  # R(h)
         with np.errstate(divide="ignore"):
-            out = np.logaddexp(own + np.log(rest[space.parent]), np.log(mass * lift))
+            # pi(u | h) R(h) cannot underflow where every nonzero conditional exceeds e^-600
+            if float(np.min(own, initial=0.0, where=own != -np.inf)) > -LINEAR_RANGE:
+                out = np.exp(own)
+                out *= rest
+                out += boosted
+                np.log(out, out=out)
+            else:
+                out = np.logaddexp(own + np.log(rest), np.log(boosted))
         out[0] = 0.0
         return out
 

@@ -108,7 +108,7 @@ class SharedStudent:
         """The policy of every prompt (or of ``prompts``) at ``theta``."""
         which = np.arange(len(self.spaces)) if prompts is None else np.asarray(prompts)
         return [
-            Policy.from_log_conditionals(self.spaces[int(i)], lc)
+            Policy.from_log_conditionals(self.spaces[int(i)], lc, softmax=True)
             for i, lc in zip(which, self.log_conditionals(theta, which), strict=True)
         ]
 

@@ -256,7 +256,7 @@ def train_sampled(
             teachers, sources = pi0, pi0
         else:
             current = [
-                Policy.from_log_conditionals(spaces[int(i)], lc)
+                Policy.from_log_conditionals(spaces[int(i)], lc, softmax=True)
                 for i, lc in zip(train, log_conds, strict=True)
             ]
             teachers = current if teacher == "live" else student.policies(ema, train)
