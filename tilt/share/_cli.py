@@ -37,7 +37,8 @@ def _unit(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
-    from tilt.share import FEATURES, OBJECTIVES, SHARE_SUITES, SPLITS, TEACHERS
+    from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
+    from tilt.share.exact import objective_help
     from tilt.strategies import STRATEGIES
 
     parser = OneLineParser(
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--objective",
         action="append",
-        help=f"repeatable: {', '.join(OBJECTIVES)} (default rl, sequence, token)",
+        help=f"repeatable: {objective_help()} (default rl, sequence, token)",
     )
     parser.add_argument(
         "--teacher", default="live", choices=TEACHERS, help="SD teacher (default live)"

@@ -20,8 +20,17 @@ import numpy as np
 from scipy.optimize import brentq
 
 from tilt._lbfgs import lbfgs
+from tilt._train_losses import Held
+from tilt._train_objectives import Bound
 from tilt.policy import Policy
-from tilt.share.exact import EMA_RATE, TEACHERS, PromptFn, SharedStudent, ShareObjective
+from tilt.share.exact import (
+    EMA_RATE,
+    TEACHERS,
+    SharedStudent,
+    ShareObjective,
+    held_quantities,
+    shared_value_and_grad,
+)
 from tilt.space import FloatArray, IntArray
 
 __all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
@@ -73,34 +82,8 @@ def _bind_all(
     train: IntArray,
     teachers: list[Policy],
     sources: list[Policy],
-) -> list[PromptFn]:
+) -> list[Bound]:
     return [objective.bind(int(i), t, s) for i, t, s in zip(train, teachers, sources, strict=True)]
-
-
-def _evaluate(
-    student: SharedStudent,
-    train: IntArray,
-    fns: list[PromptFn],
-    weights: list[FloatArray],
-    theta: FloatArray,
-) -> tuple[float, FloatArray]:
-    value = 0.0
-    grads = {}
-    for i, fn, lc, w in zip(
-        train, fns, student.log_conditionals(theta, train), weights, strict=True
-    ):
-        v, g = fn(lc, w)
-        value += v
-        grads[int(i)] = g
-    n = len(train)
-    return value / n, student.pullback(grads) / n
-
-
-def _prefix_weights(student: SharedStudent, theta: FloatArray, train: IntArray) -> list[FloatArray]:
-    return [
-        np.exp(student.spaces[int(i)].path_sum(lc))
-        for i, lc in zip(train, student.log_conditionals(theta, train), strict=True)
-    ]
 
 
 def train_shared(
@@ -182,7 +165,8 @@ def train_shared(
             current = student.policies(theta, train)
             source = current if teacher == "live" else student.policies(ema, train)
             fns = _bind_all(objective, train, source, current)
-        value, grad = _evaluate(student, train, fns, _prefix_weights(student, theta, train), theta)
+        held = held_quantities(student, fns, theta, train)
+        value, grad = shared_value_and_grad(student, train, fns, held, theta)
         theta = theta - step * grad
         if teacher == "ema":
             ema = (1.0 - ema_rate) * ema + ema_rate * theta
@@ -198,7 +182,7 @@ def train_shared(
 def _lbfgs(
     student: SharedStudent,
     train: IntArray,
-    fns: list[PromptFn],
+    fns: list[Bound],
     per_token: bool,
     theta: FloatArray,
     steps: int,
@@ -209,10 +193,10 @@ def _lbfgs(
     taken = 0
     value = math.nan
     while taken < steps:
-        weights = _prefix_weights(student, theta, train)
+        held = held_quantities(student, fns, theta, train)
 
-        def fun(x: FloatArray, weights: list[FloatArray] = weights) -> tuple[float, FloatArray]:
-            return _evaluate(student, train, fns, weights, x)
+        def fun(x: FloatArray, held: list[Held | None] = held) -> tuple[float, FloatArray]:
+            return shared_value_and_grad(student, train, fns, held, x)
 
         def callback(x: FloatArray) -> None:
             nonlocal taken
@@ -223,7 +207,6 @@ def _lbfgs(
                 progress(taken, steps)
 
         before = taken
-        held = weights if per_token else None
         start = fun(theta)[0]
         result = lbfgs(
             fun,
@@ -231,7 +214,11 @@ def _lbfgs(
             maxiter=min(steps - taken, _LBFGS_ROUND) if per_token else steps - taken,
             gtol=_GTOL,
             callback=callback,
-            scaling=partial(student.scaling, prompts=train, prefix_weights=held),
+            scaling=partial(
+                student.scaling,
+                prompts=train,
+                prefix_weights=[h.weight for h in held if h is not None] if per_token else None,
+            ),
         )
         theta, value = result.x, result.value
         if not per_token or taken == before:
