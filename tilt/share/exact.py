@@ -147,21 +147,24 @@ class SharedStudent:
         prompts: IntArray,
         prefix_weights: Sequence[FloatArray] | None = None,
     ) -> FloatArray:
-        """A diagonal preconditioner: ``n / sum_x |Phi_x|^T w_x(parent)`` per parameter.
+        """A diagonal preconditioner: ``n / sum_x |Phi_x|^T (w_x(h) q_x(p | h))`` per parameter.
 
         ``w_x(h)`` is ``q_x(h)`` at ``theta``, or the held ``prefix_weights`` of the
-        per-token losses.  With ``prefix`` features it is the tabular trainer's ``1 / q(h)``.
+        per-token losses; ``q_x(p | h)`` is the conditional at ``theta`` of the move into
+        prefix ``p``.  The curvature of every objective in the logit of ``p`` carries the
+        factor ``w(h) q(p | h)``; with ``prefix`` features this is the tabular trainer's
+        ``1 / (q(h) q(u | h))`` (a diagonal Fisher metric).
         """
         mass = np.zeros(int(self.offsets[-1]))
-        if prefix_weights is None:
-            prefix_weights = [
-                np.exp(self.spaces[int(i)].path_sum(lc))
-                for i, lc in zip(prompts, self.log_conditionals(theta, prompts), strict=True)
-            ]
-        for i, weight in zip(prompts, prefix_weights, strict=True):
+        log_conds = self.log_conditionals(theta, prompts)
+        for k, (i, lc) in enumerate(zip(prompts, log_conds, strict=True)):
             space = self.spaces[int(i)]
             lo = int(self.offsets[int(i)])
-            mass[lo + 1 : lo + space.n_prefixes] = weight[space.parent[1:]]
+            if prefix_weights is None:
+                child = np.exp(space.path_sum(lc)[1:])
+            else:
+                child = prefix_weights[k][space.parent[1:]] * np.exp(lc[1:])
+            mass[lo + 1 : lo + space.n_prefixes] = child
         total = np.asarray(self.abs_matrix.T @ mass)
         return len(prompts) / np.maximum(total, 1e-300)
 

@@ -39,6 +39,8 @@ DEFAULT_LR = 1.0
 """Gradient step on ``theta`` when none is given (and always for live and EMA teachers)."""
 _GTOL = 1e-13
 _LBFGS_ROUND = 100
+MAX_STEP = 2.0
+"""Most change of one parameter per L-BFGS step (as the tabular trainer: no saturating jumps)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def train_shared(
     lr: float | None = None,
     ema_rate: float = EMA_RATE,
     progress: Callable[[int, int], object] | None = None,
+    start: FloatArray | None = None,
 ) -> ShareRun:
     """Train ``theta`` on ``objective`` summed over the prompts ``train``.
 
@@ -115,6 +118,9 @@ def train_shared(
         In ``(0, 1]``; the EMA teacher's rate.
     progress : callable, optional
         ``progress(step, steps)`` after every step.
+    start : ndarray, optional
+        ``theta`` to start from (default the features' initial parameters);
+        the base ``pi0`` of the objective stays the initial student.
 
     Returns
     -------
@@ -125,9 +131,9 @@ def train_shared(
     Deterministic (no sampling).  Each step costs a few passes over the prefix
     trees of the training prompts plus, for live and EMA teachers, the context
     model's cost per prompt.  L-BFGS uses the diagonal scaling of
-    :meth:`SharedStudent.scaling`; per-token losses run in rounds of 100
-    iterations with the prefix weights refreshed between rounds, as the tabular
-    trainer does.
+    :meth:`SharedStudent.scaling` and moves a parameter by at most ``MAX_STEP``
+    per step; it runs in rounds of 100 iterations (fresh memory; per-token
+    losses: held quantities refreshed) as the tabular trainer does.
     """
     train = np.asarray(train, dtype=np.int64)
     if train.size == 0:
@@ -140,7 +146,10 @@ def train_shared(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (0 < ema_rate <= 1):
         raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate!r}")
-    theta = np.array(student.features.initial, dtype=np.float64, copy=True)
+    initial = student.features.initial if start is None else start
+    theta = np.array(initial, dtype=np.float64, copy=True)
+    if theta.shape != student.features.initial.shape or not np.isfinite(theta).all():
+        raise ValueError(f"start must be {student.n_params} finite parameters")
     bases = [objective.bases[int(i)] for i in train]
     thetas = [theta.copy()]
     accuracy = [mean_accuracy(student, theta, train)]
@@ -211,8 +220,9 @@ def _lbfgs(
         result = lbfgs(
             fun,
             theta,
-            maxiter=min(steps - taken, _LBFGS_ROUND) if per_token else steps - taken,
+            maxiter=min(steps - taken, _LBFGS_ROUND),
             gtol=_GTOL,
+            max_step=MAX_STEP,
             callback=callback,
             scaling=partial(
                 student.scaling,
@@ -221,7 +231,9 @@ def _lbfgs(
             ),
         )
         theta, value = result.x, result.value
-        if not per_token or taken == before:
+        # go again (fresh memory; per-token: refreshed held quantities) until a round that
+        # ended on its own stopping rule could not lower the objective beyond rounding
+        if taken == before or (result.reason == "gradient" and not per_token):
             break
         if result.reason != "maxiter" and start - result.value <= 1e-13 * max(
             1.0, abs(result.value)
