@@ -5,13 +5,16 @@ The suite (``_student``: grid3 from two sources, and diamonds) is the one of ``t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
-from test_shared import EDGE, _small_suite, _student
+from test_shared import EDGE, _small_suite, _student, _suite_file
 
 from tilt.optimal import rl_optimum
 from tilt.share import mean_accuracy, run_experiment
+from tilt.share._cli import main
 from tilt.share.rl_match import match_rl_beta, rl_optimum_theta
 
 TRAIN = np.array([0, 2])
@@ -90,3 +93,48 @@ def test_run_experiment_matches_rl_by_beta() -> None:
     assert sd.held_out is not None
     with pytest.raises(ValueError, match="unknown rl_match"):
         run_experiment(suite, "edge", split, ["rl"], [0.6], model=EDGE, rl_match="bogus")
+
+
+def test_cli_matches_rl_by_beta(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    argv = ["--suite", _suite_file(tmp_path), "--split", "random", "--steps", "30", "--json"]
+    argv += ["--objective", "rl", "--objective", "jsd=0.5", "--rl-match", "beta"]
+    argv += ["--match", "0.95"]  # base mean training pass@1 0.917
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["settings"]["rl_match"] == "beta"
+    rl, sd = report["checkpoints"]
+    assert rl["objective"] == "rl"
+    assert rl["beta"] > 0
+    assert sd["beta"] is None
+    assert abs(np.mean(rl["train"]["accuracy"]) - 0.95) < 1e-10
+
+
+def test_matched_table_shows_sd_minus_rl() -> None:
+    from analysis.share_matched import Row, markdown
+
+    rl = {1: 0.5, 4: 0.8, 16: 0.99, 64: 1.0}
+    sd = {1: 0.4, 4: 0.75, 16: 0.99, 64: 1.0}
+    run = {1: 0.45, 4: 0.7, 16: 0.9, 64: 1.0}
+    reached = Row("c", "live", "jsd=0.5", 0.8, 0.3, rl, sd, run, 30.0, 10.0)
+    missed = Row("c", "live", "token-forward", 0.9, 0.2, rl, None, run, 20.0, None)
+    lines = markdown([reached, missed]).splitlines()
+    assert lines[2].split(" | ")[5:11] == [
+        "0.500 / 0.400",
+        "-0.100",
+        "-0.050",
+        "+0.000",
+        "+0.000",
+        "-0.050",
+    ]
+    assert "n/r" in lines[3]
+
+
+def test_matched_cli_bad_input_is_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from analysis.share_matched import main as matched_main
+
+    # the destination is checked before anything is computed
+    assert matched_main(["--json", str(tmp_path / "missing" / "m.json")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        matched_main(["--steps", "0"])
+    assert exc.value.code == 2

@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
     from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
     from tilt.share.exact import objective_help
+    from tilt.share.measure import RL_MATCHES
     from tilt.strategies import STRATEGIES
 
     parser = OneLineParser(
@@ -92,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy", choices=STRATEGIES, help="strategy map for shares (e.g. side)"
     )
+    parser.add_argument(
+        "--rl-match",
+        choices=RL_MATCHES,
+        default="checkpoint",
+        help="match RL along its run (checkpoint, default) or by beta at its optimum",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
@@ -126,6 +133,7 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
             "beta": args.beta,
             "steps": args.steps,
             "lr": args.lr,
+            "rl_match": args.rl_match,
         },
         "base": {"train": e.base_train.as_dict(), "held_out": e.base_held_out.as_dict()},
         "runs": {
@@ -139,6 +147,7 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
             {
                 "objective": c.objective,
                 "match": c.target,
+                "beta": c.beta,
                 "train": None if c.train is None else c.train.as_dict(),
                 "held_out": None if c.held_out is None else c.held_out.as_dict(),
             }
@@ -220,6 +229,7 @@ def _body(argv: Sequence[str] | None) -> int:
         ema_rate=args.ema_rate,
         strategy=args.strategy,
         progress=progress,
+        rl_match=args.rl_match,
     )
     report = _report(args, experiment)
     if args.json:

@@ -29,7 +29,7 @@ from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
 from tilt.share.rl_match import match_rl_beta
 from tilt.share.train import ShareRun, matched_theta, train_shared
-from tilt.space import IntArray, enumerate_rollouts
+from tilt.space import FloatArray, IntArray, enumerate_rollouts
 from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
 
@@ -37,6 +37,8 @@ __all__ = [
     "SetMeasures",
     "Checkpoint",
     "Experiment",
+    "SuiteStudent",
+    "suite_student",
     "set_measures",
     "run_experiment",
     "DEFAULT_KS",
@@ -104,6 +106,47 @@ def set_measures(
     return SetMeasures(tuple(float(a) for a in acc), passes, effective, shares)
 
 
+@dataclass(frozen=True, eq=False)
+class SuiteStudent:
+    """The shared student of a suite, its initial policies, and how its sets are measured.
+
+    Attributes
+    ----------
+    student : SharedStudent
+    initial : tuple of Policy
+        Every prompt's policy at the initial parameters (``pi0`` of the objectives).
+    labels : tuple of Strategies or None
+        Each prompt's strategy map (``None``: no shares).
+    ks : tuple of int
+    """
+
+    student: SharedStudent
+    initial: tuple[Policy, ...]
+    labels: tuple[Strategies | None, ...]
+    ks: tuple[int, ...] = DEFAULT_KS
+
+    def measure(self, theta: FloatArray, prompts: IntArray) -> SetMeasures:
+        """:func:`set_measures` of ``prompts`` at ``theta``."""
+        return set_measures(
+            self.student.policies(theta, prompts), [self.labels[int(i)] for i in prompts], self.ks
+        )
+
+
+def suite_student(
+    suite: Suite,
+    features: str | FeatureMap,
+    strategy: str | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> SuiteStudent:
+    """Enumerate the prompts of ``suite`` and build its shared student with ``features``."""
+    spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
+    bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
+    built = make_features(features, spaces, bases)
+    student = SharedStudent(spaces, built)
+    labels = tuple(strategy_labels(s, strategy) if strategy else None for s in spaces)
+    return SuiteStudent(student, tuple(student.policies(built.initial)), labels, tuple(ks))
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One objective at one matched training pass@1 (``None`` measures: not reached).
@@ -164,16 +207,9 @@ def run_experiment(
     """
     if rl_match not in RL_MATCHES:
         raise ValueError(f"unknown rl_match {rl_match!r}: choose one of {', '.join(RL_MATCHES)}")
-    spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
-    bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
-    built = make_features(features, spaces, bases)
-    student = SharedStudent(spaces, built)
-    initial = tuple(student.policies(built.initial))
-    labels = [strategy_labels(s, strategy) if strategy else None for s in spaces]
+    built = suite_student(suite, features, strategy, ks)
+    student, initial, measured = built.student, built.initial, built.measure
     train, held = split
-
-    def measured(theta: np.ndarray, which: IntArray) -> SetMeasures:
-        return set_measures(student.policies(theta, which), [labels[int(i)] for i in which], ks)
 
     runs: dict[str, ShareRun] = {}
     checkpoints = []
@@ -210,11 +246,11 @@ def run_experiment(
     return Experiment(
         suite.name,
         name,
-        built.n_params,
+        student.n_params,
         train,
         held,
-        measured(built.initial, train),
-        measured(built.initial, held),
+        measured(student.features.initial, train),
+        measured(student.features.initial, held),
         runs,
         checkpoints,
         rl_match,
@@ -227,7 +263,7 @@ def _beta_matched(
     split: tuple[IntArray, IntArray],
     targets: Sequence[float],
     beta: float,
-    measured: Callable[[np.ndarray, IntArray], SetMeasures],
+    measured: Callable[[FloatArray, IntArray], SetMeasures],
 ) -> list[Checkpoint]:
     """RL's optimum at the ``beta`` of each target, warm-started from the previous target's."""
     train, held = split
