@@ -9,7 +9,8 @@ context model ``edge(2)`` and own demonstrations:
   optimum at the ``beta`` that gives the same training pass@1
   (:func:`tilt.share.rl_match.match_rl_beta`), and, for reference, along its
   own gradient run at ``beta = 0.1`` (``rl_match='checkpoint'``);
-* ``frozen`` -- optimum against optimum: each SD objective converges (L-BFGS),
+* ``frozen`` -- optimum against optimum: each SD objective converges (L-BFGS,
+  at most :data:`FROZEN_STEPS` iterations; the JSON records how many it took),
   and RL is taken at the ``beta`` whose optimum has the same training pass@1.
 
 Every difference is SD minus RL (by ``beta``) on the *held-out* prompts: mean
@@ -42,6 +43,9 @@ TARGETS = (0.6, 0.8, 0.9)
 
 SHOWN_KS = (1, 4, 16, 64)
 
+FROZEN_STEPS = 2000
+"""L-BFGS budget of the frozen SD runs."""
+
 
 @dataclass(frozen=True)
 class Case:
@@ -62,6 +66,8 @@ CASES = (
     Case("grid-holed", "edge", "distance"),
     Case("grid-holed-hard", "edge", "region"),
     Case("grid-holed-hard", "edge", "distance"),
+    Case("grid-holed", "closer", "region"),
+    Case("grid4-targets", "closer", "targets"),
 )
 """The suites and splits of ``docs/sharing.md``."""
 
@@ -82,6 +88,8 @@ class Row:
     rl_checkpoint_held: dict[int, float] | None
     rl_train_effective: float | None
     sd_train_effective: float | None
+    sd_iterations: int | None = None
+    """Frozen: the L-BFGS iterations SD took (fewer than :data:`FROZEN_STEPS`: converged)."""
 
 
 def _passes(measures: SetMeasures | None) -> dict[int, float] | None:
@@ -123,6 +131,7 @@ def _live(case: Case, steps: int) -> list[Row]:
 
 
 def _frozen(case: Case, steps: int) -> list[Row]:
+    del steps  # converged: the budget is FROZEN_STEPS
     suite = share_suite(case.suite)
     train, held = split_suite(suite, case.split)
     built = suite_student(suite, case.features)
@@ -130,7 +139,7 @@ def _frozen(case: Case, steps: int) -> list[Row]:
     rows = []
     for spec in SPECS:
         objective = ShareObjective(spec, built.initial, model)
-        run = train_shared(built.student, objective, train, teacher="frozen", steps=steps)
+        run = train_shared(built.student, objective, train, teacher="frozen", steps=FROZEN_STEPS)
         target = float(run.train_accuracy[-1])
         match = match_rl_beta(built.student, built.initial, train, target)
         sd_train = built.measure(run.theta, train)
@@ -147,6 +156,7 @@ def _frozen(case: Case, steps: int) -> list[Row]:
                 None,
                 None if rl_train is None else rl_train.effective_correct,
                 sd_train.effective_correct,
+                len(run.thetas) - 1,
             )
         )
     return rows
