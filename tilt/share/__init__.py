@@ -3,13 +3,24 @@
 ``logit(h, u, x) = theta . phi(h, u, x)`` over every prompt ``x`` of a suite
 (:mod:`tilt.share.features`), trained exactly on the training prompts
 (:mod:`tilt.share.exact`, :mod:`tilt.share.train`) and measured on training and
-held-out prompts at matched training pass@1 (:mod:`tilt.share.measure`).
+held-out prompts at matched training pass@1 (:mod:`tilt.share.measure`; RL
+matched along its run or by ``beta`` at its optimum, :mod:`tilt.share.rl_match`).
 ``python -m tilt.share`` runs it; ``docs/sharing.md`` reports what it shows.
 """
 
 from tilt.share.exact import EMA_RATE, OBJECTIVES, TEACHERS, SharedStudent, ShareObjective
 from tilt.share.features import FEATURES, FeatureMap, SharedFeatures, make_features
-from tilt.share.measure import Checkpoint, Experiment, SetMeasures, run_experiment, set_measures
+from tilt.share.measure import (
+    RL_MATCHES,
+    Checkpoint,
+    Experiment,
+    SetMeasures,
+    SuiteStudent,
+    run_experiment,
+    set_measures,
+    suite_student,
+)
+from tilt.share.rl_match import BetaMatch, match_rl_beta, rl_optimum_theta
 from tilt.share.suites import SHARE_SUITES, SPLITS, share_suite, split_suite
 from tilt.share.train import ShareRun, matched_theta, mean_accuracy, train_shared
 
@@ -36,4 +47,10 @@ __all__ = [
     "mean_accuracy",
     "set_measures",
     "run_experiment",
+    "RL_MATCHES",
+    "SuiteStudent",
+    "suite_student",
+    "BetaMatch",
+    "match_rl_beta",
+    "rl_optimum_theta",
 ]

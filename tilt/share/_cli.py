@@ -37,7 +37,9 @@ def _unit(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
-    from tilt.share import FEATURES, OBJECTIVES, SHARE_SUITES, SPLITS, TEACHERS
+    from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
+    from tilt.share.exact import objective_help
+    from tilt.share.measure import RL_MATCHES
     from tilt.strategies import STRATEGIES
 
     parser = OneLineParser(
@@ -62,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--objective",
         action="append",
-        help=f"repeatable: {', '.join(OBJECTIVES)} (default rl, sequence, token)",
+        help=f"repeatable: {objective_help()} (default rl, sequence, token)",
     )
     parser.add_argument(
         "--teacher", default="live", choices=TEACHERS, help="SD teacher (default live)"
@@ -109,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--strategy", choices=STRATEGIES, help="strategy map for shares (e.g. side)"
     )
+    parser.add_argument(
+        "--rl-match",
+        choices=RL_MATCHES,
+        default="checkpoint",
+        help="match RL along its run (checkpoint, default) or by beta at its optimum",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser
 
@@ -145,6 +153,7 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
             "lr": args.lr,
             "mode": args.mode,
             "batch": args.batch if args.mode == "sampled" else None,
+            "rl_match": args.rl_match,
         },
         "base": {"train": e.base_train.as_dict(), "held_out": e.base_held_out.as_dict()},
         "runs": {
@@ -158,6 +167,7 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
             {
                 "objective": c.objective,
                 "match": c.target,
+                "beta": c.beta,
                 "train": None if c.train is None else c.train.as_dict(),
                 "held_out": None if c.held_out is None else c.held_out.as_dict(),
             }
@@ -242,6 +252,7 @@ def _body(argv: Sequence[str] | None) -> int:
         mode=args.mode,
         batch=args.batch,
         seed=args.seed,
+        rl_match=args.rl_match,
     )
     report = _report(args, experiment)
     if args.json:

@@ -2,29 +2,36 @@
 
 ``logit(h, u, x) = theta . phi(h, u, x)`` (:mod:`tilt.share.features`),
 ``q(u | h, x) = softmax over avail(h)``.  The objective is the mean over the
-training prompts of the tabular trainer's per-prompt objective
-(:mod:`tilt._train_estimators`); its gradient in ``theta`` is the pull-back of
-the per-prefix gradients, ``dF/dtheta = (1/n) sum_x Phi_x^T dF_x/dz_x``.
+training prompts of the tabular trainer's per-prompt objective, exactly as
+:class:`tilt._train_objectives.ExactObjective` computes it (one registry:
+``rl`` and every SD spec of :data:`tilt.objectives.OBJECTIVES`); its gradient
+in ``theta`` is the pull-back of the per-prefix gradients,
+
+    dF/dtheta = (1/n) sum_x Phi_x^T dF_x/dz_x.
 
 Objectives (:data:`OBJECTIVES`; student ``q``, base ``pi0`` = the initial
 student, teachers ``T_c`` built by the context model from the teacher policy,
-demonstrations ``c ~ D``):
+demonstrations ``c ~ D``; ``docs/theory.md``, "What real trainers optimise"):
 
-* ``rl``: ``min -E_q[r] + beta KL(q || pi0)`` per prompt (``beta > 0``);
-* ``sequence``: ``min E_c KL(q || T_c) + b KL(q || pi0)`` (Gibbs form,
-  ``a = E_c log T_c + b log pi0``, ``kappa = 1 + b``);
-* ``token``: per-token reverse KL at held prefix weights ``n(h) = q(h)``:
-  ``sum_h n(h) KL(q(. | h) || exp(tau) / Z)``, ``tau = E_c log T_c(. | h) + b log pi0(. | h)``;
-* ``token-forward``: per-token forward KL at held prefix weights,
-  ``sum_h n(h) KL(m(. | h) || q(. | h))``, ``m = E_c T_c(. | h)`` (no anchor).
+* ``rl``: ``-E_q[r] + beta KL(q || pi0)`` per prompt (``beta > 0``);
+* ``sequence``, ``hybrid=beta``: ``E_c KL(q || T_c) + b KL(q || pi0)``
+  (minus ``(1 + b) E_q[r] / beta`` for ``hybrid``), a Gibbs form over rollouts;
+* ``forward``: ``KL(E_c T_c || q)`` over rollouts (fine-tuning on teacher samples);
+* the per-prefix losses ``token``, ``token-forward``, ``jsd=a``, ``discount=g``,
+  ``length-weighted``: ``sum_h n(h) f_h(q(. | h))`` with the prefix weights
+  ``n(h) = q(h)`` -- and the return-to-go (``discount``) or the per-sequence
+  weights ``E_q[1 / |y| | p]`` (``length-weighted``) -- held at the student of
+  the moment (:mod:`tilt._train_losses`): the loss as real trainers run it,
+  with no gradient through which prefixes were sampled.
 
 With ``prefix`` features each is the tabular trainer's loss, so its optimum is
-the closed form.  With shared features the per-token losses are *not*
-equivalent to their fixed points: the loss as real trainers run it is used.
+the closed form of :func:`tilt.objectives.sd_optimum`.  With shared features
+the per-prefix losses are *not* equivalent to their tabular fixed points: the
+loss as real trainers run it is what is pulled back.
 
-Teachers (:data:`TEACHERS`): ``frozen`` — teacher and demonstrations from the
-initial student; ``live`` — both from the current student (no gradient through
-them); ``ema`` — demonstrations from the current student, teacher from the
+Teachers (:data:`TEACHERS`): ``frozen`` -- teacher and demonstrations from the
+initial student; ``live`` -- both from the current student (no gradient through
+them); ``ema`` -- demonstrations from the current student, teacher from the
 student at ``theta_ema``, updated ``theta_ema <- (1 - rate) theta_ema + rate theta``
 after every step (SDPO's default rate 0.05).
 """
@@ -32,14 +39,24 @@ after every step (SDPO's default rate 0.05).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
 
-from tilt._train_estimators import gibbs_value_and_grad, token_value_and_grad
+from tilt._train_losses import Held
+from tilt._train_objectives import (
+    PER_PREFIX,
+    Bound,
+    ExactObjective,
+    TrainObjective,
+    parse_train_objective,
+)
 from tilt.context import ContextModel, demonstrations
+from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
+from tilt.objectives import objective_forms
 from tilt.policy import Policy
 from tilt.share.features import SharedFeatures
 from tilt.space import FloatArray, IntArray, RolloutSpace
@@ -50,11 +67,13 @@ __all__ = [
     "EMA_RATE",
     "SharedStudent",
     "ShareObjective",
-    "token_forward_value_and_grad",
+    "objective_help",
+    "held_quantities",
+    "shared_value_and_grad",
 ]
 
-OBJECTIVES = ("rl", "sequence", "token", "token-forward")
-"""Objectives the shared trainer runs."""
+OBJECTIVES = ("rl", *SD_OBJECTIVES)
+"""Objective families the shared trainer runs (a parameterised one is written ``name=value``)."""
 
 TEACHERS = ("frozen", "live", "ema")
 """Where the teacher comes from (see the module docstring)."""
@@ -62,7 +81,10 @@ TEACHERS = ("frozen", "live", "ema")
 EMA_RATE = 0.05
 """SDPO's default rate of the EMA teacher."""
 
-PromptFn = Callable[[FloatArray, FloatArray], tuple[float, FloatArray]]
+
+def objective_help() -> str:
+    """Every accepted objective form, for ``--help`` and messages."""
+    return f"rl, {objective_forms()}"
 
 
 class SharedStudent:
@@ -125,49 +147,26 @@ class SharedStudent:
         prompts: IntArray,
         prefix_weights: Sequence[FloatArray] | None = None,
     ) -> FloatArray:
-        """A diagonal preconditioner: ``n / sum_x |Phi_x|^T w_x(parent)`` per parameter.
+        """A diagonal preconditioner: ``n / sum_x |Phi_x|^T (w_x(h) q_x(p | h))`` per parameter.
 
         ``w_x(h)`` is ``q_x(h)`` at ``theta``, or the held ``prefix_weights`` of the
-        per-token losses.  With ``prefix`` features it is the tabular trainer's ``1 / q(h)``.
+        per-token losses; ``q_x(p | h)`` is the conditional at ``theta`` of the move into
+        prefix ``p``.  The curvature of every objective in the logit of ``p`` carries the
+        factor ``w(h) q(p | h)``; with ``prefix`` features this is the tabular trainer's
+        ``1 / (q(h) q(u | h))`` (a diagonal Fisher metric).
         """
         mass = np.zeros(int(self.offsets[-1]))
-        if prefix_weights is None:
-            prefix_weights = [
-                np.exp(self.spaces[int(i)].path_sum(lc))
-                for i, lc in zip(prompts, self.log_conditionals(theta, prompts), strict=True)
-            ]
-        for i, weight in zip(prompts, prefix_weights, strict=True):
+        log_conds = self.log_conditionals(theta, prompts)
+        for k, (i, lc) in enumerate(zip(prompts, log_conds, strict=True)):
             space = self.spaces[int(i)]
             lo = int(self.offsets[int(i)])
-            mass[lo + 1 : lo + space.n_prefixes] = weight[space.parent[1:]]
+            if prefix_weights is None:
+                child = np.exp(space.path_sum(lc)[1:])
+            else:
+                child = prefix_weights[k][space.parent[1:]] * np.exp(lc[1:])
+            mass[lo + 1 : lo + space.n_prefixes] = child
         total = np.asarray(self.abs_matrix.T @ mass)
         return len(prompts) / np.maximum(total, 1e-300)
-
-
-def token_forward_value_and_grad(
-    space: RolloutSpace, log_cond: FloatArray, log_mean: FloatArray, prefix_weight: FloatArray
-) -> tuple[float, FloatArray]:
-    """``sum_h n(h) KL(m(. | h) || q(. | h))`` and its gradient at held ``n``.
-
-    ``dF/dz_p = n(h) (q(p | h) - m(p | h))``; ``log_mean`` is ``log m`` per prefix.
-    """
-    parent = space.parent[1:]
-    m = np.exp(log_mean[1:])
-    weight = prefix_weight[parent]
-    with np.errstate(invalid="ignore"):
-        terms = np.where(m > 0, m * (log_mean[1:] - log_cond[1:]), 0.0)
-    value = float(np.multiply(weight, terms).sum())
-    out = np.zeros(space.n_prefixes)
-    out[1:] = weight * (np.exp(log_cond[1:]) - m)
-    return value, out
-
-
-def _require_finite(values: FloatArray, what: str) -> None:
-    if not np.isfinite(values).all():
-        raise ValueError(
-            f"{what} is -inf somewhere: the optimum puts zero mass there, which no finite "
-            "parameters reach (use a context model whose teachers give every rollout mass)"
-        )
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,8 @@ class ShareObjective:
     Attributes
     ----------
     name : str
-        One of :data:`OBJECTIVES`.
+        ``'rl'`` or an SD spec of :func:`tilt.objectives.parse_objective`
+        (``'jsd=0.5'``, ``'discount=0.9'``, ...); kept as written.
     bases : tuple of Policy
         ``pi0`` of every prompt (the initial student).
     model : ContextModel or None
@@ -185,7 +185,15 @@ class ShareObjective:
     demos : str
         Demonstration distribution (:func:`tilt.context.demonstrations`).
     anchor, beta : float
-        ``b >= 0`` for ``sequence`` and ``token``; ``beta > 0`` for ``rl``.
+        ``b >= 0`` for the objectives that take an anchor (``sequence``,
+        ``token``, ``hybrid``); ``beta > 0`` for ``rl``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown spec or a parameter out of range (the message lists the
+        accepted forms), an anchor where it does not apply, ``beta <= 0`` for
+        ``rl``, or an SD objective without a context model.
     """
 
     name: str
@@ -196,44 +204,75 @@ class ShareObjective:
     beta: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.name not in OBJECTIVES:
-            raise ValueError(
-                f"unknown objective {self.name!r} for the shared student: choose one of "
-                f"{', '.join(OBJECTIVES)} (other SD specs are not built for shared weights yet)"
-            )
+        parsed = self.parsed
         if not (math.isfinite(self.anchor) and self.anchor >= 0):
             raise ValueError(f"anchor must be finite and >= 0, got {self.anchor!r}")
-        if self.name == "rl" and not (math.isfinite(self.beta) and self.beta > 0):
-            raise ValueError(
-                f"RL needs beta > 0, got {self.beta!r}: beta = 0 has no finite optimum"
-            )
-        if self.name != "rl" and self.model is None:
+        if parsed.sd is None:
+            if not (math.isfinite(self.beta) and self.beta > 0):
+                raise ValueError(
+                    f"RL needs beta > 0, got {self.beta!r}: beta = 0 has no finite optimum"
+                )
+            if self.anchor:
+                raise ValueError("objective 'rl' takes no anchor (RL is anchored by beta)")
+            return
+        if self.model is None:
             raise ValueError(f"objective {self.name!r} needs a context model")
-        if self.name in ("rl", "token-forward") and self.anchor:
-            raise ValueError(f"objective {self.name!r} takes no anchor (RL is anchored by beta)")
+        if self.anchor and not parsed.sd.kind.takes_anchor:
+            raise ValueError(
+                f"objective {self.name!r} takes no anchor: the anchor applies to sequence, "
+                "token and hybrid"
+            )
+
+    @cached_property
+    def parsed(self) -> TrainObjective:
+        """The spec, parsed (``rl`` or :class:`tilt.objectives.Objective`)."""
+        return parse_train_objective(self.name)
 
     @property
     def per_token(self) -> bool:
-        """Whether the loss holds the prefix weights fixed."""
-        return self.name in ("token", "token-forward")
+        """Whether the loss holds the prefix weights (and other quantities of the student) fixed."""
+        return self.parsed.name in PER_PREFIX
 
-    def bind(self, index: int, teacher: Policy, demo_source: Policy) -> PromptFn:
-        """``(log_cond, prefix_weight) -> (value, dF/dz)`` of prompt ``index``."""
+    def bind(self, index: int, teacher: Policy, demo_source: Policy) -> Bound:
+        """Prompt ``index``'s loss: teachers from ``teacher``, demonstrations from ``demo_source``.
+
+        ``Bound.value_and_grad(log_cond, held)`` gives ``(F_x, dF_x/dz)`` at the
+        held quantities ``Bound.held(log_cond)`` (``None`` for the losses over
+        whole rollouts).
+        """
         base = self.bases[index]
-        space, b = base.space, self.anchor
-        if self.name == "rl":
-            target = space.correct + self.beta * base.log_prob
-            return lambda lc, _w: gibbs_value_and_grad(space, lc, self.beta, target)
-        model = self.model
-        assert model is not None
-        d = demonstrations(demo_source, self.demos)
-        if self.name == "sequence":
-            target = teacher.log_prob + model.tilt_score(teacher, d) + b * base.log_prob
-            _require_finite(target, "E_c log T_c(y)")
-            return lambda lc, _w: gibbs_value_and_grad(space, lc, 1.0 + b, target)
-        if self.name == "token":
-            tau = model.token_log_target(teacher, d) + b * base.log_conditionals()
-            _require_finite(tau, "the token target E_c log T_c(u | h)")
-            return lambda lc, w: token_value_and_grad(space, lc, 1.0 + b, tau, w)
-        log_mean = model.token_mean_log_target(teacher, d)
-        return lambda lc, w: token_forward_value_and_grad(space, lc, log_mean, w)
+        d = base if self.parsed.sd is None else demonstrations(demo_source, self.demos)
+        exact = ExactObjective(
+            self.parsed, base, self.model, lambda _policy: d, self.anchor, self.beta
+        )
+        return exact.bind(teacher)
+
+
+def held_quantities(
+    student: SharedStudent, losses: Sequence[Bound], theta: FloatArray, prompts: IntArray
+) -> list[Held | None]:
+    """Each loss's held quantities at the student ``theta`` (prompts in the order of ``losses``)."""
+    return [
+        loss.held(lc)
+        for loss, lc in zip(losses, student.log_conditionals(theta, prompts), strict=True)
+    ]
+
+
+def shared_value_and_grad(
+    student: SharedStudent,
+    prompts: IntArray,
+    losses: Sequence[Bound],
+    held: Sequence[Held | None],
+    theta: FloatArray,
+) -> tuple[float, FloatArray]:
+    """``F = (1/n) sum_x F_x`` over ``prompts`` and ``dF/dtheta`` (the pull-back), at ``held``."""
+    value = 0.0
+    grads = {}
+    for i, loss, lc, h in zip(
+        prompts, losses, student.log_conditionals(theta, prompts), held, strict=True
+    ):
+        v, g = loss.value_and_grad(lc, h)
+        value += v
+        grads[int(i)] = g
+    n = len(prompts)
+    return value / n, student.pullback(grads) / n

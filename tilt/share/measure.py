@@ -6,6 +6,12 @@ correct rollouts ``exp H(q(. | C))``, and the mean strategy shares
 (:mod:`tilt.strategies`; a share averaged over the prompts that have that
 strategy).  :func:`run_experiment` trains every objective on the training
 prompts and measures both sets at each matched training pass@1.
+
+RL is matched (:data:`RL_MATCHES`) either along its training run like the SD
+objectives (``'checkpoint'``: the point between two gradient steps where the
+mean training pass@1 is the target), or at its optimum (``'beta'``: the
+converged RL student at the ``beta`` whose mean training pass@1 is the target,
+:func:`tilt.share.rl_match.match_rl_beta`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from tilt.measures import correct_entropy
 from tilt.policy import Policy, base_policy
 from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
+from tilt.share.rl_match import match_rl_beta
 from tilt.share.train import ShareRun, matched_theta, train_shared
-from tilt.space import IntArray, enumerate_rollouts
+from tilt.space import FloatArray, IntArray, enumerate_rollouts
 from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
 
@@ -30,13 +37,19 @@ __all__ = [
     "SetMeasures",
     "Checkpoint",
     "Experiment",
+    "SuiteStudent",
+    "suite_student",
     "set_measures",
     "run_experiment",
     "DEFAULT_KS",
+    "RL_MATCHES",
 ]
 
 DEFAULT_KS = tuple(2**i for i in range(11))
 """1, 2, 4, ..., 1024."""
+
+RL_MATCHES = ("checkpoint", "beta")
+"""How RL is matched to a training pass@1: along its run, or by ``beta`` at its optimum."""
 
 
 @dataclass(frozen=True)
@@ -93,14 +106,59 @@ def set_measures(
     return SetMeasures(tuple(float(a) for a in acc), passes, effective, shares)
 
 
+@dataclass(frozen=True, eq=False)
+class SuiteStudent:
+    """The shared student of a suite, its initial policies, and how its sets are measured.
+
+    Attributes
+    ----------
+    student : SharedStudent
+    initial : tuple of Policy
+        Every prompt's policy at the initial parameters (``pi0`` of the objectives).
+    labels : tuple of Strategies or None
+        Each prompt's strategy map (``None``: no shares).
+    ks : tuple of int
+    """
+
+    student: SharedStudent
+    initial: tuple[Policy, ...]
+    labels: tuple[Strategies | None, ...]
+    ks: tuple[int, ...] = DEFAULT_KS
+
+    def measure(self, theta: FloatArray, prompts: IntArray) -> SetMeasures:
+        """:func:`set_measures` of ``prompts`` at ``theta``."""
+        return set_measures(
+            self.student.policies(theta, prompts), [self.labels[int(i)] for i in prompts], self.ks
+        )
+
+
+def suite_student(
+    suite: Suite,
+    features: str | FeatureMap,
+    strategy: str | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> SuiteStudent:
+    """Enumerate the prompts of ``suite`` and build its shared student with ``features``."""
+    spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
+    bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
+    built = make_features(features, spaces, bases)
+    student = SharedStudent(spaces, built)
+    labels = tuple(strategy_labels(s, strategy) if strategy else None for s in spaces)
+    return SuiteStudent(student, tuple(student.policies(built.initial)), labels, tuple(ks))
+
+
 @dataclass(frozen=True)
 class Checkpoint:
-    """One objective at one matched training pass@1 (``None`` measures: not reached)."""
+    """One objective at one matched training pass@1 (``None`` measures: not reached).
+
+    ``beta`` is RL's KL coefficient when RL is matched by ``beta`` at its optimum.
+    """
 
     objective: str
     target: float
     train: SetMeasures | None
     held_out: SetMeasures | None
+    beta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +174,7 @@ class Experiment:
     base_held_out: SetMeasures
     runs: dict[str, ShareRun]
     checkpoints: list[Checkpoint]
+    rl_match: str = "checkpoint"
 
 
 def run_experiment(
@@ -139,28 +198,30 @@ def run_experiment(
     mode: str = "exact",
     batch: int = 64,
     seed: int | None = None,
+    rl_match: str = "checkpoint",
 ) -> Experiment:
     """Train each objective on the training prompts; measure both sets at matched training pass@1.
 
     Each target in ``targets`` is a mean training accuracy; a run that does not
     reach it (or starts above it) gets ``None`` measures there.  ``mode``,
     ``batch`` and ``seed`` go to :func:`tilt.share.train.train_shared` (each
-    objective's sampled run draws from ``seed``).
+    objective's sampled run draws from ``seed``).  With ``rl_match='beta'`` RL
+    is not trained along a run: each target gets the converged RL student at
+    the ``beta`` that matches it (searched from ``beta``, each solve
+    warm-started), and its checkpoint records that ``beta``.
     """
-    spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
-    bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
-    built = make_features(features, spaces, bases)
-    student = SharedStudent(spaces, built)
-    initial = tuple(student.policies(built.initial))
-    labels = [strategy_labels(s, strategy) if strategy else None for s in spaces]
+    if rl_match not in RL_MATCHES:
+        raise ValueError(f"unknown rl_match {rl_match!r}: choose one of {', '.join(RL_MATCHES)}")
+    built = suite_student(suite, features, strategy, ks)
+    student, initial, measured = built.student, built.initial, built.measure
     train, held = split
-
-    def measured(theta: np.ndarray, which: IntArray) -> SetMeasures:
-        return set_measures(student.policies(theta, which), [labels[int(i)] for i in which], ks)
 
     runs: dict[str, ShareRun] = {}
     checkpoints = []
     for name in objectives:
+        if name == "rl" and rl_match == "beta":
+            checkpoints.extend(_beta_matched(student, initial, split, targets, beta, measured))
+            continue
         objective = ShareObjective(
             name, initial, model, demos, anchor if name != "rl" else 0.0, beta
         )
@@ -193,11 +254,37 @@ def run_experiment(
     return Experiment(
         suite.name,
         name,
-        built.n_params,
+        student.n_params,
         train,
         held,
-        measured(built.initial, train),
-        measured(built.initial, held),
+        measured(student.features.initial, train),
+        measured(student.features.initial, held),
         runs,
         checkpoints,
+        rl_match,
     )
+
+
+def _beta_matched(
+    student: SharedStudent,
+    initial: tuple[Policy, ...],
+    split: tuple[IntArray, IntArray],
+    targets: Sequence[float],
+    beta: float,
+    measured: Callable[[FloatArray, IntArray], SetMeasures],
+) -> list[Checkpoint]:
+    """RL's optimum at the ``beta`` of each target, warm-started from the previous target's."""
+    train, held = split
+    out = []
+    start = None
+    for target in targets:
+        match = match_rl_beta(student, initial, train, float(target), beta=beta, start=start)
+        if match is None:
+            out.append(Checkpoint("rl", float(target), None, None))
+            continue
+        beta, start = match.beta, match.theta
+        checkpoint = Checkpoint(
+            "rl", float(target), measured(match.theta, train), measured(match.theta, held), beta
+        )
+        out.append(checkpoint)
+    return out

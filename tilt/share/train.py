@@ -20,8 +20,17 @@ import numpy as np
 from scipy.optimize import brentq
 
 from tilt._lbfgs import lbfgs
+from tilt._train_losses import Held
+from tilt._train_objectives import Bound
 from tilt.policy import Policy
-from tilt.share.exact import EMA_RATE, TEACHERS, PromptFn, SharedStudent, ShareObjective
+from tilt.share.exact import (
+    EMA_RATE,
+    TEACHERS,
+    SharedStudent,
+    ShareObjective,
+    held_quantities,
+    shared_value_and_grad,
+)
 from tilt.space import FloatArray, IntArray
 
 __all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
@@ -30,6 +39,8 @@ DEFAULT_LR = 1.0
 """Gradient step on ``theta`` when none is given (and always for live and EMA teachers)."""
 _GTOL = 1e-13
 _LBFGS_ROUND = 100
+MAX_STEP = 2.0
+"""Most change of one parameter per L-BFGS step (as the tabular trainer: no saturating jumps)."""
 
 
 @dataclass(frozen=True)
@@ -73,34 +84,8 @@ def _bind_all(
     train: IntArray,
     teachers: list[Policy],
     sources: list[Policy],
-) -> list[PromptFn]:
+) -> list[Bound]:
     return [objective.bind(int(i), t, s) for i, t, s in zip(train, teachers, sources, strict=True)]
-
-
-def _evaluate(
-    student: SharedStudent,
-    train: IntArray,
-    fns: list[PromptFn],
-    weights: list[FloatArray],
-    theta: FloatArray,
-) -> tuple[float, FloatArray]:
-    value = 0.0
-    grads = {}
-    for i, fn, lc, w in zip(
-        train, fns, student.log_conditionals(theta, train), weights, strict=True
-    ):
-        v, g = fn(lc, w)
-        value += v
-        grads[int(i)] = g
-    n = len(train)
-    return value / n, student.pullback(grads) / n
-
-
-def _prefix_weights(student: SharedStudent, theta: FloatArray, train: IntArray) -> list[FloatArray]:
-    return [
-        np.exp(student.spaces[int(i)].path_sum(lc))
-        for i, lc in zip(train, student.log_conditionals(theta, train), strict=True)
-    ]
 
 
 def train_shared(
@@ -116,6 +101,7 @@ def train_shared(
     mode: str = "exact",
     batch: int = 64,
     seed: int | np.random.Generator | None = None,
+    start: FloatArray | None = None,
 ) -> ShareRun:
     """Train ``theta`` on ``objective`` summed over the prompts ``train``.
 
@@ -142,6 +128,9 @@ def train_shared(
     batch : int
     seed : int, Generator or None
         Used by ``sampled`` only.
+    start : ndarray, optional
+        ``theta`` to start from (default the features' initial parameters);
+        the base ``pi0`` of the objective stays the initial student.
 
     Returns
     -------
@@ -152,12 +141,15 @@ def train_shared(
     Exact mode is deterministic (no sampling).  Each step costs a few passes over the prefix
     trees of the training prompts plus, for live and EMA teachers, the context
     model's cost per prompt.  L-BFGS uses the diagonal scaling of
-    :meth:`SharedStudent.scaling`; per-token losses run in rounds of 100
-    iterations with the prefix weights refreshed between rounds, as the tabular
-    trainer does.
+    :meth:`SharedStudent.scaling` and moves a parameter by at most ``MAX_STEP``
+    per step; it runs in rounds of 100 iterations (fresh memory; per-token
+    losses: held quantities refreshed) as the tabular trainer does.
     """
     if mode == "sampled":
         from tilt.share.sampled import SampledObjective, train_sampled
+
+        if start is not None:
+            raise ValueError("start is for exact mode: sampled runs start at the initial student")
 
         return train_sampled(
             student,
@@ -184,7 +176,10 @@ def train_shared(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (0 < ema_rate <= 1):
         raise ValueError(f"ema_rate must lie in (0, 1], got {ema_rate!r}")
-    theta = np.array(student.features.initial, dtype=np.float64, copy=True)
+    initial = student.features.initial if start is None else start
+    theta = np.array(initial, dtype=np.float64, copy=True)
+    if theta.shape != student.features.initial.shape or not np.isfinite(theta).all():
+        raise ValueError(f"start must be {student.n_params} finite parameters")
     bases = [objective.bases[int(i)] for i in train]
     thetas = [theta.copy()]
     accuracy = [mean_accuracy(student, theta, train)]
@@ -209,7 +204,8 @@ def train_shared(
             current = student.policies(theta, train)
             source = current if teacher == "live" else student.policies(ema, train)
             fns = _bind_all(objective, train, source, current)
-        value, grad = _evaluate(student, train, fns, _prefix_weights(student, theta, train), theta)
+        held = held_quantities(student, fns, theta, train)
+        value, grad = shared_value_and_grad(student, train, fns, held, theta)
         theta = theta - step * grad
         if teacher == "ema":
             ema = (1.0 - ema_rate) * ema + ema_rate * theta
@@ -225,7 +221,7 @@ def train_shared(
 def _lbfgs(
     student: SharedStudent,
     train: IntArray,
-    fns: list[PromptFn],
+    fns: list[Bound],
     per_token: bool,
     theta: FloatArray,
     steps: int,
@@ -236,10 +232,10 @@ def _lbfgs(
     taken = 0
     value = math.nan
     while taken < steps:
-        weights = _prefix_weights(student, theta, train)
+        held = held_quantities(student, fns, theta, train)
 
-        def fun(x: FloatArray, weights: list[FloatArray] = weights) -> tuple[float, FloatArray]:
-            return _evaluate(student, train, fns, weights, x)
+        def fun(x: FloatArray, held: list[Held | None] = held) -> tuple[float, FloatArray]:
+            return shared_value_and_grad(student, train, fns, held, x)
 
         def callback(x: FloatArray) -> None:
             nonlocal taken
@@ -250,18 +246,24 @@ def _lbfgs(
                 progress(taken, steps)
 
         before = taken
-        held = weights if per_token else None
         start = fun(theta)[0]
         result = lbfgs(
             fun,
             theta,
-            maxiter=min(steps - taken, _LBFGS_ROUND) if per_token else steps - taken,
+            maxiter=min(steps - taken, _LBFGS_ROUND),
             gtol=_GTOL,
+            max_step=MAX_STEP,
             callback=callback,
-            scaling=partial(student.scaling, prompts=train, prefix_weights=held),
+            scaling=partial(
+                student.scaling,
+                prompts=train,
+                prefix_weights=[h.weight for h in held if h is not None] if per_token else None,
+            ),
         )
         theta, value = result.x, result.value
-        if not per_token or taken == before:
+        # go again (fresh memory; per-token: refreshed held quantities) until a round that
+        # ended on its own stopping rule could not lower the objective beyond rounding
+        if taken == before or (result.reason == "gradient" and not per_token):
             break
         if result.reason != "maxiter" and start - result.value <= 1e-13 * max(
             1.0, abs(result.value)
