@@ -207,3 +207,30 @@ def test_sibling_sums_on_a_chain():
     values = np.array([5.0, -1.0, 2.0, -np.inf])
     np.testing.assert_array_equal(space.sibling_logsumexp(values), [0.0, -1.0, 2.0, -np.inf])
     np.testing.assert_array_equal(space.other_siblings_sum(values), np.zeros(4))
+
+
+@pytest.mark.parametrize("name", ["grid3", "diamonds", "routes"])
+@pytest.mark.parametrize("scale", [1.0, 1000.0])
+def test_sibling_log_softmax_against_a_loop(name, scale):
+    """Each group's log-softmax as a loop gives it; only children 0; an all ``-inf`` group
+    takes the fallback's entries."""
+    space = enumerate_rollouts(named_task(name))
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0.0, scale, space.n_prefixes)
+    logits[rng.random(logits.size) < 0.3] = -np.inf
+    fallback = rng.normal(size=space.n_prefixes)
+    got = space.sibling_log_softmax(logits, fallback)
+    assert got[0] == 0.0
+    for h in np.flatnonzero(space.child_count > 0):
+        group = slice(space.child_start[h], space.child_start[h] + space.child_count[h])
+        values = logits[group]
+        if space.child_count[h] == 1:
+            want = np.zeros(1)
+        elif np.isneginf(values).all():
+            want = fallback[group]
+        else:
+            peak = values.max()
+            want = values - (peak + np.log(np.exp(values - peak).sum()))
+        finite = np.isfinite(want)
+        assert np.array_equal(np.isfinite(got[group]), finite)
+        np.testing.assert_allclose(got[group][finite], want[finite], rtol=0, atol=1e-15 * scale)

@@ -271,8 +271,7 @@ def edge_softmax(space: RolloutSpace, move_logit: FloatArray) -> Policy:
         raise ValueError("move logits must be finite")
     logits = np.zeros(space.n_prefixes)
     logits[1:] = move_logit[space.move[1:]]
-    log_cond = logits - space.sibling_logsumexp(logits)
-    return Policy.from_log_conditionals(space, log_cond, softmax=True)
+    return Policy.from_log_conditionals(space, space.sibling_log_softmax(logits), softmax=True)
 
 
 def base_policy(

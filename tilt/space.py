@@ -251,7 +251,7 @@ class RolloutSpace:
         values = np.asarray(per_prefix, dtype=np.float64)
         out = values.copy()
         out[0] = 0.0
-        members, starts, sizes = self._shared_sibling_groups
+        members, starts, sizes = self.shared_sibling_groups
         if members.size == 0:
             return out
         values = values[members]
@@ -272,6 +272,43 @@ class RolloutSpace:
         out[members] = np.repeat(norm, sizes)
         return out
 
+    def sibling_log_softmax(
+        self, logits: FloatArray, fallback: FloatArray | None = None
+    ) -> FloatArray:
+        """``logits[p] - log sum exp`` of ``p``'s siblings' logits: the log-softmax of every group.
+
+        Entry 0 and every only child are 0.  A group whose logits are all
+        ``-inf`` takes ``fallback``'s entries (``nan`` without one).  Groups of
+        two or more are normalised as in :meth:`sibling_logsumexp`.
+        """
+        out = np.zeros(self.n_prefixes)
+        members, starts, sizes = self.shared_sibling_groups
+        if members.size == 0:
+            return out
+        values = np.asarray(logits, dtype=np.float64)[members]
+        top = _linear_shift(values)
+        if top is not None:
+            shifted = np.exp(values - top)
+            with np.errstate(divide="ignore"):
+                norm = np.log(np.add.reduceat(shifted, starts))
+            norm += top
+            del shifted
+        else:
+            peak = np.maximum.reduceat(values, starts)
+            safe = np.where(np.isfinite(peak), peak, 0.0)
+            total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
+            with np.errstate(divide="ignore"):
+                norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+        spread = np.repeat(norm, sizes)
+        with np.errstate(invalid="ignore"):
+            values -= spread
+        if fallback is not None:
+            dead = np.isneginf(spread)
+            if dead.any():
+                values[dead] = np.asarray(fallback)[members[dead]]
+        out[members] = values
+        return out
+
     @cached_property
     def _sibling_groups(self) -> tuple[IntArray, IntArray]:
         """Start (within ``1:``) and size of every sibling group, in prefix order."""
@@ -279,7 +316,7 @@ class RolloutSpace:
         return self.child_start[internal] - 1, self.child_count[internal]
 
     @cached_property
-    def _shared_sibling_groups(self) -> tuple[IntArray, IntArray, IntArray]:
+    def shared_sibling_groups(self) -> tuple[IntArray, IntArray, IntArray]:
         """The groups of two or more siblings: ``(members, starts, sizes)``, ``members`` the
         prefixes in them (in order) and ``starts`` where each group begins within ``members``."""
         internal = np.flatnonzero(self.child_count > 1)

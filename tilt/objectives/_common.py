@@ -89,8 +89,5 @@ def from_prefix_logits(policy: Policy, logits: FloatArray) -> Policy:
     keeps ``policy``'s own conditionals.
     """
     space = policy.space
-    norm = space.sibling_logsumexp(logits)
-    dead = ~np.isfinite(norm)
-    with np.errstate(invalid="ignore"):
-        log_cond = np.where(dead, policy.log_conditionals(), logits - norm)
+    log_cond = space.sibling_log_softmax(logits, fallback=policy.log_conditionals())
     return Policy.from_log_conditionals(space, log_cond, softmax=True)

@@ -330,8 +330,20 @@ def sd_discount(
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
     value = np.zeros(space.n_prefixes)
+    members, starts, sizes = space.shared_sibling_groups
+    level_members = np.searchsorted(members, space.level_start)
+    level_groups = np.searchsorted(starts, level_members)
     for lo, hi, internal, offsets in space.bottom_up_levels:
-        value[internal] = _group_logsumexp(target[lo:hi] + g * value[lo:hi], offsets)
+        x = target[lo:hi] + g * value[lo:hi]
+        value[internal] = x[offsets]  # an only child's value passes up as it is
+        depth = int(space.depth[lo])
+        m0, m1 = level_members[depth], level_members[depth + 1]
+        g0, g1 = level_groups[depth], level_groups[depth + 1]
+        if g1 > g0:  # groups of two or more: log sum exp
+            shared = members[m0:m1]
+            value[space.parent[shared[starts[g0:g1] - m0]]] = _group_logsumexp(
+                x[shared - lo], starts[g0:g1] - m0
+            )
     logits = target + g * value
     logits[0] = 0.0
     return from_prefix_logits(policy, logits)
