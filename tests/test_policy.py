@@ -211,3 +211,23 @@ def test_extreme_logits_give_a_normalised_policy():
     expected = oracle.aligned(space, oracle.edge_softmax(truth, oracle.graph_logits(graph)))
     np.testing.assert_allclose(policy.prob, expected, rtol=0, atol=ATOL)
     _check_conditionals(policy)
+
+
+@pytest.mark.parametrize("name", ["grid3", "diamonds", "routes"])
+def test_softmax_policies_keep_the_conditionals_they_would_recompute(name):
+    """``from_log_conditionals(..., softmax=True)`` keeps the given conditionals; they agree
+    with the ones recomputed from the rollouts' masses, uniform below a zero conditional."""
+    space = enumerate_rollouts(named_task(name))
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=space.n_prefixes)
+    logits[rng.random(space.n_prefixes) < 0.15] = -np.inf  # some moves get no mass
+    uniform = np.r_[0.0, -np.log(space.child_count[space.parent[1:]])]
+    log_cond = space.sibling_log_softmax(logits, fallback=uniform)  # a dead group: uniform
+    assert np.isneginf(log_cond).any()
+    kept = Policy.from_log_conditionals(space, log_cond, softmax=True)
+    recomputed = Policy.from_log_conditionals(space, log_cond)
+    np.testing.assert_array_equal(kept.log_prob, recomputed.log_prob)
+    a, b = kept.log_conditionals(), recomputed.log_conditionals()
+    assert np.array_equal(np.isneginf(a), np.isneginf(b))
+    finite = np.isfinite(b)
+    np.testing.assert_allclose(a[finite], b[finite], rtol=0, atol=1e-14)

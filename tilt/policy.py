@@ -167,8 +167,9 @@ class Policy:
         log_prefix = space.path_sum(values)
         policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])
         if softmax:
-            unreachable = np.flatnonzero(np.isneginf(log_prefix[space.parent[1:]])) + 1
-            values[unreachable] = -np.log(space.child_count[space.parent[unreachable]])
+            if np.isneginf(values).any():  # below a zero conditional: uniform, as recomputed
+                unreachable = np.flatnonzero(np.isneginf(log_prefix[space.parent[1:]])) + 1
+                values[unreachable] = -np.log(space.child_count[space.parent[unreachable]])
             policy.memo("log-conditionals", lambda: values)
         return policy
 
