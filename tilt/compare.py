@@ -142,6 +142,14 @@ def _sd_step(instance: Instance, variant: SDVariant, anchor: float) -> Callable[
     return step
 
 
+def _measured(policy: Policy, base: Policy, ks: Sequence[int]) -> Measures:
+    """:func:`tilt.measures.measure`, then the row's per-prefix arrays are let go (a row keeps
+    its ``log_prob``; on grid6 each row's arrays are some 300 MB)."""
+    out = measure(policy, base, ks)
+    policy.release()
+    return out
+
+
 def compare(
     instance: Instance,
     ks: Sequence[int] = (1, 8, 64),
@@ -164,7 +172,7 @@ def compare(
     results: list[MethodResult] = [MethodResult("base", "base", base, measure(base, base, ks))]
     rl = iterate(base, lambda p: rl_optimum(p, instance.beta), rounds)[-1]
     rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
-    results.append(MethodResult("rl", rl_label, rl, measure(rl, base, ks), beta=instance.beta))
+    results.append(MethodResult("rl", rl_label, rl, _measured(rl, base, ks), beta=instance.beta))
     sd_rows: list[MethodResult] = []
     for v in variants:
         demos = instance.demos if v.demos is None else v.demos
@@ -184,7 +192,7 @@ def compare(
                 v.key,
                 v.label,
                 q,
-                None if q is None else measure(q, base, ks),
+                None if q is None else _measured(q, base, ks),
                 note="; ".join(notes),
                 objective=v.objective.spec,
                 demos=demos,
@@ -201,7 +209,7 @@ def compare(
                 "rl_matched",
                 "RL @ SD acc",
                 matched.policy,
-                measure(matched.policy, base, ks),
+                _measured(matched.policy, base, ks),
                 beta=matched.beta,
             )
         )

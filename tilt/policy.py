@@ -122,6 +122,13 @@ class Policy:
             self._memo[key] = value
         return self._memo[key]
 
+    def release(self) -> None:
+        """Forget every per-prefix array remembered on this policy (its memo, its prefix
+        masses): they are recomputed on demand.  Frees ``O(prefixes)`` memory once a
+        caller is done with the policy's structure but keeps its ``log_prob``."""
+        self._memo.clear()
+        self.__dict__.pop("_prefix_log_mass", None)
+
     def remembered(self, key: str) -> Any:
         """What :meth:`memo` holds under ``key``, or ``None``."""
         return self._memo.get(key)
