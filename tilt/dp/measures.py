@@ -31,7 +31,7 @@ import numpy as np
 from tilt.dp.passes import (
     backward_logsumexp,
     backward_max,
-    backward_moments,
+    backward_mean,
     tilted_conditionals,
 )
 from tilt.dp.policy import MarkovPolicy
@@ -73,76 +73,144 @@ def pass_at_k(policy: MarkovPolicy, k: int) -> float:
     return 0.0 - math.expm1(k * math.log(fail)) if fail > 0 else 1.0
 
 
-def _correct_chain(policy: MarkovPolicy) -> tuple[FloatArray, FloatArray]:
-    """Conditionals of ``q(. | C)`` and their edge flows (logs)."""
+@dataclass(frozen=True, eq=False)
+class _Flows:
+    """Per-edge pieces of ``q(. | C)`` shared by the measures of one policy.
 
-    cond = policy.correct_cond
-    return cond, policy.log_correct_reach[policy.space.edge_tail] + cond
+    ``cond`` = ``log q_C(e)`` (the conditioned chain), ``chain = exp(cond)``,
+    ``flow`` = ``q(e on the path | C)`` = ``q_C(reach tail) q_C(e)`` (linear).
+    """
+
+    cond: FloatArray
+    chain: FloatArray
+    flow: FloatArray
+
+
+def _flows(policy: MarkovPolicy) -> _Flows:
+    def compute() -> _Flows:
+        cond = policy.correct_cond
+        chain = np.exp(cond)
+        reach = np.exp(policy.log_correct_reach)
+        return _Flows(cond, chain, reach[policy.space.edge_tail] * chain)
+
+    return policy.memo("flows", compute)
 
 
 def correct_entropy(policy: MarkovPolicy) -> float:
-    """``H(q(. | C))`` in nats: ``sum_e P_C(e) (-log q_C(e))``."""
+    """``H(q(. | C))`` in nats: ``sum_e P_C(e) (-log q_C(e))`` (non-negative terms)."""
     if not np.isfinite(policy.log_correct_below[0]):
         return 0.0
-    cond, flow = _correct_chain(policy)
-    live = np.isfinite(flow) & np.isfinite(cond)
-    return float(max(0.0, -(np.exp(flow[live]) * cond[live]).sum()))
+    flows = _flows(policy)
+    live = flows.flow > 0
+    return float(max(0.0, -np.dot(flows.flow, np.where(live, flows.cond, 0.0))))
+
+
+def _on_correct_paths(space: AcyclicSpace) -> np.ndarray:
+    """Edges that some correct rollout makes (structure; cached)."""
+    return space.memo(
+        "on_correct_paths", lambda: np.isfinite(_log_correct_count(space)[space.edge_head])
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Chain:
+    """A Markov chain on the counted correct rollouts and ``X = log pi0(y)`` under it.
+
+    By the law of total covariance over each move (martingale increments),
+    ``Cov(X, Y) = sum_e F_e dx_e dy_e`` with ``F_e`` the chain's flow through
+    ``e`` and ``dx_e = x_e + E[X | head] - E[X | tail]`` (centred, so nothing
+    large cancels); ``scaled = F dx`` and ``var = sum_e F_e dx_e^2`` are kept.
+    ``usable`` is False when fewer than two rollouts count or ``log pi0`` is
+    constant on them (no slope).
+    """
+
+    prob: FloatArray
+    x: FloatArray
+    support: np.ndarray
+    scaled: FloatArray
+    var: float
+    usable: bool
+
+
+def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, usable: bool) -> _Chain:
+    from tilt.dp.policy import MarkovPolicy
+
+    chain = MarkovPolicy(space, cond)
+    prob = chain.prob
+    flow = np.exp(chain.log_reach)[space.edge_tail] * prob
+    support = flow > 0
+    x = np.where(support, x, 0.0)
+    dx = _increments(space, prob, x)
+    scaled = flow * dx
+    var = float(np.dot(scaled, dx))
+    return _Chain(prob, x, support, scaled, var, usable and var > 0)
+
+
+def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatArray:
+    """``x_e + E[X | head] - E[X | tail]`` per edge, ``X`` the sum of ``x`` below (centred)."""
+    mean = backward_mean(space, prob, x)
+    return x + mean[space.edge_head] - mean[space.edge_tail]
+
+
+def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _Chain:
+    """The chain of :func:`gap_slope` (``uniform``) or :func:`weighted_gap_slope`."""
+    space = policy.space
+    on_path = _on_correct_paths(space)
+    full = bool(
+        np.isfinite(policy.log_cond[on_path]).all() and np.isfinite(base.log_cond[on_path]).all()
+    )
+    leaf = np.where(space.correct, 0.0, -np.inf)
+    x_all = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
+
+    def build(keep: FloatArray, count: float) -> _Chain:
+        weight = keep if uniform else keep + base.log_cond
+        if full and not uniform:
+            cond = base.correct_cond  # pi0(. | C): the base's conditioned chain
+        else:
+            cond = tilted_conditionals(space, weight, leaf)[0]
+        # log pi0 constant up to rounding over the counted rollouts: no slope (the rule of
+        # tilt.measures.least_squares_slope), from two max-plus passes
+        top = backward_max(space, np.where(np.isfinite(keep), x_all, -np.inf), leaf)[0]
+        bottom = -backward_max(space, np.where(np.isfinite(keep), -x_all, -np.inf), leaf)[0]
+        spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
+        return _chain(space, cond, x_all, bool(count >= math.log(2.0) - 1e-9 and spread))
+
+    if full:  # every correct rollout counts: the chain depends on the base alone (cached)
+        key = f"gap_chain:{'uniform' if uniform else 'weighted'}"
+        zero = np.zeros(space.n_edges)
+        return base.memo(key, lambda: build(zero, _log_correct_count(space)[0]))
+    keep = _keep(policy, base)
+    return build(keep, backward_logsumexp(space, keep, leaf)[0])
 
 
 def _keep(policy: MarkovPolicy, base: MarkovPolicy) -> FloatArray:
     return np.where(np.isfinite(policy.log_cond) & np.isfinite(base.log_cond), 0.0, -np.inf)
 
 
-def _slope(
-    space: AcyclicSpace,
-    weight: FloatArray,
-    keep: FloatArray,
-    base: MarkovPolicy,
-    policy: MarkovPolicy,
-    uniform: bool,
-) -> float:
-    leaf = np.where(space.correct, 0.0, -np.inf)
-    full = not np.isneginf(keep).any()
-    # when every correct rollout counts, the count is structural (cached)
-    count = _log_correct_count(space)[0] if full else backward_logsumexp(space, keep, leaf)[0]
-    if not count >= math.log(2.0) - 1e-9:
+def _slope(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> float:
+    chain = _counted_chain(policy, base, uniform)
+    if not chain.usable:
         return math.nan
-    if uniform and full:  # the uniform chain on C is structural too
-        cond = space.memo(
-            "uniform_correct_chain", lambda: tilted_conditionals(space, weight, leaf)[0]
-        )
-    elif full:  # pi0(. | C): the base's conditioned chain
-        cond = base.correct_cond
-    else:
-        cond, _ = tilted_conditionals(space, weight, leaf)
-    x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
-    y = np.where(np.isfinite(policy.log_cond), policy.log_cond, 0.0)
-    # log pi0 constant up to rounding over the counted rollouts: no slope (the rule of
-    # tilt.measures.least_squares_slope), from two max-plus passes
-    top = backward_max(space, np.where(np.isfinite(keep), x, -np.inf), leaf)[0]
-    bottom = -backward_max(space, np.where(np.isfinite(keep), -x, -np.inf), leaf)[0]
-    if top - bottom <= 1e-9 * (1.0 + max(abs(top), abs(bottom))):
-        return math.nan
-    _, _, var, cov = backward_moments(space, cond, x, y)
-    if not var[0] > 0:
-        return math.nan
-    return float(cov[0] / var[0])
+    # Cov(X, Y) = Var X + Cov(X, D), D = log q - log pi0: D's increments are small
+    diff = np.subtract(policy.log_cond, chain.x, out=np.zeros(chain.x.size), where=chain.support)
+    cov = np.dot(chain.scaled, _increments(policy.space, chain.prob, diff))
+    return float(1.0 + cov / chain.var)
 
 
 def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
 
     Equal weights: the moments are taken under the uniform distribution on those
-    rollouts (a Markov chain: the count below each state, by a backward pass).
+    rollouts (a Markov chain: the count below each state, by a backward pass);
+    ``Cov(log pi0, log q) = Var log pi0 + Cov(log pi0, log q - log pi0)``, each
+    a sum over edges of centred increments (:class:`_Chain`).
     """
-    keep = _keep(policy, base)
-    return _slope(policy.space, keep, keep, base, policy, uniform=True)
+    return _slope(policy, base, uniform=True)
 
 
 def weighted_gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """:func:`gap_slope` with each rollout weighted by ``pi0(y)``."""
-    keep = _keep(policy, base)
-    return _slope(policy.space, keep + base.log_cond, keep, base, policy, uniform=False)
+    return _slope(policy, base, uniform=False)
 
 
 def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
@@ -161,14 +229,6 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     return float(top - bottom)
 
 
-def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
-    """``q({y in C : e in E(y)})`` per graph move."""
-    space = policy.space
-    return np.bincount(
-        space.edge_move, weights=np.exp(policy.log_correct_flow), minlength=space.n_moves
-    ).astype(np.float64)
-
-
 def _log_correct_count(space: AcyclicSpace) -> FloatArray:
     """``log`` of the number of correct rollouts below each state (structure; cached)."""
 
@@ -179,28 +239,62 @@ def _log_correct_count(space: AcyclicSpace) -> FloatArray:
     return space.memo("log_correct_count", compute)
 
 
-def _used_moves(space: AcyclicSpace) -> np.ndarray:
-    """Moves made by some correct rollout (structure only), sorted."""
+def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(moves, edges)``: the moves some correct rollout makes, sorted, and — when every
+    state edge is a different move (no depth in the state) — the edge of each."""
 
-    def compute() -> np.ndarray:
-        below = _log_correct_count(space)
-        hit = np.isfinite(below[space.edge_head])
-        return np.flatnonzero(np.bincount(space.edge_move[hit], minlength=space.n_moves))
+    def compute() -> tuple[np.ndarray, np.ndarray | None]:
+        hit = _on_correct_paths(space)
+        count = np.bincount(space.edge_move, minlength=space.n_moves)
+        if count.max(initial=0) <= 1:
+            edges = np.flatnonzero(hit)
+            edges = edges[np.argsort(space.edge_move[edges], kind="stable")]
+            return space.edge_move[edges], edges
+        return np.flatnonzero(np.bincount(space.edge_move[hit], minlength=space.n_moves)), None
 
     return space.memo("used_moves", compute)
 
 
+def _by_move(space: AcyclicSpace, edge_values: FloatArray) -> FloatArray:
+    """Per used move (in the order of :func:`_used_moves`): the sum over its state edges."""
+    moves, edges = _used_moves(space)
+    if edges is not None:
+        return edge_values[edges]
+    return np.bincount(space.edge_move, weights=edge_values, minlength=space.n_moves)[moves]
+
+
+def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
+    """``q({y in C : e in E(y)})`` per graph move."""
+    space = policy.space
+    flow = policy.accuracy * _flows(policy).flow
+    return np.bincount(space.edge_move, weights=flow, minlength=space.n_moves).astype(np.float64)
+
+
+def _power(x: FloatArray, k: int) -> FloatArray:
+    """``x ** k`` for a positive integer ``k``, by repeated squaring (no exponential)."""
+    result: FloatArray | None = None
+    square = x
+    while True:
+        if k & 1:
+            result = square.copy() if result is None else np.multiply(result, square, out=result)
+        k >>= 1
+        if not k:
+            assert result is not None
+            return result
+        square = square * square
+
+
 def _ood(
-    values: FloatArray,
+    fail: FloatArray,
     moves: np.ndarray,
     space: AcyclicSpace,
     ks: Sequence[int],
 ) -> list[OODPass]:
     out = []
-    with np.errstate(divide="ignore"):
-        log_fail = np.log(np.minimum(values, 1.0))
+    fail = np.clip(fail, 0.0, 1.0)
     for k in ks:
-        passes = 0.0 - np.expm1(k * log_fail)
+        passes = _power(fail, k)
+        np.subtract(1.0, passes, out=passes)
         worst = int(np.argmin(passes))  # the first minimum, as tilt.measures picks it
         out.append(
             OODPass(
@@ -218,27 +312,54 @@ def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for each move ``e`` of a correct rollout."""
     ks = [_check_k(k) for k in ks]
     space = policy.space
-    moves = _used_moves(space)
-    fail = policy.incorrect_mass + correct_flow_by_move(policy)[moves]
+    moves, _ = _used_moves(space)
+    fail = policy.incorrect_mass + policy.accuracy * _by_move(space, _flows(policy).flow)
     return _ood(fail, moves, space, ks)
 
 
-def _exclusive_logsumexp(space: AcyclicSpace, values: FloatArray) -> FloatArray:
-    """Per edge ``e``: ``log sum exp`` of ``values`` over the *other* edges of its state.
+_TINY = 1e-280
+"""Below this a complement summed in the linear domain is redone in log space."""
 
-    Prefix and suffix ``logaddexp`` scans on a (states x max degree) table: no
-    subtraction, so a sum of the others stays exact when ``e`` holds almost all.
+
+def _complement(space: AcyclicSpace, prob: FloatArray) -> FloatArray:
+    """``1 - prob_e`` per edge, ``prob`` a distribution over the edges of each state.
+
+    ``1 - prob_e`` is the mass of the *other* edges: for the largest edge of
+    each state they are summed directly; every other edge has ``prob_e <= 1/2``,
+    so ``1 - prob_e`` is exact to rounding.
     """
     internal, starts = space.groups
-    deg = space.out_count[internal]
-    width = int(deg.max(initial=1))
-    table = np.full((internal.size, width + 2), -np.inf)
-    rows = np.repeat(np.arange(internal.size), deg)
-    cols = np.arange(space.n_edges) - np.repeat(starts, deg) + 1
-    table[rows, cols] = values
-    prefix = np.logaddexp.accumulate(table, axis=1)
-    suffix = np.logaddexp.accumulate(table[:, ::-1], axis=1)[:, ::-1]
-    return np.logaddexp(prefix[rows, cols - 1], suffix[rows, cols + 1])
+    sizes = space.out_count[internal]
+    peak = np.maximum.reduceat(prob, starts)
+    hit = np.flatnonzero(prob == np.repeat(peak, sizes))
+    owner = np.searchsorted(starts, hit, side="right") - 1
+    first = hit[np.r_[True, owner[1:] != owner[:-1]]]
+    out = 1.0 - prob
+    rest = prob.copy()
+    rest[first] = 0.0
+    out[first] = np.add.reduceat(rest, starts)
+    return out
+
+
+def _others_logsumexp(space: AcyclicSpace, values: FloatArray, edges: np.ndarray) -> FloatArray:
+    """Per edge in ``edges``: ``log sum exp`` of ``values`` over the other edges of its state
+    (a table of the states' edges, in chunks; only the few edges whose complement is tiny)."""
+    out = np.empty(edges.size)
+    tails = space.edge_tail[edges]
+    width = int(space.out_count[tails].max(initial=1))
+    step = max(1, (1 << 22) // width)
+    cols = np.arange(width)
+    for lo in range(0, edges.size, step):
+        e, s = edges[lo : lo + step], tails[lo : lo + step]
+        index = space.out_start[s][:, None] + cols[None, :]
+        valid = (cols[None, :] < space.out_count[s][:, None]) & (index != e[:, None])
+        table = np.where(valid, values[np.minimum(index, values.size - 1)], -np.inf)
+        peak = table.max(axis=1)
+        safe = np.where(np.isfinite(peak), peak, 0.0)
+        with np.errstate(divide="ignore"):
+            total = np.log(np.exp(table - safe[:, None]).sum(axis=1)) + safe
+        out[lo : lo + step] = np.where(np.isfinite(peak), total, -np.inf)
+    return out
 
 
 def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
@@ -247,20 +368,34 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
 
     ``q_e(u | s) = q(u | s) / (1 - q(w | s))`` at every state of ``v`` (``e = v -> w``);
     a state where the other moves carry no mass becomes a failed dead end.
+
+    Notes
+    -----
+    With ``t_e = q_C(e)`` the conditioned chain, re-routing at ``s`` turns
+    ``q(C | s)`` into ``q(C | s) (1 - t_e) / (1 - q(e))``, so
+    ``q_e(C) = q(C) + sum over the states s of v of q(C) q_C(reach s) ((1 - t_e) / (1 - q(e)) - 1)``
+    (a simple path visits ``v`` once).  Both complements are exact to rounding
+    (:func:`_complement`); one below ``1e-280`` is redone from the logs.
     """
     space = policy.space
-    moves = _used_moves(space)
-    below = policy.log_correct_below
-    with np.errstate(invalid="ignore"):
-        num = _exclusive_logsumexp(space, policy.log_cond + below[space.edge_head])
-        den = _exclusive_logsumexp(space, policy.log_cond)
-        new = np.where(np.isneginf(den), 0.0, np.exp(num - den))
-    reach = np.exp(policy.log_reach[space.edge_tail])
-    old = np.exp(below[space.edge_tail])
-    drop = np.bincount(space.edge_move, weights=reach * old, minlength=space.n_moves)
-    gain = np.bincount(space.edge_move, weights=reach * new, minlength=space.n_moves)
-    acc = np.clip(policy.accuracy - drop + gain, 0.0, 1.0)
-    return moves, acc[moves]
+    flows = _flows(policy)
+    keep_p = _complement(space, policy.prob)
+    keep_t = _complement(space, flows.chain)
+    reach = np.exp(policy.log_correct_reach)[space.edge_tail]  # q_C(reach tail)
+    live = reach > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(keep_p > 0, keep_t / keep_p, 0.0)  # no other mass: a failed dead end
+    several = space.out_count[space.edge_tail] > 1
+    tiny = np.flatnonzero(live & several & ((keep_p < _TINY) | (keep_t < _TINY)))
+    if tiny.size:  # redo from the logs: exact whatever the spread
+        num = _others_logsumexp(space, flows.cond, tiny)
+        den = _others_logsumexp(space, policy.log_cond, tiny)
+        with np.errstate(invalid="ignore"):
+            ratio[tiny] = np.where(np.isneginf(den), 0.0, np.exp(num - den))
+    change = np.where(live, reach * (ratio - 1.0), 0.0)
+    moves, _ = _used_moves(space)
+    acc = policy.accuracy * (1.0 + _by_move(space, change))
+    return moves, np.clip(acc, 0.0, 1.0)
 
 
 def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
@@ -281,7 +416,7 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
         return {}
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     below = _log_correct_count(space)[space.edge_head[e0:e1]]
-    flow = np.exp(policy.log_correct_flow[e0:e1] - policy.log_correct_below[0])
+    flow = _flows(policy).flow[e0:e1]
     return {
         space.edge_label(e): float(f)
         for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
@@ -377,7 +512,7 @@ def distinct_at_k(
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    p2 = math.exp(backward_logsumexp(space, 2.0 * policy.log_cond, leaf)[0])
+    p2 = math.exp(backward_logsumexp(space, policy.linear.squared(space), leaf)[0])
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
     t2 = min(max(0.0, p2 - float((top_p * top_p).sum())) + 4e-16 * p2, math.exp(log_tau) * t1)

@@ -63,6 +63,12 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
         raise ValueError(
             "the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined"
         )
+    if beta == 0:
+        # pi(. | C): the conditioned chain (the tilt below computes exactly these
+        # conditionals), whose reach is known without a pass
+        limit = MarkovPolicy(policy.space, policy.correct_cond)
+        limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
+        return limit
     return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
 
 

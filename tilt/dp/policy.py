@@ -20,9 +20,11 @@ from typing import TypeVar
 import numpy as np
 
 from tilt.dp.passes import (
+    LinearWeights,
     backward_logsumexp,
     forward_logsumexp,
     group_normalise,
+    linear_weights,
     tilted_conditionals,
 )
 from tilt.dp.space import AcyclicSpace, FloatArray
@@ -56,21 +58,31 @@ class MarkovPolicy:
     _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
+    def prob(self) -> FloatArray:
+        """``q(head | tail)`` per edge (the one exponential of the conditionals)."""
+        return np.exp(self.log_cond)
+
+    @cached_property
+    def linear(self) -> LinearWeights:
+        """The conditionals ready for the linear-domain passes (:mod:`tilt.dp.passes`)."""
+        return linear_weights(self.space, self.log_cond, self.prob)
+
+    @cached_property
     def log_reach(self) -> FloatArray:
         """``log q(reach s)`` per state (forward pass)."""
-        return forward_logsumexp(self.space, self.log_cond)
+        return forward_logsumexp(self.space, self.linear)
 
     @cached_property
     def log_correct_below(self) -> FloatArray:
         """``log q(correct | s)`` per state (backward pass)."""
         leaf = np.where(self.space.correct, 0.0, -np.inf)
-        return backward_logsumexp(self.space, self.log_cond, leaf)
+        return backward_logsumexp(self.space, self.linear, leaf)
 
     @cached_property
     def log_incorrect_below(self) -> FloatArray:
         """``log q(incorrect | s)`` per state, summed directly (no ``1 - x``)."""
         leaf = np.where(self.space.leaf & ~self.space.correct, 0.0, -np.inf)
-        return backward_logsumexp(self.space, self.log_cond, leaf)
+        return backward_logsumexp(self.space, self.linear, leaf)
 
     @property
     def accuracy(self) -> float:
