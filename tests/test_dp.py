@@ -16,9 +16,11 @@ log-probabilities and every measure).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
+from collections.abc import Iterator
 
 import networkx as nx
 import numpy as np
@@ -30,6 +32,7 @@ from scipy.optimize import brentq
 from tilt.context import EdgeContext, KernelContext, demonstrations, make_context
 from tilt.dp import acyclic_space, dp_optimum, lattice_table, markov_reason
 from tilt.dp import measures as dpm
+from tilt.dp import passes as dp_passes
 from tilt.dp import policy as dpp
 from tilt.dp.optima import rl_optimum as dp_rl
 from tilt.dp.rollouts import prefix_edges, to_policy
@@ -446,6 +449,51 @@ def test_measures_match_enumeration(instance, name, gamma) -> None:  # type: ign
             key,
             _slope_tol(enum, instance.base),
         )
+
+
+def _log_space_only() -> contextlib.AbstractContextManager[None]:
+    """Every pass in log space with a shift per state, every re-route complement from the logs."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(_patched(dp_passes, "SAFE_RANGE", -1.0))
+    stack.enter_context(_patched(dpm, "_TINY", 2.0))
+    return stack
+
+
+@contextlib.contextmanager
+def _patched(module: object, name: str, value: float) -> Iterator[None]:
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+@given(
+    dag_instances(logit_strategy=st.sampled_from([-900.0, -400.0, -30.0, 0.0, 1.0, 400.0, 900.0])),
+    st.sampled_from([0.0, 2.0, 500.0]),
+)
+def test_linear_domain_passes_agree_with_log_space(instance, gamma) -> None:  # type: ignore[no-untyped-def]
+    # logits hundreds of nats apart put conditionals below e^-350 (SAFE_RANGE) and complements
+    # below 1e-280: the fast linear-domain layers must fall back and agree with a run that does
+    # every layer in log space (enumeration itself underflows on such logits: it is not the oracle)
+    def run() -> dict[str, tuple[np.ndarray, dict]]:
+        space, base = _pair(instance)
+        return {
+            key: (q.log_cond, dpm.measure(q, base, KS).as_dict())
+            for key, q in _methods(base, EdgeContext(gamma)).items()
+        }
+
+    fast = run()
+    with _log_space_only():
+        slow = run()
+    for key, (log_cond, measures) in fast.items():
+        np.testing.assert_array_equal(np.isneginf(log_cond), np.isneginf(slow[key][0]))
+        finite = np.isfinite(log_cond)
+        err = np.abs(log_cond[finite] - slow[key][0][finite])
+        scale = max(1.0, float(np.abs(log_cond[finite]).max(initial=0.0)))
+        assert err.max(initial=0.0) <= TOL * scale, key
+        _same_measures(measures, slow[key][1], key)
 
 
 @given(dag_instances(), st.floats(0.0, 8.0))

@@ -132,7 +132,8 @@ class _Chain:
     usable: bool
 
 
-def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, usable: bool) -> _Chain:
+def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, enough: bool) -> _Chain:
+    """The :class:`_Chain` of the chain ``cond``; ``enough``: at least two rollouts count."""
     from tilt.dp.policy import MarkovPolicy
 
     chain = MarkovPolicy(space, cond)
@@ -143,7 +144,16 @@ def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, usable: bool) -
     dx = _increments(space, prob, x)
     scaled = flow * dx
     var = float(np.dot(scaled, dx))
-    return _Chain(prob, x, support, scaled, var, usable and var > 0)
+    # the rollouts of positive weight (as a float): at least two, and log pi0 not constant
+    # on them up to rounding (the rule of tilt.measures.least_squares_slope), by two
+    # max-plus passes
+    internal, starts = space.groups
+    branching = bool((np.add.reduceat(support, starts) >= 2).any())
+    leaf = np.where(space.correct, 0.0, -np.inf)
+    top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
+    bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
+    spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
+    return _Chain(prob, x, support, scaled, var, enough and branching and spread and var > 0)
 
 
 def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatArray:
@@ -168,12 +178,7 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
             cond = base.correct_cond  # pi0(. | C): the base's conditioned chain
         else:
             cond = tilted_conditionals(space, weight, leaf)[0]
-        # log pi0 constant up to rounding over the counted rollouts: no slope (the rule of
-        # tilt.measures.least_squares_slope), from two max-plus passes
-        top = backward_max(space, np.where(np.isfinite(keep), x_all, -np.inf), leaf)[0]
-        bottom = -backward_max(space, np.where(np.isfinite(keep), -x_all, -np.inf), leaf)[0]
-        spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
-        return _chain(space, cond, x_all, bool(count >= math.log(2.0) - 1e-9 and spread))
+        return _chain(space, cond, x_all, bool(count >= math.log(2.0) - 1e-9))
 
     if full:  # every correct rollout counts: the chain depends on the base alone (cached)
         key = f"gap_chain:{'uniform' if uniform else 'weighted'}"
@@ -373,7 +378,7 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     -----
     With ``t_e = q_C(e)`` the conditioned chain, re-routing at ``s`` turns
     ``q(C | s)`` into ``q(C | s) (1 - t_e) / (1 - q(e))``, so
-    ``q_e(C) = q(C) + sum over the states s of v of q(C) q_C(reach s) ((1 - t_e) / (1 - q(e)) - 1)``
+    ``q_e(C) = q(C) + sum over the states s of v of q(s) q(C | s) ((1 - t_e) / (1 - q(e)) - 1)``
     (a simple path visits ``v`` once).  Both complements are exact to rounding
     (:func:`_complement`); one below ``1e-280`` is redone from the logs.
     """
@@ -381,20 +386,24 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     flows = _flows(policy)
     keep_p = _complement(space, policy.prob)
     keep_t = _complement(space, flows.chain)
-    reach = np.exp(policy.log_correct_reach)[space.edge_tail]  # q_C(reach tail)
-    live = reach > 0
+    # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
+    log_through = policy.log_correct_below[0] + policy.log_correct_reach
+    through = np.exp(log_through)[space.edge_tail]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(keep_p > 0, keep_t / keep_p, 0.0)  # no other mass: a failed dead end
+    change = through * (ratio - 1.0)
     several = space.out_count[space.edge_tail] > 1
-    tiny = np.flatnonzero(live & several & ((keep_p < _TINY) | (keep_t < _TINY)))
-    if tiny.size:  # redo from the logs: exact whatever the spread
+    tiny = np.flatnonzero(
+        np.isfinite(log_through[space.edge_tail]) & several & ((keep_p < _TINY) | (keep_t < _TINY))
+    )
+    if tiny.size:  # redo from the logs: exact whatever the spread (the gain is at most 1)
         num = _others_logsumexp(space, flows.cond, tiny)
         den = _others_logsumexp(space, policy.log_cond, tiny)
         with np.errstate(invalid="ignore"):
-            ratio[tiny] = np.where(np.isneginf(den), 0.0, np.exp(num - den))
-    change = np.where(live, reach * (ratio - 1.0), 0.0)
+            gain = np.exp(log_through[space.edge_tail[tiny]] + num - den)
+        change[tiny] = np.where(np.isneginf(den), 0.0, gain) - through[tiny]
     moves, _ = _used_moves(space)
-    acc = policy.accuracy * (1.0 + _by_move(space, change))
+    acc = policy.accuracy + _by_move(space, change)
     return moves, np.clip(acc, 0.0, 1.0)
 
 
