@@ -32,6 +32,7 @@ from tilt.dp.passes import (
     backward_logsumexp,
     backward_max,
     backward_mean,
+    linear_weights,
     tilted_conditionals,
 )
 from tilt.dp.policy import MarkovPolicy
@@ -132,13 +133,20 @@ class _Chain:
     usable: bool
 
 
-def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, enough: bool) -> _Chain:
-    """The :class:`_Chain` of the chain ``cond``; ``enough``: at least two rollouts count."""
+def _chain(
+    space: AcyclicSpace,
+    cond: FloatArray,
+    x: FloatArray,
+    log_count: float,
+    log_reach: FloatArray | None = None,
+) -> _Chain:
+    """The :class:`_Chain` of the chain ``cond`` (``log_count``: rollouts it counts)."""
     from tilt.dp.policy import MarkovPolicy
 
     chain = MarkovPolicy(space, cond)
     prob = chain.prob
-    flow = np.exp(chain.log_reach)[space.edge_tail] * prob
+    reach = chain.log_reach if log_reach is None else log_reach
+    flow = np.exp(reach)[space.edge_tail] * prob
     support = flow > 0
     x = np.where(support, x, 0.0)
     dx = _increments(space, prob, x)
@@ -153,6 +161,7 @@ def _chain(space: AcyclicSpace, cond: FloatArray, x: FloatArray, enough: bool) -
     top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
     bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
     spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
+    enough = log_count >= math.log(2.0) - 1e-9
     return _Chain(prob, x, support, scaled, var, enough and branching and spread and var > 0)
 
 
@@ -162,23 +171,26 @@ def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatAr
     return x + mean[space.edge_head] - mean[space.edge_tail]
 
 
+def _finite_on_paths(policy: MarkovPolicy) -> bool:
+    """Every move that some correct rollout makes has ``q > 0`` (cached per policy)."""
+    on_path = _on_correct_paths(policy.space)
+    return policy.memo(
+        "finite_on_paths", lambda: bool(np.all(np.isfinite(policy.log_cond) | ~on_path))
+    )
+
+
 def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _Chain:
     """The chain of :func:`gap_slope` (``uniform``) or :func:`weighted_gap_slope`."""
     space = policy.space
-    on_path = _on_correct_paths(space)
-    full = bool(
-        np.isfinite(policy.log_cond[on_path]).all() and np.isfinite(base.log_cond[on_path]).all()
-    )
+    full = _finite_on_paths(policy) and _finite_on_paths(base)
     leaf = np.where(space.correct, 0.0, -np.inf)
-    x_all = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
 
     def build(keep: FloatArray, count: float) -> _Chain:
+        x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
+        if full and not uniform:  # pi0(. | C): the base's conditioned chain, its reach known
+            return _chain(space, base.correct_cond, x, count, base.log_correct_reach)
         weight = keep if uniform else keep + base.log_cond
-        if full and not uniform:
-            cond = base.correct_cond  # pi0(. | C): the base's conditioned chain
-        else:
-            cond = tilted_conditionals(space, weight, leaf)[0]
-        return _chain(space, cond, x_all, bool(count >= math.log(2.0) - 1e-9))
+        return _chain(space, tilted_conditionals(space, weight, leaf)[0], x, count)
 
     if full:  # every correct rollout counts: the chain depends on the base alone (cached)
         key = f"gap_chain:{'uniform' if uniform else 'weighted'}"
@@ -276,7 +288,7 @@ def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
 
 
 def _power(x: FloatArray, k: int) -> FloatArray:
-    """``x ** k`` for a positive integer ``k``, by repeated squaring (no exponential)."""
+    """``x ** k`` (a new array) for a positive integer ``k``, by repeated squaring."""
     result: FloatArray | None = None
     square = x
     while True:
@@ -286,7 +298,7 @@ def _power(x: FloatArray, k: int) -> FloatArray:
         if not k:
             assert result is not None
             return result
-        square = square * square
+        square = square * square if square is x else np.multiply(square, square, out=square)
 
 
 def _ood(
@@ -296,7 +308,8 @@ def _ood(
     ks: Sequence[int],
 ) -> list[OODPass]:
     out = []
-    fail = np.clip(fail, 0.0, 1.0)
+    fail = np.minimum(fail, 1.0)
+    np.maximum(fail, 0.0, out=fail)
     for k in ks:
         passes = _power(fail, k)
         np.subtract(1.0, passes, out=passes)
@@ -392,10 +405,9 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(keep_p > 0, keep_t / keep_p, 0.0)  # no other mass: a failed dead end
     change = through * (ratio - 1.0)
-    several = space.out_count[space.edge_tail] > 1
-    tiny = np.flatnonzero(
-        np.isfinite(log_through[space.edge_tail]) & several & ((keep_p < _TINY) | (keep_t < _TINY))
-    )
+    tiny = np.flatnonzero((keep_p < _TINY) | (keep_t < _TINY))
+    tails = space.edge_tail[tiny]
+    tiny = tiny[np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
     if tiny.size:  # redo from the logs: exact whatever the spread (the gain is at most 1)
         num = _others_logsumexp(space, flows.cond, tiny)
         den = _others_logsumexp(space, policy.log_cond, tiny)
@@ -404,7 +416,8 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
         change[tiny] = np.where(np.isneginf(den), 0.0, gain) - through[tiny]
     moves, _ = _used_moves(space)
     acc = policy.accuracy + _by_move(space, change)
-    return moves, np.clip(acc, 0.0, 1.0)
+    np.minimum(acc, 1.0, out=acc)
+    return moves, np.maximum(acc, 0.0, out=acc)
 
 
 def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
@@ -512,7 +525,8 @@ def distinct_at_k(
     if np.isfinite(policy.log_cond).all():
         count = _log_correct_count(space)[0]
     else:
-        positive = np.where(np.isfinite(policy.log_cond), 0.0, -np.inf)
+        finite = np.isfinite(policy.log_cond)
+        positive = linear_weights(space, np.where(finite, 0.0, -np.inf), finite.astype(float))
         count = backward_logsumexp(space, positive, leaf)[0]
     if count <= math.log(limit) + 1e-9:
         top = _top_rollouts(policy, -math.inf, limit)

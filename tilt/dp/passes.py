@@ -135,12 +135,21 @@ class LinearWeights:
 def _flag(
     space: AcyclicSpace, log_weight: FloatArray, prob: FloatArray, shift: FloatArray
 ) -> LinearWeights:
-    shifted = log_weight - np.repeat(shift[space.state_layer], space.out_count)
-    low = np.flatnonzero((shifted < -SAFE_RANGE) & np.isfinite(log_weight))
     unsafe_tail = np.zeros(space.n_layers, dtype=bool)
     unsafe_head = np.zeros(space.n_layers, dtype=bool)
-    unsafe_tail[space.state_layer[space.edge_tail[low]]] = True
-    unsafe_head[space.state_layer[space.edge_head[low]]] = True
+    if not shift.any():
+        low = np.flatnonzero((log_weight < -SAFE_RANGE) & (log_weight != -np.inf))
+        unsafe_tail[space.state_layer[space.edge_tail[low]]] = True
+        unsafe_head[space.state_layer[space.edge_head[low]]] = True
+        return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head)
+    # shifted weights: per tail layer, the smallest finite weight against the shift; the
+    # forward pass runs such weights in log space (unsafe_head everywhere)
+    layer, _, _ = space.tail_spans
+    if layer.size:
+        e0s = np.array([entry[0] for entry in space.tail_layers], dtype=np.int64)
+        finite = np.where(log_weight != -np.inf, log_weight, np.inf)
+        unsafe_tail[layer] = np.minimum.reduceat(finite, e0s) < shift[layer] - SAFE_RANGE
+    unsafe_head[:] = True
     return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head)
 
 
@@ -169,10 +178,12 @@ def linear_weights(
 def _value_shift(values: FloatArray) -> float | None:
     """The largest value when every finite one lies within ``SAFE_RANGE`` of it (or none is
     finite: ``-inf``), else ``None``."""
-    top = float(values.max(initial=-np.inf))
+    top = float(values.max()) if values.size else -np.inf
     if top == -np.inf:
         return top
-    low = float(np.min(values, initial=np.inf, where=values != -np.inf))
+    low = float(values.min())
+    if low == -np.inf:
+        low = float(values[values != -np.inf].min())
     return top if top - low <= SAFE_RANGE and top < np.inf else None
 
 
