@@ -171,6 +171,21 @@ def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatAr
     return x + mean[space.edge_head] - mean[space.edge_tail]
 
 
+def _centred_dot(space: AcyclicSpace, prob: FloatArray, y: FloatArray, weight: FloatArray) -> float:
+    """``sum_e weight_e dy_e`` with ``dy`` the centred increments of ``Y = sum of y`` under
+    the chain ``prob`` (:func:`_increments`), one layer at a time (no edge-sized temporaries)."""
+    mean = np.zeros(space.n_states)
+    head = space.edge_head
+    total = 0.0
+    for e0, e1, internal, starts, sizes in reversed(space.tail_layers):
+        step = y[e0:e1] + mean[head[e0:e1]]
+        here = np.add.reduceat(prob[e0:e1] * step, starts)
+        mean[internal] = here
+        step -= np.repeat(here, sizes)
+        total += float(np.dot(weight[e0:e1], step))
+    return total
+
+
 def _finite_on_paths(policy: MarkovPolicy) -> bool:
     """Every move that some correct rollout makes has ``q > 0`` (cached per policy)."""
     on_path = _on_correct_paths(policy.space)
@@ -210,8 +225,7 @@ def _slope(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> float:
         return math.nan
     # Cov(X, Y) = Var X + Cov(X, D), D = log q - log pi0: D's increments are small
     diff = np.subtract(policy.log_cond, chain.x, out=np.zeros(chain.x.size), where=chain.support)
-    cov = np.dot(chain.scaled, _increments(policy.space, chain.prob, diff))
-    return float(1.0 + cov / chain.var)
+    return 1.0 + _centred_dot(policy.space, chain.prob, diff, chain.scaled) / chain.var
 
 
 def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
@@ -256,16 +270,18 @@ def _log_correct_count(space: AcyclicSpace) -> FloatArray:
     return space.memo("log_correct_count", compute)
 
 
-def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | None]:
+def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | slice | None]:
     """``(moves, edges)``: the moves some correct rollout makes, sorted, and — when every
     state edge is a different move (no depth in the state) — the edge of each."""
 
-    def compute() -> tuple[np.ndarray, np.ndarray | None]:
+    def compute() -> tuple[np.ndarray, np.ndarray | slice | None]:
         hit = _on_correct_paths(space)
         count = np.bincount(space.edge_move, minlength=space.n_moves)
         if count.max(initial=0) <= 1:
             edges = np.flatnonzero(hit)
             edges = edges[np.argsort(space.edge_move[edges], kind="stable")]
+            if edges.size == space.n_edges and bool((np.diff(edges) == 1).all()):
+                return space.edge_move, slice(None)  # every edge, in move order: no gather
             return space.edge_move[edges], edges
         return np.flatnonzero(np.bincount(space.edge_move[hit], minlength=space.n_moves)), None
 
@@ -301,29 +317,38 @@ def _power(x: FloatArray, k: int) -> FloatArray:
         square = square * square if square is x else np.multiply(square, square, out=square)
 
 
+_CHUNK = 1 << 16
+"""Moves per chunk of :func:`_ood` (cache-sized)."""
+
+
 def _ood(
     fail: FloatArray,
     moves: np.ndarray,
     space: AcyclicSpace,
     ks: Sequence[int],
 ) -> list[OODPass]:
-    out = []
-    fail = np.minimum(fail, 1.0)
-    np.maximum(fail, 0.0, out=fail)
-    for k in ks:
-        passes = _power(fail, k)
-        np.subtract(1.0, passes, out=passes)
-        worst = int(np.argmin(passes))  # the first minimum, as tilt.measures picks it
-        out.append(
-            OODPass(
-                k,
-                float(passes.mean()),
-                float(passes[worst]),
-                space.move_label(int(moves[worst])),
-                int(moves.size),
-            )
+    """Mean and worst of ``1 - fail^k`` over the moves, chunk by chunk."""
+    total = dict.fromkeys(ks, 0.0)
+    worst: dict[int, tuple[float, int]] = dict.fromkeys(ks, (math.inf, 0))
+    for lo in range(0, fail.size, _CHUNK):
+        chunk = np.clip(fail[lo : lo + _CHUNK], 0.0, 1.0)
+        for k in ks:
+            passes = _power(chunk, k)
+            np.subtract(1.0, passes, out=passes)
+            total[k] += float(passes.sum())
+            at = int(np.argmin(passes))  # the first minimum, as tilt.measures picks it
+            if passes[at] < worst[k][0]:
+                worst[k] = (float(passes[at]), lo + at)
+    return [
+        OODPass(
+            k,
+            total[k] / fail.size,
+            worst[k][0],
+            space.move_label(int(moves[worst[k][1]])),
+            int(moves.size),
         )
-    return out
+        for k in ks
+    ]
 
 
 def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:

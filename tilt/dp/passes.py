@@ -112,6 +112,7 @@ class LinearWeights:
     Attributes
     ----------
     log_weight : ndarray, shape (n_edges,)
+        ``w / power``.
     prob : ndarray, shape (n_edges,)
         ``exp(w_e - shift[layer of tail(e)])``.
     shift : ndarray, shape (n_layers,)
@@ -126,31 +127,38 @@ class LinearWeights:
     shift: FloatArray
     unsafe_tail: NDArray[np.bool_]
     unsafe_head: NDArray[np.bool_]
+    power: float = 1.0
 
     def squared(self, space: AcyclicSpace) -> LinearWeights:
         """The weights ``2 w`` (``prob ** 2``, no new exponential)."""
-        return _flag(space, 2.0 * self.log_weight, self.prob * self.prob, 2.0 * self.shift)
+        power = 2.0 * self.power
+        return _flag(space, self.log_weight, self.prob * self.prob, 2.0 * self.shift, power)
 
 
 def _flag(
-    space: AcyclicSpace, log_weight: FloatArray, prob: FloatArray, shift: FloatArray
+    space: AcyclicSpace,
+    log_weight: FloatArray,
+    prob: FloatArray,
+    shift: FloatArray,
+    power: float = 1.0,
 ) -> LinearWeights:
     unsafe_tail = np.zeros(space.n_layers, dtype=bool)
     unsafe_head = np.zeros(space.n_layers, dtype=bool)
     if not shift.any():
-        low = np.flatnonzero((log_weight < -SAFE_RANGE) & (log_weight != -np.inf))
+        low = np.flatnonzero((log_weight < -SAFE_RANGE / power) & (log_weight != -np.inf))
         unsafe_tail[space.state_layer[space.edge_tail[low]]] = True
         unsafe_head[space.state_layer[space.edge_head[low]]] = True
-        return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head)
+        return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head, power)
     # shifted weights: per tail layer, the smallest finite weight against the shift; the
     # forward pass runs such weights in log space (unsafe_head everywhere)
     layer, _, _ = space.tail_spans
     if layer.size:
         e0s = np.array([entry[0] for entry in space.tail_layers], dtype=np.int64)
         finite = np.where(log_weight != -np.inf, log_weight, np.inf)
-        unsafe_tail[layer] = np.minimum.reduceat(finite, e0s) < shift[layer] - SAFE_RANGE
+        smallest = power * np.minimum.reduceat(finite, e0s)
+        unsafe_tail[layer] = smallest < shift[layer] - SAFE_RANGE
     unsafe_head[:] = True
-    return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head)
+    return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head, power)
 
 
 def linear_weights(
@@ -207,8 +215,16 @@ def backward_logsumexp(
     layer is summed in log space with a shift per state.
     """
     weights = linear_weights(space, edge_log_weight)
-    w, prob = weights.log_weight, weights.prob
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        _backward_layers(space, weights, out, discount)
+    return out
+
+
+def _backward_layers(
+    space: AcyclicSpace, weights: LinearWeights, out: FloatArray, discount: float
+) -> None:
+    w, prob = weights.log_weight, weights.prob
     head = space.edge_head
     layers, los, his = space.tail_spans
     for i in range(len(space.tail_layers) - 1, -1, -1):
@@ -228,8 +244,8 @@ def backward_logsumexp(
             starts,
             sizes,
             bool(weights.unsafe_tail[layer]),
+            weights.power,
         )
-    return out
 
 
 def forward_logsumexp(
@@ -247,20 +263,22 @@ def forward_logsumexp(
     out[0] = 0.0
     tail = space.edge_tail
     layers, los, his = space.head_spans
-    for i, (edges, heads, starts, sizes) in enumerate(space.head_layers):
-        layer, lo, hi = int(layers[i]), int(los[i]), int(his[i])
-        tails = tail[edges]
-        narrow = hi - lo <= 4 * edges.size
-        out[heads] = _group_logsumexp(
-            out[lo:hi] if narrow else out[tails],
-            tails - lo if narrow else None,
-            prob[edges],
-            w[edges],
-            0.0,
-            starts,
-            sizes,
-            bool(unsafe[layer]),
-        )
+    with np.errstate(divide="ignore"):
+        for i, (edges, heads, starts, sizes) in enumerate(space.head_layers):
+            layer, lo, hi = int(layers[i]), int(los[i]), int(his[i])
+            tails = tail[edges]
+            narrow = hi - lo <= 4 * edges.size
+            out[heads] = _group_logsumexp(
+                out[lo:hi] if narrow else out[tails],
+                tails - lo if narrow else None,
+                prob[edges],
+                w[edges],
+                0.0,
+                starts,
+                sizes,
+                bool(unsafe[layer]),
+                weights.power,
+            )
     return out
 
 
@@ -273,6 +291,7 @@ def _group_logsumexp(
     starts: IntArray,
     sizes: IntArray,
     unsafe: bool,
+    power: float = 1.0,
 ) -> FloatArray:
     """``log sum over each group of exp(w_e + v_e)``, ``v_e = values[pick_e]`` (``pick`` None:
     one value per edge) and ``prob = exp(w - shift)``: in the linear domain with one
@@ -281,15 +300,15 @@ def _group_logsumexp(
     top = None if unsafe else _value_shift(values)
     if top is None:
         per_edge = values if pick is None else values[pick]
-        return segment_logsumexp(log_weight + per_edge, starts, sizes)
+        weight = log_weight if power == 1.0 else power * log_weight
+        return segment_logsumexp(weight + per_edge, starts, sizes)
     if top == -np.inf:
         return np.full(starts.size, -np.inf)
     scaled = np.exp(values - top)
     if pick is not None:
         scaled = scaled[pick]
     total = np.add.reduceat(prob * scaled, starts)
-    with np.errstate(divide="ignore"):
-        return np.log(total) + (top + shift)
+    return np.log(total) + (top + shift)  # log 0 = -inf: the callers ignore the warning
 
 
 def backward_mean(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatArray:
@@ -303,12 +322,20 @@ def backward_mean(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> Float
 
 
 def backward_max(space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatArray) -> FloatArray:
-    """Max-plus: ``M(s) = max_{e out of s} (v_e + M(head e))``, ``M = f`` at a leaf."""
+    """Max-plus: ``M(s) = max_{e out of s} (v_e + M(head e))``, ``M = f`` at a leaf.
+
+    ``nan`` edge values count as ``-inf`` (no path).
+    """
     out = np.where(space.leaf, leaf_value, -np.inf).astype(np.float64)
+    plus_inf = bool(np.isposinf(edge_value).any())
+    if np.isnan(edge_value).any():
+        edge_value = np.where(np.isnan(edge_value), -np.inf, edge_value)
+    head = space.edge_head
     with np.errstate(invalid="ignore"):
         for e0, e1, internal, starts, _ in reversed(space.tail_layers):
-            vals = edge_value[e0:e1] + out[space.edge_head[e0:e1]]
-            vals[np.isnan(vals)] = -np.inf  # inf + -inf: no path below
+            vals = edge_value[e0:e1] + out[head[e0:e1]]
+            if plus_inf:
+                vals[np.isnan(vals)] = -np.inf  # inf + -inf: no path below
             out[internal] = np.maximum.reduceat(vals, starts)
     return out
 
