@@ -126,7 +126,6 @@ class _Chain:
     """
 
     prob: FloatArray
-    x: FloatArray
     support: np.ndarray
     scaled: FloatArray
     var: float
@@ -162,7 +161,7 @@ def _chain(
     bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
     spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
     enough = log_count >= math.log(2.0) - 1e-9
-    return _Chain(prob, x, support, scaled, var, enough and branching and spread and var > 0)
+    return _Chain(prob, support, scaled, var, enough and branching and spread and var > 0)
 
 
 def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatArray:
@@ -224,7 +223,9 @@ def _slope(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> float:
     if not chain.usable:
         return math.nan
     # Cov(X, Y) = Var X + Cov(X, D), D = log q - log pi0: D's increments are small
-    diff = np.subtract(policy.log_cond, chain.x, out=np.zeros(chain.x.size), where=chain.support)
+    diff = np.subtract(
+        policy.log_cond, base.log_cond, out=np.zeros(base.log_cond.size), where=chain.support
+    )
     return 1.0 + _centred_dot(policy.space, chain.prob, diff, chain.scaled) / chain.var
 
 

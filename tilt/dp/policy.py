@@ -133,6 +133,15 @@ class MarkovPolicy:
             out = self.log_edge_flow + self.log_correct_below[space.edge_head]
         return np.where(np.isnan(out), -np.inf, out)
 
+    def forget(self, *names: str) -> None:
+        """Drop remembered quantities (cached properties or memo keys; all when none is
+        named) to free their memory; they are recomputed on demand."""
+        for name in names or (*self.__dict__.keys(), *self._memo.keys()):
+            if name in ("space", "log_cond", "_memo"):
+                continue
+            self.__dict__.pop(name, None)
+            self._memo.pop(name, None)
+
     def memo(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()`` remembered under ``key`` for this policy."""
         if key not in self._memo:

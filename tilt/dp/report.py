@@ -51,6 +51,12 @@ def _row(
     demos: str | None = None,
 ) -> DPRow:
     measures, bound = measure_noted(policy, base, ks)
+    # the row keeps its conditionals only: what the measures cached is freed (memory
+    # linear in the edges, not in the rows); the base keeps what the SD rows reuse
+    if policy is base:
+        policy.forget("prob", "linear", "flows", "log_incorrect_below")
+    else:
+        policy.forget()
     notes = "; ".join(n for n in (note, bound) if n)
     return DPRow(key, label, policy, measures, beta, notes, objective, demos)
 
@@ -123,7 +129,7 @@ def dp_rows(
     if first is None or first.policy is None:
         rows.append(DPRow("rl_matched", "RL @ SD acc", None, None, note="no SD row to match"))
     else:
-        target = first.policy.accuracy
+        target = first.measures.accuracy if first.measures else first.policy.accuracy
         matched = matched_beta(base.accuracy, target)
         if matched is None:
             rows.append(
