@@ -90,7 +90,7 @@ class _Flows:
 def _flows(policy: MarkovPolicy) -> _Flows:
     def compute() -> _Flows:
         cond = policy.correct_cond
-        chain = np.exp(cond)
+        chain = policy.correct_prob
         reach = np.exp(policy.log_correct_reach)
         return _Flows(cond, chain, reach[policy.space.edge_tail] * chain)
 
@@ -137,14 +137,15 @@ def _chain(
     cond: FloatArray,
     x: FloatArray,
     log_count: float,
-    log_reach: FloatArray | None = None,
+    known: MarkovPolicy | None = None,
 ) -> _Chain:
-    """The :class:`_Chain` of the chain ``cond`` (``log_count``: rollouts it counts)."""
-    from tilt.dp.policy import MarkovPolicy
-
-    chain = MarkovPolicy(space, cond)
-    prob = chain.prob
-    reach = chain.log_reach if log_reach is None else log_reach
+    """The :class:`_Chain` of the chain ``cond`` (``log_count``: rollouts it counts;
+    ``known``: a policy whose conditioned chain it is, with its reach and probabilities)."""
+    if known is None:
+        chain = MarkovPolicy(space, cond)
+        prob, reach = chain.prob, chain.log_reach
+    else:
+        prob, reach = known.correct_prob, known.log_correct_reach
     flow = np.exp(reach)[space.edge_tail] * prob
     support = flow > 0
     x = np.where(support, x, 0.0)
@@ -157,8 +158,8 @@ def _chain(
     internal, starts = space.groups
     branching = bool((np.add.reduceat(support, starts) >= 2).any())
     leaf = np.where(space.correct, 0.0, -np.inf)
-    top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
-    bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
+    both = backward_max(space, np.where(support, np.stack([x, -x]), -np.inf), leaf)[:, 0]
+    top, bottom = both[0], -both[1]
     spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
     enough = log_count >= math.log(2.0) - 1e-9
     return _Chain(prob, support, scaled, var, enough and branching and spread and var > 0)
@@ -202,7 +203,7 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
     def build(keep: FloatArray, count: float) -> _Chain:
         x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
         if full and not uniform:  # pi0(. | C): the base's conditioned chain, its reach known
-            return _chain(space, base.correct_cond, x, count, base.log_correct_reach)
+            return _chain(space, base.correct_cond, x, count, base)
         weight = keep if uniform else keep + base.log_cond
         return _chain(space, tilted_conditionals(space, weight, leaf)[0], x, count)
 
@@ -254,8 +255,8 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
     with np.errstate(invalid="ignore"):
         diff = policy.log_cond - base.log_cond
-    top = backward_max(space, diff, leaf)[0]
-    bottom = -backward_max(space, -diff, leaf)[0]
+    both = backward_max(space, np.stack([diff, -diff]), leaf)[:, 0]
+    top, bottom = both[0], -both[1]
     if math.isinf(bottom):
         return math.inf
     return float(top - bottom)
@@ -263,12 +264,9 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
 
 def _log_correct_count(space: AcyclicSpace) -> FloatArray:
     """``log`` of the number of correct rollouts below each state (structure; cached)."""
+    from tilt.dp.policy import log_rollout_counts
 
-    def compute() -> FloatArray:
-        leaf = np.where(space.correct, 0.0, -np.inf)
-        return backward_logsumexp(space, np.zeros(space.n_edges), leaf)
-
-    return space.memo("log_correct_count", compute)
+    return log_rollout_counts(space, correct_only=True)
 
 
 def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | slice | None]:

@@ -165,22 +165,40 @@ def linear_weights(
     space: AcyclicSpace, log_weight: FloatArray | LinearWeights, prob: FloatArray | None = None
 ) -> LinearWeights:
     """:class:`LinearWeights` of ``log_weight``; ``prob = exp(log_weight)`` may be given
-    (then every shift is 0: the weights are conditionals, at most 1)."""
+    (then every shift is 0: the weights are conditionals, at most 1).
+
+    Weights must lie in ``[-inf, inf)`` (no ``nan``).
+    """
     if isinstance(log_weight, LinearWeights):
         return log_weight
     log_weight = np.asarray(log_weight, dtype=np.float64)
     shift = np.zeros(space.n_layers)
-    if prob is None:
-        layer, _, _ = space.tail_spans
-        if layer.size:
-            e0s = np.array([entry[0] for entry in space.tail_layers], dtype=np.int64)
-            finite = np.where(np.isfinite(log_weight), log_weight, -np.inf)
-            peak = np.maximum.reduceat(finite, e0s)
-            shift[layer] = np.where(np.isfinite(peak), peak, 0.0)
-        with np.errstate(invalid="ignore"):
-            prob = np.exp(log_weight - np.repeat(shift[space.state_layer], space.out_count))
-        prob[np.isnan(prob)] = 0.0
-    return _flag(space, log_weight, prob, shift)
+    if prob is not None:
+        return _flag(space, log_weight, prob, shift)
+    if not log_weight.any():  # all zero: counting
+        return _flag(space, log_weight, np.ones_like(log_weight), shift)
+    # one shift per tail layer (its largest weight), the exponential layer by layer
+    prob = np.empty_like(log_weight)
+    unsafe_tail = np.zeros(space.n_layers, dtype=bool)
+    layers, _, _ = space.tail_spans
+    for (e0, e1, _, _, _), layer in zip(space.tail_layers, layers.tolist(), strict=True):
+        seg = log_weight[e0:e1]
+        top = float(seg.max())
+        if top == -np.inf:
+            prob[e0:e1] = 0.0
+            continue
+        shift[layer] = top
+        np.exp(seg - top, out=prob[e0:e1])
+        low = float(seg.min())
+        if low == -np.inf:
+            low = float(seg[seg != -np.inf].min())
+        unsafe_tail[layer] = low < top - SAFE_RANGE
+    if not shift.any():
+        return _flag(space, log_weight, prob, shift)
+    # the forward pass runs shifted weights in log space (unsafe_head everywhere)
+    return LinearWeights(
+        log_weight, prob, shift, unsafe_tail, np.ones(space.n_layers, dtype=bool)
+    )
 
 
 def _value_shift(values: FloatArray) -> float | None:
@@ -324,20 +342,23 @@ def backward_mean(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> Float
 def backward_max(space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatArray) -> FloatArray:
     """Max-plus: ``M(s) = max_{e out of s} (v_e + M(head e))``, ``M = f`` at a leaf.
 
-    ``nan`` edge values count as ``-inf`` (no path).
+    ``nan`` edge values count as ``-inf`` (no path).  ``edge_value`` may be 2-D,
+    one row per pass (run together); the result then has one row per pass too.
     """
+    rows = np.atleast_2d(edge_value)
     out = np.where(space.leaf, leaf_value, -np.inf).astype(np.float64)
-    plus_inf = bool(np.isposinf(edge_value).any())
-    if np.isnan(edge_value).any():
-        edge_value = np.where(np.isnan(edge_value), -np.inf, edge_value)
+    out = np.repeat(out[None, :], rows.shape[0], axis=0)
+    plus_inf = bool((rows == np.inf).any())
+    if np.isnan(rows).any():
+        rows = np.where(np.isnan(rows), -np.inf, rows)
     head = space.edge_head
     with np.errstate(invalid="ignore"):
         for e0, e1, internal, starts, _ in reversed(space.tail_layers):
-            vals = edge_value[e0:e1] + out[head[e0:e1]]
+            vals = rows[:, e0:e1] + out[:, head[e0:e1]]
             if plus_inf:
                 vals[np.isnan(vals)] = -np.inf  # inf + -inf: no path below
-            out[internal] = np.maximum.reduceat(vals, starts)
-    return out
+            out[:, internal] = np.maximum.reduceat(vals, starts, axis=1)
+    return out if edge_value.ndim == 2 else out[0]
 
 
 def tilted_conditionals(

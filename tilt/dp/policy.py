@@ -39,6 +39,7 @@ __all__ = [
     "demonstrations",
     "edge_marginals",
     "log_rollout_count",
+    "log_rollout_counts",
 ]
 
 
@@ -111,6 +112,11 @@ class MarkovPolicy:
         out[dead] = self.log_cond[dead]
         out[np.isnan(out)] = -np.inf
         return out
+
+    @cached_property
+    def correct_prob(self) -> FloatArray:
+        """``exp(correct_cond)``: the conditionals of ``q(. | C)`` themselves."""
+        return np.exp(self.correct_cond)
 
     @cached_property
     def log_correct_reach(self) -> FloatArray:
@@ -231,5 +237,14 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
 
 def log_rollout_count(space: AcyclicSpace, correct_only: bool = False) -> float:
     """``log |Y|`` (or ``log |C|``): rollouts counted by one backward pass, as a log."""
-    leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
-    return float(backward_logsumexp(space, np.zeros(space.n_edges), leaf)[0])
+    return float(log_rollout_counts(space, correct_only)[0])
+
+
+def log_rollout_counts(space: AcyclicSpace, correct_only: bool = False) -> FloatArray:
+    """``log`` of the number of rollouts (correct ones) below every state (cached)."""
+
+    def compute() -> FloatArray:
+        leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
+        return backward_logsumexp(space, np.zeros(space.n_edges), leaf)
+
+    return space.memo(f"log_rollout_counts:{correct_only}", compute)
