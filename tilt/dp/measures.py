@@ -158,8 +158,8 @@ def _chain(
     internal, starts = space.groups
     branching = bool((np.add.reduceat(support, starts) >= 2).any())
     leaf = np.where(space.correct, 0.0, -np.inf)
-    both = backward_max(space, np.where(support, np.stack([x, -x]), -np.inf), leaf)[:, 0]
-    top, bottom = both[0], -both[1]
+    top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
+    bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
     spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
     enough = log_count >= math.log(2.0) - 1e-9
     return _Chain(prob, support, scaled, var, enough and branching and spread and var > 0)
@@ -204,8 +204,13 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
         x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
         if full and not uniform:  # pi0(. | C): the base's conditioned chain, its reach known
             return _chain(space, base.correct_cond, x, count, base)
-        weight = keep if uniform else keep + base.log_cond
-        return _chain(space, tilted_conditionals(space, weight, leaf)[0], x, count)
+        if full:  # uniform on C: the ratio of the counts below head and tail (cached)
+            below = _log_correct_count(space)
+            cond = _ratio_conditionals(space, below)
+        else:
+            weight = keep if uniform else keep + base.log_cond
+            cond = tilted_conditionals(space, weight, leaf)[0]
+        return _chain(space, cond, x, count)
 
     if full:  # every correct rollout counts: the chain depends on the base alone (cached)
         key = f"gap_chain:{'uniform' if uniform else 'weighted'}"
@@ -213,6 +218,19 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
         return base.memo(key, lambda: build(zero, _log_correct_count(space)[0]))
     keep = _keep(policy, base)
     return build(keep, backward_logsumexp(space, keep, leaf)[0])
+
+
+def _ratio_conditionals(space: AcyclicSpace, below: FloatArray) -> FloatArray:
+    """``below(head) - below(tail)`` per edge (uniform where ``below(tail) = -inf``): the
+    conditionals of the uniform distribution on the paths that ``below`` counts."""
+    norm = below[space.edge_tail]
+    with np.errstate(invalid="ignore"):
+        out = below[space.edge_head] - norm
+    dead = np.isneginf(norm)
+    if dead.any():
+        out[dead] = -np.log(space.out_count[space.edge_tail[dead]])
+    out[np.isnan(out)] = -np.inf
+    return out
 
 
 def _keep(policy: MarkovPolicy, base: MarkovPolicy) -> FloatArray:
@@ -255,8 +273,8 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
     with np.errstate(invalid="ignore"):
         diff = policy.log_cond - base.log_cond
-    both = backward_max(space, np.stack([diff, -diff]), leaf)[:, 0]
-    top, bottom = both[0], -both[1]
+    top = backward_max(space, diff, leaf)[0]
+    bottom = -backward_max(space, -diff, leaf)[0]
     if math.isinf(bottom):
         return math.inf
     return float(top - bottom)

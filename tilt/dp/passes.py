@@ -342,23 +342,20 @@ def backward_mean(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> Float
 def backward_max(space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatArray) -> FloatArray:
     """Max-plus: ``M(s) = max_{e out of s} (v_e + M(head e))``, ``M = f`` at a leaf.
 
-    ``nan`` edge values count as ``-inf`` (no path).  ``edge_value`` may be 2-D,
-    one row per pass (run together); the result then has one row per pass too.
+    ``nan`` edge values count as ``-inf`` (no path).
     """
-    rows = np.atleast_2d(edge_value)
     out = np.where(space.leaf, leaf_value, -np.inf).astype(np.float64)
-    out = np.repeat(out[None, :], rows.shape[0], axis=0)
-    plus_inf = bool((rows == np.inf).any())
-    if np.isnan(rows).any():
-        rows = np.where(np.isnan(rows), -np.inf, rows)
+    plus_inf = bool((edge_value == np.inf).any())
+    if np.isnan(edge_value).any():
+        edge_value = np.where(np.isnan(edge_value), -np.inf, edge_value)
     head = space.edge_head
     with np.errstate(invalid="ignore"):
         for e0, e1, internal, starts, _ in reversed(space.tail_layers):
-            vals = rows[:, e0:e1] + out[:, head[e0:e1]]
+            vals = edge_value[e0:e1] + out[head[e0:e1]]
             if plus_inf:
                 vals[np.isnan(vals)] = -np.inf  # inf + -inf: no path below
-            out[:, internal] = np.maximum.reduceat(vals, starts, axis=1)
-    return out if edge_value.ndim == 2 else out[0]
+            out[internal] = np.maximum.reduceat(vals, starts)
+    return out
 
 
 def tilted_conditionals(
