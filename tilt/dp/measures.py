@@ -381,24 +381,33 @@ _TINY = 1e-280
 """Below this a complement summed in the linear domain is redone in log space."""
 
 
-def _complement(space: AcyclicSpace, prob: FloatArray) -> FloatArray:
-    """``1 - prob_e`` per edge, ``prob`` a distribution over the edges of each state.
+def _complement(space: AcyclicSpace, prob: FloatArray) -> tuple[FloatArray, np.ndarray]:
+    """``(1 - prob_e, first)`` per edge, ``prob`` a distribution over the edges of each state.
 
-    ``1 - prob_e`` is the mass of the *other* edges: for the largest edge of
-    each state they are summed directly; every other edge has ``prob_e <= 1/2``,
-    so ``1 - prob_e`` is exact to rounding.
+    ``1 - prob_e`` is the mass of the *other* edges.  An edge with
+    ``prob_e <= 1/2`` has ``1 - prob_e >= 1/2``, exact to rounding; a state has at
+    most one edge above ``1/2`` (``first``, the largest, the first one on a tie),
+    whose complement is the sum of the others, taken directly.  Only ``first``
+    edges can have a complement below ``1/2``.
     """
     internal, starts = space.groups
     sizes = space.out_count[internal]
     peak = np.maximum.reduceat(prob, starts)
-    hit = np.flatnonzero(prob == np.repeat(peak, sizes))
-    owner = np.searchsorted(starts, hit, side="right") - 1
-    first = hit[np.r_[True, owner[1:] != owner[:-1]]]
     out = 1.0 - prob
-    rest = prob.copy()
-    rest[first] = 0.0
-    out[first] = np.add.reduceat(rest, starts)
-    return out
+    big = np.flatnonzero(peak > 0.5)
+    if not big.size:
+        return out, big
+    deg = sizes[big]
+    local = np.cumsum(deg) - deg  # where each state's edges start in the gathered list
+    edges = np.repeat(starts[big] - local, deg) + np.arange(int(deg.sum()))
+    values = prob[edges]
+    hit = np.flatnonzero(values == np.repeat(peak[big], deg))
+    owner = np.searchsorted(local, hit, side="right") - 1
+    first_local = hit[np.r_[True, owner[1:] != owner[:-1]]]
+    values[first_local] = 0.0
+    first = edges[first_local]
+    out[first] = np.add.reduceat(values, local)
+    return out, first
 
 
 def _others_logsumexp(space: AcyclicSpace, values: FloatArray, edges: np.ndarray) -> FloatArray:
@@ -439,17 +448,22 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     """
     space = policy.space
     flows = _flows(policy)
-    keep_p = _complement(space, policy.prob)
-    keep_t = _complement(space, flows.chain)
+    keep_p, first_p = _complement(space, policy.prob)
+    keep_t, first_t = _complement(space, flows.chain)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
     log_through = policy.log_correct_below[0] + policy.log_correct_reach
     through = np.exp(log_through)[space.edge_tail]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(keep_p > 0, keep_t / keep_p, 0.0)  # no other mass: a failed dead end
-    change = through * (ratio - 1.0)
-    tiny = np.flatnonzero((keep_p < _TINY) | (keep_t < _TINY))
-    tails = space.edge_tail[tiny]
-    tiny = tiny[np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
+        ratio = keep_t / keep_p
+    # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
+    ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
+    change = ratio
+    change -= 1.0
+    change *= through
+    maybe = np.union1d(first_p, first_t)
+    tails = space.edge_tail[maybe]
+    small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
+    tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
     if tiny.size:  # redo from the logs: exact whatever the spread (the gain is at most 1)
         num = _others_logsumexp(space, flows.cond, tiny)
         den = _others_logsumexp(space, policy.log_cond, tiny)
