@@ -157,10 +157,16 @@ def _chain(
     # max-plus passes
     internal, starts = space.groups
     branching = bool((np.add.reduceat(support, starts) >= 2).any())
-    leaf = np.where(space.correct, 0.0, -np.inf)
-    top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
-    bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
-    spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
+    # a path meets each layer once: |X| <= the sum over layers of the largest |x_e|, and
+    # Var X <= spread^2 / 4, so a variance above the threshold proves the spread
+    e0s = np.array([entry[0] for entry in space.tail_layers], dtype=np.int64)
+    bound = float(np.maximum.reduceat(np.abs(x), e0s).sum()) if e0s.size else 0.0
+    spread = var > (0.5e-9 * (1.0 + bound)) ** 2
+    if not spread:
+        leaf = np.where(space.correct, 0.0, -np.inf)
+        top = backward_max(space, np.where(support, x, -np.inf), leaf)[0]
+        bottom = -backward_max(space, np.where(support, -x, -np.inf), leaf)[0]
+        spread = top - bottom > 1e-9 * (1.0 + max(abs(top), abs(bottom)))
     enough = log_count >= math.log(2.0) - 1e-9
     return _Chain(prob, support, scaled, var, enough and branching and spread and var > 0)
 
