@@ -5,13 +5,16 @@
   ``H = sum_e P_C(e) (-log q_C(e))`` (non-negative terms, nothing cancels);
 * gap slope, unweighted and ``pi0``-weighted: ``Cov(log pi0, log q) / Var(log pi0)``
   under the uniform (resp. ``pi0(. | C)``) measure on the correct rollouts with
-  ``q(y) > 0``, both additive along paths: :func:`tilt.dp.passes.backward_moments`;
+  ``q(y) > 0``, both additive along paths: sums over edges of the chain's flow
+  times centred increments (:class:`_Chain`, cached per base; one mean pass per
+  policy);
 * ratio distortion: two max-plus passes of ``log q(e) - log pi0(e)``;
 * out-of-distribution pass@k, both readings, for every move in ``O(n_edges)``
   total: *blocked = fail* from the correct flow through each move; *re-route*
   from ``q_e(C) = q(C) + sum over the states s of v of q(s) (B_e(s) - B(s))``,
   ``B(s) = q(C | s)`` and ``B_e(s)`` the same with ``e`` removed and the rest
-  renormalised (a simple path visits ``v`` once, so nothing else changes);
+  renormalised (a simple path visits ``v`` once, so nothing else changes),
+  ``B_e(s) = B(s) (1 - q_C(e)) / (1 - q(e))`` (:func:`reroute_accuracy`);
 * distinct@k: exact when the correct rollouts with ``q(y) > 0`` number at most
   :data:`DISTINCT_EXACT_LIMIT` (they are listed); otherwise the rollouts with
   ``q(y) >= tau`` are listed and the rest bounded by Bonferroni:
