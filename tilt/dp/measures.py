@@ -469,6 +469,8 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     change = ratio
     change -= 1.0
     change *= through
+    if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
+        change[through == 0.0] = 0.0
     maybe = np.union1d(first_p, first_t)
     tails = space.edge_tail[maybe]
     small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
