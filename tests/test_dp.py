@@ -779,6 +779,9 @@ def _compare_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
         ("--graph", "diamonds", "--rounds", "2"),
         ("--graph", "routes", "--sd", "jsd=0.5", "--sd", "length-weighted", "--preset", "sdpo"),
         ("--graph", "lattice:V=3,L=3,seed=4", "--sd", "discount=0.5", "--sd", "hybrid=0.5"),
+        ("--graph", "diamonds", "--strategy", "first-move"),
+        ("--graph", "lattice:V=3,L=4,seed=2", "--strategy", "first-move", "--rounds", "2"),
+        ("--graph", "routes", "--horizon", "5", "--strategy", "first-move", "--sd", "jsd=0.3"),
     ],
 )
 def test_compare_dp_and_enumeration_print_the_same_json(capsys, argv) -> None:  # type: ignore[no-untyped-def]
@@ -797,6 +800,11 @@ def test_compare_dp_and_enumeration_print_the_same_json(capsys, argv) -> None:  
             continue
         _close(ours["beta"], theirs["beta"], "beta")
         _same_measures(ours["measures"], theirs["measures"], ours["key"])
+        # the first-move strategy table: read from flows on DP, summed over rollouts here
+        assert ("strategies" in ours) == ("strategies" in theirs)
+        if "strategies" in ours:
+            _same_measures(ours["strategies"], theirs["strategies"], f"{ours['key']} strategies")
+    assert dp.get("strategy_map") == enum.get("strategy_map")
 
 
 def test_auto_engine_runs_dp_on_a_lattice_beyond_enumeration(capsys) -> None:  # type: ignore[no-untyped-def]
@@ -828,6 +836,7 @@ def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[
         (("--graph", "diamonds", "--engine", "dp", "--context", "copy"), "Markov"),
         (("--graph", "diamonds", "--engine", "dp", "--sd", "forward"), "forward"),
         (("--graph", "diamonds", "--engine", "dp", "--demos", "reference"), "reference"),
+        (("--graph", "diamonds", "--engine", "dp", "--strategy", "side"), "first-move runs"),
         (("--graph", "lattice:V=8", "--engine", "dp"), "lacks L"),
         (("--graph", "lattice:V=8,L=0"), "out of range"),
         (("--graph", "lattice:V=64,L=100,seed=0", "--rollouts", "ROLL"), "--rollouts"),

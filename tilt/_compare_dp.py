@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tilt.cli import DEFAULT_STRENGTH, Instance, base_label, check_instance_numbers
 from tilt.context import ContextModel, make_context
 from tilt.dp import (
@@ -37,6 +39,7 @@ from tilt.dp import (
     move_table,
     needs_depth,
 )
+from tilt.dp.measures import first_move_names
 from tilt.dp.report import dp_rows
 from tilt.dp.space import MoveTable
 from tilt.graphs import resolve_task
@@ -180,8 +183,14 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
     )
 
 
-def compare_dp(instance: DPInstance, ks: tuple[int, ...], rounds: int = 1) -> Comparison:
-    """Every method of ``instance`` by the DP engine, as a :class:`tilt.compare.Comparison`."""
+def compare_dp(
+    instance: DPInstance, ks: tuple[int, ...], rounds: int = 1, strategy: str | None = None
+) -> Comparison:
+    """Every method of ``instance`` by the DP engine, as a :class:`tilt.compare.Comparison`.
+
+    ``strategy``: ``None`` or ``first-move`` (the one strategy map read from flows;
+    the others label enumerated rollouts).
+    """
     from tilt.compare import Comparison, MethodResult
 
     rows = dp_rows(
@@ -199,7 +208,28 @@ def compare_dp(instance: DPInstance, ks: tuple[int, ...], rounds: int = 1) -> Co
         MethodResult(r.key, r.label, r.policy, r.measures, r.beta, r.note, r.objective, r.demos)  # type: ignore[arg-type]
         for r in rows
     )
-    return Comparison(instance, ks, rounds, results, None, engine="dp")  # type: ignore[arg-type]
+    if strategy is None:
+        return Comparison(instance, ks, rounds, results, None, engine="dp")  # type: ignore[arg-type]
+    if strategy != "first-move":
+        raise ValueError(
+            f"--strategy {strategy} labels the enumerated rollouts: use --engine enumerate "
+            "(first-move runs on both engines)"
+        )
+    from tilt.strategies import Strategies
+
+    # the labels of individual rollouts are not listed (there may be 10^1800 of them)
+    strategies = Strategies(strategy, first_move_names(instance.space), np.zeros(0, dtype=np.int64))
+    strategy_rows = tuple((r.key, r.first_move) for r in rows if r.first_move is not None)
+    return Comparison(
+        instance,  # type: ignore[arg-type]
+        ks,
+        rounds,
+        results,
+        None,
+        strategies=strategies,
+        strategy_rows=strategy_rows,
+        engine="dp",
+    )
 
 
 def enumerated(comparison: Comparison, args: argparse.Namespace) -> Comparison:

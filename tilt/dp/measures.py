@@ -41,6 +41,7 @@ from tilt.dp.passes import (
 from tilt.dp.policy import MarkovPolicy
 from tilt.dp.space import AcyclicSpace, FloatArray
 from tilt.measures import Measures, OODPass
+from tilt.strategies import StrategyMeasures, measures_from_mass
 
 __all__ = [
     "DISTINCT_EXACT_LIMIT",
@@ -58,6 +59,8 @@ __all__ = [
     "reroute_accuracy",
     "distinct_at_k",
     "first_move_shares",
+    "first_move_names",
+    "first_move_strategies",
 ]
 
 DISTINCT_EXACT_LIMIT = 200_000
@@ -511,6 +514,33 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
         for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
         if ok
     }
+
+
+def first_move_names(space: AcyclicSpace) -> tuple[str, ...]:
+    """The ``first-move`` strategies: the labels of the nodes that follow the source on
+    some correct rollout, sorted (as :func:`tilt.strategies.strategy_labels` names them)."""
+    e0, e1 = int(space.out_start[0]), int(space.out_start[1])
+    live = np.isfinite(_log_correct_count(space)[space.edge_head[e0:e1]])
+    labels = space.moves.labels
+    heads = space.moves.move_head[space.edge_move[e0:e1][live]]
+    return tuple(sorted(labels[h] for h in heads.tolist()))
+
+
+def first_move_strategies(policy: MarkovPolicy, ks: Sequence[int]) -> StrategyMeasures:
+    """:class:`tilt.strategies.StrategyMeasures` of the ``first-move`` map: each strategy's
+    mass ``q(first move = e, C)`` is the correct flow through the source edge ``e``."""
+    space = policy.space
+    e0, e1 = int(space.out_start[0]), int(space.out_start[1])
+    live = np.isfinite(_log_correct_count(space)[space.edge_head[e0:e1]])
+    labels = space.moves.labels
+    heads = space.moves.move_head[space.edge_move[e0:e1][live]]
+    if np.isfinite(policy.log_correct_below[0]):
+        flow = policy.accuracy * _flows(policy).flow[e0:e1][live]
+    else:
+        flow = np.zeros(int(live.sum()))
+    mass = dict(zip((labels[h] for h in heads.tolist()), flow.tolist(), strict=True))
+    names = first_move_names(space)
+    return measures_from_mass(names, np.array([mass[n] for n in names]), ks)
 
 
 # --------------------------------------------------------------------------

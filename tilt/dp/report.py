@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.context import ContextModel
-from tilt.dp.measures import measure_with_distinct
+from tilt.dp.measures import first_move_strategies, measure_with_distinct
 from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
 from tilt.dp.policy import MarkovPolicy
 from tilt.measures import Measures
 from tilt.objectives import OBJECTIVES
 from tilt.optimal import matched_beta
+from tilt.strategies import StrategyMeasures
 
 __all__ = ["DPRow", "dp_rows", "iterate", "measure_noted"]
 
@@ -51,6 +52,7 @@ def _row(
     demos: str | None = None,
 ) -> DPRow:
     measures, bound = measure_noted(policy, base, ks)
+    strategy = first_move_strategies(policy, ks)  # a few source edges: always kept
     # the row keeps its conditionals only: what the measures cached is freed (memory
     # linear in the edges, not in the rows); the base keeps what the SD rows reuse
     if policy is base:
@@ -58,7 +60,7 @@ def _row(
     else:
         policy.forget()
     notes = "; ".join(n for n in (note, bound) if n)
-    return DPRow(key, label, policy, measures, beta, notes, objective, demos)
+    return DPRow(key, label, policy, measures, beta, notes, objective, demos, strategy)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class DPRow:
     note: str = ""
     objective: str | None = None
     demos: str | None = None
+    first_move: StrategyMeasures | None = None
+    """The ``first-move`` strategy measures (:func:`tilt.dp.measures.first_move_strategies`)."""
 
 
 def iterate(
