@@ -29,7 +29,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from tilt.context import EdgeContext, KernelContext, demonstrations, make_context
+from tilt.context import (
+    EdgeContext,
+    KernelContext,
+    demonstrations,
+    make_context,
+    point_mass,
+    reference_rollout,
+)
 from tilt.dp import acyclic_space, dp_optimum, lattice_table, markov_reason
 from tilt.dp import measures as dpm
 from tilt.dp import passes as dp_passes
@@ -423,14 +430,17 @@ _SPECS = [
 ]
 
 
-@settings(max_examples=30)
-@given(
+_OBJECTIVE_CASES = (
     dag_instances(max_nodes=8, max_rollouts=150, logit_strategy=st.floats(-6.0, 6.0)),
     st.sampled_from(["edge", "kernel"]),
     st.floats(0.0, 5.0),
     st.sampled_from(_SPECS),
-    demo_kinds(),
 )
+"""Instance, context model, strength and objective of the tests against tilt.objectives."""
+
+
+@settings(max_examples=30)
+@given(*_OBJECTIVE_CASES, demo_kinds())
 def test_every_markov_objective_matches_tilt_objectives(instance, name, gamma, spec, demos) -> None:  # type: ignore[no-untyped-def]
     """The DP engine against the enumeration engine's :mod:`tilt.objectives` (the lead's code)."""
     model = make_context(name, gamma)
@@ -443,6 +453,30 @@ def test_every_markov_objective_matches_tilt_objectives(instance, name, gamma, s
         return
     dp = to_policy(dp_optimum(base, model, spec, demos, 0.5), instance.space)
     enum = objective_optimum(instance.base, model, spec, demos, 0.5)
+    np.testing.assert_allclose(np.exp(dp.log_prob), enum.prob, rtol=1e-10, atol=1e-13)
+
+
+@settings(max_examples=30)
+@given(*_OBJECTIVE_CASES)
+def test_reference_demonstrations_match_enumeration(instance, name, gamma, spec) -> None:  # type: ignore[no-untyped-def]
+    # D = a point mass at the base's likeliest correct rollout (OPSD, SDFT): on a DAG its
+    # teacher is Markov (edge marginals 1 along the reference, 0 elsewhere)
+    model = make_context(name, gamma)
+    space, base = _pair(instance, with_depth=True)
+    edges = dpp.reference_edges(base)
+    index = reference_rollout(instance.base)
+    path = instance.space.path_labels(np.array([index]))[0]
+    labels = space.moves.labels
+    ours = [labels[space.moves.source]]
+    ours += [labels[h] for h in space.moves.move_head[space.edge_move[edges]].tolist()]
+    assert ">".join(ours) == path  # the same reference, ties broken the same way
+    np.testing.assert_array_equal(dpp.reference_edges(base, path), edges)
+    demos = dpp.point_mass(space, edges)
+    if markov_reason(spec, model, "reference") is not None:
+        assert name == "kernel"
+        return
+    dp = to_policy(dp_optimum(base, model, spec, demos, 0.5), instance.space)
+    enum = objective_optimum(instance.base, model, spec, point_mass(instance.base, index), 0.5)
     np.testing.assert_allclose(np.exp(dp.log_prob), enum.prob, rtol=1e-10, atol=1e-13)
 
 
@@ -780,6 +814,9 @@ def _compare_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
         ("--graph", "routes", "--sd", "jsd=0.5", "--sd", "length-weighted", "--preset", "sdpo"),
         ("--graph", "lattice:V=3,L=3,seed=4", "--sd", "discount=0.5", "--sd", "hybrid=0.5"),
         ("--graph", "diamonds", "--strategy", "first-move"),
+        ("--graph", "diamonds", "--demos", "reference", "--sd", "token-forward", "--sd", "jsd=0.5"),
+        ("--graph", "lattice:V=3,L=4,seed=2", "--preset", "opsd", "--rounds", "2"),
+        ("--graph", "routes", "--demos", "reference", "--reference", "s>b0>b0down>b1>b1down>t"),
         ("--graph", "lattice:V=3,L=4,seed=2", "--strategy", "first-move", "--rounds", "2"),
         ("--graph", "routes", "--horizon", "5", "--strategy", "first-move", "--sd", "jsd=0.3"),
     ],
@@ -835,7 +872,7 @@ def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[
         (("--graph", "grid3", "--engine", "dp"), "cycle"),
         (("--graph", "diamonds", "--engine", "dp", "--context", "copy"), "Markov"),
         (("--graph", "diamonds", "--engine", "dp", "--sd", "forward"), "forward"),
-        (("--graph", "diamonds", "--engine", "dp", "--demos", "reference"), "reference"),
+        (("--graph", "diamonds", "--engine", "dp", "--reference", "j0>zz"), "not a correct"),
         (("--graph", "diamonds", "--engine", "dp", "--strategy", "side"), "first-move runs"),
         (("--graph", "lattice:V=8", "--engine", "dp"), "lacks L"),
         (("--graph", "lattice:V=8,L=0"), "out of range"),

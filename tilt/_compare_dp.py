@@ -40,6 +40,7 @@ from tilt.dp import (
     needs_depth,
 )
 from tilt.dp.measures import first_move_names
+from tilt.dp.policy import point_mass, reference_edges
 from tilt.dp.report import dp_rows
 from tilt.dp.space import MoveTable
 from tilt.graphs import resolve_task
@@ -73,12 +74,16 @@ class DPInstance:
     graph_argument: str
     log_rollouts: float
     log_correct: float
+    reference: MarkovPolicy | None = None
+    reference_path: str | None = None
 
     def header(self) -> str:
         """One line naming the instance (as :meth:`tilt.cli.Instance.header`)."""
         space = self.space
         labels = space.moves.labels
         demos = self.demos + (f"(alpha={self.alpha:g})" if self.demos == "tempered" else "")
+        if self.reference_path is not None:
+            demos += f"; reference {self.reference_path}"
         horizon = space.moves.horizon
         return (
             f"{space.name}: {_count(self.log_rollouts)} rollouts, {_count(self.log_correct)} "
@@ -166,6 +171,16 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
     base = base_policy(space, args.base, seed=args.seed)
     base_name = base_label(args)
     check_instance_numbers(args)
+    reference, reference_path = None, None
+    wants = args.demos == "reference" or any(r[3] == "reference" for r in rows)
+    if wants or args.reference is not None:
+        edges = reference_edges(base, args.reference)  # one line when not a correct rollout
+        reference = point_mass(space, edges)
+        labels = space.moves.labels
+        heads = space.moves.move_head[space.edge_move[edges]]
+        reference_path = ">".join([labels[space.moves.source], *(labels[h] for h in heads)])
+        if args.demos != "reference" and args.reference is None:
+            reference_path = None  # the header names it only when --demos or --reference does
     return DPInstance(
         space,
         base,
@@ -180,6 +195,8 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
         args.graph,
         log_rollouts,
         log_rollout_count(space, correct_only=True),
+        reference,
+        reference_path,
     )
 
 
@@ -203,6 +220,7 @@ def compare_dp(
         instance.beta,
         ks,
         rounds,
+        instance.reference,
     )
     results = tuple(
         MethodResult(r.key, r.label, r.policy, r.measures, r.beta, r.note, r.objective, r.demos)  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import numpy as np
 from tilt.context import ContextModel
 from tilt.dp.context import markov_step, token_target
 from tilt.dp.passes import group_normalise, tilted_conditionals
-from tilt.dp.policy import MarkovPolicy, demonstrations
+from tilt.dp.policy import Demos, MarkovPolicy, demonstrations
 from tilt.objectives._common import check_anchor
 
 __all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
@@ -73,14 +73,14 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
     return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
 
 
-def _demos(policy: MarkovPolicy, demos: str, alpha: float) -> MarkovPolicy:
+def _demos(policy: MarkovPolicy, demos: Demos, alpha: float) -> MarkovPolicy:
     return demonstrations(policy, demos, alpha)
 
 
 def sd_sequence(
     policy: MarkovPolicy,
     model: ContextModel,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -92,7 +92,7 @@ def sd_hybrid(
     policy: MarkovPolicy,
     model: ContextModel,
     beta: float,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -110,7 +110,7 @@ def sd_hybrid(
 def sd_token(
     policy: MarkovPolicy,
     model: ContextModel,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -131,7 +131,7 @@ def sd_discount(
     policy: MarkovPolicy,
     model: ContextModel,
     discount: float,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
 ) -> MarkovPolicy:
     """``q(u | s) ∝ G(u | s) exp(g V(su))``, ``V(s) = log sum_u G(u | s) exp(g V(su))``.

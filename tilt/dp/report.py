@@ -16,7 +16,7 @@ from tilt.context import ContextModel
 from tilt.dp.measures import first_move_strategies, measure_with_distinct
 from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
-from tilt.dp.policy import MarkovPolicy
+from tilt.dp.policy import Demos, MarkovPolicy
 from tilt.measures import Measures
 from tilt.objectives import OBJECTIVES
 from tilt.optimal import matched_beta
@@ -98,6 +98,7 @@ def dp_rows(
     beta: float = 0.0,
     ks: Sequence[int] = (1, 8, 64),
     rounds: int = 1,
+    reference: MarkovPolicy | None = None,
 ) -> list[DPRow]:
     """Base, RL at ``beta``, RL matched to the first SD row's accuracy, and the SD rows.
 
@@ -105,7 +106,9 @@ def dp_rows(
     ``demos`` argument); an SD objective with no Markov form is kept as a row
     with the reason as its note, and an objective that takes no anchor runs
     with ``b = 0`` and says so (as ``tilt.compare`` does).  Each method is
-    iterated ``rounds`` times from its own output.
+    iterated ``rounds`` times from its own output; ``reference`` (a
+    :func:`tilt.dp.policy.point_mass`) is the fixed demonstration of the rows
+    whose demonstrations are ``reference``.
     """
     rows = [_row("base", "base", base, base, ks)]
     rl = iterate(base, lambda p: rl_optimum(p, beta), rounds)
@@ -121,13 +124,18 @@ def dp_rows(
                 DPRow(key, label, None, None, note=f"skipped: {reason}", objective=spec, demos=kind)
             )
             continue
+        given: Demos = kind
+        if kind == "reference":
+            if reference is None:
+                raise ValueError("reference demonstrations need the reference rollout")
+            given = reference
         b, notes = anchor, []
         if b > 0 and not OBJECTIVES[name].takes_anchor:
             b = 0.0
             notes.append(f"{spec} has no anchor: b = 0 here")
         q = base
         for _ in range(rounds):
-            q = dp_optimum(q, model, spec, kind, alpha, b)
+            q = dp_optimum(q, model, spec, given, alpha, b)
         sd_rows.append(_row(key, label, q, base, ks, None, "; ".join(notes), spec, kind))
     first = next((r for r in sd_rows if r.policy is not None), None)
     if first is None or first.policy is None:
