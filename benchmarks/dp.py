@@ -44,7 +44,8 @@ DEFAULT_SPACES = [
     "lattice:V=32,L=32,seed=0",
     "lattice:V=32,L=128,seed=0",
     "lattice:V=64,L=100,seed=0",
-    "lattice:V=64,L=300,seed=0",
+    "lattice:V=64,L=250,seed=0",
+    "lattice:V=64,L=500,seed=0",
     "lattice:V=64,L=1000,seed=0",
 ]
 ENUMERATE_BELOW = 100_000
@@ -91,7 +92,11 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
         out["enumeration_max_error"] = _agreement(name, rows, model)
     import resource
 
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_mib"] = usage.ru_maxrss / 1024.0
+    # CPU seconds of the whole worker (enumeration included when it ran): on a loaded
+    # machine a steadier figure than wall time
+    out["cpu_user_s"], out["cpu_sys_s"] = usage.ru_utime, usage.ru_stime
     return out
 
 
@@ -180,6 +185,8 @@ def to_csv(rows: list[dict[str, object]]) -> str:
         *STAGES,
         "total_s",
         "peak_rss_mib",
+        "cpu_user_s",
+        "cpu_sys_s",
         "enumeration_max_error",
     ]
     writer.writerow(header)
@@ -191,6 +198,7 @@ def to_csv(rows: list[dict[str, object]]) -> str:
         cells = [r["space"], r["states"], r["edges"], f"{r['log10_rollouts']:.1f}"]
         cells += [f"{times[s]:.4f}" for s in STAGES]  # type: ignore[index]
         cells += [f"{r['total']:.4f}", f"{r['peak_rss_mib']:.0f}"]
+        cells += [f"{r['cpu_user_s']:.2f}", f"{r['cpu_sys_s']:.2f}"]
         error = r.get("enumeration_max_error")
         cells.append("" if error is None else f"{error:.2e}")
         writer.writerow(cells)
@@ -283,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "rows": rows,
         }
+        if str(ROOT) not in sys.path:  # run as a script from anywhere: the repository's tilt
+            sys.path.insert(0, str(ROOT))
         from tilt.cli import write_atomic
 
         write_atomic(out / "results.json", json.dumps(meta, indent=2, allow_nan=False, default=str))

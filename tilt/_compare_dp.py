@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tilt.cli import DEFAULT_STRENGTH, Instance, base_label, check_instance_numbers
 from tilt.context import ContextModel, make_context
 from tilt.dp import (
@@ -37,6 +39,8 @@ from tilt.dp import (
     move_table,
     needs_depth,
 )
+from tilt.dp.measures import first_move_names
+from tilt.dp.policy import point_mass, reference_edges
 from tilt.dp.report import dp_rows
 from tilt.dp.space import MoveTable
 from tilt.graphs import resolve_task
@@ -70,12 +74,16 @@ class DPInstance:
     graph_argument: str
     log_rollouts: float
     log_correct: float
+    reference: MarkovPolicy | None = None
+    reference_path: str | None = None
 
     def header(self) -> str:
         """One line naming the instance (as :meth:`tilt.cli.Instance.header`)."""
         space = self.space
         labels = space.moves.labels
         demos = self.demos + (f"(alpha={self.alpha:g})" if self.demos == "tempered" else "")
+        if self.reference_path is not None:
+            demos += f"; reference {self.reference_path}"
         horizon = space.moves.horizon
         return (
             f"{space.name}: {_count(self.log_rollouts)} rollouts, {_count(self.log_correct)} "
@@ -163,6 +171,16 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
     base = base_policy(space, args.base, seed=args.seed)
     base_name = base_label(args)
     check_instance_numbers(args)
+    reference, reference_path = None, None
+    wants = args.demos == "reference" or any(r[3] == "reference" for r in rows)
+    if wants or args.reference is not None:
+        edges = reference_edges(base, args.reference)  # one line when not a correct rollout
+        reference = point_mass(space, edges)
+        labels = space.moves.labels
+        heads = space.moves.move_head[space.edge_move[edges]]
+        reference_path = ">".join([labels[space.moves.source], *(labels[h] for h in heads)])
+        if args.demos != "reference" and args.reference is None:
+            reference_path = None  # the header names it only when --demos or --reference does
     return DPInstance(
         space,
         base,
@@ -177,11 +195,19 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
         args.graph,
         log_rollouts,
         log_rollout_count(space, correct_only=True),
+        reference,
+        reference_path,
     )
 
 
-def compare_dp(instance: DPInstance, ks: tuple[int, ...], rounds: int = 1) -> Comparison:
-    """Every method of ``instance`` by the DP engine, as a :class:`tilt.compare.Comparison`."""
+def compare_dp(
+    instance: DPInstance, ks: tuple[int, ...], rounds: int = 1, strategy: str | None = None
+) -> Comparison:
+    """Every method of ``instance`` by the DP engine, as a :class:`tilt.compare.Comparison`.
+
+    ``strategy``: ``None`` or ``first-move`` (the one strategy map read from flows;
+    the others label enumerated rollouts).
+    """
     from tilt.compare import Comparison, MethodResult
 
     rows = dp_rows(
@@ -194,12 +220,34 @@ def compare_dp(instance: DPInstance, ks: tuple[int, ...], rounds: int = 1) -> Co
         instance.beta,
         ks,
         rounds,
+        instance.reference,
     )
     results = tuple(
         MethodResult(r.key, r.label, r.policy, r.measures, r.beta, r.note, r.objective, r.demos)  # type: ignore[arg-type]
         for r in rows
     )
-    return Comparison(instance, ks, rounds, results, None, engine="dp")  # type: ignore[arg-type]
+    if strategy is None:
+        return Comparison(instance, ks, rounds, results, None, engine="dp")  # type: ignore[arg-type]
+    if strategy != "first-move":
+        raise ValueError(
+            f"--strategy {strategy} labels the enumerated rollouts: use --engine enumerate "
+            "(first-move runs on both engines)"
+        )
+    from tilt.strategies import Strategies
+
+    # the labels of individual rollouts are not listed (there may be 10^1800 of them)
+    strategies = Strategies(strategy, first_move_names(instance.space), np.zeros(0, dtype=np.int64))
+    strategy_rows = tuple((r.key, r.first_move) for r in rows if r.first_move is not None)
+    return Comparison(
+        instance,  # type: ignore[arg-type]
+        ks,
+        rounds,
+        results,
+        None,
+        strategies=strategies,
+        strategy_rows=strategy_rows,
+        engine="dp",
+    )
 
 
 def enumerated(comparison: Comparison, args: argparse.Namespace) -> Comparison:

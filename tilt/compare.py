@@ -475,14 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_output_folder(args.rollouts)  # before any work: a folder, FIFO, device is refused
         if args.landmarks and args.strategy != "landmarks":
             raise ValueError("--landmarks needs --strategy landmarks")
-        if args.strategy is not None and args.engine == "dp":
+        on_dp = args.strategy in (None, "first-move")  # first-move is read from flows
+        if not on_dp and args.engine == "dp":
             raise ValueError(
-                "--strategy labels the enumerated rollouts: use --engine enumerate (or auto)"
+                f"--strategy {args.strategy} labels the enumerated rollouts: use --engine "
+                "enumerate (or auto); first-move runs on both engines"
             )
         from tilt._compare_dp import check_rollouts, choose_engine, compare_dp, enumerated
 
         variants = sd_variants(args.sd, args.preset)
-        dp_instance = None if args.strategy is not None else choose_engine(args, variants)
+        dp_instance = choose_engine(args, variants) if on_dp else None
         if dp_instance is None:
             instance = build_instance(args)
             strategies = (
@@ -495,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             if args.rollouts:
                 check_rollouts(dp_instance, args.max_rollouts)
-            comparison = compare_dp(dp_instance, tuple(args.k), args.rounds)
+            comparison = compare_dp(dp_instance, tuple(args.k), args.rounds, args.strategy)
             per_rollout = enumerated(comparison, args) if args.rollouts else comparison
         if args.rollouts:
             write_atomic(args.rollouts, rollouts_csv(per_rollout))

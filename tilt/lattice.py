@@ -194,15 +194,24 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
     tails.append(np.zeros(V, dtype=np.int64))
     heads.append(first[token, token % M])
     logits.append(start)
+    # position i -> i + 1; once the reachable (token, state) pattern repeats, the moves
+    # of the next position are the last ones shifted by the number of nodes per position
+    previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     for i in range(1, L):
         here, nxt = index[i - 1], index[i]
-        vv, aa = np.nonzero(here >= 0)
-        tail = np.repeat(here[vv, aa], V)
-        v2 = np.tile(token, vv.size)
-        a2 = (np.repeat(aa, V) + v2) % M
+        if previous is not None and _same_pattern(index[i - 2], here, nxt):
+            tail, head, logit = previous
+            tail, head = tail + (here.max() - index[i - 2].max()), head + (nxt.max() - here.max())
+        else:
+            vv, aa = np.nonzero(here >= 0)
+            tail = np.repeat(here[vv, aa], V)
+            v2 = np.tile(token, vv.size)
+            a2 = (np.repeat(aa, V) + v2) % M
+            head, logit = nxt[v2, a2], bigram[np.repeat(vv, V), v2]
+        previous = (tail, head, logit)
         tails.append(tail)
-        heads.append(nxt[v2, a2])
-        logits.append(bigram[np.repeat(vv, V), v2])
+        heads.append(head)
+        logits.append(logit)
     last = index[L - 1]
     vv, aa = np.nonzero(last >= 0)
     tails.append(last[vv, aa])
@@ -216,6 +225,20 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
         logit=np.concatenate(logits),
         source=0,
         target=target,
+    )
+
+
+def _same_pattern(before: np.ndarray, here: np.ndarray, nxt: np.ndarray) -> bool:
+    """Positions ``before``, ``here`` and ``nxt`` hold the same (token, state) nodes, each
+    numbered consecutively in the same order (so the moves shift by a constant)."""
+    if before.size == 0 or not (
+        np.array_equal(before >= 0, here >= 0) and np.array_equal(here >= 0, nxt >= 0)
+    ):
+        return False
+    live = here >= 0
+    return bool(
+        np.all(here[live] - before[live] == here.max() - before.max())
+        and np.all(nxt[live] - here[live] == nxt.max() - here.max())
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "StrategyMeasures",
     "strategy_labels",
     "strategy_measures",
+    "measures_from_mass",
     "load_function",
 ]
 
@@ -331,7 +332,14 @@ def strategy_measures(
     policy: Policy, strategies: Strategies, ks: Sequence[int] = (1, 8, 64)
 ) -> StrategyMeasures:
     """Shares, entropy, effective number and distinct strategies in ``k`` samples."""
-    mass = strategy_mass(policy, strategies)
+    return measures_from_mass(strategies.names, strategy_mass(policy, strategies), ks)
+
+
+def measures_from_mass(
+    names: Sequence[str], mass: NDArray[np.float64], ks: Sequence[int] = (1, 8, 64)
+) -> StrategyMeasures:
+    """:class:`StrategyMeasures` from ``q(s)``, the mass of each strategy's correct rollouts
+    (any engine: enumeration sums rollouts, the DP engine reads flows)."""
     total = float(mass.sum())
     if total <= 0:
         shares = np.full(mass.size, math.nan)
@@ -347,7 +355,7 @@ def strategy_measures(
         with np.errstate(divide="ignore"):
             distinct[int(k)] = float(0.0 - np.expm1(k * np.log1p(-np.minimum(mass, 1.0))).sum())
     return StrategyMeasures(
-        {n: float(v) for n, v in zip(strategies.names, shares, strict=True)},
+        {n: float(v) for n, v in zip(names, shares, strict=True)},
         entropy,
         math.exp(entropy) if math.isfinite(entropy) else math.nan,
         distinct,

@@ -17,7 +17,7 @@ from tilt.context import ContextModel
 from tilt.dp.context import NOT_MARKOV
 from tilt.dp.optima import sd_discount, sd_hybrid, sd_sequence, sd_token
 from tilt.dp.per_prefix import sd_jsd, sd_length_weighted, sd_token_forward
-from tilt.dp.policy import MarkovPolicy
+from tilt.dp.policy import Demos, MarkovPolicy
 from tilt.objectives import OBJECTIVES, parse_objective
 
 __all__ = [
@@ -48,7 +48,7 @@ def parse_spec(spec: object) -> ObjectiveSpec:
     return ObjectiveSpec(parsed.name, parsed.param)
 
 
-Optimum = Callable[[MarkovPolicy, ContextModel, ObjectiveSpec, str, float, float], MarkovPolicy]
+Optimum = Callable[[MarkovPolicy, ContextModel, ObjectiveSpec, Demos, float, float], MarkovPolicy]
 
 DP_OBJECTIVES: dict[str, Optimum] = {
     "sequence": lambda p, m, s, d, al, an: sd_sequence(p, m, d, al, an),
@@ -67,13 +67,13 @@ _PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
 
 
 def markov_reason(spec: object, model: ContextModel, demos: str = "own") -> str | None:
-    """Why ``spec`` with ``model`` (and ``demos``) has no Markov form here, or ``None``."""
+    """Why ``spec`` with ``model`` (and ``demos``) has no Markov form here, or ``None``.
+
+    Every demonstration kind has one (``own``, ``uniform``, ``tempered`` are chains
+    conditioned on ``C``; ``reference`` is a point mass, a chain of probability 1
+    along one rollout), so only the objective and the context model decide.
+    """
     parsed = parse_spec(spec)
-    if demos == "reference":
-        return (
-            "reference demonstrations (one fixed rollout) are not in the DP engine yet; "
-            "use --engine enumerate on a small space"
-        )
     if model.name in NOT_MARKOV:
         return NOT_MARKOV[model.name]
     if model.name not in ("edge", "kernel"):
@@ -101,7 +101,7 @@ def dp_optimum(
     policy: MarkovPolicy,
     model: ContextModel,
     spec: object,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:

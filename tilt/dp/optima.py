@@ -23,7 +23,7 @@ import numpy as np
 from tilt.context import ContextModel
 from tilt.dp.context import markov_step, token_target
 from tilt.dp.passes import group_normalise, tilted_conditionals
-from tilt.dp.policy import MarkovPolicy, demonstrations
+from tilt.dp.policy import Demos, MarkovPolicy, demonstrations
 from tilt.objectives._common import check_anchor
 
 __all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
@@ -63,17 +63,24 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
         raise ValueError(
             "the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined"
         )
+    if beta == 0:
+        # pi(. | C): the conditioned chain (the tilt below computes exactly these
+        # conditionals), whose reach is known without a pass
+        limit = MarkovPolicy(policy.space, policy.correct_cond)
+        limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_properties' slots
+        limit.__dict__["prob"] = policy.correct_prob
+        return limit
     return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
 
 
-def _demos(policy: MarkovPolicy, demos: str, alpha: float) -> MarkovPolicy:
+def _demos(policy: MarkovPolicy, demos: Demos, alpha: float) -> MarkovPolicy:
     return demonstrations(policy, demos, alpha)
 
 
 def sd_sequence(
     policy: MarkovPolicy,
     model: ContextModel,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -85,7 +92,7 @@ def sd_hybrid(
     policy: MarkovPolicy,
     model: ContextModel,
     beta: float,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -103,7 +110,7 @@ def sd_hybrid(
 def sd_token(
     policy: MarkovPolicy,
     model: ContextModel,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
 ) -> MarkovPolicy:
@@ -124,7 +131,7 @@ def sd_discount(
     policy: MarkovPolicy,
     model: ContextModel,
     discount: float,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
 ) -> MarkovPolicy:
     """``q(u | s) ∝ G(u | s) exp(g V(su))``, ``V(s) = log sum_u G(u | s) exp(g V(su))``.

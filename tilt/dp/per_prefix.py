@@ -26,7 +26,7 @@ import numpy as np
 from tilt.context import ContextModel
 from tilt.dp.context import EdgeForm, edge_form, log_expm1, token_target
 from tilt.dp.passes import group_normalise, segment_logsumexp, segment_sum
-from tilt.dp.policy import MarkovPolicy, demonstrations
+from tilt.dp.policy import Demos, MarkovPolicy, demonstrations
 from tilt.dp.space import AcyclicSpace, FloatArray, IntArray
 
 __all__ = ["sd_token_forward", "sd_jsd", "sd_length_weighted", "JSD_PAIR_CHUNK"]
@@ -37,14 +37,14 @@ JSD_PAIR_CHUNK = 1 << 22
 _MAX_NEWTON = 200
 
 
-def _edge_parts(policy: MarkovPolicy, model: ContextModel, demos: str, alpha: float) -> EdgeForm:
+def _edge_parts(policy: MarkovPolicy, model: ContextModel, demos: Demos, alpha: float) -> EdgeForm:
     if model.name != "edge":
         token_target(policy, model, demonstrations(policy, demos, alpha))  # raises the reason
     return edge_form(policy, float(model.strength), demonstrations(policy, demos, alpha))
 
 
 def sd_token_forward(
-    policy: MarkovPolicy, model: ContextModel, demos: str = "own", alpha: float = 1.0
+    policy: MarkovPolicy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
 ) -> MarkovPolicy:
     """Per-token forward KL: ``q(u | s) = E_c T_c(u | s)``, the teachers' mean conditional."""
     space = policy.space
@@ -137,7 +137,7 @@ def sd_jsd(
     policy: MarkovPolicy,
     model: ContextModel,
     a: float,
-    demos: str = "own",
+    demos: Demos = "own",
     alpha: float = 1.0,
 ) -> MarkovPolicy:
     """Per-token generalised JSD: ``q(. | s)`` minimises ``E_c GJSD_a(T_c(. | s), q)``.
@@ -230,7 +230,7 @@ def _solve_states(
 
 
 def sd_length_weighted(
-    policy: MarkovPolicy, model: ContextModel, demos: str = "own", alpha: float = 1.0
+    policy: MarkovPolicy, model: ContextModel, demos: Demos = "own", alpha: float = 1.0
 ) -> MarkovPolicy:
     """The fixed point of the sequence-averaged sampled-token loss (TRL's default reduction).
 

@@ -20,9 +20,11 @@ from typing import TypeVar
 import numpy as np
 
 from tilt.dp.passes import (
+    LinearWeights,
     backward_logsumexp,
     forward_logsumexp,
     group_normalise,
+    linear_weights,
     tilted_conditionals,
 )
 from tilt.dp.space import AcyclicSpace, FloatArray
@@ -35,8 +37,12 @@ __all__ = [
     "edge_softmax",
     "base_policy",
     "demonstrations",
+    "Demos",
+    "reference_edges",
+    "point_mass",
     "edge_marginals",
     "log_rollout_count",
+    "log_rollout_counts",
 ]
 
 
@@ -56,21 +62,31 @@ class MarkovPolicy:
     _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
+    def prob(self) -> FloatArray:
+        """``q(head | tail)`` per edge (the one exponential of the conditionals)."""
+        return np.exp(self.log_cond)
+
+    @cached_property
+    def linear(self) -> LinearWeights:
+        """The conditionals ready for the linear-domain passes (:mod:`tilt.dp.passes`)."""
+        return linear_weights(self.space, self.log_cond, self.prob)
+
+    @cached_property
     def log_reach(self) -> FloatArray:
         """``log q(reach s)`` per state (forward pass)."""
-        return forward_logsumexp(self.space, self.log_cond)
+        return forward_logsumexp(self.space, self.linear)
 
     @cached_property
     def log_correct_below(self) -> FloatArray:
         """``log q(correct | s)`` per state (backward pass)."""
         leaf = np.where(self.space.correct, 0.0, -np.inf)
-        return backward_logsumexp(self.space, self.log_cond, leaf)
+        return backward_logsumexp(self.space, self.linear, leaf)
 
     @cached_property
     def log_incorrect_below(self) -> FloatArray:
         """``log q(incorrect | s)`` per state, summed directly (no ``1 - x``)."""
         leaf = np.where(self.space.leaf & ~self.space.correct, 0.0, -np.inf)
-        return backward_logsumexp(self.space, self.log_cond, leaf)
+        return backward_logsumexp(self.space, self.linear, leaf)
 
     @property
     def accuracy(self) -> float:
@@ -101,6 +117,11 @@ class MarkovPolicy:
         return out
 
     @cached_property
+    def correct_prob(self) -> FloatArray:
+        """``exp(correct_cond)``: the conditionals of ``q(. | C)`` themselves."""
+        return np.exp(self.correct_cond)
+
+    @cached_property
     def log_correct_reach(self) -> FloatArray:
         """``log q(reach s | C) = log q(reach s) + B(s) - B(source)`` per state."""
         with np.errstate(invalid="ignore"):
@@ -120,6 +141,15 @@ class MarkovPolicy:
         with np.errstate(invalid="ignore"):
             out = self.log_edge_flow + self.log_correct_below[space.edge_head]
         return np.where(np.isnan(out), -np.inf, out)
+
+    def forget(self, *names: str) -> None:
+        """Drop remembered quantities (cached properties or memo keys; all when none is
+        named) to free their memory; they are recomputed on demand."""
+        for name in names or (*self.__dict__.keys(), *self._memo.keys()):
+            if name in ("space", "log_cond", "_memo"):
+                continue
+            self.__dict__.pop(name, None)
+            self._memo.pop(name, None)
 
     def memo(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()`` remembered under ``key`` for this policy."""
@@ -159,13 +189,103 @@ def base_policy(
 
 DEMOS = ("own", "uniform", "tempered")
 
+Demos = str | MarkovPolicy
+"""A demonstration kind (``own``, ``uniform``, ``tempered``) or a fixed :func:`point_mass`."""
 
-def demonstrations(policy: MarkovPolicy, kind: str = "own", alpha: float = 1.0) -> MarkovPolicy:
+_TIE = 1e-12
+"""Log-probabilities this close count as a tie when picking the reference (as
+:func:`tilt.context.reference_rollout`)."""
+
+
+def reference_edges(base: MarkovPolicy, path: str | None = None) -> np.ndarray:
+    """The state edges of the reference demonstration: ``path`` (node labels joined by
+    ``>``) or the base's likeliest correct rollout, ties within ``1e-12`` in log space
+    going to the smallest path string (:func:`tilt.context.reference_rollout`'s rule).
+
+    The likeliest rollouts are followed greedily: from each state, the moves that can
+    still end within the tie of the best correct rollout (a max-plus pass), the one
+    whose label (with ``>`` unless it ends the path) is smallest.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a correct rollout, or the base gives ``C`` no mass.
+    """
+    from tilt.dp.passes import backward_max
+
+    space = base.space
+    labels = space.moves.labels
+    heads = space.moves.move_head[space.edge_move]
+    edges: list[int] = []
+    state = 0
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"a reference path must be a non-empty string, got {path!r}")
+        wanted = path.split(">")
+        ok = wanted[0] == labels[space.moves.source]
+        for label in wanted[1:] if ok else []:
+            lo, hi = int(space.out_start[state]), int(space.out_start[state + 1])
+            hit = [e for e in range(lo, hi) if labels[heads[e]] == label]
+            if not hit:
+                ok = False
+                break
+            edges.append(hit[0])
+            state = int(space.edge_head[hit[0]])
+        if not ok or not space.correct[state]:
+            raise ValueError(
+                f"reference {path!r} is not a correct rollout of this instance: write its "
+                "node labels joined by '>' from the source to the target, as in the "
+                "--rollouts CSV"
+            )
+        return np.asarray(edges, dtype=np.int64)
+    best = backward_max(space, base.log_cond, np.where(space.correct, 0.0, -np.inf))
+    top = float(best[0])
+    if not math.isfinite(top):
+        raise ValueError("the base puts no mass on correct rollouts: there is no reference")
+    done = 0.0
+    while not space.correct[state]:
+        lo, hi = int(space.out_start[state]), int(space.out_start[state + 1])
+        choices = []
+        for e in range(lo, hi):
+            total = done + base.log_cond[e] + best[space.edge_head[e]]
+            if math.isfinite(total) and total >= top - _TIE:
+                head = int(space.edge_head[e])
+                key = labels[heads[e]] + ("" if space.correct[head] else ">")
+                choices.append((key, e))
+        _, e = min(choices)
+        edges.append(e)
+        done += float(base.log_cond[e])
+        state = int(space.edge_head[e])
+    return np.asarray(edges, dtype=np.int64)
+
+
+def point_mass(space: AcyclicSpace, edges: np.ndarray) -> MarkovPolicy:
+    """``D = delta_c``, the rollout whose state edges are ``edges``, as a Markov policy
+    (probability 1 along ``c``; uniform where ``c`` never goes)."""
+    cond = -np.log(space.out_count[space.edge_tail].astype(np.float64))
+    tails = space.edge_tail[edges]
+    for s, e in zip(tails.tolist(), edges.tolist(), strict=True):
+        cond[space.out_start[s] : space.out_start[s + 1]] = -np.inf
+        cond[e] = 0.0
+    demos = MarkovPolicy(space, cond)
+    reach = np.full(space.n_states, -np.inf)
+    reach[0] = 0.0
+    reach[space.edge_head[edges]] = 0.0
+    demos.__dict__["log_reach"] = reach  # the cached_property's slot
+    return demos
+
+
+def demonstrations(
+    policy: MarkovPolicy, kind: str | MarkovPolicy = "own", alpha: float = 1.0
+) -> MarkovPolicy:
     """The demonstration distribution ``D`` as a Markov policy (all its mass on ``C``).
 
     ``own``: ``D ∝ pi r``; ``uniform``: ``D ∝ r``; ``tempered``: ``D ∝ pi^alpha r``
-    (rollouts with ``pi(y) = 0`` excluded), as :func:`tilt.context.demonstrations`.
+    (rollouts with ``pi(y) = 0`` excluded), as :func:`tilt.context.demonstrations`;
+    a :class:`MarkovPolicy` (a fixed reference, :func:`point_mass`) is returned as is.
     """
+    if isinstance(kind, MarkovPolicy):
+        return kind
     if kind not in DEMOS:
         raise ValueError(f"unknown demonstrations {kind!r}: choose one of {', '.join(DEMOS)}")
     if not math.isfinite(alpha) or alpha < 0:
@@ -210,5 +330,14 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
 
 def log_rollout_count(space: AcyclicSpace, correct_only: bool = False) -> float:
     """``log |Y|`` (or ``log |C|``): rollouts counted by one backward pass, as a log."""
-    leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
-    return float(backward_logsumexp(space, np.zeros(space.n_edges), leaf)[0])
+    return float(log_rollout_counts(space, correct_only)[0])
+
+
+def log_rollout_counts(space: AcyclicSpace, correct_only: bool = False) -> FloatArray:
+    """``log`` of the number of rollouts (correct ones) below every state (cached)."""
+
+    def compute() -> FloatArray:
+        leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
+        return backward_logsumexp(space, np.zeros(space.n_edges), leaf)
+
+    return space.memo(f"log_rollout_counts:{correct_only}", compute)

@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tilt.context import ContextModel
-from tilt.dp.measures import measure_with_distinct
+from tilt.dp.measures import first_move_strategies, measure_with_distinct
 from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
-from tilt.dp.policy import MarkovPolicy
+from tilt.dp.policy import Demos, MarkovPolicy
 from tilt.measures import Measures
 from tilt.objectives import OBJECTIVES
 from tilt.optimal import matched_beta
+from tilt.strategies import StrategyMeasures
 
 __all__ = ["DPRow", "dp_rows", "iterate", "measure_noted"]
 
@@ -51,8 +52,15 @@ def _row(
     demos: str | None = None,
 ) -> DPRow:
     measures, bound = measure_noted(policy, base, ks)
+    strategy = first_move_strategies(policy, ks)  # a few source edges: always kept
+    # the row keeps its conditionals only: what the measures cached is freed (memory
+    # linear in the edges, not in the rows); the base keeps what the SD rows reuse
+    if policy is base:
+        policy.forget("prob", "linear", "flows", "log_incorrect_below")
+    else:
+        policy.forget()
     notes = "; ".join(n for n in (note, bound) if n)
-    return DPRow(key, label, policy, measures, beta, notes, objective, demos)
+    return DPRow(key, label, policy, measures, beta, notes, objective, demos, strategy)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,8 @@ class DPRow:
     note: str = ""
     objective: str | None = None
     demos: str | None = None
+    first_move: StrategyMeasures | None = None
+    """The ``first-move`` strategy measures (:func:`tilt.dp.measures.first_move_strategies`)."""
 
 
 def iterate(
@@ -88,6 +98,7 @@ def dp_rows(
     beta: float = 0.0,
     ks: Sequence[int] = (1, 8, 64),
     rounds: int = 1,
+    reference: MarkovPolicy | None = None,
 ) -> list[DPRow]:
     """Base, RL at ``beta``, RL matched to the first SD row's accuracy, and the SD rows.
 
@@ -95,7 +106,9 @@ def dp_rows(
     ``demos`` argument); an SD objective with no Markov form is kept as a row
     with the reason as its note, and an objective that takes no anchor runs
     with ``b = 0`` and says so (as ``tilt.compare`` does).  Each method is
-    iterated ``rounds`` times from its own output.
+    iterated ``rounds`` times from its own output; ``reference`` (a
+    :func:`tilt.dp.policy.point_mass`) is the fixed demonstration of the rows
+    whose demonstrations are ``reference``.
     """
     rows = [_row("base", "base", base, base, ks)]
     rl = iterate(base, lambda p: rl_optimum(p, beta), rounds)
@@ -111,19 +124,24 @@ def dp_rows(
                 DPRow(key, label, None, None, note=f"skipped: {reason}", objective=spec, demos=kind)
             )
             continue
+        given: Demos = kind
+        if kind == "reference":
+            if reference is None:
+                raise ValueError("reference demonstrations need the reference rollout")
+            given = reference
         b, notes = anchor, []
         if b > 0 and not OBJECTIVES[name].takes_anchor:
             b = 0.0
             notes.append(f"{spec} has no anchor: b = 0 here")
         q = base
         for _ in range(rounds):
-            q = dp_optimum(q, model, spec, kind, alpha, b)
+            q = dp_optimum(q, model, spec, given, alpha, b)
         sd_rows.append(_row(key, label, q, base, ks, None, "; ".join(notes), spec, kind))
     first = next((r for r in sd_rows if r.policy is not None), None)
     if first is None or first.policy is None:
         rows.append(DPRow("rl_matched", "RL @ SD acc", None, None, note="no SD row to match"))
     else:
-        target = first.policy.accuracy
+        target = first.measures.accuracy if first.measures else first.policy.accuracy
         matched = matched_beta(base.accuracy, target)
         if matched is None:
             rows.append(

@@ -77,8 +77,8 @@ class MoveTable:
     def indptr(self) -> IntArray:
         """CSR offsets: the moves of node ``v`` are ``indptr[v]:indptr[v + 1]``."""
         out = np.zeros(self.n_nodes + 1, dtype=np.int64)
-        np.add.at(out, self.move_tail + 1, 1)
-        return np.cumsum(out)
+        np.cumsum(np.bincount(self.move_tail, minlength=self.n_nodes), out=out[1:])
+        return out
 
 
 def move_table(task: Task) -> MoveTable:
@@ -218,6 +218,39 @@ class AcyclicSpace:
             e1 = int(self.out_start[self.layer_start[layer + 1]])
             out.append((e0, e1, internal[lo:hi], starts[lo:hi] - e0, sizes[lo:hi]))
         return tuple(out)
+
+    @cached_property
+    def state_layer(self) -> IntArray:
+        """The layer of every state."""
+        return np.repeat(np.arange(self.n_layers, dtype=np.int64), np.diff(self.layer_start))
+
+    @cached_property
+    def tail_spans(self) -> tuple[IntArray, IntArray, IntArray]:
+        """``(layer, lo, hi)`` per entry of :attr:`tail_layers`: the heads of its edges are
+        states ``lo:hi`` (one layer below, on a layered DAG such as a token lattice)."""
+        if not self.tail_layers:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty
+        e0s = np.array([entry[0] for entry in self.tail_layers], dtype=np.int64)
+        lo = np.minimum.reduceat(self.edge_head, e0s)
+        hi = np.maximum.reduceat(self.edge_head, e0s) + 1
+        return self.state_layer[self.edge_tail[e0s]], lo, hi
+
+    @cached_property
+    def head_spans(self) -> tuple[IntArray, IntArray, IntArray]:
+        """``(layer, lo, hi)`` per entry of :attr:`head_layers`: the tails of its edges are
+        states ``lo:hi``."""
+        layer, lo, hi = [], [], []
+        for edges, heads, _, _ in self.head_layers:
+            tails = self.edge_tail[edges]
+            layer.append(self.state_layer[heads[0]])
+            lo.append(tails.min())
+            hi.append(tails.max() + 1)
+        return (
+            np.asarray(layer, dtype=np.int64),
+            np.asarray(lo, dtype=np.int64),
+            np.asarray(hi, dtype=np.int64),
+        )
 
     @cached_property
     def head_layers(self) -> tuple[tuple[IntArray, IntArray, IntArray, IntArray], ...]:
@@ -405,8 +438,7 @@ def acyclic_space(
         state_of[state_node] = np.arange(n_states)
         edge_head = state_of[head_node]
     out_start = np.zeros(n_states + 1, dtype=np.int64)
-    np.add.at(out_start, edge_tail + 1, 1)
-    np.cumsum(out_start, out=out_start)
+    np.cumsum(np.bincount(edge_tail, minlength=n_states), out=out_start[1:])
     correct = (state_node == table.target) & (np.diff(out_start) == 0)
     if not correct.any():
         within = "" if horizon is None else f" within a horizon of {horizon} moves"
