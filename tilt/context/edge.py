@@ -117,17 +117,25 @@ class EdgeContext(ContextModel):
         space = policy.space
         m = edge_marginals(demos)
         own = policy.log_conditionals()
-        boosted = -np.expm1(-self._log_boost(policy))  # s(u)
+        # linear domain where pi(u | h) R(h) cannot underflow (every nonzero conditional
+        # above e^-600) and e^gamma - 1 is finite: s(u) = k pi / (1 + k pi), k = e^gamma - 1
+        linear = self.gamma <= 700.0 and (
+            float(np.min(own, initial=0.0, where=own != -np.inf)) > -LINEAR_RANGE
+        )
+        if linear:
+            cond = np.exp(own)
+            boosted = math.expm1(self.gamma) * cond
+            boosted /= boosted + 1.0
+        else:
+            boosted = -np.expm1(-self._log_boost(policy))
         boosted[1:] *= m[space.move[1:]]  # m(v, u) s(u)
         boosted[0] = 0.0
         rest = np.maximum(1.0 - space.sibling_sum(boosted), 0.0)[space.parent]  # R(h)
         with np.errstate(divide="ignore"):
-            # pi(u | h) R(h) cannot underflow where every nonzero conditional exceeds e^-600
-            if float(np.min(own, initial=0.0, where=own != -np.inf)) > -LINEAR_RANGE:
-                out = np.exp(own)
-                out *= rest
-                out += boosted
-                np.log(out, out=out)
+            if linear:
+                cond *= rest
+                cond += boosted
+                out = np.log(cond, out=cond)
             else:
                 out = np.logaddexp(own + np.log(rest), np.log(boosted))
         out[0] = 0.0
