@@ -319,8 +319,9 @@ def test_objectives_without_an_anchor_refuse_one():
 
 
 def test_distinct_columns_is_exact():
-    """Equal columns share one representative; a key collision (``-inf`` against the
-    sentinel it is hashed as) and ``nan`` columns stand alone; the mapping rebuilds the input."""
+    """Equal columns share one representative; columns that differ in one entry (``-inf``
+    against ``-1e3``, or one ulp) are told apart; ``nan`` columns stand alone; the mapping
+    rebuilds the input."""
     from tilt.objectives.per_prefix import distinct_columns
 
     rng = np.random.default_rng(3)
@@ -328,9 +329,11 @@ def test_distinct_columns_is_exact():
     pool[1, 2] = -np.inf
     columns = pool[:, rng.integers(0, 5, size=200)]
     twin = pool[:, [2]].copy()
-    twin[1, 0] = -1.0e3  # hashes as -inf does
+    twin[1, 0] = -1.0e3
+    close = pool[:, [0]].copy()
+    close[0, 0] = np.nextafter(close[0, 0], np.inf)
     odd = np.full((4, 1), np.nan)
-    columns = np.concatenate([columns, twin, odd, odd], axis=1)
+    columns = np.concatenate([columns, twin, close, odd, odd], axis=1)
     first, inverse = distinct_columns(columns)
     rebuilt = columns[:, first][:, inverse]
     np.testing.assert_array_equal(rebuilt[:, :-2], columns[:, :-2])

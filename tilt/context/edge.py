@@ -178,6 +178,13 @@ class EdgeClasses(TeacherClasses):
         with np.errstate(divide="ignore"):
             return own - np.logaddexp(-gamma, np.log1p(-math.exp(-gamma)) + own)
 
+    def group_key(self, children: IntArray) -> FloatArray:
+        """The children's own conditionals and demonstration move masses: every class of a
+        group is a function of these two (and ``gamma``)."""
+        return np.concatenate(
+            [self._policy.log_conditionals()[children], self._move_mass[children]]
+        )
+
     def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
         own = self._policy.log_conditionals()[children]
         boost = self._model._log_boost(self._policy)[children]

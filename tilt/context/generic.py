@@ -100,6 +100,16 @@ class TeacherClasses:
         used = np.flatnonzero(weight.any(axis=1))
         return weight[used], self.log_cond[used[:, None, None], children[None]]
 
+    def group_key(self, children: IntArray) -> FloatArray:
+        """Rows that determine the classes of each sibling group, shape ``(R, G)``.
+
+        Two groups with equal columns have equal :meth:`sibling_blocks` (up to classes
+        that weigh nothing), so a per-group solve may run once per distinct column.
+        By default the classes themselves; a model may give fewer rows.
+        """
+        weight, log_cond = self.sibling_blocks(children)
+        return np.concatenate([weight, log_cond.reshape(-1, children.shape[1])])
+
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
     """Raise :class:`TooLargeError` when ``n_classes x n_prefixes`` exceeds :data:`CLASS_LIMIT`."""

@@ -116,12 +116,16 @@ def sd_jsd(
     Notes
     -----
     Newton's method on ``(t, kappa)`` for the sibling groups of each size, in
-    cache-sized blocks (an only child has ``q = 1``), projected back onto the
-    simplex after every step; ``phi_u' in (-1, 0)`` keeps the steps bounded.
-    Started from the forward mean (the ``a = 0`` solution), it converges in
-    about five iterations.  Sums run in the linear domain where every
-    conditional exceeds ``e^-600``, in log space otherwise.  Cost
-    ``O(iterations x classes x prefixes)``.
+    blocks (an only child has ``q = 1``), projected back onto the simplex after
+    every step; ``phi_u' in (-1, 0)`` keeps the steps bounded.  Started from
+    the forward mean (the ``a = 0`` solution), it converges in about five
+    iterations.  Sums run in the linear domain where every conditional exceeds
+    ``e^-600``, in log space otherwise.  Groups with equal inputs
+    (:meth:`~tilt.context.TeacherClasses.group_key`) are solved once
+    (:func:`distinct_columns`): on an edge-softmax base with ``edge`` classes,
+    one solve per node and set of available moves (130 groups of two and 62 of
+    three stand for grid6's 4.84 M).  Cost ``O(prefixes)`` to find them plus
+    ``O(iterations x classes x distinct groups)``.
     """
     a = float(a)
     if not 0.0 <= a <= 1.0:
@@ -142,19 +146,19 @@ def sd_jsd(
         parents = np.flatnonzero(counts == n)
         for block in np.array_split(parents, max(1, parents.size * int(n) // _BLOCK)):
             children = np.arange(n)[:, None] + space.child_start[block]  # (n, G): sibling-major
-            weight, log_cond = classes.sibling_blocks(children)
+            # groups with equal inputs have equal solutions: solve each distinct one once
+            first, inverse = distinct_columns(classes.group_key(children))
+            distinct = children[:, first]
+            weight, log_cond = classes.sibling_blocks(distinct)
             total = weight.sum(axis=0)
             signal = np.flatnonzero(total > 0)
             if signal.size == 0:
                 continue
-            weight = weight[:, signal] / total[signal]
-            log_cond = log_cond[:, :, signal]
-            first, inverse = distinct_columns(
-                np.concatenate([weight, log_cond.reshape(-1, signal.size)])
+            solved = logits[distinct]  # no signal: the policy's own conditionals
+            solved[:, signal] = _jsd_block(
+                weight[:, signal] / total[signal], log_cond[:, :, signal], a
             )
-            logits[children[:, signal]] = _jsd_block(weight[:, first], log_cond[:, :, first], a)[
-                :, inverse
-            ]
+            logits[children] = solved[:, inverse]
     return from_prefix_logits(policy, logits)
 
 
@@ -165,18 +169,22 @@ def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
     Sibling groups whose inputs are equal have equal solutions: a Markov policy
     (the edge-softmax bases) repeats one group per node and set of available
     moves across millions of prefixes, so a per-group solve runs on the
-    distinct groups only.  Columns are bucketed by a fixed random projection
-    (summed row by row, so equal columns get bit-equal keys) and each column is
-    then compared with its bucket's first: equality is exact (``-inf`` equals
-    ``-inf``); a column that collides with a different one is kept apart.
+    distinct groups only.  Columns are bucketed by a hash of their bits (equal
+    columns get equal keys; columns one ulp apart get different ones) and each
+    column is then compared with its bucket's first: equality is exact; a
+    column that collides with a different one (or holds ``nan``) stands alone.
     """
     rows, count = columns.shape
     if count < 2:
         return np.arange(count), np.arange(count)
-    coefficients = np.random.default_rng(0).standard_normal(size=(rows,))
-    key = np.zeros(count)
-    for f in range(rows):
-        key += coefficients[f] * np.where(np.isfinite(columns[f]), columns[f], -1.0e3)
+    bits = np.ascontiguousarray(columns, dtype=np.float64).view(np.uint64)
+    multipliers = np.asarray(
+        np.random.default_rng(0).integers(1, 2**63, size=(rows,), dtype=np.uint64) | 1
+    )
+    key = np.zeros(count, dtype=np.uint64)
+    for f in range(rows):  # a multiply-xor hash, wrapping modulo 2^64
+        key ^= bits[f] * multipliers[f]
+        key = (key << np.uint64(13)) | (key >> np.uint64(51))
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     equal = (columns == columns[:, first[inverse]]).all(axis=0)
@@ -187,8 +195,9 @@ def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
     return first.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
 
 
-_BLOCK = 1 << 18
-"""Children per block of the JSD solve (a few MiB per array: cache-sized)."""
+_BLOCK = 1 << 20
+"""Children per block of the JSD solve: bounds the group keys' memory (a model without a
+compact :meth:`~tilt.context.TeacherClasses.group_key` gives its whole classes)."""
 
 
 def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray:
