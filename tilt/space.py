@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAX_ROLLOUTS",
     "DENSE_LIMIT",
     "check_same_space",
+    "linear_shift",
 ]
 
 DEFAULT_MAX_ROLLOUTS = 30_000_000
@@ -53,7 +54,7 @@ class TooLargeError(ValueError):
     """A computation would exceed a size limit; the message says how large and what to do."""
 
 
-def _linear_shift(values: FloatArray) -> float | None:
+def linear_shift(values: FloatArray) -> float | None:
     """The largest value when every finite value lies within ``LINEAR_RANGE`` of it, else ``None``.
 
     ``None`` also when there is a ``nan`` or ``+inf`` or no finite value (the
@@ -212,7 +213,7 @@ class RolloutSpace:
         time with a max shift per sibling group.
         """
         values = np.asarray(per_rollout, dtype=np.float64)
-        top = _linear_shift(values)
+        top = linear_shift(values)
         if top is not None:
             shifted = np.subtract(values, top)
             total = self.subtree_sum(np.exp(shifted, out=shifted))
@@ -255,7 +256,7 @@ class RolloutSpace:
         if members.size == 0:
             return out
         values = values[members]
-        top = _linear_shift(values)
+        top = linear_shift(values)
         if top is not None:
             shifted = np.subtract(values, top)
             total = np.add.reduceat(np.exp(shifted, out=shifted), starts)
@@ -286,9 +287,10 @@ class RolloutSpace:
         if members.size == 0:
             return out
         values = np.asarray(logits, dtype=np.float64)[members]
-        top = _linear_shift(values)
+        top = linear_shift(values)
         if top is not None:
-            shifted = np.exp(values - top)
+            shifted = np.subtract(values, top)
+            np.exp(shifted, out=shifted)
             with np.errstate(divide="ignore"):
                 norm = np.log(np.add.reduceat(shifted, starts))
             norm += top
@@ -302,10 +304,9 @@ class RolloutSpace:
         spread = np.repeat(norm, sizes)
         with np.errstate(invalid="ignore"):
             values -= spread
-        if fallback is not None:
+        if fallback is not None and np.isneginf(norm).any():
             dead = np.isneginf(spread)
-            if dead.any():
-                values[dead] = np.asarray(fallback)[members[dead]]
+            values[dead] = np.asarray(fallback)[members[dead]]
         out[members] = values
         return out
 

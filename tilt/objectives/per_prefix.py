@@ -37,7 +37,7 @@ from tilt.objectives._common import (
     resolve_demos,
 )
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, linear_shift
 
 __all__ = [
     "sd_token",
@@ -310,11 +310,26 @@ def _jsd_terms(
     return phi, slope
 
 
-def _group_logsumexp(values: FloatArray, offsets: IntArray) -> FloatArray:
-    """``log sum exp`` of ``values`` over the contiguous groups that start at ``offsets``."""
+def _group_logsumexp(
+    values: FloatArray, offsets: IntArray, sizes: IntArray | None = None
+) -> FloatArray:
+    """``log sum exp`` of ``values`` over the contiguous groups that start at ``offsets``.
+
+    One shift for all groups when every finite value lies within ``LINEAR_RANGE`` of
+    the largest (no term underflows), one shift per group otherwise.
+    """
+    if sizes is None:
+        sizes = np.diff(np.r_[offsets, values.size])
+    top = linear_shift(values)
+    if top is not None:
+        shifted = np.subtract(values, top)
+        np.exp(shifted, out=shifted)
+        with np.errstate(divide="ignore"):
+            out = np.log(np.add.reduceat(shifted, offsets))
+        out += top
+        return out
     peak = np.maximum.reduceat(values, offsets)
     safe = np.where(np.isfinite(peak), peak, 0.0)
-    sizes = np.diff(np.r_[offsets, values.size])
     total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), offsets)
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
@@ -351,7 +366,7 @@ def sd_discount(
         if g1 > g0:  # groups of two or more: log sum exp
             shared = members[m0:m1]
             value[space.parent[shared[starts[g0:g1] - m0]]] = _group_logsumexp(
-                x[shared - lo], starts[g0:g1] - m0
+                x[shared - lo], starts[g0:g1] - m0, sizes[g0:g1]
             )
     logits = target + g * value
     logits[0] = 0.0
