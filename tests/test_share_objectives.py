@@ -126,3 +126,11 @@ def test_bad_objectives_are_refused(spec: str, kwargs: dict, message: str) -> No
     options = {"model": EDGE, **kwargs}
     with pytest.raises(ValueError, match=message):
         ShareObjective(spec, bases, **options)
+
+
+def test_tempered_and_reference_demonstrations_are_refused_in_exact_mode():
+    # tempered would silently be own (no alpha here); reference needs a rollout per prompt
+    _, initial = _student("edge")
+    for demos in ("tempered", "reference"):
+        with pytest.raises(ValueError, match="not built for exact shared training"):
+            ShareObjective("sequence", tuple(initial), EDGE, demos)

@@ -75,6 +75,9 @@ __all__ = [
 OBJECTIVES = ("rl", *SD_OBJECTIVES)
 """Objective families the shared trainer runs (a parameterised one is written ``name=value``)."""
 
+SHARED_DEMOS = ("own", "uniform")
+"""Demonstrations the exact shared objectives take (each prompt's own distribution)."""
+
 TEACHERS = ("frozen", "live", "ema")
 """Where the teacher comes from (see the module docstring)."""
 
@@ -217,6 +220,12 @@ class ShareObjective:
             return
         if self.model is None:
             raise ValueError(f"objective {self.name!r} needs a context model")
+        if self.demos not in SHARED_DEMOS:
+            raise ValueError(
+                f"demonstrations {self.demos!r} are not built for exact shared training "
+                f"(tempered needs an alpha, reference a rollout per prompt): use "
+                f"{' or '.join(SHARED_DEMOS)}"
+            )
         if self.anchor and not parsed.sd.kind.takes_anchor:
             raise ValueError(
                 f"objective {self.name!r} takes no anchor: the anchor applies to sequence, "
