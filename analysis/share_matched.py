@@ -167,7 +167,8 @@ def matched_rows(
     steps: int = 300,
     progress: Callable[[str], object] | None = None,
 ) -> list[Row]:
-    """Every case, live then frozen (``steps``: gradient steps live, L-BFGS iterations frozen)."""
+    """Every case, live then frozen (``steps``: the live runs' gradient steps; frozen runs
+    converge by L-BFGS in at most :data:`FROZEN_STEPS` iterations)."""
     rows = []
     for case in cases:
         for teacher, run in (("live", _live), ("frozen", _frozen)):

@@ -35,6 +35,13 @@ def _unit(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
     from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
@@ -70,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         "--teacher", default="live", choices=TEACHERS, help="SD teacher (default live)"
     )
     parser.add_argument(
-        "--ema-rate", type=_unit, default=0.05, help="EMA teacher rate (default 0.05, SDPO)"
+        "--ema-rate", type=_rate, default=0.05, help="EMA teacher rate (default 0.05, SDPO)"
     )
     parser.add_argument(
         "--context", default="edge", choices=CONTEXTS, help="context model (default edge)"

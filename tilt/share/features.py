@@ -26,8 +26,8 @@ Shared maps start at the graph's ``logit`` attributes, so the prompts' ``base``
 field (``random``, ``uniform``) is honoured by ``prefix`` only; where two
 prompts give the same shared move different logits, the first prompt's wins.
 
-A user map is a callable ``(spaces, bases) -> SharedFeatures``.  It may mask
-moves (``allowed`` false); a prefix with no allowed move is refused.
+A user map is a callable ``(spaces, bases) -> SharedFeatures``.  Masks are not
+supported: a map that leaves any available move out is refused (one line).
 """
 
 from __future__ import annotations

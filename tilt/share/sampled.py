@@ -225,7 +225,7 @@ def train_sampled(
     demonstrations every step.  Cost grows with the number of training prompts
     times their rollout counts: meant for the small suites of
     :mod:`tilt.share.suites`.  Memory: the run keeps ``steps / record_every``
-    copies of ``theta`` (with ``prefix`` features on ``grid-holed``, 115,025
+    copies of ``theta`` (with ``prefix`` features on ``grid-holed``, 114,978
     parameters: raise ``record_every`` for long runs).
     """
     steps = _positive_int("steps", steps)

@@ -36,7 +36,8 @@ from tilt.space import FloatArray, IntArray
 __all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
 
 DEFAULT_LR = 1.0
-"""Gradient step on ``theta`` when none is given (and always for live and EMA teachers)."""
+"""Gradient step on ``theta`` for live and EMA teachers when no ``lr`` is given (a frozen
+teacher without ``lr`` uses L-BFGS)."""
 _GTOL = 1e-13
 _LBFGS_ROUND = 100
 MAX_STEP = 2.0
