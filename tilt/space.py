@@ -33,6 +33,7 @@ __all__ = [
     "DENSE_LIMIT",
     "check_same_space",
     "linear_shift",
+    "group_logsumexp",
 ]
 
 DEFAULT_MAX_ROLLOUTS = 30_000_000
@@ -70,6 +71,28 @@ def linear_shift(values: FloatArray) -> float | None:
     if low == -math.inf:
         low = float(np.min(values, initial=math.inf, where=values != -math.inf))
     return top if top - low <= LINEAR_RANGE else None
+
+
+def group_logsumexp(values: FloatArray, starts: IntArray, sizes: IntArray) -> FloatArray:
+    """``log sum exp`` of ``values`` over the contiguous groups that begin at ``starts``.
+
+    One shift for all groups (the largest value) when every finite value lies
+    within ``LINEAR_RANGE`` of it, so that no term underflows; one shift per
+    group otherwise.  ``-inf`` for a group of ``-inf`` values.
+    """
+    top = linear_shift(values)
+    if top is not None:
+        shifted = np.subtract(values, top)
+        np.exp(shifted, out=shifted)
+        with np.errstate(divide="ignore"):
+            out = np.log(np.add.reduceat(shifted, starts))
+        out += top
+        return out
+    peak = np.maximum.reduceat(values, starts)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
 
 
 @dataclass(frozen=True, eq=False)
@@ -255,22 +278,7 @@ class RolloutSpace:
         members, starts, sizes = self.shared_sibling_groups
         if members.size == 0:
             return out
-        values = values[members]
-        top = linear_shift(values)
-        if top is not None:
-            shifted = np.subtract(values, top)
-            total = np.add.reduceat(np.exp(shifted, out=shifted), starts)
-            del shifted
-            with np.errstate(divide="ignore"):
-                norm = np.log(total, out=total)
-            norm += top
-        else:
-            peak = np.maximum.reduceat(values, starts)
-            safe = np.where(np.isfinite(peak), peak, 0.0)
-            total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
-            with np.errstate(divide="ignore"):
-                norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
-        out[members] = np.repeat(norm, sizes)
+        out[members] = np.repeat(group_logsumexp(values[members], starts, sizes), sizes)
         return out
 
     def sibling_log_softmax(
@@ -287,20 +295,7 @@ class RolloutSpace:
         if members.size == 0:
             return out
         values = np.asarray(logits, dtype=np.float64)[members]
-        top = linear_shift(values)
-        if top is not None:
-            shifted = np.subtract(values, top)
-            np.exp(shifted, out=shifted)
-            with np.errstate(divide="ignore"):
-                norm = np.log(np.add.reduceat(shifted, starts))
-            norm += top
-            del shifted
-        else:
-            peak = np.maximum.reduceat(values, starts)
-            safe = np.where(np.isfinite(peak), peak, 0.0)
-            total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
-            with np.errstate(divide="ignore"):
-                norm = np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+        norm = group_logsumexp(values, starts, sizes)
         spread = np.repeat(norm, sizes)
         with np.errstate(invalid="ignore"):
             values -= spread

@@ -37,7 +37,7 @@ from tilt.objectives._common import (
     resolve_demos,
 )
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, linear_shift
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, group_logsumexp
 
 __all__ = [
     "sd_token",
@@ -313,26 +313,10 @@ def _jsd_terms(
 def _group_logsumexp(
     values: FloatArray, offsets: IntArray, sizes: IntArray | None = None
 ) -> FloatArray:
-    """``log sum exp`` of ``values`` over the contiguous groups that start at ``offsets``.
-
-    One shift for all groups when every finite value lies within ``LINEAR_RANGE`` of
-    the largest (no term underflows), one shift per group otherwise.
-    """
+    """:func:`tilt.space.group_logsumexp` with the sizes read off the offsets if not given."""
     if sizes is None:
         sizes = np.diff(np.r_[offsets, values.size])
-    top = linear_shift(values)
-    if top is not None:
-        shifted = np.subtract(values, top)
-        np.exp(shifted, out=shifted)
-        with np.errstate(divide="ignore"):
-            out = np.log(np.add.reduceat(shifted, offsets))
-        out += top
-        return out
-    peak = np.maximum.reduceat(values, offsets)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), offsets)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+    return group_logsumexp(values, offsets, sizes)
 
 
 def sd_discount(
