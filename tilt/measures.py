@@ -249,6 +249,9 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     pair, where = np.unique(x_rank * span + d_rank, return_inverse=True)
     pair_weight = np.bincount(where.ravel(), weights=w).astype(np.float64, copy=False)
     x_pair, d_pair = (pair // span).astype(np.int64), (pair % span).astype(np.int64)
+    # the count is symmetric in the two coordinates: sweep the bits of the one with fewer classes
+    if int(x_pair.max(initial=0)) < int(d_pair.max(initial=0)):
+        x_pair, d_pair = d_pair, x_pair
     widened = float(pair_weight @ _dominated_weight(x_pair, d_pair, pair_weight))
     return widened / total
 
