@@ -7,31 +7,14 @@ import json
 
 import numpy as np
 import pytest
+from test_compare_cli import _assert_one_line_error as _one_line_error
+from test_compare_cli import _run
 
-from tilt.compare import main
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
 from tilt.graphs import named_task
 from tilt.objectives import PRESETS, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
-
-
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _one_line_error(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert err.count("\n") == 1
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def _grid3():
