@@ -144,38 +144,27 @@ def _finite(value: object) -> object:
 def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] | None) -> int:
     """Train and report the shared student described by ``args`` (see the module docstring)."""
     from tilt.context import make_context
-    from tilt.policy import base_policy
-    from tilt.share import (
-        SharedStudent,
-        ShareObjective,
-        make_features,
-        set_measures,
-        share_suite,
-        split_suite,
-        train_shared,
-    )
+    from tilt.share import ShareObjective, set_measures, share_suite, split_suite, train_shared
+    from tilt.share.exact import SHARED_DEMOS
+    from tilt.share.measure import suite_student
     from tilt.share.sampled import SampledObjective, mean_total_variation, train_sampled
-    from tilt.space import enumerate_rollouts
-    from tilt.train import ALIASES
 
     check_instance_numbers(args)
     if not 0 < args.ema_rate <= 1:
         raise ValueError(f"--ema-rate must lie in (0, 1], got {args.ema_rate!r}")
     objective = args.objective
     rl = objective.sd is None
-    if args.mode == "exact" and args.demos in ("tempered", "reference"):
+    if args.mode == "exact" and args.demos not in SHARED_DEMOS:  # before any enumeration
         raise ValueError(
-            f"--demos {args.demos} is not built for exact shared training: use own or uniform, "
-            "or --mode sampled"
+            f"--demos {args.demos} is not built for exact shared training: use "
+            f"{' or '.join(SHARED_DEMOS)}, or --mode sampled"
         )
     features = _feature_map(args.share)
     suite = share_suite(args.suite, args.seed)
     train, held = split_suite(suite, args.split, args.seed)
-    spaces = [enumerate_rollouts(p.task, args.max_rollouts) for p in suite.prompts]
-    bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
-    built = make_features(features, spaces, bases)
-    student = SharedStudent(spaces, built)
-    initial = tuple(student.policies(built.initial))
+    suited = suite_student(suite, features, max_rollouts=args.max_rollouts)
+    student, initial = suited.student, suited.initial
+    built = student.features
     strength = DEFAULT_STRENGTH[args.context] if args.strength is None else args.strength
     model = None if rl else make_context(args.context, strength)
     beta = args.beta if rl else 1.0
@@ -199,15 +188,9 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
         )
         recorded = sorted({0, args.steps, *range(args.record_every, args.steps, args.record_every)})
     else:
-        name = ALIASES.get(objective.spec.strip(), objective.spec.strip())
-        try:
-            exact = ShareObjective(
-                name, initial, model, args.demos, args.anchor, beta if rl else 0.1
-            )
-        except ValueError as exc:
-            if "unknown objective" not in str(exc):
-                raise
-            raise ValueError(f"{exc}; --mode sampled trains every spec") from None
+        exact = ShareObjective(
+            objective.spec, initial, model, args.demos, args.anchor, beta if rl else 0.1
+        )
         run = train_shared(
             student,
             exact,

@@ -29,7 +29,7 @@ from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
 from tilt.share.rl_match import match_rl_beta
 from tilt.share.train import ShareRun, matched_theta, train_shared
-from tilt.space import FloatArray, IntArray, enumerate_rollouts
+from tilt.space import DEFAULT_MAX_ROLLOUTS, FloatArray, IntArray, enumerate_rollouts
 from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
 
@@ -137,9 +137,11 @@ def suite_student(
     features: str | FeatureMap,
     strategy: str | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    max_rollouts: int = DEFAULT_MAX_ROLLOUTS,
 ) -> SuiteStudent:
-    """Enumerate the prompts of ``suite`` and build its shared student with ``features``."""
-    spaces = [enumerate_rollouts(p.task) for p in suite.prompts]
+    """Enumerate the prompts of ``suite`` (each within ``max_rollouts``) and build its shared
+    student with ``features``."""
+    spaces = [enumerate_rollouts(p.task, max_rollouts) for p in suite.prompts]
     bases = [base_policy(s, p.base, p.seed) for s, p in zip(spaces, suite.prompts, strict=True)]
     built = make_features(features, spaces, bases)
     student = SharedStudent(spaces, built)
