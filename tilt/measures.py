@@ -29,6 +29,7 @@ __all__ = [
     "measure",
     "pass_at_k",
     "distinct_at_k",
+    "distinct_at_ks",
     "correct_entropy",
     "gap_slope",
     "least_squares_slope",
@@ -57,15 +58,21 @@ def pass_at_k(policy: Policy, k: int) -> float:
 
 def distinct_at_k(policy: Policy, k: int) -> float:
     """``sum over y in C of 1 - (1 - q(y))^k``: expected distinct correct rollouts in k samples."""
-    k = _check_k(k)
-    q = policy.prob[policy.space.correct]
+    return distinct_at_ks(policy, [k])[0]
+
+
+def distinct_at_ks(policy: Policy, ks: Sequence[int]) -> list[float]:
+    """:func:`distinct_at_k` for several ``k``, from one pass over the correct rollouts."""
+    ks = [_check_k(k) for k in ks]
+    q = np.exp(policy.correct_log_prob())
     with np.errstate(divide="ignore"):  # q(y) = 1: log1p(-1) = -inf, term 1
-        return float(0.0 - np.expm1(k * np.log1p(-np.minimum(q, 1.0))).sum())
+        log_miss = np.log1p(-np.minimum(q, 1.0))
+    return [float(0.0 - np.expm1(k * log_miss).sum()) for k in ks]
 
 
 def correct_entropy(policy: Policy) -> float:
     """``H(q(. | C))`` in nats; ``exp`` of it is the effective number of correct rollouts."""
-    lp = policy.log_prob[policy.space.correct]
+    lp = policy.correct_log_prob()
     lp = lp[np.isfinite(lp)]
     if lp.size == 0:
         return 0.0
@@ -93,16 +100,22 @@ def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None 
     return float(w @ (dx * (y - w @ y))) / var
 
 
+def _finite_correct(policy: Policy, base: Policy) -> tuple[FloatArray, FloatArray]:
+    """``(log pi0(y), log q(y))`` over the correct ``y`` where both are finite."""
+    check_same_space(policy.space, base.space, "the policy and the base")
+    x, y = base.correct_log_prob(), policy.correct_log_prob()
+    keep = np.isfinite(x) & np.isfinite(y)
+    return (x, y) if keep.all() else (x[keep], y[keep])
+
+
 def gap_slope(policy: Policy, base: Policy) -> float:
     """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
 
     Exactly 1 for RL; above 1 means the gaps among correct rollouts widened.
     ``nan`` when fewer than two such rollouts or ``log pi0`` is constant on them.
     """
-    check_same_space(policy.space, base.space, "the policy and the base")
-    correct = policy.space.correct
-    keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
-    return least_squares_slope(base.log_prob[keep], policy.log_prob[keep])
+    x, y = _finite_correct(policy, base)
+    return least_squares_slope(x, y)
 
 
 def weighted_gap_slope(policy: Policy, base: Policy) -> float:
@@ -113,11 +126,8 @@ def weighted_gap_slope(policy: Policy, base: Policy) -> float:
     var_w(log pi0)`` with ``w = pi0(. | C)`` (the estimand of ``tilt.audit``).
     ``nan`` when fewer than two correct rollouts have ``q(y) > 0``.
     """
-    check_same_space(policy.space, base.space, "the policy and the base")
-    correct = policy.space.correct
-    keep = correct & np.isfinite(policy.log_prob) & np.isfinite(base.log_prob)
-    x = base.log_prob[keep]
-    return least_squares_slope(x, policy.log_prob[keep], np.exp(x - x.max()) if x.size else x)
+    x, y = _finite_correct(policy, base)
+    return least_squares_slope(x, y, np.exp(x - x.max()) if x.size else x)
 
 
 GAP_TOLERANCE = 1e-9
@@ -125,19 +135,20 @@ GAP_TOLERANCE = 1e-9
 rounding in ``log q`` is ~1e-13 on every built-in space, so RL's change is 0."""
 
 
-def _tie_classes(values: FloatArray, tol: float) -> IntArray:
-    """Rank of each value's class; sorted values closer than ``tol`` to the previous share one.
+def _tie_classes(values: FloatArray, tol: float) -> tuple[IntArray, IntArray]:
+    """``(rank, order)``: the rank of each value's class, and an order that sorts the values.
 
-    ``-inf`` values form their own lowest class.
+    Sorted values closer than ``tol`` to the previous share a class; ``-inf``
+    values form their own lowest class.
     """
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)  # equal values share a class whatever their order
     ordered = values[order]
     with np.errstate(invalid="ignore"):
         step = np.diff(ordered) > tol
     step |= np.isneginf(ordered[:-1]) & np.isfinite(ordered[1:])
     rank = np.empty(values.size, dtype=np.int64)
     rank[order] = np.r_[0, np.cumsum(step)]
-    return rank
+    return rank, order
 
 
 def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> FloatArray:
@@ -145,73 +156,70 @@ def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> Floa
     ``d_rank[j] < d_rank[i]``.
 
     Bit by bit over ``d_rank`` (a wavelet-tree sweep): ``d_j < d_i`` exactly when,
-    at the highest bit where they differ, ``j`` has 0 and ``i`` has 1; at each
-    bit, points sharing the higher bits are grouped and, within a group in
-    ``x`` order, each 1-point collects the weight of the 0-points of strictly
-    smaller ``x`` class.  ``O(n log n)`` per bit, ``ceil(log2 n)`` bits.
+    at the highest bit where they differ, ``j`` has 0 and ``i`` has 1.  At bit
+    ``b`` the points are grouped by ``d >> (b + 1)``, in ``x`` order within a
+    group (one stable sort of the group keys, a radix sort when the ranks fit
+    16 bits), and each 1-point collects the weight of the group's 0-points of
+    strictly smaller ``x`` class.  ``O(n log n)`` for the first sort, then
+    ``O(n)`` per bit, ``ceil(log2 max d_rank)`` bits.
     """
     n = w.size
     out = np.zeros(n)
     if n < 2:
         return out
-    bits = max(1, int(d_rank.max()).bit_length())
+    if (x_rank[1:] >= x_rank[:-1]).all():
+        by_x, x, d, weight = None, x_rank, d_rank, w
+    else:
+        by_x = np.argsort(x_rank)  # the order among equal x does not matter
+        x, d, weight = x_rank[by_x], d_rank[by_x], w[by_x]
+    top = int(d.max())
+    if top < 1 << 16:
+        d = d.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
     index = np.arange(n)
-    order = np.argsort(x_rank, kind="stable")  # by (d >> bits = 0, x)
-    group_start = np.zeros(n, dtype=np.int64)  # per position: where its group starts
-    x_sorted = x_rank[order]
-    for b in range(bits - 1, -1, -1):
-        # ``order`` sorts by (d >> (b + 1), x); ``group_start`` marks the d >> (b + 1) groups
-        is_one = ((d_rank[order] >> b) & 1).astype(bool)
-        zero_w = np.where(is_one, 0.0, w[order])
-        before = np.r_[0.0, np.cumsum(zero_w)[:-1]]  # exclusive running sum
-        new_run = np.r_[
-            True, (group_start[1:] != group_start[:-1]) | (x_sorted[1:] != x_sorted[:-1])
-        ]
+    got = np.zeros(n)
+    for b in range(max(1, top.bit_length()) - 1, -1, -1):
+        key = d >> (b + 1)
+        if key.any():
+            order = np.argsort(key, kind="stable")  # by (d >> (b + 1), x)
+            d_o, x_o, w_o, key = d[order], x[order], weight[order], key[order]
+            new_group = np.r_[True, key[1:] != key[:-1]]
+            new_run = new_group | np.r_[True, x_o[1:] != x_o[:-1]]
+        else:  # one group: already in x order
+            order, d_o, x_o, w_o = index, d, x, weight
+            new_group = index == 0
+            new_run = np.r_[True, x_o[1:] != x_o[:-1]]
+        is_one = ((d_o >> b) & 1).astype(bool)
+        zero_w = np.where(is_one, 0.0, w_o)
+        before = np.zeros(n)  # the 0-points' weight strictly before each position
+        np.cumsum(zero_w[:-1], out=before[1:])
+        group_start = np.maximum.accumulate(np.where(new_group, index, 0))
         run_start = np.maximum.accumulate(np.where(new_run, index, 0))
-        # the 0-points' weight in the group strictly before this x class
-        got = before[run_start] - before[group_start]
-        out[order[is_one]] += got[is_one]
-        # refine the groups by bit b, stably (x order kept within each new group)
-        zeros_before = np.cumsum(~is_one) - ~is_one  # exclusive count of 0-points so far
-        zeros_in_group_before = zeros_before - zeros_before[group_start]
-        ones_in_group_before = (index - group_start) - zeros_in_group_before
-        ends = np.flatnonzero(np.r_[group_start[1:] != group_start[:-1], True])
-        zeros_total = np.zeros(n, dtype=np.int64)
-        zeros_total[group_start[ends]] = (zeros_before[ends] + ~is_one[ends]) - zeros_before[
-            group_start[ends]
-        ]
-        zeros_of_group = zeros_total[group_start]
-        position = np.where(
-            is_one,
-            group_start + zeros_of_group + ones_in_group_before,
-            group_start + zeros_in_group_before,
-        )
-        new_start = np.where(is_one, group_start + zeros_of_group, group_start)
-        next_order = np.empty_like(order)
-        next_order[position] = order
-        next_start = np.empty_like(group_start)
-        next_start[position] = new_start
-        order, group_start = next_order, next_start
-        x_sorted = x_rank[order]
+        # the group's 0-points before this x class
+        got[order] += np.where(is_one, before[run_start] - before[group_start], 0.0)
+    if by_x is None:
+        return got
+    out[by_x] = got
     return out
 
 
 def _base_classes(
     base: Policy, tol: float
-) -> tuple[NDArray[np.bool_], FloatArray, FloatArray, IntArray, float]:
+) -> tuple[NDArray[np.bool_], FloatArray, FloatArray, IntArray, IntArray, float]:
     """What :func:`widening_fraction` needs of the base alone (remembered on it): the finite
-    correct ``log pi0`` and their mask, weights, tie classes and total weight of ordered pairs."""
-    x = base.log_prob[base.space.correct]
+    correct ``log pi0`` and their mask, weights, tie classes and sorting order, and the total
+    weight of ordered pairs."""
+    x = base.correct_log_prob()
     keep = np.isfinite(x)
     x = x[keep]
     if x.size < 2:
-        return keep, x, x, np.zeros(x.size, dtype=np.int64), 0.0
+        none = np.zeros(x.size, dtype=np.int64)
+        return keep, x, x, none, none, 0.0
     w = np.exp(x - x.max())
-    x_rank = _tie_classes(x, tol)
+    x_rank, x_order = _tie_classes(x, tol)
     # total: pairs with x_rank[j] < x_rank[i]
     class_weight = np.bincount(x_rank, weights=w)
     below = np.r_[0.0, np.cumsum(class_weight)[:-1]]
-    return keep, x, w, x_rank, float(w @ below[x_rank])
+    return keep, x, w, x_rank, x_order, float(w @ below[x_rank])
 
 
 def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) -> float:
@@ -233,27 +241,32 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     Notes
     -----
     ``O(|C| log |C|)`` vectorised: a weighted dominance count over the distinct
-    ``(pi0, d)`` classes (one sort, then one stable partition per bit of the
-    ``d`` rank), never the ``|C|^2`` pairs.
+    ``(pi0, d)`` classes (sorted by the coordinate with more classes, then one
+    stable sort of 16-bit keys per bit of the other's rank), never the
+    ``|C|^2`` pairs.
     """
     check_same_space(policy.space, base.space, "the policy and the base")
-    correct = policy.space.correct
-    keep, x, w, x_rank, total = base.memo(f"widening@{tol!r}", lambda: _base_classes(base, tol))
+    keep, x, w, x_rank, x_order, total = base.memo(
+        f"widening@{tol!r}", lambda: _base_classes(base, tol)
+    )
     if x.size < 2 or total <= 0:
         return math.nan
     with np.errstate(invalid="ignore"):
-        d = policy.log_prob[correct][keep] - x
-    d_rank = _tie_classes(d, tol)
-    # points with the same (x class, d class) are one point of summed weight
-    span = int(d_rank.max()) + 1
-    pair, where = np.unique(x_rank * span + d_rank, return_inverse=True)
-    pair_weight = np.bincount(where.ravel(), weights=w).astype(np.float64, copy=False)
-    x_pair, d_pair = (pair // span).astype(np.int64), (pair % span).astype(np.int64)
-    # the count is symmetric in the two coordinates: sweep the bits of the one with fewer classes
-    if int(x_pair.max(initial=0)) < int(d_pair.max(initial=0)):
-        x_pair, d_pair = d_pair, x_pair
-    widened = float(pair_weight @ _dominated_weight(x_pair, d_pair, pair_weight))
-    return widened / total
+        d = policy.correct_log_prob()[keep] - x
+    d_rank, d_order = _tie_classes(d, tol)
+    # points with the same (x class, d class) are one point of summed weight; the count is
+    # symmetric in the two coordinates, so the pairs come out sorted by the coordinate with
+    # more classes and the sweep runs over the bits of the other
+    n_x, n_d = int(x_rank[x_order[-1]]) + 1, int(d_rank[d_order[-1]]) + 1
+    if n_x <= n_d:
+        major, minor, n_minor, order = d_rank, x_rank, n_x, d_order
+    else:
+        major, minor, n_minor, order = x_rank, d_rank, n_d, x_order
+    key = (major * n_minor + minor)[order]  # sorted by major: nearly sorted
+    pair, where = np.unique(key, return_inverse=True)
+    pair_weight = np.bincount(where.ravel(), weights=w[order]).astype(np.float64, copy=False)
+    widened = pair_weight @ _dominated_weight(pair // n_minor, pair % n_minor, pair_weight)
+    return float(widened) / total
 
 
 def ratio_distortion(policy: Policy, base: Policy) -> float:
@@ -262,9 +275,9 @@ def ratio_distortion(policy: Policy, base: Policy) -> float:
     Exactly 0 for RL; ``inf`` if ``q`` drops a correct rollout.
     """
     check_same_space(policy.space, base.space, "the policy and the base")
-    correct = policy.space.correct
-    diff = policy.log_prob[correct] - base.log_prob[correct]
-    if np.isneginf(policy.log_prob[correct]).any():
+    q = policy.correct_log_prob()
+    diff = q - base.correct_log_prob()
+    if np.isneginf(q).any():
         return math.inf
     return float(diff.max() - diff.min())
 
@@ -338,7 +351,7 @@ def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Mea
         weighted_gap_slope=weighted_gap_slope(policy, base),
         widening_fraction=widening_fraction(policy, base),
         pass_at_k={k: pass_at_k(policy, k) for k in ks},
-        distinct_at_k={k: distinct_at_k(policy, k) for k in ks},
+        distinct_at_k=dict(zip(ks, distinct_at_ks(policy, ks), strict=True)),
         ood=dict(zip(ks, ood_pass_at_ks(policy, ks, "fail"), strict=True)),
         ood_reroute=dict(zip(ks, reroute, strict=True)),
     )

@@ -37,13 +37,13 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import FloatArray, IntArray, RolloutSpace, others_sum
 
 __all__ = [
     "READINGS",
@@ -81,11 +81,45 @@ class BlockedEdges:
     move_unit: IntArray
     labels: tuple[str, ...]
     undirected: bool
+    _prefix_units: IntArray | None = field(default=None, repr=False)
+    _group_units: tuple[IntArray, ...] | None = field(default=None, repr=False)
 
     @property
     def n_edges(self) -> int:
         """How many edges are blocked in turn."""
         return len(self.labels)
+
+    def prefix_units(self, space: RolloutSpace) -> IntArray:
+        """Per prefix ``p > 0`` of ``space`` (the space these edges were built for), the
+        blocked edge its last move belongs to, or ``n_edges`` (a sink bin) for none;
+        remembered."""
+        if self._prefix_units is None:
+            object.__setattr__(self, "_prefix_units", self._with_sink(space.move[1:]))
+        assert self._prefix_units is not None
+        return self._prefix_units
+
+    def group_units(self, space: RolloutSpace) -> tuple[IntArray, ...]:
+        """Per block of ``space.sibling_groups_by_size``, as :meth:`prefix_units` for each
+        child, same shape; remembered."""
+        if self._group_units is None:
+            units = tuple(
+                self._with_sink(space.move[children])
+                for _, children in space.sibling_groups_by_size
+            )
+            object.__setattr__(self, "_group_units", units)
+        assert self._group_units is not None
+        return self._group_units
+
+    def _with_sink(self, moves: NDArray[np.int32]) -> IntArray:
+        unit = self.move_unit[moves]
+        unit[unit < 0] = self.n_edges
+        return unit
+
+    def per_edge(self, units: IntArray, weights: FloatArray) -> FloatArray:
+        """Sum ``weights`` by blocked edge (``units`` from :meth:`prefix_units` or
+        :meth:`group_units`), shape (n_edges,)."""
+        total = np.bincount(units.ravel(), weights.ravel(), minlength=self.n_edges + 1)
+        return total[:-1].astype(np.float64, copy=False)
 
 
 _BLOCKED: weakref.WeakKeyDictionary[RolloutSpace, BlockedEdges] = weakref.WeakKeyDictionary()
@@ -147,21 +181,23 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
     space = policy.space
     edges = blocked_edges(space)
     correct_mass = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
-    unit = edges.move_unit[space.move[1:]]
-    keep = unit >= 0
-    flow = np.bincount(unit[keep], weights=correct_mass[1:][keep], minlength=edges.n_edges)
+    flow = edges.per_edge(edges.prefix_units(space), correct_mass[1:])
     fail = np.minimum(policy.incorrect_mass + flow, 1.0)
     success = np.maximum(policy.accuracy - flow, 0.0)
     policy.memo("ood-fail", lambda: (fail, success))
     if reading == "fail":
         return fail, success
-    cond = policy.conditional_probs()
-    others = space.other_siblings_sum(cond)  # 1 - q(m | h), without cancellation
-    other_mass = space.other_siblings_sum(correct_mass)  # M(h without m)
-    del correct_mass
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = np.where(others[1:] > 0, other_mass[1:] * cond[1:] / others[1:], 0.0)
-    bonus = np.bincount(unit[keep], weights=gain[keep], minlength=edges.n_edges)
+    # only a prefix with siblings gains: an only child's move leaves its parent a dead end
+    log_cond = policy.log_conditionals()
+    bonus = np.zeros(edges.n_edges)
+    blocks = zip(space.sibling_groups_by_size, edges.group_units(space), strict=True)
+    for (_, children), units in blocks:
+        cond = np.exp(log_cond[children])
+        others = others_sum(cond)  # 1 - q(m | h), without cancellation
+        other_mass = others_sum(correct_mass[children])  # M(h without m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(others > 0, other_mass * cond / others, 0.0)
+        bonus += edges.per_edge(units, gain)
     rerouted = (np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0))
     return policy.memo("ood-reroute", lambda: rerouted)
 

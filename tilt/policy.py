@@ -50,7 +50,14 @@ def logsumexp(values: FloatArray) -> float:
     peak = float(values.max())
     if not np.isfinite(peak):
         return peak
-    return peak + float(np.log(np.exp(values - peak).sum()))
+    return _shifted_logsumexp(values, peak)
+
+
+def _shifted_logsumexp(values: FloatArray, top: float) -> float:
+    """:func:`logsumexp` given the maximum ``top`` of ``values`` (finite or ``-inf``)."""
+    if top == -np.inf:
+        return top
+    return top + float(np.log(np.exp(values - top).sum()))
 
 
 def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -91,9 +98,10 @@ class Policy:
                 f"log_prob must have shape ({self.space.n_rollouts},), one entry per rollout, "
                 f"got {log_prob.shape}"
             )
-        if np.isnan(log_prob).any() or np.isposinf(log_prob).any():
+        top = float(log_prob.max()) if log_prob.size else -np.inf  # nan if any is nan
+        if not top < np.inf:
             raise ValueError("log_prob contains nan or +inf: give log-probabilities (-inf for 0)")
-        total = logsumexp(log_prob)
+        total = _shifted_logsumexp(log_prob, top)
         if not abs(total) <= NORMALISED:
             raise ValueError(
                 f"log_prob is not normalised: the probabilities sum to {np.exp(total)!r}, not 1 "
@@ -147,18 +155,35 @@ class Policy:
             raise ValueError(
                 f"expected {space.n_rollouts} log-weights, got shape {log_weight.shape}"
             )
-        if np.isnan(log_weight).any() or np.isposinf(log_weight).any():
+        top = float(log_weight.max()) if log_weight.size else -np.inf  # nan if any is nan
+        if not top < np.inf:
             raise ValueError("log-weights contain nan or +inf: cannot normalise")
-        if np.isneginf(log_weight).all():
+        if top == -np.inf:
             raise ValueError("every rollout has zero weight: cannot normalise")
         # shift by the maximum first: ``w - logsumexp(w)`` would round the normaliser to the ulp
         # of a large ``w`` (1e-6 at w = 1e10), and every probability with it
-        shifted = log_weight - log_weight.max()
-        return cls(space, shifted - logsumexp(shifted))
+        shifted = log_weight - top
+        shifted -= _shifted_logsumexp(shifted, 0.0)
+        return cls._normalised(space, shifted)
+
+    @classmethod
+    def _normalised(cls, space: RolloutSpace, log_prob: FloatArray) -> Policy:
+        """A policy of ``log_prob`` that :meth:`from_log_weights` has just checked and
+        normalised: ``__post_init__``'s checks would repeat that work (two passes)."""
+        policy = object.__new__(cls)
+        object.__setattr__(policy, "space", space)
+        object.__setattr__(policy, "log_prob", log_prob)
+        object.__setattr__(policy, "_memo", {})
+        return policy
 
     @classmethod
     def from_log_conditionals(
-        cls, space: RolloutSpace, log_cond: FloatArray, *, softmax: bool = False
+        cls,
+        space: RolloutSpace,
+        log_cond: FloatArray,
+        *,
+        softmax: bool = False,
+        copy: bool = True,
     ) -> Policy:
         """Build the policy whose conditionals are ``log pi(node[p] | parent[p])``.
 
@@ -167,9 +192,11 @@ class Policy:
         With ``softmax=True`` the caller vouches that every group is a softmax
         (normalised to rounding): the values become the policy's
         :meth:`log_conditionals` as given (uniform below a prefix of zero mass),
-        instead of being recomputed from the rollouts' masses.
+        instead of being recomputed from the rollouts' masses.  With
+        ``copy=False`` the caller hands ``log_cond`` (a float64 array) over: it
+        is changed in place and may become the policy's conditionals.
         """
-        values = np.array(log_cond, dtype=np.float64, copy=True)
+        values = np.array(log_cond, dtype=np.float64, copy=True if copy else None)
         values[0] = 0.0
         log_prefix = space.path_sum(values)
         policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])
@@ -207,6 +234,10 @@ class Policy:
     def _correct_masses(self) -> tuple[float, float]:
         correct = self.space.correct
         return self.mass(correct), self.mass(~correct)
+
+    def correct_log_prob(self) -> FloatArray:
+        """``log pi(y)`` for the correct rollouts, in rollout order (remembered; read-only)."""
+        return self.memo("correct-log-prob", lambda: self.log_prob[self.space.correct])
 
     def prefix_log_mass(self) -> FloatArray:
         """``log pi(h)`` for every prefix ``h``: the mass of the rollouts through it.
@@ -279,7 +310,8 @@ def edge_softmax(space: RolloutSpace, move_logit: FloatArray) -> Policy:
         raise ValueError("move logits must be finite")
     logits = np.zeros(space.n_prefixes)
     logits[1:] = move_logit[space.move[1:]]
-    return Policy.from_log_conditionals(space, space.sibling_log_softmax(logits), softmax=True)
+    log_cond = space.sibling_log_softmax(logits)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
 
 def base_policy(

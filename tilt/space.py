@@ -17,6 +17,7 @@ increasing prefix order: ``rollout_prefix[r]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,6 +35,9 @@ __all__ = [
     "check_same_space",
     "linear_shift",
     "group_logsumexp",
+    "others_sum",
+    "column_logsumexp",
+    "linear_shift_of",
 ]
 
 DEFAULT_MAX_ROLLOUTS = 30_000_000
@@ -93,6 +97,56 @@ def group_logsumexp(values: FloatArray, starts: IntArray, sizes: IntArray) -> Fl
     total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+
+
+def linear_shift_of(blocks: Sequence[FloatArray]) -> float | None:
+    """:func:`linear_shift` of the values of several arrays together."""
+    finite = [b for b in blocks if b.size]
+    if not finite:
+        return None
+    top = max(float(b.max()) for b in finite)
+    if not math.isfinite(top):
+        return None
+    low = min(float(np.min(b, initial=math.inf, where=b != -math.inf)) for b in finite)
+    return top if top - low <= LINEAR_RANGE else None
+
+
+def column_logsumexp(block: FloatArray, top: float | None = None) -> FloatArray:
+    """``log sum exp`` down each column of a (n, G) block; ``-inf`` for a column of ``-inf``.
+
+    Shifted by ``top`` when given (:func:`linear_shift`: no term underflows),
+    by each column's maximum otherwise.
+    """
+    if top is not None:
+        shifted = np.subtract(block, top)
+        np.exp(shifted, out=shifted)
+        total = shifted.sum(axis=0)
+        with np.errstate(divide="ignore"):
+            out = np.log(total, out=total)
+        out += top
+        return out
+    peak = block.max(axis=0)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = np.exp(block - safe).sum(axis=0)
+        return np.where(np.isfinite(peak), safe + np.log(total), peak)
+
+
+def others_sum(values: FloatArray) -> FloatArray:
+    """Per entry of a (n, G) block, the sum of the other entries of its column.
+
+    The running sum of the entries above plus that of the entries below, each
+    added term by term: never a column total minus the entry itself, so an
+    entry holding almost all of its column leaves the others exact.
+    """
+    if values.shape[0] == 2:
+        return values[::-1].copy()  # each entry's one sibling
+    before = np.zeros_like(values)
+    after = np.zeros_like(values)
+    np.cumsum(values[:-1], axis=0, out=before[1:])
+    after[:-1] = np.cumsum(values[:0:-1], axis=0)[::-1]
+    before += after
+    return before
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,17 +322,15 @@ class RolloutSpace:
 
         Returns shape (n_prefixes,); entry 0 is 0.  Used to normalise softmaxes.
         An only child's value is its own (no arithmetic); groups of two or
-        more are summed in the linear domain shifted by the largest value when
-        every finite value lies within ``LINEAR_RANGE`` of it, with a max shift
-        per group otherwise.
+        more are summed as in :meth:`sibling_log_softmax`.
         """
         values = np.asarray(per_prefix, dtype=np.float64)
         out = values.copy()
         out[0] = 0.0
-        members, starts, sizes = self.shared_sibling_groups
-        if members.size == 0:
-            return out
-        out[members] = np.repeat(group_logsumexp(values[members], starts, sizes), sizes)
+        blocks = [values[children] for _, children in self.sibling_groups_by_size]
+        top = linear_shift_of(blocks)
+        for (_, children), block in zip(self.sibling_groups_by_size, blocks, strict=True):
+            out[children] = column_logsumexp(block, top)
         return out
 
     def sibling_log_softmax(
@@ -288,28 +340,25 @@ class RolloutSpace:
 
         Entry 0 and every only child are 0.  A group whose logits are all
         ``-inf`` takes ``fallback``'s entries (``nan`` without one).  Groups of
-        two or more are normalised as in :meth:`sibling_logsumexp`.
+        two or more are summed in the linear domain, shifted by the largest
+        value, when every finite value lies within ``LINEAR_RANGE`` of it, with
+        a max shift per group otherwise (:func:`column_logsumexp`), one block
+        of groups of each size at a time.
         """
+        values = np.asarray(logits, dtype=np.float64)
         out = np.zeros(self.n_prefixes)
-        members, starts, sizes = self.shared_sibling_groups
-        if members.size == 0:
-            return out
-        values = np.asarray(logits, dtype=np.float64)[members]
-        norm = group_logsumexp(values, starts, sizes)
-        spread = np.repeat(norm, sizes)
-        with np.errstate(invalid="ignore"):
-            values -= spread
-        if fallback is not None and np.isneginf(norm).any():
-            dead = np.isneginf(spread)
-            values[dead] = np.asarray(fallback)[members[dead]]
-        out[members] = values
+        blocks = [values[children] for _, children in self.sibling_groups_by_size]
+        top = linear_shift_of(blocks)
+        for (_, children), block in zip(self.sibling_groups_by_size, blocks, strict=True):
+            norm = column_logsumexp(block, top)
+            with np.errstate(invalid="ignore"):
+                block -= norm
+            if fallback is not None:
+                dead = np.isneginf(norm)
+                if dead.any():
+                    block[:, dead] = np.asarray(fallback)[children[:, dead]]
+            out[children] = block
         return out
-
-    @cached_property
-    def _sibling_groups(self) -> tuple[IntArray, IntArray]:
-        """Start (within ``1:``) and size of every sibling group, in prefix order."""
-        internal = np.flatnonzero(self.child_count > 0)
-        return self.child_start[internal] - 1, self.child_count[internal]
 
     @cached_property
     def shared_sibling_groups(self) -> tuple[IntArray, IntArray, IntArray]:
@@ -324,33 +373,29 @@ class RolloutSpace:
         return members, starts, sizes
 
     @cached_property
-    def _later_siblings(self) -> tuple[IntArray, ...]:
-        """Per rank ``k >= 1``, the prefixes that are the ``k``-th child of their parent."""
-        starts, sizes = self._sibling_groups
-        rank = np.arange(self.n_prefixes - 1, dtype=np.int64) - np.repeat(starts, sizes)
-        return tuple(np.flatnonzero(rank == k) + 1 for k in range(1, int(sizes.max(initial=0))))
+    def sibling_groups_by_size(self) -> tuple[tuple[int, IntArray], ...]:
+        """The groups of two or more siblings, by size: ``(n, children)`` per size ``n``,
+        ``children`` of shape (n, G) sibling-major (column ``g`` is one group, in order)."""
+        counts = self.child_count
+        out = []
+        for n in np.unique(counts[counts > 1]):
+            parents = np.flatnonzero(counts == n)
+            out.append((int(n), np.arange(n)[:, None] + self.child_start[parents]))
+        return tuple(out)
 
     def other_siblings_sum(self, per_prefix: FloatArray) -> FloatArray:
         """For each prefix ``p > 0``, the sum of ``per_prefix`` over its siblings other than ``p``.
 
         Entry 0 is 0.  The sum over the siblings before ``p`` plus the sum over
-        those after it: sums of the terms only, never a group total minus
-        ``p``'s own value (no cancellation when ``p`` holds almost all of it).
-        Loops over sibling rank (at most the largest out-degree), touching only
-        the prefixes that have siblings.
+        those after it (:func:`others_sum`): sums of the terms only, never a
+        group total minus ``p``'s own value (no cancellation when ``p`` holds
+        almost all of it).  Touches only the prefixes that have siblings.
         """
         values = np.asarray(per_prefix, dtype=np.float64)
-        before = np.zeros(self.n_prefixes)
-        after = np.zeros(self.n_prefixes)
-        ranks = self._later_siblings
-        for later in ranks:  # running sums left to right, then right to left
-            earlier = later - 1
-            before[later] = before[earlier] + values[earlier]
-        for later in reversed(ranks):
-            earlier = later - 1
-            after[earlier] = after[later] + values[later]
-        before += after
-        return before
+        out = np.zeros(self.n_prefixes)
+        for _, children in self.sibling_groups_by_size:
+            out[children] = others_sum(values[children])
+        return out
 
     def sibling_sum(self, per_prefix: FloatArray) -> FloatArray:
         """For each prefix ``p > 0``, the sum of ``per_prefix`` over ``p``'s children-of-parent.

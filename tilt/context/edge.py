@@ -117,28 +117,29 @@ class EdgeContext(ContextModel):
         space = policy.space
         m = edge_marginals(demos)
         own = policy.log_conditionals()
+        out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
+        blocks = [own[children] for _, children in space.sibling_groups_by_size]
         # linear domain where pi(u | h) R(h) cannot underflow (every nonzero conditional
         # above e^-600) and e^gamma - 1 is finite: s(u) = k pi / (1 + k pi), k = e^gamma - 1
-        linear = self.gamma <= 700.0 and (
-            float(np.min(own, initial=0.0, where=own != -np.inf)) > -LINEAR_RANGE
-        )
-        if linear:
-            cond = np.exp(own)
-            boosted = math.expm1(self.gamma) * cond
-            boosted /= boosted + 1.0
-        else:
-            boosted = -np.expm1(-self._log_boost(policy))
-        boosted[1:] *= m[space.move[1:]]  # m(v, u) s(u)
-        boosted[0] = 0.0
-        rest = np.maximum(1.0 - space.sibling_sum(boosted), 0.0)[space.parent]  # R(h)
-        with np.errstate(divide="ignore"):
-            if linear:
-                cond *= rest
-                cond += boosted
-                out = np.log(cond, out=cond)
+        low = min((float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0)
+        linear = self.gamma <= 700.0 and low > -LINEAR_RANGE
+        boost = None if linear else self._log_boost(policy)
+        for (_, children), block in zip(space.sibling_groups_by_size, blocks, strict=True):
+            if boost is None:
+                cond = np.exp(block)
+                boosted = math.expm1(self.gamma) * cond
+                boosted /= boosted + 1.0
             else:
-                out = np.logaddexp(own + np.log(rest), np.log(boosted))
-        out[0] = 0.0
+                boosted = -np.expm1(-boost[children])
+            boosted *= m[space.move[children]]  # m(v, u) s(u)
+            rest = np.maximum(1.0 - boosted.sum(axis=0), 0.0)  # R(h)
+            with np.errstate(divide="ignore"):
+                if boost is None:
+                    cond *= rest
+                    cond += boosted
+                    out[children] = np.log(cond, out=cond)
+                else:
+                    out[children] = np.logaddexp(block + np.log(rest), np.log(boosted))
         return out
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:

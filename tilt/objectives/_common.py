@@ -90,4 +90,4 @@ def from_prefix_logits(policy: Policy, logits: FloatArray) -> Policy:
     """
     space = policy.space
     log_cond = space.sibling_log_softmax(logits, fallback=policy.log_conditionals())
-    return Policy.from_log_conditionals(space, log_cond, softmax=True)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)

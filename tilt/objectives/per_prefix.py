@@ -37,7 +37,14 @@ from tilt.objectives._common import (
     resolve_demos,
 )
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, group_logsumexp
+from tilt.space import (
+    LINEAR_RANGE,
+    FloatArray,
+    IntArray,
+    column_logsumexp,
+    group_logsumexp,
+    linear_shift_of,
+)
 
 __all__ = [
     "sd_token",
@@ -140,26 +147,26 @@ def sd_jsd(
     classes = check_model(model).teacher_classes(policy, demos)
     # an only child has q = 1 wherever a teacher reaches its parent, as pi does: the policy's
     # own conditionals are right there, and where no teacher reaches (no signal)
-    logits = policy.log_conditionals().copy()
-    counts = space.child_count
-    for n in np.unique(counts[counts > 1]):
-        parents = np.flatnonzero(counts == n)
-        for block in np.array_split(parents, max(1, parents.size * int(n) // _BLOCK)):
-            children = np.arange(n)[:, None] + space.child_start[block]  # (n, G): sibling-major
+    log_cond = policy.log_conditionals().copy()
+    for _, every in space.sibling_groups_by_size:
+        width = -(-every.shape[1] // max(1, every.size // _BLOCK))
+        for start in range(0, every.shape[1], width):
+            children = every[:, start : start + width]  # (n, G): sibling-major
             # groups with equal inputs have equal solutions: solve each distinct one once
             first, inverse = distinct_columns(classes.group_key(children))
             distinct = children[:, first]
-            weight, log_cond = classes.sibling_blocks(distinct)
+            weight, teacher = classes.sibling_blocks(distinct)
             total = weight.sum(axis=0)
             signal = np.flatnonzero(total > 0)
             if signal.size == 0:
                 continue
-            solved = logits[distinct]  # no signal: the policy's own conditionals
+            solved = log_cond[distinct]  # no signal: the policy's own conditionals
             solved[:, signal] = _jsd_block(
-                weight[:, signal] / total[signal], log_cond[:, :, signal], a
+                weight[:, signal] / total[signal], teacher[:, :, signal], a
             )
-            logits[children] = solved[:, inverse]
-    return from_prefix_logits(policy, logits)
+            log_cond[children] = solved[:, inverse]
+    # every solved group is normalised (projected onto the simplex at each Newton step)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
 
 def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
@@ -222,7 +229,7 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
             start = np.logaddexp.reduce(np.log(weight) + log_cond, axis=0)
         live = np.isfinite(start)
     values = np.exp(log_cond) if linear else log_cond
-    t = np.where(live, start - _column_logsumexp(np.where(live, start, -np.inf)), 0.0)
+    t = np.where(live, start - column_logsumexp(np.where(live, start, -np.inf)), 0.0)
     out = np.empty_like(t)
     rows = np.arange(t.shape[1])
     previous = math.inf
@@ -241,7 +248,7 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
             live = live & ~sinking
             step = np.where(sinking, 0.0, step)
         t += step
-        t -= _column_logsumexp(np.where(live, t, -np.inf))
+        t -= column_logsumexp(np.where(live, t, -np.inf))
         group_step = np.abs(step).max(axis=0)
         size = float(group_step.max(initial=0.0))
         # quadratic convergence ends at the rounding floor: stop there
@@ -262,14 +269,6 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
         )
     out[:, rows] = np.where(live, t, -np.inf)
     return out
-
-
-def _column_logsumexp(values: FloatArray) -> FloatArray:
-    """``log sum exp`` down each column (``-inf`` for an all ``-inf`` column)."""
-    peak = values.max(axis=0)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    with np.errstate(divide="ignore"):
-        return safe + np.log(np.exp(values - safe).sum(axis=0))
 
 
 def _jsd_terms(
@@ -338,23 +337,27 @@ def sd_discount(
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
     value = np.zeros(space.n_prefixes)
-    members, starts, sizes = space.shared_sibling_groups
-    level_members = np.searchsorted(members, space.level_start)
-    level_groups = np.searchsorted(starts, level_members)
-    for lo, hi, internal, offsets in space.bottom_up_levels:
+    # the groups of two or more of each depth: a slice of columns of each size's block
+    blocks = [
+        (children, np.searchsorted(children[0], space.level_start))
+        for _, children in space.sibling_groups_by_size
+    ]
+    for depth in range(space.max_depth, 0, -1):
+        lo, hi = int(space.level_start[depth]), int(space.level_start[depth + 1])
         x = target[lo:hi] + g * value[lo:hi]
-        value[internal] = x[offsets]  # an only child's value passes up as it is
-        depth = int(space.depth[lo])
-        m0, m1 = level_members[depth], level_members[depth + 1]
-        g0, g1 = level_groups[depth], level_groups[depth + 1]
-        if g1 > g0:  # groups of two or more: log sum exp
-            shared = members[m0:m1]
-            value[space.parent[shared[starts[g0:g1] - m0]]] = _group_logsumexp(
-                x[shared - lo], starts[g0:g1] - m0, sizes[g0:g1]
-            )
-    logits = target + g * value
-    logits[0] = 0.0
-    return from_prefix_logits(policy, logits)
+        # an only child's value passes up as it is; the groups' parents are overwritten below
+        value[space.parent[lo:hi]] = x
+        level = [children[:, cut[depth] : cut[depth + 1]] for children, cut in blocks]
+        level = [children for children in level if children.size]
+        groups = [x[children - lo] for children in level]
+        top = linear_shift_of(groups)
+        for children, group in zip(level, groups, strict=True):
+            value[space.parent[children[0]]] = column_logsumexp(group, top)
+    value *= g  # the logits, in place: the fixed point's peak memory is three prefix arrays
+    value += target
+    del target
+    value[0] = 0.0
+    return from_prefix_logits(policy, value)
 
 
 def sd_length_weighted(
