@@ -151,32 +151,34 @@ def _tie_classes(values: FloatArray, tol: float) -> tuple[IntArray, IntArray]:
     return rank, order
 
 
-def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> FloatArray:
-    """Per point ``i``, ``sum of w[j]`` over ``j`` with ``x_rank[j] < x_rank[i]`` and
+def _dominated_total(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> float:
+    """``sum of w[i] w[j]`` over the pairs with ``x_rank[j] < x_rank[i]`` and
     ``d_rank[j] < d_rank[i]``.
 
     Bit by bit over ``d_rank`` (a wavelet-tree sweep): ``d_j < d_i`` exactly when,
     at the highest bit where they differ, ``j`` has 0 and ``i`` has 1.  At bit
     ``b`` the points are grouped by ``d >> (b + 1)``, in ``x`` order within a
     group (one stable sort of the group keys, a radix sort when the ranks fit
-    16 bits), and each 1-point collects the weight of the group's 0-points of
-    strictly smaller ``x`` class.  ``O(n log n)`` for the first sort, then
-    ``O(n)`` per bit, ``ceil(log2 max d_rank)`` bits.
+    16 bits), and each 1-point meets the group's 0-points of strictly smaller
+    ``x`` class.  ``O(n log n)`` for the first sort, then ``O(n)`` per bit,
+    ``ceil(log2 max d_rank)`` bits.
     """
     n = w.size
-    out = np.zeros(n)
     if n < 2:
-        return out
+        return 0.0
     if (x_rank[1:] >= x_rank[:-1]).all():
-        by_x, x, d, weight = None, x_rank, d_rank, w
+        x, d, weight = x_rank, d_rank, w
     else:
         by_x = np.argsort(x_rank)  # the order among equal x does not matter
         x, d, weight = x_rank[by_x], d_rank[by_x], w[by_x]
     top = int(d.max())
     if top < 1 << 16:
         d = d.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort
-    index = np.arange(n)
-    got = np.zeros(n)
+    index = np.arange(n, dtype=np.int32 if n < 1 << 31 else np.int64)
+    x_step = np.r_[True, x[1:] != x[:-1]]
+    first = index == 0
+    total = 0.0
+    before = np.zeros(n)  # the 0-points' weight strictly before each position
     for b in range(max(1, top.bit_length()) - 1, -1, -1):
         key = d >> (b + 1)
         if key.any():
@@ -185,21 +187,15 @@ def _dominated_weight(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> Floa
             new_group = np.r_[True, key[1:] != key[:-1]]
             new_run = new_group | np.r_[True, x_o[1:] != x_o[:-1]]
         else:  # one group: already in x order
-            order, d_o, x_o, w_o = index, d, x, weight
-            new_group = index == 0
-            new_run = np.r_[True, x_o[1:] != x_o[:-1]]
+            d_o, w_o, new_group, new_run = d, weight, first, x_step
         is_one = ((d_o >> b) & 1).astype(bool)
-        zero_w = np.where(is_one, 0.0, w_o)
-        before = np.zeros(n)  # the 0-points' weight strictly before each position
-        np.cumsum(zero_w[:-1], out=before[1:])
+        one_w = np.where(is_one, w_o, 0.0)
+        np.cumsum(w_o[:-1] - one_w[:-1], out=before[1:])
         group_start = np.maximum.accumulate(np.where(new_group, index, 0))
         run_start = np.maximum.accumulate(np.where(new_run, index, 0))
-        # the group's 0-points before this x class
-        got[order] += np.where(is_one, before[run_start] - before[group_start], 0.0)
-    if by_x is None:
-        return got
-    out[by_x] = got
-    return out
+        # each 1-point meets the group's 0-points before its x class
+        total += float(one_w @ (before[run_start] - before[group_start]))
+    return total
 
 
 def _base_classes(
@@ -265,8 +261,7 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     key = (major * n_minor + minor)[order]  # sorted by major: nearly sorted
     pair, where = np.unique(key, return_inverse=True)
     pair_weight = np.bincount(where.ravel(), weights=w[order]).astype(np.float64, copy=False)
-    widened = pair_weight @ _dominated_weight(pair // n_minor, pair % n_minor, pair_weight)
-    return float(widened) / total
+    return _dominated_total(pair // n_minor, pair % n_minor, pair_weight) / total
 
 
 def ratio_distortion(policy: Policy, base: Policy) -> float:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tilt.context import ContextModel
 from tilt.objectives._common import (
@@ -192,14 +193,43 @@ def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
     for f in range(rows):  # a multiply-xor hash, wrapping modulo 2^64
         key ^= bits[f] * multipliers[f]
         key = (key << np.uint64(13)) | (key >> np.uint64(51))
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    first, inverse = _classes_of(key)
     equal = (columns == columns[:, first[inverse]]).all(axis=0)
     if not equal.all():  # a collision (or nan): those columns stand alone
         apart = np.flatnonzero(~equal)
         inverse[apart] = first.size + np.arange(apart.size)
         first = np.concatenate([first, apart])
     return first.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
+
+
+_unique_values = getattr(np, "unique_values", np.unique)
+"""Distinct values, unsorted: by hashing from numpy 2.3 (``np.unique`` before 2.0)."""
+
+
+def _classes_of(key: NDArray[np.uint64]) -> tuple[IntArray, IntArray]:
+    """``(first, inverse)`` of equal keys: ``key[first][inverse] == key``, ``first`` one
+    position of each distinct key.
+
+    The distinct keys are found by hashing (``np.unique_values``), then each key's class by a
+    direct table on the low bits when those tell the distinct keys apart (a Markov policy has
+    a few hundred), by binary search otherwise: no sort of all the keys.
+    """
+    values = np.sort(_unique_values(key))
+    bits = 2 * values.size.bit_length() + 2  # about k^2 slots: the k keys rarely collide
+    if bits <= 24:
+        mask = np.uint64((1 << bits) - 1)
+        low = values & mask
+        if _unique_values(low).size == values.size:
+            table = np.zeros(1 << bits, dtype=np.int64)
+            table[low] = np.arange(values.size)
+            inverse = table[key & mask]
+        else:
+            inverse = np.searchsorted(values, key)
+    else:
+        inverse = np.searchsorted(values, key)
+    first = np.empty(values.size, dtype=np.int64)
+    first[inverse] = np.arange(key.size)  # any position of each class will do
+    return first, inverse
 
 
 _BLOCK = 1 << 20
