@@ -180,7 +180,7 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
         return known
     space = policy.space
     edges = blocked_edges(space)
-    correct_mass = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))
+    correct_mass = space.subtree_sum(np.exp(policy.correct_log_prob()), space.correct_rollouts)
     flow = edges.per_edge(edges.prefix_units(space), correct_mass[1:])
     fail = np.minimum(policy.incorrect_mass + flow, 1.0)
     success = np.maximum(policy.accuracy - flow, 0.0)
@@ -194,9 +194,11 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
     for (_, children), units in blocks:
         cond = np.exp(log_cond[children])
         others = others_sum(cond)  # 1 - q(m | h), without cancellation
-        other_mass = others_sum(correct_mass[children])  # M(h without m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gain = np.where(others > 0, other_mass * cond / others, 0.0)
+        gain = others_sum(correct_mass[children])  # M(h without m)
+        gain *= cond
+        dead = others <= 0  # every other move has q = 0: no mass to re-route
+        np.divide(gain, others, out=gain, where=~dead)
+        gain[dead] = 0.0
         bonus += edges.per_edge(units, gain)
     rerouted = (np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0))
     return policy.memo("ood-reroute", lambda: rerouted)

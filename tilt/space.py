@@ -227,6 +227,11 @@ class RolloutSpace:
         """Number of moves of each rollout, shape (n_rollouts,)."""
         return self.depth[self.rollout_prefix].astype(np.int64)
 
+    @cached_property
+    def correct_rollouts(self) -> IntArray:
+        """Indices of the correct rollouts, increasing."""
+        return np.flatnonzero(self.correct)
+
     @property
     def is_leaf(self) -> NDArray[np.bool_]:
         """Whether each prefix is a complete rollout, shape (n_prefixes,)."""
@@ -268,10 +273,16 @@ class RolloutSpace:
             out[..., lo:hi] += out[..., self.parent[lo:hi]]
         return out
 
-    def subtree_sum(self, per_rollout: FloatArray) -> FloatArray:
-        """Per prefix, the sum of ``per_rollout`` over the rollouts below it."""
+    def subtree_sum(self, per_rollout: FloatArray, rollouts: IntArray | None = None) -> FloatArray:
+        """Per prefix, the sum of ``per_rollout`` over the rollouts below it.
+
+        With ``rollouts`` (indices), ``per_rollout`` holds their values only and
+        every other rollout counts 0.
+        """
         out = np.zeros(self.n_prefixes)
-        out[self.rollout_prefix] = per_rollout
+        out[self.rollout_prefix if rollouts is None else self.rollout_prefix[rollouts]] = (
+            per_rollout
+        )
         for d in range(self.max_depth, 0, -1):
             lo, hi = int(self.level_start[d]), int(self.level_start[d + 1])
             up_lo, up_hi = int(self.level_start[d - 1]), lo
