@@ -35,6 +35,7 @@ class EdgeContext(ContextModel):
     """
 
     name = "edge"
+    token_mean_normalised = True  # each group divided by its sum (or normalised in exact math)
 
     def __init__(self, gamma: float) -> None:
         self.strength = self.gamma = check_strength("gamma", gamma)
@@ -112,7 +113,10 @@ class EdgeContext(ContextModel):
 
         With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
         ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
-        classes of :meth:`teacher_classes`, summed without forming them.
+        classes of :meth:`teacher_classes`, summed without forming them.  Each
+        group sums to ``R + (1 - R) = 1``; in the linear domain it is divided
+        by its sum as well, so that it is normalised to rounding
+        (:attr:`token_mean_normalised`).
         """
         space = policy.space
         m = edge_marginals(demos)
@@ -136,7 +140,8 @@ class EdgeContext(ContextModel):
             with np.errstate(divide="ignore"):
                 if boost is None:
                     cond *= rest
-                    cond += boosted
+                    cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
+                    cond /= cond.sum(axis=0)
                     out[children] = np.log(cond, out=cond)
                 else:
                     out[children] = np.logaddexp(block + np.log(rest), np.log(boosted))

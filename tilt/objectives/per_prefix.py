@@ -105,6 +105,8 @@ def sd_token_forward(
     logits = model_output(
         model, "token_mean_log_target", policy, resolve_demos(policy, demos, alpha)
     )
+    if model.token_mean_normalised:  # a mixture of the teachers' conditionals: no softmax
+        return Policy.from_log_conditionals(policy.space, logits, softmax=True)
     return from_prefix_logits(policy, logits)
 
 
@@ -367,11 +369,14 @@ def sd_discount(
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
     value = np.zeros(space.n_prefixes)
+    # an only child has q = 1; a group's log-softmax is x - V(parent), with V its normaliser
+    log_cond = np.zeros(space.n_prefixes)
     # the groups of two or more of each depth: a slice of columns of each size's block
     blocks = [
         (children, np.searchsorted(children[0], space.level_start))
         for _, children in space.sibling_groups_by_size
     ]
+    silent = False
     for depth in range(space.max_depth, 0, -1):
         lo, hi = int(space.level_start[depth]), int(space.level_start[depth + 1])
         x = target[lo:hi] + g * value[lo:hi]
@@ -382,12 +387,18 @@ def sd_discount(
         groups = [x[children - lo] for children in level]
         top = linear_shift_of(groups)
         for children, group in zip(level, groups, strict=True):
-            value[space.parent[children[0]]] = column_logsumexp(group, top)
-    value *= g  # the logits, in place: the fixed point's peak memory is three prefix arrays
-    value += target
-    del target
-    value[0] = 0.0
-    return from_prefix_logits(policy, value)
+            norm = column_logsumexp(group, top)
+            value[space.parent[children[0]]] = norm
+            with np.errstate(invalid="ignore"):
+                log_cond[children] = group - norm
+            silent = silent or bool(np.isneginf(norm).any())
+    if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
+        value *= g
+        value += target
+        del target
+        value[0] = 0.0
+        return from_prefix_logits(policy, value)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
 
 def sd_length_weighted(
