@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt.space import FloatArray
+from tilt.space import FloatArray, dot
 
 __all__ = ["LbfgsResult", "lbfgs"]
 
@@ -88,11 +88,11 @@ def lbfgs(
         if np.abs(g if diag is None else diag * g).max() <= gtol:
             return LbfgsResult(x, f, g, nit, "gradient")
         direction = -_two_loop(g, pairs, diag)
-        slope = _dot(g, direction)
+        slope = dot(g, direction)
         if slope >= 0:  # not a descent direction (rounding): restart from (scaled) steepest descent
             pairs.clear()
             direction = -g if diag is None else -diag * g
-            slope = _dot(g, direction)
+            slope = dot(g, direction)
         longest = float(np.abs(direction).max())
         limit = 1.0 if not pairs else max_step  # first step: at most unit length
         if longest > limit:
@@ -105,7 +105,7 @@ def lbfgs(
             if np.isfinite(f_new) and (
                 f_new <= f + 1e-4 * t * slope
                 or (
-                    f_new <= f + noise and _approximate_wolfe(t * slope, _dot(g_new, direction) * t)
+                    f_new <= f + noise and _approximate_wolfe(t * slope, dot(g_new, direction) * t)
                 )
             ):
                 break
@@ -113,7 +113,7 @@ def lbfgs(
         else:
             return LbfgsResult(x, f, g, nit, "no decrease")
         s, y = x_new - x, g_new - g
-        sy = _dot(s, y)
+        sy = dot(s, y)
         if sy > 1e-300:
             pairs.append((s, y, 1.0 / sy))
             if len(pairs) > memory:
@@ -145,11 +145,6 @@ def _approximate_wolfe(slope: float, slope_new: float) -> bool:
     return 0.9 * slope <= slope_new <= (2e-4 - 1.0) * slope
 
 
-def _dot(a: FloatArray, b: FloatArray) -> float:
-    """``a . b`` by numpy's pairwise sum: no BLAS call, hence no thread start-up."""
-    return float(np.multiply(a, b).sum())
-
-
 def _two_loop(
     g: FloatArray, pairs: list[tuple[FloatArray, FloatArray, float]], diag: FloatArray | None
 ) -> FloatArray:
@@ -157,15 +152,15 @@ def _two_loop(
     q = g.copy()
     alphas = []
     for s, y, rho in reversed(pairs):
-        a = rho * _dot(s, q)
+        a = rho * dot(s, q)
         alphas.append(a)
         q -= a * y
     if diag is not None:
         q *= diag
     if pairs:
         s, y, rho = pairs[-1]
-        q *= 1.0 / (rho * _dot(y, y if diag is None else diag * y))
+        q *= 1.0 / (rho * dot(y, y if diag is None else diag * y))
     for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
-        b = rho * _dot(y, q)
+        b = rho * dot(y, q)
         q += (a - b) * s
     return q

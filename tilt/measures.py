@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
 from tilt.policy import Policy, logsumexp
-from tilt.space import FloatArray, IntArray, check_same_space
+from tilt.space import FloatArray, IntArray, check_same_space, dot
 
 __all__ = [
     "Measures",
@@ -95,9 +95,9 @@ def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None 
     x, y, w = x[keep], y[keep], weight[keep] / weight[keep].sum()
     if float(x.max() - x.min()) <= 1e-9 * (1.0 + float(np.abs(x).max())):
         return math.nan  # x constant up to rounding: no slope to speak of
-    dx = x - w @ x
-    var = float(w @ (dx * dx))
-    return float(w @ (dx * (y - w @ y))) / var
+    dx = x - dot(w, x)
+    var = dot(w, dx * dx)
+    return dot(w, dx * (y - dot(w, y))) / var
 
 
 def _finite_correct(policy: Policy, base: Policy) -> tuple[FloatArray, FloatArray]:
@@ -194,7 +194,7 @@ def _dominated_total(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> float
         group_start = np.maximum.accumulate(np.where(new_group, index, 0))
         run_start = np.maximum.accumulate(np.where(new_run, index, 0))
         # each 1-point meets the group's 0-points before its x class
-        total += float(one_w @ (before[run_start] - before[group_start]))
+        total += dot(one_w, before[run_start] - before[group_start])
     return total
 
 
@@ -215,7 +215,7 @@ def _base_classes(
     # total: pairs with x_rank[j] < x_rank[i]
     class_weight = np.bincount(x_rank, weights=w)
     below = np.r_[0.0, np.cumsum(class_weight)[:-1]]
-    return keep, x, w, x_rank, x_order, float(w @ below[x_rank])
+    return keep, x, w, x_rank, x_order, dot(w, below[x_rank])
 
 
 def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) -> float:

@@ -36,6 +36,7 @@ __all__ = [
     "linear_shift",
     "group_logsumexp",
     "others_sum",
+    "dot",
     "column_logsumexp",
     "linear_shift_of",
 ]
@@ -97,6 +98,13 @@ def group_logsumexp(values: FloatArray, starts: IntArray, sizes: IntArray) -> Fl
     total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+
+
+def dot(a: FloatArray, b: FloatArray) -> float:
+    """``a . b`` by numpy's pairwise sum, not BLAS ``ddot``: no thread start-up or spin-wait
+    (a threaded BLAS wakes its threads for every long vector), and the same digits
+    whatever the BLAS and its number of threads."""
+    return float(np.multiply(a, b).sum())
 
 
 def linear_shift_of(blocks: Sequence[FloatArray]) -> float | None:
