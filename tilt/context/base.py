@@ -52,8 +52,9 @@ class ContextModel:
     strength: float = 0.0
     token_mean_normalised: bool = False
     """Whether :meth:`token_mean_log_target` returns every sibling group normalised (to
-    rounding), so that ``token-forward`` takes it as its conditionals without a softmax.
-    A model sets it only when its own method guarantees it (``edge`` does)."""
+    rounding) in a new array each call, so that ``token-forward`` takes that array over as
+    its conditionals, without a softmax.  A model sets it only when its own method
+    guarantees both (``edge`` does)."""
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
         """``log T_c(y)`` for each demonstration index ``c`` in ``demos``: shape (k, n_rollouts)."""

@@ -106,7 +106,7 @@ def sd_token_forward(
         model, "token_mean_log_target", policy, resolve_demos(policy, demos, alpha)
     )
     if model.token_mean_normalised:  # a mixture of the teachers' conditionals: no softmax
-        return Policy.from_log_conditionals(policy.space, logits, softmax=True)
+        return Policy.from_log_conditionals(policy.space, logits, softmax=True, copy=False)
     return from_prefix_logits(policy, logits)
 
 
@@ -395,9 +395,10 @@ def sd_discount(
     if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
         value *= g
         value += target
-        del target
+        del target, log_cond
         value[0] = 0.0
         return from_prefix_logits(policy, value)
+    del target, value  # before the policy's path sums: three prefix arrays at most
     return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
 
