@@ -196,7 +196,10 @@ class Policy:
         ``copy=False`` the caller hands ``log_cond`` (a float64 array) over: it
         is changed in place and may become the policy's conditionals.
         """
-        values = np.array(log_cond, dtype=np.float64, copy=True if copy else None)
+        if copy:
+            values = np.array(log_cond, dtype=np.float64, copy=True)
+        else:
+            values = np.asarray(log_cond, dtype=np.float64)
         values[0] = 0.0
         log_prefix = space.path_sum(values)
         policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])

@@ -56,6 +56,12 @@ class ContextModel:
     its conditionals, without a softmax.  A model sets it only when its own method
     guarantees both (``edge`` does)."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        # a subclass that overrides token_mean_log_target vouches for it only by saying so
+        if "token_mean_log_target" in cls.__dict__ and "token_mean_normalised" not in cls.__dict__:
+            cls.token_mean_normalised = False
+
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
         """``log T_c(y)`` for each demonstration index ``c`` in ``demos``: shape (k, n_rollouts)."""
         raise NotImplementedError(f"{type(self).__name__} must implement teacher_log_prob")

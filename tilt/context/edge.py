@@ -11,7 +11,7 @@ from tilt.context.base import ContextModel, check_strength, digest, log_expm1
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, column_logsumexp
 
 __all__ = ["EdgeContext"]
 
@@ -114,9 +114,9 @@ class EdgeContext(ContextModel):
         With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
         ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
         classes of :meth:`teacher_classes`, summed without forming them.  Each
-        group sums to ``R + (1 - R) = 1``; in the linear domain it is divided
-        by its sum as well, so that it is normalised to rounding
-        (:attr:`token_mean_normalised`).
+        group sums to ``R + (1 - R) = 1``; it is divided by its sum as well (in
+        log space: minus its log-sum-exp), so that it is normalised to rounding
+        even where ``pi``'s own conditionals are not (:attr:`token_mean_normalised`).
         """
         space = policy.space
         m = edge_marginals(demos)
@@ -143,8 +143,9 @@ class EdgeContext(ContextModel):
                     cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
                     cond /= cond.sum(axis=0)
                     out[children] = np.log(cond, out=cond)
-                else:
-                    out[children] = np.logaddexp(block + np.log(rest), np.log(boosted))
+                else:  # normalised to rounding as well: minus each group's log-sum-exp
+                    logs = np.logaddexp(block + np.log(rest), np.log(boosted))
+                    out[children] = logs - column_logsumexp(logs)
         return out
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
