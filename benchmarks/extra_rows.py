@@ -13,6 +13,8 @@ Usage::
     python benchmarks/extra_rows.py --graph grid5 --repeats 5 --sd jsd=0.5
 
 Writes ``results.json`` into ``--out`` (default ``benchmarks/extra_rows/``).
+``--stages`` adds one more run of the command with the rows, in a subprocess that
+times each SD row's fixed point and each row's measures (``"stages"`` in the JSON).
 Timings depend on the machine and on its load (the load average is recorded):
 rerun on a quiet machine before quoting them.
 """
@@ -78,6 +80,44 @@ def measure(graph: str, specs: list[str], repeats: int) -> dict[str, object]:
     }
 
 
+def stage_times(graph: str, specs: list[str]) -> list[dict[str, object]]:
+    """Run the command with ``--sd`` rows in this process: wall seconds of every SD row's
+    fixed point and of every row's measures, in order (``tilt.compare``'s steps, timed)."""
+    import contextlib
+    import io
+
+    import tilt.compare as compare
+
+    stages: list[dict[str, object]] = []
+    measured, sd_step = compare._measured, compare._sd_step
+
+    def timed_measured(*args: object) -> object:
+        start = time.perf_counter()
+        out = measured(*args)  # type: ignore[arg-type]
+        last = str(stages[-1]["stage"]) if stages else ""
+        row = last.removeprefix("fixed point ") if last.startswith("fixed point") else "an RL row"
+        stages.append({"stage": f"measures of {row}", "wall_s": time.perf_counter() - start})
+        return out
+
+    def timed_step(instance: object, variant: object, anchor: float) -> object:
+        step = sd_step(instance, variant, anchor)  # type: ignore[arg-type]
+
+        def run(policy: object) -> object:
+            start = time.perf_counter()
+            out = step(policy)  # type: ignore[arg-type]
+            label = f"fixed point {variant.label}"  # type: ignore[attr-defined]
+            stages.append({"stage": label, "wall_s": time.perf_counter() - start})
+            return out
+
+        return run
+
+    compare._measured, compare._sd_step = timed_measured, timed_step  # type: ignore[assignment]
+    argv = ["--graph", graph] + [arg for spec in specs for arg in ("--sd", spec)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        compare.main(argv)
+    return stages
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graph", default="grid6", help="named graph (default grid6)")
@@ -89,8 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command (default 3)")
     parser.add_argument("--out", default=str(HERE / "extra_rows"), help="output folder")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each row's fixed point and measures, in one more run (subprocess)",
+    )
+    parser.add_argument("--stage-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    result = measure(args.graph, list(args.sd or DEFAULT_SD), max(1, args.repeats))
+    specs = list(args.sd or DEFAULT_SD)
+    if args.stage_worker:  # the subprocess of --stages: one JSON line
+        print(json.dumps(stage_times(args.graph, specs)))
+        return 0
+    result = measure(args.graph, specs, max(1, args.repeats))
+    if args.stages:
+        worker = [sys.executable, str(Path(__file__).resolve()), "--stage-worker"]
+        worker += ["--graph", args.graph] + [arg for spec in specs for arg in ("--sd", spec)]
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        done = subprocess.run(worker, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        result["stages"] = json.loads(done.stdout.strip().splitlines()[-1])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -102,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     r = result["ratio"]
     print(f"ratio  wall {r['wall_s']:.2f}x  user {r['user_s']:.2f}x  peak {r['peak_mib']:.2f}x")  # type: ignore[index]
+    for stage in result.get("stages", []):  # type: ignore[attr-defined]
+        print(f"  {stage['wall_s']:6.2f} s  {stage['stage']}")
     return 0
 
 

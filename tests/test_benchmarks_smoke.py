@@ -90,10 +90,15 @@ def test_bad_output_folder_is_one_line(tmp_path, capsys):
 
 def test_extra_rows_runs_both_commands(tmp_path):
     extra_rows = _load("extra_rows")
-    assert extra_rows.main(["--graph", "grid3", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    argv = ["--graph", "grid3", "--repeats", "1", "--out", str(tmp_path), "--stages"]
+    assert extra_rows.main(argv) == 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["commands"]["extra"].endswith("--sd token-forward --sd jsd=0.5 --sd discount=0.5")
     for name in ("base", "extra"):
         assert data["median"][name]["wall_s"] > 0
         assert data["median"][name]["peak_mib"] > 0
     assert data["ratio"]["wall_s"] > 0
+    stages = [s["stage"] for s in data["stages"]]
+    for spec in ("token-forward", "jsd=0.5", "discount=0.5"):
+        assert f"fixed point SD {spec}" in stages
+        assert f"measures of SD {spec}" in stages
