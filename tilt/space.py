@@ -123,7 +123,8 @@ def column_logsumexp(block: FloatArray, top: float | None = None) -> FloatArray:
     """``log sum exp`` down each column of a (n, G) block; ``-inf`` for a column of ``-inf``.
 
     Shifted by ``top`` when given (:func:`linear_shift`: no term underflows),
-    by each column's maximum otherwise.
+    by each column's maximum otherwise (a column holding ``+inf`` or ``nan``
+    gives ``+inf`` or ``nan``, which the callers' checks refuse).
     """
     if top is not None:
         shifted = np.subtract(block, top)
@@ -237,8 +238,10 @@ class RolloutSpace:
 
     @cached_property
     def correct_rollouts(self) -> IntArray:
-        """Indices of the correct rollouts, increasing."""
-        return np.flatnonzero(self.correct)
+        """Indices of the correct rollouts, increasing (read-only)."""
+        out = np.flatnonzero(self.correct)
+        out.flags.writeable = False
+        return out
 
     @property
     def is_leaf(self) -> NDArray[np.bool_]:
@@ -380,26 +383,15 @@ class RolloutSpace:
         return out
 
     @cached_property
-    def shared_sibling_groups(self) -> tuple[IntArray, IntArray, IntArray]:
-        """The groups of two or more siblings: ``(members, starts, sizes)``, ``members`` the
-        prefixes in them (in order) and ``starts`` where each group begins within ``members``."""
-        internal = np.flatnonzero(self.child_count > 1)
-        sizes = self.child_count[internal]
-        starts = (np.cumsum(sizes) - sizes).astype(np.int64)
-        members = np.repeat(self.child_start[internal], sizes) + (
-            np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(starts, sizes)
-        )
-        return members, starts, sizes
-
-    @cached_property
     def sibling_groups_by_size(self) -> tuple[tuple[int, IntArray], ...]:
         """The groups of two or more siblings, by size: ``(n, children)`` per size ``n``,
         ``children`` of shape (n, G) sibling-major (column ``g`` is one group, in order)."""
         counts = self.child_count
         out = []
         for n in np.unique(counts[counts > 1]):
-            parents = np.flatnonzero(counts == n)
-            out.append((int(n), np.arange(n)[:, None] + self.child_start[parents]))
+            children = np.arange(n)[:, None] + self.child_start[np.flatnonzero(counts == n)]
+            children.flags.writeable = False
+            out.append((int(n), children))
         return tuple(out)
 
     def other_siblings_sum(self, per_prefix: FloatArray) -> FloatArray:
