@@ -104,9 +104,7 @@ def lbfgs(
             f_new, g_new = fun(x_new)
             if np.isfinite(f_new) and (
                 f_new <= f + 1e-4 * t * slope
-                or (
-                    f_new <= f + noise and _approximate_wolfe(t * slope, dot(g_new, direction) * t)
-                )
+                or (f_new <= f + noise and _approximate_wolfe(t * slope, dot(g_new, direction) * t))
             ):
                 break
             t *= 0.5

@@ -100,7 +100,10 @@ def sd_token_forward(
 ) -> Policy:
     """Fixed point of per-token forward KL (and of ``k3``): ``q(u | h) = E_c T_c(u | h)``.
 
-    The prior-weighted mean of the teachers' conditionals at every prefix.
+    The prior-weighted mean of the teachers' conditionals at every prefix: a
+    distribution per sibling group, taken as the conditionals as it is when the
+    model vouches for its normalisation (``token_mean_normalised``), through a
+    softmax otherwise.
     """
     logits = model_output(
         model, "token_mean_log_target", policy, resolve_demos(policy, demos, alpha)
@@ -205,7 +208,7 @@ def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
 
 
 _unique_values = getattr(np, "unique_values", np.unique)
-"""Distinct values, unsorted: by hashing from numpy 2.3 (``np.unique`` before 2.0)."""
+"""Distinct values: by hashing from numpy 2.3, by sorting before (``np.unique`` before 2.0)."""
 
 
 def _classes_of(key: NDArray[np.uint64]) -> tuple[IntArray, IntArray]:
@@ -359,6 +362,9 @@ def sd_discount(
     ``V = 0`` at a complete rollout, computed bottom-up.  ``g = 0`` is
     :func:`sd_token`; ``g = 1`` is sequence SD (``q ∝ exp(E_c log T_c(y))``)
     whenever every teacher reaches every prefix the policy does (the built-ins).
+    ``V(h)`` is the normaliser of ``h``'s group, so the pass gives the
+    conditionals ``log q(u | h) = g(u | h) + g V(hu) - V(h)`` directly, one
+    block of sibling groups per size and depth.
     """
     g = float(g)
     if not 0.0 <= g <= 1.0:
