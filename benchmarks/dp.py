@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:  # the shared worker launcher, also when loaded by path
+    sys.path.insert(0, str(HERE))
+from _worker import run_worker  # noqa: E402
+
 DEFAULT_SPACES = [
     "diamonds",
     "routes",
@@ -146,16 +149,8 @@ def _agreement(name: str, rows, model) -> float:  # type: ignore[no-untyped-def]
 
 
 def _subprocess_row(name: str, gamma: float) -> dict[str, object]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--gamma", repr(gamma)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        message = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"space": name, "error": f"exit {done.returncode}: {message}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    row, error = run_worker(__file__, ["--worker", name, "--gamma", repr(gamma)])
+    return {"space": name, "error": error} if error else row  # type: ignore[return-value]
 
 
 def fit_slope(rows: list[dict[str, object]], key: str = "compare") -> float:

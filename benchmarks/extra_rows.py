@@ -33,6 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:  # the shared worker launcher, also when loaded by path
+    sys.path.insert(0, str(HERE))
+from _worker import run_worker  # noqa: E402
+
 DEFAULT_SD = ("token-forward", "jsd=0.5", "discount=0.5")
 
 
@@ -142,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = measure(args.graph, specs, max(1, args.repeats))
     if args.stages:
-        worker = [sys.executable, str(Path(__file__).resolve()), "--stage-worker"]
-        worker += ["--graph", args.graph] + [arg for spec in specs for arg in ("--sd", spec)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        done = subprocess.run(worker, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-        result["stages"] = json.loads(done.stdout.strip().splitlines()[-1])
+        worker = ["--stage-worker", "--graph", args.graph]
+        stages, error = run_worker(__file__, worker + [a for s in specs for a in ("--sd", s)])
+        if error:
+            raise RuntimeError(f"the --stages run failed: {error}")
+        result["stages"] = stages
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")

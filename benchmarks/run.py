@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:  # the shared worker launcher, also when loaded by path
+    sys.path.insert(0, str(HERE))
+from _worker import run_worker  # noqa: E402
+
 DEFAULT_GRAPHS = ["grid2", "grid3", "grid4", "diamonds", "routes", "grid5", "grid6"]
 BRUTE_GRAPHS = ("grid2", "grid3", "grid4", "diamonds", "routes")
 STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
@@ -149,25 +152,9 @@ def _agreement(space, policies, ref) -> float:  # type: ignore[no-untyped-def]
 
 
 def _subprocess_row(graph: str, context: str, strength: float, brute: bool) -> dict[str, object]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--worker",
-        graph,
-        "--context",
-        context,
-        "--strength",
-        repr(strength),
-    ] + (["--brute"] if brute else [])
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        message = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"graph": graph, "error": f"exit {done.returncode}: {message}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = ["--worker", graph, "--context", context, "--strength", repr(strength)]
+    row, error = run_worker(__file__, args + (["--brute"] if brute else []))
+    return {"graph": graph, "error": error} if error else row  # type: ignore[return-value]
 
 
 def to_csv(rows: list[dict[str, object]]) -> str:
