@@ -191,15 +191,11 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
     log_cond = policy.log_conditionals()
     bonus = np.zeros(edges.n_edges)
     blocks = zip(space.sibling_groups_by_size, edges.group_units(space), strict=True)
-    for (n, children), units in blocks:
+    for (_, children), units in blocks:
         cond = np.exp(log_cond[children])
-        mass = correct_mass[children]
-        if n == 2:  # each child's one sibling: read in reverse, nothing to add
-            others, gain = cond[::-1], mass[::-1] * cond
-        else:
-            others = others_sum(cond)  # 1 - q(m | h), without cancellation
-            gain = others_sum(mass)  # M(h without m)
-            gain *= cond
+        others = others_sum(cond)  # 1 - q(m | h), without cancellation
+        gain = others_sum(correct_mass[children])  # M(h without m)
+        gain *= cond
         dead = others <= 0  # every other move has q = 0: no mass to re-route
         np.divide(gain, others, out=gain, where=~dead)
         gain[dead] = 0.0

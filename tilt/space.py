@@ -67,15 +67,7 @@ def linear_shift(values: FloatArray) -> float | None:
     per-group log-domain path handles those).  Then ``exp(values - top)`` is
     exact to rounding: no term underflows.
     """
-    if values.size == 0:
-        return None
-    top = float(values.max())
-    if not math.isfinite(top):
-        return None
-    low = float(values.min())
-    if low == -math.inf:
-        low = float(np.min(values, initial=math.inf, where=values != -math.inf))
-    return top if top - low <= LINEAR_RANGE else None
+    return linear_shift_of([values])
 
 
 def group_logsumexp(values: FloatArray, starts: IntArray, sizes: IntArray) -> FloatArray:
@@ -109,13 +101,17 @@ def dot(a: FloatArray, b: FloatArray) -> float:
 
 def linear_shift_of(blocks: Sequence[FloatArray]) -> float | None:
     """:func:`linear_shift` of the values of several arrays together."""
-    finite = [b for b in blocks if b.size]
-    if not finite:
+    filled = [b for b in blocks if b.size]
+    tops = [float(b.max()) for b in filled]  # nan where a block holds one
+    if not tops or not all(math.isfinite(t) for t in tops):
         return None
-    top = max(float(b.max()) for b in finite)
-    if not math.isfinite(top):
-        return None
-    low = min(float(np.min(b, initial=math.inf, where=b != -math.inf)) for b in finite)
+    top = max(tops)
+    low = math.inf
+    for b in filled:
+        least = float(b.min())
+        if least == -math.inf:
+            least = float(np.min(b, initial=math.inf, where=b != -math.inf))
+        low = min(low, least)
     return top if top - low <= LINEAR_RANGE else None
 
 
