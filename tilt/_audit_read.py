@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tilt.space import FloatArray
+from tilt._numerics import FloatArray
 
 __all__ = ["AuditInputError", "Score", "Rollout", "Prompt", "read_prompts", "LOGP_TOLERANCE"]
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt.space import FloatArray, dot
+from tilt._numerics import FloatArray, dot
 
 __all__ = ["LbfgsResult", "lbfgs"]
 

@@ -40,9 +40,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._numerics import FloatArray, IntArray
 from tilt._train_losses import gjsd_terms
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = [
     "token_value_and_grad",

@@ -49,8 +49,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import xlogy
 
+from tilt._numerics import FloatArray
 from tilt.context import TeacherClasses
-from tilt.space import FloatArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = [
     "Held",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt._train_estimators import (
     conditionals_of_rows,
     forward_value_and_grad,
@@ -52,7 +53,6 @@ from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
 from tilt.objectives import Objective, objective_forms, parse_objective
 from tilt.optimal import rl_optimum
 from tilt.policy import Policy
-from tilt.space import FloatArray
 
 __all__ = [
     "ALIASES",

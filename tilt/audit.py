@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tilt._audit_read import AuditInputError, Prompt, Rollout, read_prompts
+from tilt._numerics import FloatArray
 from tilt.measures import least_squares_slope
 from tilt.policy import Policy, as_generator
-from tilt.space import FloatArray
 
 __all__ = [
     "AuditInputError",

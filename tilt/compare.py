@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt.cli import (
     SHAPE_HEADER,
     Instance,
@@ -44,7 +45,7 @@ from tilt.objectives import Objective, parse_objective, preset
 from tilt.ood import READING_LABELS
 from tilt.optimal import iterate, rl_matched, rl_optimum, tilt_score
 from tilt.policy import Policy
-from tilt.space import FloatArray, TooLargeError
+from tilt.space import TooLargeError
 from tilt.strategies import Strategies, StrategyMeasures, strategy_labels, strategy_measures
 
 __all__ = [

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._numerics import FloatArray, IntArray, dot, logsumexp
 from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
-from tilt.policy import Policy, logsumexp
-from tilt.space import FloatArray, IntArray, check_same_space, dot
+from tilt.policy import Policy
+from tilt.space import check_same_space
 
 __all__ = [
     "Measures",

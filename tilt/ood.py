@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._numerics import FloatArray, IntArray, others_sum
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace, others_sum
+from tilt.space import RolloutSpace
 
 __all__ = [
     "READINGS",

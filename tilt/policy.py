@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt.space import FloatArray, RolloutSpace
+from tilt._numerics import FloatArray, logsumexp, shifted_logsumexp
+from tilt.space import RolloutSpace
 
 _T = TypeVar("_T")
 
@@ -31,33 +32,10 @@ __all__ = [
     "base_policy",
     "edge_softmax",
     "as_generator",
-    "logsumexp",
 ]
 
 BASES = ("default", "uniform", "random")
 """Names accepted by :func:`base_policy`."""
-
-
-def logsumexp(values: FloatArray) -> float:
-    """``log sum exp(values)`` of a 1-D array, shifted by its maximum.
-
-    ``-inf`` if ``values`` is empty or all ``-inf``.
-
-    Plain numpy (no scipy import at start-up, none of its array-API conversions).
-    """
-    if values.size == 0:
-        return -np.inf
-    peak = float(values.max())
-    if not np.isfinite(peak):
-        return peak
-    return _shifted_logsumexp(values, peak)
-
-
-def _shifted_logsumexp(values: FloatArray, top: float) -> float:
-    """:func:`logsumexp` given the maximum ``top`` of ``values`` (finite or ``-inf``)."""
-    if top == -np.inf:
-        return top
-    return top + float(np.log(np.exp(values - top).sum()))
 
 
 def as_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -101,7 +79,7 @@ class Policy:
         top = float(log_prob.max()) if log_prob.size else -np.inf  # nan if any is nan
         if not top < np.inf:
             raise ValueError("log_prob contains nan or +inf: give log-probabilities (-inf for 0)")
-        total = _shifted_logsumexp(log_prob, top)
+        total = shifted_logsumexp(log_prob, top)
         if not abs(total) <= NORMALISED:
             raise ValueError(
                 f"log_prob is not normalised: the probabilities sum to {np.exp(total)!r}, not 1 "
@@ -163,7 +141,7 @@ class Policy:
         # shift by the maximum first: ``w - logsumexp(w)`` would round the normaliser to the ulp
         # of a large ``w`` (1e-6 at w = 1e10), and every probability with it
         shifted = log_weight - top
-        shifted -= _shifted_logsumexp(shifted, 0.0)
+        shifted -= shifted_logsumexp(shifted, 0.0)
         return cls._normalised(space, shifted)
 
     @classmethod

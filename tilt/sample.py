@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray
 from tilt.cli import (
     OneLineParser,
     add_instance_arguments,
@@ -41,7 +42,7 @@ from tilt.cli import (
 )
 from tilt.context import ContextModel
 from tilt.policy import Policy, as_generator, base_policy
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = ["SampleOptions", "sample_records", "sample_jsonl", "check_destination", "main"]
 

@@ -42,8 +42,9 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt.policy import Policy, logsumexp
-from tilt.space import IntArray, RolloutSpace
+from tilt._numerics import IntArray, logsumexp
+from tilt.policy import Policy
+from tilt.space import RolloutSpace
 
 __all__ = [
     "STRATEGIES",

@@ -49,11 +49,12 @@ from hypothesis import assume
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
+from tilt._numerics import FloatArray
 from tilt.context import CONTEXTS, DEMOS, ContextModel, CopyContext, EdgeContext, KernelContext
 from tilt.graphs import Task, make_task
 from tilt.optimal import SD_METHODS
 from tilt.policy import Policy, edge_softmax
-from tilt.space import FloatArray, RolloutSpace, TooLargeError, enumerate_rollouts
+from tilt.space import RolloutSpace, TooLargeError, enumerate_rollouts
 
 __all__ = [
     "MAX_LOGIT",

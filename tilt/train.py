@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilt._lbfgs import lbfgs
+from tilt._numerics import FloatArray
 from tilt._train_estimators import TabularSoftmax
 from tilt._train_losses import TOP_K_MODES, Held
 from tilt._train_objectives import (
@@ -54,7 +55,6 @@ from tilt._train_objectives import (
 from tilt.context import ContextModel
 from tilt.measures import correct_entropy
 from tilt.policy import Policy, as_generator
-from tilt.space import FloatArray
 
 __all__ = [
     "OBJECTIVES",

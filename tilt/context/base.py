@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray
 from tilt.context.generic import (
     TeacherClasses,
     generic_forward_log_prob,
@@ -16,9 +17,8 @@ from tilt.context.generic import (
     generic_token_mean_log_target,
 )
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray
 
-__all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest", "log_expm1"]
+__all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest"]
 
 MAX_GAMMA = 1e300
 """Largest ``gamma`` of ``edge`` and ``kernel``: beyond it ``gamma x (moves of a rollout)``
@@ -117,13 +117,6 @@ def check_strength(name: str, value: float, upper: float | None = None) -> float
             f"{name} = 1 would copy the demonstration exactly"
         )
     return value
-
-
-def log_expm1(gamma: float) -> float:
-    """``log(exp(gamma) - 1)`` without overflow; ``-inf`` at 0."""
-    if gamma == 0:
-        return -math.inf
-    return gamma + math.log(-math.expm1(-gamma))
 
 
 def digest(values: FloatArray) -> str:

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray
 from tilt.context.base import ContextModel, check_strength
 from tilt.context.generic import TeacherClasses, check_classes
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray
 
 __all__ = ["CopyContext"]
 

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt.policy import Policy
-from tilt.space import FloatArray
 
 __all__ = ["DEMOS", "demonstrations", "edge_marginals", "reference_rollout", "point_mass"]
 

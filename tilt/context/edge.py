@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 
-from tilt._pairwise import log_mixture
-from tilt.context.base import ContextModel, check_strength, digest, log_expm1
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp, log_expm1
+from tilt.context._pairwise import log_mixture
+from tilt.context.base import ContextModel, check_strength, digest
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, column_logsumexp
+from tilt.space import RolloutSpace
 
 __all__ = ["EdgeContext"]
 

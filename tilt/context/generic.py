@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tilt._pairwise import logsumexp_rows
+from tilt._numerics import FloatArray, IntArray, logsumexp_rows
 from tilt.policy import Policy
-from tilt.space import FloatArray, IntArray, RolloutSpace, TooLargeError
+from tilt.space import RolloutSpace, TooLargeError
 
 if TYPE_CHECKING:
     from tilt.context.base import ContextModel

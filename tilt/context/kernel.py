@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tilt._pairwise import kernel_pass, log_mixture, logsumexp_rows
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, logsumexp_rows
+from tilt.context._pairwise import kernel_pass, log_mixture
 from tilt.context.base import ContextModel, check_strength, digest
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import (
@@ -18,7 +19,7 @@ from tilt.context.generic import (
     within_generic_limit,
 )
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = ["KernelContext"]
 
@@ -128,7 +129,7 @@ class KernelContext(ContextModel):
 def _kernel_pass(
     gamma: float, policy: Policy, demos: Policy, want_prefixes: bool
 ) -> tuple[FloatArray, FloatArray | None]:
-    """:func:`tilt._pairwise.kernel_pass` for ``D``'s support, size-checked and cached.
+    """:func:`tilt.context._pairwise.kernel_pass` for ``D``'s support, size-checked and cached.
 
     Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
     when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix.

@@ -16,29 +16,21 @@ the moves of a rollout, up to a constant (``docs/theory.md``, "DP engine"):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray, log_expm1
 from tilt.context import ContextModel
 from tilt.dp.passes import segment_sum
 from tilt.dp.policy import MarkovPolicy, edge_marginals
-from tilt.dp.space import FloatArray
 
-__all__ = ["EdgeForm", "markov_step", "edge_form", "token_target", "log_expm1", "NOT_MARKOV"]
+__all__ = ["EdgeForm", "markov_step", "edge_form", "token_target", "NOT_MARKOV"]
 
 NOT_MARKOV = {
     "copy": "the copy model's tilt score depends on D(y) = pi(y) / pi(C) pointwise, not on "
     "moves: no Markov form; use the enumeration engine (--engine enumerate) on a small space",
 }
-
-
-def log_expm1(gamma: float) -> float:
-    """``log(e^gamma - 1)`` without overflow; ``-inf`` at 0."""
-    if gamma == 0:
-        return -math.inf
-    return gamma + math.log(-math.expm1(-gamma))
 
 
 def _check_model(model: ContextModel) -> None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt.dp.passes import (
     backward_logsumexp,
     backward_max,
@@ -39,7 +40,7 @@ from tilt.dp.passes import (
     tilted_conditionals,
 )
 from tilt.dp.policy import MarkovPolicy
-from tilt.dp.space import AcyclicSpace, FloatArray
+from tilt.dp.space import AcyclicSpace
 from tilt.measures import Measures, OODPass
 from tilt.strategies import StrategyMeasures, measures_from_mass
 

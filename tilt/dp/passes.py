@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt.dp.space import AcyclicSpace, FloatArray, IntArray
-from tilt.space import LINEAR_RANGE
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray
+from tilt.dp.space import AcyclicSpace
 
 __all__ = [
     "segment_logsumexp",

@@ -23,11 +23,12 @@ import math
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray, log_expm1
 from tilt.context import ContextModel
-from tilt.dp.context import EdgeForm, edge_form, log_expm1, token_target
+from tilt.dp.context import EdgeForm, edge_form, token_target
 from tilt.dp.passes import group_normalise, segment_logsumexp, segment_sum
 from tilt.dp.policy import Demos, MarkovPolicy, demonstrations
-from tilt.dp.space import AcyclicSpace, FloatArray, IntArray
+from tilt.dp.space import AcyclicSpace
 
 __all__ = ["sd_token_forward", "sd_jsd", "sd_length_weighted", "JSD_PAIR_CHUNK"]
 

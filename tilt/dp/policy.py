@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt.dp.passes import (
     LinearWeights,
     backward_logsumexp,
@@ -27,7 +28,7 @@ from tilt.dp.passes import (
     linear_weights,
     tilted_conditionals,
 )
-from tilt.dp.space import AcyclicSpace, FloatArray
+from tilt.dp.space import AcyclicSpace
 from tilt.policy import as_generator
 
 _T = TypeVar("_T")

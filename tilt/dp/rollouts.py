@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tilt._numerics import IntArray
 from tilt.dp.policy import MarkovPolicy
-from tilt.dp.space import AcyclicSpace, IntArray
+from tilt.dp.space import AcyclicSpace
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
 

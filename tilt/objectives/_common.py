@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 
+from tilt._numerics import FloatArray
 from tilt.context import DEMOS, ContextModel, demonstrations
 from tilt.context.generic import checked_output
 from tilt.policy import Policy
-from tilt.space import FloatArray, check_same_space
+from tilt.space import check_same_space
 
 __all__ = [
     "Demos",

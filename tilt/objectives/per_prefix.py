@@ -28,6 +28,14 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._numerics import (
+    LINEAR_RANGE,
+    FloatArray,
+    IntArray,
+    column_logsumexp,
+    group_logsumexp,
+    linear_shift_of,
+)
 from tilt.context import ContextModel
 from tilt.objectives._common import (
     Demos,
@@ -38,14 +46,6 @@ from tilt.objectives._common import (
     resolve_demos,
 )
 from tilt.policy import Policy
-from tilt.space import (
-    LINEAR_RANGE,
-    FloatArray,
-    IntArray,
-    column_logsumexp,
-    group_logsumexp,
-    linear_shift_of,
-)
 
 __all__ = [
     "sd_token",
@@ -347,7 +347,7 @@ def _jsd_terms(
 def _group_logsumexp(
     values: FloatArray, offsets: IntArray, sizes: IntArray | None = None
 ) -> FloatArray:
-    """:func:`tilt.space.group_logsumexp` with the sizes read off the offsets if not given."""
+    """:func:`tilt._numerics.group_logsumexp` with the sizes read off the offsets if not given."""
     if sizes is None:
         sizes = np.diff(np.r_[offsets, values.size])
     return group_logsumexp(values, offsets, sizes)

@@ -46,6 +46,7 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
+from tilt._numerics import FloatArray, IntArray
 from tilt._train_losses import Held
 from tilt._train_objectives import (
     PER_PREFIX,
@@ -59,7 +60,7 @@ from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
 from tilt.objectives import objective_forms
 from tilt.policy import Policy
 from tilt.share.features import SharedFeatures
-from tilt.space import FloatArray, IntArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = [
     "OBJECTIVES",

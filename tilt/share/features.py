@@ -40,8 +40,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import sparse
 
+from tilt._numerics import FloatArray
 from tilt.policy import Policy
-from tilt.space import FloatArray, RolloutSpace
+from tilt.space import RolloutSpace
 
 __all__ = ["SharedFeatures", "FeatureMap", "FEATURES", "make_features", "feature_names"]
 

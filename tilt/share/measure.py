@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray
 from tilt.context import ContextModel
 from tilt.measures import correct_entropy
 from tilt.policy import Policy, base_policy
@@ -29,7 +30,7 @@ from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
 from tilt.share.rl_match import match_rl_beta
 from tilt.share.train import ShareRun, matched_theta, train_shared
-from tilt.space import DEFAULT_MAX_ROLLOUTS, FloatArray, IntArray, enumerate_rollouts
+from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
 from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
 

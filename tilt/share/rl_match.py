@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
+from tilt._numerics import FloatArray, IntArray
 from tilt.policy import Policy
 from tilt.share.exact import SharedStudent, ShareObjective
 from tilt.share.train import mean_accuracy, train_shared
-from tilt.space import FloatArray, IntArray
 
 __all__ = ["BetaMatch", "rl_optimum_theta", "match_rl_beta", "BETA_RANGE"]
 

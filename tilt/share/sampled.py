@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._numerics import FloatArray, IntArray
 from tilt._train_objectives import (
     ExactObjective,
     SampledGradient,
@@ -51,7 +52,6 @@ from tilt.context import ContextModel
 from tilt.policy import Policy, as_generator
 from tilt.share.exact import EMA_RATE, TEACHERS, SharedStudent, ShareObjective
 from tilt.share.train import ShareRun, mean_accuracy
-from tilt.space import FloatArray, IntArray
 from tilt.train import DEFAULT_LR, check_train_options, total_variation
 
 __all__ = ["SampledObjective", "train_sampled", "mean_total_variation"]

@@ -30,8 +30,8 @@ from collections.abc import Callable
 import networkx as nx
 import numpy as np
 
+from tilt._numerics import IntArray
 from tilt.graphs import make_task, named_task
-from tilt.space import IntArray
 from tilt.suite import SUITES, Prompt, Suite, builtin_suite, load_suite
 
 __all__ = ["SHARE_SUITES", "SPLITS", "share_suite", "split_suite", "Split"]

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from tilt._lbfgs import lbfgs
+from tilt._numerics import FloatArray, IntArray
 from tilt._train_losses import Held
 from tilt._train_objectives import Bound
 from tilt.policy import Policy
@@ -31,7 +32,6 @@ from tilt.share.exact import (
     held_quantities,
     shared_value_and_grad,
 )
-from tilt.space import FloatArray, IntArray
 
 __all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
 

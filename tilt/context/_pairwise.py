@@ -12,29 +12,14 @@ import math
 
 import numpy as np
 
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, logsumexp_rows
+from tilt.space import RolloutSpace
 
 __all__ = [
-    "logsumexp_rows",
     "log_mixture",
     "incidence_rows",
     "kernel_pass",
 ]
-
-
-def logsumexp_rows(values: FloatArray) -> FloatArray:
-    """``log sum_j exp(values[i, j])`` for each row ``i``, in place (``values`` is overwritten).
-
-    Plain numpy, faster than ``scipy.special.logsumexp`` on wide blocks; ``-inf``
-    rows stay ``-inf``.
-    """
-    peak = values.max(axis=1)
-    safe = np.where(np.isfinite(peak), peak, 0.0)
-    values -= safe[:, None]
-    np.exp(values, out=values)
-    total = values.sum(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
 
 
 BLOCK_ENTRIES = 1 << 23

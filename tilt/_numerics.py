@@ -1,0 +1,179 @@
+"""Numeric kernels shared by every layer: log-sum-exp variants, shifts, sums, array types.
+
+Private: the engines, context models, objectives and measures import from here;
+nothing here imports from tilt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "FloatArray",
+    "IntArray",
+    "LINEAR_RANGE",
+    "logsumexp",
+    "logsumexp_rows",
+    "shifted_logsumexp",
+    "linear_shift",
+    "linear_shift_of",
+    "group_logsumexp",
+    "column_logsumexp",
+    "others_sum",
+    "dot",
+    "log_expm1",
+]
+
+
+LINEAR_RANGE = 600.0
+"""Largest spread of log-values summed in the linear domain, shifted by their maximum
+(``e^-600`` is far from underflow); tree sums here and the pairwise sums of
+:mod:`tilt.context._pairwise` share it."""
+
+
+IntArray = NDArray[np.int64]
+
+
+FloatArray = NDArray[np.float64]
+
+
+def linear_shift(values: FloatArray) -> float | None:
+    """The largest value when every finite value lies within ``LINEAR_RANGE`` of it, else ``None``.
+
+    ``None`` also when there is a ``nan`` or ``+inf`` or no finite value (the
+    per-group log-domain path handles those).  Then ``exp(values - top)`` is
+    exact to rounding: no term underflows.
+    """
+    return linear_shift_of([values])
+
+
+def group_logsumexp(values: FloatArray, starts: IntArray, sizes: IntArray) -> FloatArray:
+    """``log sum exp`` of ``values`` over the contiguous groups that begin at ``starts``.
+
+    One shift for all groups (the largest value) when every finite value lies
+    within ``LINEAR_RANGE`` of it, so that no term underflows; one shift per
+    group otherwise.  ``-inf`` for a group of ``-inf`` values.
+    """
+    top = linear_shift(values)
+    if top is not None:
+        shifted = np.subtract(values, top)
+        np.exp(shifted, out=shifted)
+        with np.errstate(divide="ignore"):
+            out = np.log(np.add.reduceat(shifted, starts))
+        out += top
+        return out
+    peak = np.maximum.reduceat(values, starts)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    total = np.add.reduceat(np.exp(values - np.repeat(safe, sizes)), starts)
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+
+
+def dot(a: FloatArray, b: FloatArray) -> float:
+    """``a . b`` by numpy's pairwise sum, not BLAS ``ddot``: no thread start-up or spin-wait
+    (a threaded BLAS wakes its threads for every long vector), and the same digits
+    whatever the BLAS and its number of threads."""
+    return float(np.multiply(a, b).sum())
+
+
+def linear_shift_of(blocks: Sequence[FloatArray]) -> float | None:
+    """:func:`linear_shift` of the values of several arrays together."""
+    filled = [b for b in blocks if b.size]
+    tops = [float(b.max()) for b in filled]  # nan where a block holds one
+    if not tops or not all(math.isfinite(t) for t in tops):
+        return None
+    top = max(tops)
+    low = math.inf
+    for b in filled:
+        least = float(b.min())
+        if least == -math.inf:
+            least = float(np.min(b, initial=math.inf, where=b != -math.inf))
+        low = min(low, least)
+    return top if top - low <= LINEAR_RANGE else None
+
+
+def column_logsumexp(block: FloatArray, top: float | None = None) -> FloatArray:
+    """``log sum exp`` down each column of a (n, G) block; ``-inf`` for a column of ``-inf``.
+
+    Shifted by ``top`` when given (:func:`linear_shift`: no term underflows),
+    by each column's maximum otherwise (a column holding ``+inf`` or ``nan``
+    gives ``+inf`` or ``nan``, which the callers' checks refuse).
+    """
+    if top is not None:
+        shifted = np.subtract(block, top)
+        np.exp(shifted, out=shifted)
+        total = shifted.sum(axis=0)
+        with np.errstate(divide="ignore"):
+            out = np.log(total, out=total)
+        out += top
+        return out
+    peak = block.max(axis=0)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = np.exp(block - safe).sum(axis=0)
+        return np.where(np.isfinite(peak), safe + np.log(total), peak)
+
+
+def others_sum(values: FloatArray) -> FloatArray:
+    """Per entry of a (n, G) block, the sum of the other entries of its column.
+
+    The running sum of the entries above plus that of the entries below, each
+    added term by term: never a column total minus the entry itself, so an
+    entry holding almost all of its column leaves the others exact.
+    """
+    if values.shape[0] == 2:
+        return values[::-1].copy()  # each entry's one sibling
+    before = np.zeros_like(values)
+    after = np.zeros_like(values)
+    np.cumsum(values[:-1], axis=0, out=before[1:])
+    after[:-1] = np.cumsum(values[:0:-1], axis=0)[::-1]
+    before += after
+    return before
+
+
+def logsumexp(values: FloatArray) -> float:
+    """``log sum exp(values)`` of a 1-D array, shifted by its maximum.
+
+    ``-inf`` if ``values`` is empty or all ``-inf``.
+
+    Plain numpy (no scipy import at start-up, none of its array-API conversions).
+    """
+    if values.size == 0:
+        return -np.inf
+    peak = float(values.max())
+    if not np.isfinite(peak):
+        return peak
+    return shifted_logsumexp(values, peak)
+
+
+def shifted_logsumexp(values: FloatArray, top: float) -> float:
+    """:func:`logsumexp` given the maximum ``top`` of ``values`` (finite or ``-inf``)."""
+    if top == -np.inf:
+        return top
+    return top + float(np.log(np.exp(values - top).sum()))
+
+
+def log_expm1(gamma: float) -> float:
+    """``log(exp(gamma) - 1)`` without overflow; ``-inf`` at 0."""
+    if gamma == 0:
+        return -math.inf
+    return gamma + math.log(-math.expm1(-gamma))
+
+
+def logsumexp_rows(values: FloatArray) -> FloatArray:
+    """``log sum_j exp(values[i, j])`` for each row ``i``, in place (``values`` is overwritten).
+
+    Plain numpy, faster than ``scipy.special.logsumexp`` on wide blocks; ``-inf``
+    rows stay ``-inf``.
+    """
+    peak = values.max(axis=1)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    values -= safe[:, None]
+    np.exp(values, out=values)
+    total = values.sum(axis=1)
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
