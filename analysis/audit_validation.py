@@ -40,9 +40,10 @@ from tilt._audit_read import read_prompts
 from tilt.audit import audit_prompts, estimate_prompt, token_slope
 from tilt.cli import OneLineParser, non_negative_int, positive_int, run_main, write_atomic
 from tilt.context import demonstrations, make_context
-from tilt.graphs import Task, make_task, named_task
+from tilt.tasks import Task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import correct_entropy, weighted_gap_slope
-from tilt.optimal import sd_sequence
+from tilt.objectives import sd_sequence
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 

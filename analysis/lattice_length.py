@@ -19,7 +19,7 @@ from tilt.context import EdgeContext
 from tilt.dp import acyclic_space, base_policy, dp_optimum, lattice_table
 from tilt.dp import measures as dp_measures
 from tilt.dp.optima import rl_optimum
-from tilt.optimal import matched_beta
+from tilt.objectives import matched_beta
 
 __all__ = ["LENGTHS", "GAMMAS", "lattice_length_sweep", "affine_fit"]
 

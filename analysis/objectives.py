@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 from tilt.cli import OneLineParser, positive_int, run_main, write_atomic
 from tilt.context import make_context, point_mass, reference_rollout
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.measures import measure
 from tilt.objectives import PRESETS, parse_objective
-from tilt.optimal import rl_matched
+from tilt.objectives import rl_matched
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 

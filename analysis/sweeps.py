@@ -42,9 +42,9 @@ import numpy as np
 
 from tilt.cli import OneLineParser, finite_float, positive_int, run_main, write_atomic
 from tilt.context import CONTEXTS, DEMOS, make_context
-from tilt.graphs import resolve_task
+from tilt.tasks.graphs import resolve_task
 from tilt.measures import correct_entropy, distinct_at_k, gap_slope, ood_pass_at_k, ratio_distortion
-from tilt.optimal import iterate, matched_beta, rl_optimum, sd_optimum
+from tilt.objectives import iterate, matched_beta, rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 
@@ -224,7 +224,7 @@ def iterated_sweep(
     """One row per (method, round) of iterated RL and SD on one instance.
 
     RL's ``beta`` is the one at which a single RL round reaches the accuracy of
-    a single sequence-SD round (``tilt.optimal.matched_beta``); iterating RL
+    a single sequence-SD round (``tilt.objectives.matched_beta``); iterating RL
     multiplies by ``exp(r / beta)`` each round and keeps every correct ratio.
     """
     if rounds < 0:

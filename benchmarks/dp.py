@@ -64,8 +64,8 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
     from tilt.context import EdgeContext
     from tilt.dp import acyclic_space, base_policy, lattice_table, log_rollout_count
     from tilt.dp.report import dp_rows
-    from tilt.graphs import named_task
-    from tilt.lattice import is_lattice_name
+    from tilt.tasks.graphs import named_task
+    from tilt.tasks.lattice import is_lattice_name
 
     times = {"import": time.perf_counter() - t0}
     reuse_freed_memory()
@@ -106,9 +106,9 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
 def _agreement(name: str, rows, model) -> float:  # type: ignore[no-untyped-def]
     """Largest difference between the DP rows and the enumeration engine's measures."""
     from tilt.dp.rollouts import to_policy
-    from tilt.graphs import named_task
+    from tilt.tasks.graphs import named_task
     from tilt.measures import measure
-    from tilt.optimal import rl_matched, rl_optimum, sd_optimum
+    from tilt.objectives import rl_matched, rl_optimum, sd_optimum
     from tilt.policy import base_policy
     from tilt.space import enumerate_rollouts
 

@@ -1,7 +1,7 @@
 """Figure 4: iterated training.
 
 RL and the SD variants applied round after round, each from its own output
-(``tilt.optimal.iterate``; table from ``analysis.sweeps.iterated_sweep``):
+(``tilt.objectives.iterate``; table from ``analysis.sweeps.iterated_sweep``):
 effective number of correct rollouts ``exp H(q(.|C))``, ``distinct@64`` and
 out-of-distribution ``pass@64`` against rounds, on grid5 and on routes.
 """

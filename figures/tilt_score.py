@@ -25,7 +25,7 @@ from figures.style import (
 from tilt.cli import DEFAULT_STRENGTH
 from tilt.context import CONTEXTS, make_context
 from tilt.measures import least_squares_slope
-from tilt.optimal import tilt_score
+from tilt.objectives import tilt_score
 
 __all__ = ["make"]
 

@@ -18,9 +18,9 @@ from analysis.sweeps import (
     trainer_sweep,
 )
 from tilt.context import make_context
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.measures import correct_entropy, gap_slope
-from tilt.optimal import sd_optimum
+from tilt.objectives import sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 

@@ -25,9 +25,9 @@ import pytest
 from tilt._audit_read import Prompt, Rollout, Score
 from tilt.audit import audit_lines, estimate_prompt, main, token_slope
 from tilt.context import demonstrations, make_context
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import correct_entropy, least_squares_slope, weighted_gap_slope
-from tilt.optimal import sd_sequence, tilt_score
+from tilt.objectives import sd_sequence, tilt_score
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 from tilt.space import enumerate_rollouts

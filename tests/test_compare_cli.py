@@ -18,9 +18,9 @@ import pytest
 
 from tilt.compare import main
 from tilt.context import CopyContext, EdgeContext, KernelContext, demonstrations, make_context
-from tilt.graphs import catalogue, load_graph, named_task, resolve_task
+from tilt.tasks.graphs import catalogue, load_graph, named_task, resolve_task
 from tilt.measures import pass_at_k
-from tilt.optimal import rl_matched, rl_optimum, sd_forward, sd_sequence, sd_token, tilt_score
+from tilt.objectives import rl_matched, rl_optimum, sd_forward, sd_sequence, sd_token, tilt_score
 from tilt.policy import base_policy
 from tilt.space import TooLargeError, enumerate_rollouts
 

@@ -11,7 +11,7 @@ from test_compare_cli import _assert_one_line_error as _one_line_error
 from test_compare_cli import _run
 
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.objectives import PRESETS, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts

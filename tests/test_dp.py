@@ -1,7 +1,7 @@
 """The DP engine (``tilt.dp``) against enumeration, on every acyclic space small enough.
 
 Two independent computations must agree: the DP engine (passes over the state
-DAG, no paths) and the enumeration engine (``tilt.space``, ``tilt.optimal``,
+DAG, no paths) and the enumeration engine (``tilt.space``, ``tilt.objectives``,
 ``tilt.measures``), on the catalogue's DAGs, on random DAGs from
 :func:`tilt.testing.dag_instances` (logits up to ±50, horizons, dead ends,
 edges past the target) and on token lattices with ``V^L < 10^5``.  The
@@ -43,11 +43,11 @@ from tilt.dp import passes as dp_passes
 from tilt.dp import policy as dpp
 from tilt.dp.optima import rl_optimum as dp_rl
 from tilt.dp.rollouts import prefix_edges, to_policy
-from tilt.graphs import make_task, named_task
-from tilt.lattice import parse_lattice
+from tilt.tasks.graphs import make_task, named_task
+from tilt.tasks.lattice import parse_lattice
 from tilt.measures import measure
 from tilt.objectives import sd_optimum as objective_optimum
-from tilt.optimal import rl_optimum, sd_sequence, sd_token, tilt_score
+from tilt.objectives import rl_optimum, sd_sequence, sd_token, tilt_score
 from tilt.policy import Policy, edge_softmax
 from tilt.space import RolloutSpace, enumerate_rollouts
 from tilt.testing import RandomInstance, alphas, anchors, betas, dag_instances, demo_kinds

@@ -10,7 +10,8 @@ import numpy as np
 import oracle
 import pytest
 
-from tilt.graphs import Task, catalogue, load_graph, make_task, named_task, resolve_task
+from tilt.tasks import Task
+from tilt.tasks.graphs import catalogue, load_graph, make_task, named_task, resolve_task
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 

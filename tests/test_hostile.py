@@ -32,10 +32,10 @@ import tilt.cli
 import tilt.space
 from tilt import compare
 from tilt.context import ContextModel, make_context
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import gap_slope, measure, ratio_distortion
 from tilt.objectives import OBJECTIVES
-from tilt.optimal import (
+from tilt.objectives import (
     matched_beta,
     rl_optimum,
     sd_forward,

@@ -12,7 +12,7 @@ import oracle
 import pytest
 
 from tilt.context import make_context
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import (
     correct_entropy,
     correct_flow_by_move,
@@ -24,7 +24,7 @@ from tilt.measures import (
     ratio_distortion,
     widening_fraction,
 )
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tilt.context import demonstrations, generic_teacher_classes, make_context
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.objectives import OBJECTIVES, parse_objective, sd_optimum
-from tilt.optimal import rl_optimum
+from tilt.objectives import rl_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 from tilt.testing import context_models, instances

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 
 from tilt.context import make_context
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.ood import blocked_edges, ood_pass_at_k, ood_success
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 from tilt.testing import instances

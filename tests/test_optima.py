@@ -31,8 +31,8 @@ from tilt.context import (
     generic_token_log_target,
     make_context,
 )
-from tilt.graphs import make_task, named_task
-from tilt.optimal import (
+from tilt.tasks.graphs import make_task, named_task
+from tilt.objectives import (
     iterate,
     matched_beta,
     rl_matched,

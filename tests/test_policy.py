@@ -9,7 +9,7 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.policy import Policy, as_generator, base_policy, edge_softmax
 from tilt.space import enumerate_rollouts
 

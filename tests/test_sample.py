@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tilt.context import make_context
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, main, sample_jsonl, sample_records
 from tilt.space import enumerate_rollouts

@@ -12,7 +12,7 @@ import pytest
 from scipy.optimize import brentq
 from test_shared import EDGE, _small_suite, _student, _suite_file
 
-from tilt.optimal import rl_optimum
+from tilt.objectives import rl_optimum
 from tilt.share import mean_accuracy, run_experiment
 from tilt.share._cli import main
 from tilt.share.rl_match import match_rl_beta, rl_optimum_theta

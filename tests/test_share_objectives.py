@@ -10,7 +10,7 @@ import pytest
 from test_shared import EDGE, _student
 
 from tilt.objectives import sd_optimum
-from tilt.optimal import rl_optimum
+from tilt.objectives import rl_optimum
 from tilt.share import OBJECTIVES, SharedStudent, ShareObjective, train_shared
 from tilt.share.exact import held_quantities, shared_value_and_grad
 from tilt.train import total_variation

@@ -11,7 +11,7 @@ import pytest
 
 from tilt._train_cli import main as train_main
 from tilt.context import make_context
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.policy import base_policy
 from tilt.share import SharedStudent, ShareObjective, make_features, train_shared
 from tilt.share._cli import main as share_main

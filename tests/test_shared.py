@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tilt.context import make_context
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.policy import base_policy
 from tilt.share import (
     SharedFeatures,
@@ -32,7 +32,7 @@ EDGE = make_context("edge", 2.0)
 def _small_suite() -> Suite:
     """grid3 corner to corner, from two sources, plus diamonds: three small prompts."""
     grid = named_task("grid3")
-    from tilt.graphs import make_task
+    from tilt.tasks.graphs import make_task
 
     prompts = (
         Prompt("grid3 (0,0)", grid),

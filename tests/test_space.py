@@ -11,7 +11,7 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tilt.graphs import make_task, named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.space import TooLargeError, enumerate_rollouts
 
 SMALL_NAMED = ["grid2", "grid3", "grid4", "diamonds", "routes"]

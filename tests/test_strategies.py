@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from tilt.compare import main
 from tilt.context import make_context
-from tilt.graphs import named_task
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.tasks.graphs import named_task
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 from tilt.strategies import (

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tilt.context import make_context
 from tilt.measures import pass_at_k
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 from tilt.suite import (

@@ -18,7 +18,7 @@ import pytest
 sp = pytest.importorskip("sympy")
 
 from tilt import symbolic  # noqa: E402
-from tilt.optimal import matched_beta  # noqa: E402
+from tilt.objectives import matched_beta  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_copy_monotonicity_matches_finite_differences():
 def test_copy_tilt_closed_form_matches_tilt():
     """The symbolic closed form at numbers equals tilt's CopyContext.tilt_score on grid3."""
     from tilt.context import CopyContext, demonstrations
-    from tilt.graphs import named_task
+    from tilt.tasks.graphs import named_task
     from tilt.policy import base_policy
     from tilt.space import enumerate_rollouts
 

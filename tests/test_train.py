@@ -18,9 +18,9 @@ from tilt import _train_losses as losses
 from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.measures import correct_entropy, ratio_distortion
-from tilt.optimal import rl_optimum, sd_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
 from tilt.train import TabularSoftmax, kl_divergence, main, total_variation, train

@@ -18,7 +18,7 @@ from tilt import _train_losses as losses
 from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
-from tilt.graphs import named_task
+from tilt.tasks.graphs import named_task
 from tilt.objectives import OBJECTIVES, parse_objective, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tilt.context import make_context
-from tilt.graphs import make_task
+from tilt.tasks.graphs import make_task
 from tilt.objectives import sd_optimum
-from tilt.optimal import rl_optimum
+from tilt.objectives import rl_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
 from tilt.testing import instances

@@ -43,8 +43,8 @@ from tilt.dp.measures import first_move_names
 from tilt.dp.policy import point_mass, reference_edges
 from tilt.dp.report import dp_rows
 from tilt.dp.space import MoveTable
-from tilt.graphs import resolve_task
-from tilt.lattice import is_lattice_name
+from tilt.tasks.graphs import resolve_task
+from tilt.tasks.lattice import is_lattice_name
 
 if TYPE_CHECKING:
     from tilt.compare import Comparison, SDVariant
@@ -260,7 +260,7 @@ def enumerated(comparison: Comparison, args: argparse.Namespace) -> Comparison:
     """
     from tilt.compare import Comparison, MethodResult
     from tilt.dp.rollouts import prefix_edges, to_policy
-    from tilt.optimal import tilt_score
+    from tilt.objectives import tilt_score
     from tilt.policy import base_policy as enumerated_base
     from tilt.space import enumerate_rollouts
 

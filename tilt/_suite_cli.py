@@ -22,8 +22,7 @@ from tilt.cli import (
     table,
 )
 from tilt.context import make_context
-from tilt.objectives import objective_forms
-from tilt.optimal import SD_METHODS
+from tilt.objectives import SD_METHODS, objective_forms
 from tilt.space import DEFAULT_MAX_ROLLOUTS
 from tilt.suite import (
     DEFAULT_KS,

@@ -79,7 +79,7 @@ class TabularSoftmax:
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> from tilt.policy import base_policy
     >>> pi0 = base_policy(enumerate_rollouts(named_task("grid3")))

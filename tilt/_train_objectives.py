@@ -50,8 +50,7 @@ from tilt._train_losses import (
 )
 from tilt.context import ContextModel, demonstrations, point_mass, reference_rollout
 from tilt.objectives import OBJECTIVES as SD_OBJECTIVES
-from tilt.objectives import Objective, objective_forms, parse_objective
-from tilt.optimal import rl_optimum
+from tilt.objectives import Objective, objective_forms, parse_objective, rl_optimum
 from tilt.policy import Policy
 
 __all__ = [

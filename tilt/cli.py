@@ -34,11 +34,11 @@ from tilt.context import (
     point_mass,
     reference_rollout,
 )
-from tilt.graphs import catalogue, named_task, resolve_task
 from tilt.measures import Measures
 from tilt.objectives import PRESETS, Objective, objective_forms, parse_objective
 from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, RolloutSpace, enumerate_rollouts
+from tilt.tasks.graphs import catalogue, named_task, resolve_task
 
 __all__ = [
     "DEFAULT_STRENGTH",

@@ -41,9 +41,16 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.measures import Measures, measure
-from tilt.objectives import Objective, parse_objective, preset
+from tilt.objectives import (
+    Objective,
+    iterate,
+    parse_objective,
+    preset,
+    rl_matched,
+    rl_optimum,
+    tilt_score,
+)
 from tilt.ood import READING_LABELS
-from tilt.optimal import iterate, rl_matched, rl_optimum, tilt_score
 from tilt.policy import Policy
 from tilt.space import TooLargeError
 from tilt.strategies import Strategies, StrategyMeasures, strategy_labels, strategy_measures

@@ -285,7 +285,7 @@ def ood_pass_at_k(policy: Policy, k: int, reading: str = "fail") -> OODPass:
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> from tilt.policy import base_policy
     >>> pi0 = base_policy(enumerate_rollouts(named_task("routes")))

@@ -30,7 +30,7 @@ from tilt._numerics import (
     linear_shift_of,
     others_sum,
 )
-from tilt.graphs import Task
+from tilt.tasks import Task
 
 __all__ = [
     "RolloutSpace",
@@ -527,7 +527,7 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> space = enumerate_rollouts(named_task("grid3"))
     >>> space.n_rollouts, space.n_correct
     (18, 12)

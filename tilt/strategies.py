@@ -262,7 +262,7 @@ def strategy_labels(
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> strategy_labels(enumerate_rollouts(named_task("holed5")), "side").names
     ('ccw', 'cw')

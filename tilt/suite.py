@@ -82,10 +82,11 @@ import networkx as nx
 import numpy as np
 
 from tilt.context import make_context, point_mass, reference_rollout
-from tilt.graphs import Task, load_graph, make_task, named_task, resolve_task
-from tilt.optimal import SD_METHODS, sd_optimum
+from tilt.objectives import SD_METHODS, sd_optimum
 from tilt.policy import BASES, Policy, base_policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
+from tilt.tasks import Task
+from tilt.tasks.graphs import load_graph, make_task, named_task, resolve_task
 
 __all__ = [
     "SUITES",

@@ -51,10 +51,11 @@ from scipy.special import logsumexp
 
 from tilt._numerics import FloatArray
 from tilt.context import CONTEXTS, DEMOS, ContextModel, CopyContext, EdgeContext, KernelContext
-from tilt.graphs import Task, make_task
-from tilt.optimal import SD_METHODS
+from tilt.objectives import SD_METHODS
 from tilt.policy import Policy, edge_softmax
 from tilt.space import RolloutSpace, TooLargeError, enumerate_rollouts
+from tilt.tasks import Task
+from tilt.tasks.graphs import make_task
 
 __all__ = [
     "MAX_LOGIT",
@@ -307,7 +308,7 @@ def alphas(high: float = 3.0) -> st.SearchStrategy[float]:
 
 
 def sd_methods() -> st.SearchStrategy[str]:
-    """Self-distillation variants (:data:`tilt.optimal.SD_METHODS`)."""
+    """Self-distillation variants (:data:`tilt.objectives.SD_METHODS`)."""
     return st.sampled_from(SD_METHODS)
 
 
@@ -347,9 +348,9 @@ def sequence_objective(
 def _check_instances() -> list[tuple[str, Policy]]:
     """Small policies that exercise a context model: a grid with dead ends, a directed graph
     with a trap, and a policy with zero-mass rollouts (RL's ``beta -> 0`` optimum)."""
-    from tilt.graphs import named_task
-    from tilt.optimal import rl_optimum
+    from tilt.objectives import rl_optimum
     from tilt.policy import base_policy
+    from tilt.tasks.graphs import named_task
 
     out = []
     for name, kind in (("grid3", "default"), ("diamonds", "random")):
@@ -387,7 +388,7 @@ def check_context_model(model: ContextModel, atol: float = 1e-9) -> None:
         generic_tilt_score,
         generic_token_log_target,
     )
-    from tilt.optimal import SD_METHODS, sd_optimum
+    from tilt.objectives import SD_METHODS, sd_optimum
 
     if not isinstance(model, ContextModel):
         raise TypeError(f"expected a ContextModel, got {type(model).__name__}")

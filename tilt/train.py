@@ -398,7 +398,7 @@ def train(
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> from tilt.policy import base_policy
     >>> from tilt.context import make_context

@@ -54,7 +54,7 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
     """``q(y) ∝ pi(y) exp(r(y) / beta)``; ``beta = 0`` is ``pi(y) r(y) / pi(C)``; ``inf`` is ``pi``.
 
     The incorrect leaves get ``-1/beta`` (not the correct ones ``+1/beta``), as
-    :func:`tilt.optimal.rl_optimum`.
+    :func:`tilt.objectives.rl_optimum`.
     """
     beta = check_beta(beta)
     if math.isinf(beta):

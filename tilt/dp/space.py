@@ -25,7 +25,7 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt.graphs import Task
+from tilt.tasks import Task
 
 __all__ = [
     "AcyclicSpace",
@@ -111,7 +111,7 @@ def lattice_table(name: str, horizon: int | None = None) -> MoveTable:
 
     Same node and move order as ``move_table(named_task(name))``.
     """
-    from tilt.lattice import lattice_moves, parse_lattice
+    from tilt.tasks.lattice import lattice_moves, parse_lattice
 
     spec = parse_lattice(name)
     moves = lattice_moves(spec)

@@ -1,4 +1,4 @@
-"""Every self-distillation objective tilt knows, by its spec string.
+"""Every optimum tilt computes: RL's and every self-distillation objective, by spec string.
 
 One spec names each objective everywhere (library, ``tilt.compare --sd``,
 ``tilt.train --objective``, figures):
@@ -38,10 +38,17 @@ from tilt.objectives.per_prefix import (
     sd_token_forward,
 )
 from tilt.objectives.presets import PRESETS, Preset, preset
+from tilt.objectives.rl import MatchedRL, iterate, matched_beta, rl_matched, rl_optimum
 from tilt.objectives.sequence import sd_hybrid, sd_sequence
 from tilt.policy import Policy
 
 __all__ = [
+    "SD_METHODS",
+    "rl_optimum",
+    "MatchedRL",
+    "rl_matched",
+    "matched_beta",
+    "iterate",
     "OBJECTIVES",
     "PRESETS",
     "Preset",
@@ -62,6 +69,10 @@ __all__ = [
     "sd_length_weighted",
     "Demos",
 ]
+
+SD_METHODS = ("sequence", "token", "forward")
+"""The three idealised SD objectives of the first release (every spec of
+:data:`OBJECTIVES` is accepted by :func:`sd_optimum`)."""
 
 Solver = Callable[[Policy, ContextModel, Policy, float, float], Policy]
 """``solve(policy, model, demos, anchor, param) -> optimum``."""
@@ -270,7 +281,7 @@ def sd_optimum(
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> from tilt.policy import base_policy
     >>> from tilt.context import make_context

@@ -12,7 +12,7 @@ the initial ``theta``.  Built in (:data:`FEATURES`):
 
 * ``prefix`` — one parameter per prefix of every prompt: the tabular softmax,
   started at each prompt's base conditionals (no sharing; the closed forms of
-  :mod:`tilt.optimal` and :mod:`tilt.objectives` are its optima);
+  :mod:`tilt.objectives` holds its optima);
 * ``edge`` — one parameter per directed move ``v -> u`` *and target*: every
   prefix of every prompt with the same target that ends in ``v`` uses it;
   started at the graph's ``logit`` attribute;

@@ -31,8 +31,8 @@ import networkx as nx
 import numpy as np
 
 from tilt._numerics import IntArray
-from tilt.graphs import make_task, named_task
 from tilt.suite import SUITES, Prompt, Suite, builtin_suite, load_suite
+from tilt.tasks.graphs import make_task, named_task
 
 __all__ = ["SHARE_SUITES", "SPLITS", "share_suite", "split_suite", "Split"]
 

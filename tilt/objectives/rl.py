@@ -1,14 +1,8 @@
-"""Exact optima of RL and of self-distillation, and their iterates.
+"""RL's optimum, the beta that matches an accuracy, and iterates of any optimum.
 
-RL lives here; every SD objective lives in :mod:`tilt.objectives` (one spec
-string each) and is re-exported.  All in log space over the enumerated
-rollouts (``docs/theory.md``):
-
-* RL: ``pi_RL(y) = pi0(y) exp(r(y) / beta) / Z``; ``beta -> 0`` gives
-  ``pi0(y) r(y) / pi0(C)``.
-* sequence SD: ``q*(y) = pi(y) exp(S(y) / (1 + b)) / Z`` (anchor ``b >= 0``).
-* token SD: ``q(u | h) ∝ exp((E_c[log T_c(u | h)] + b log pi(u | h)) / (1 + b))``.
-* forward SD: ``q(y) = E_c T_c(y)``.
+``pi_RL(y) = pi0(y) exp(r(y) / beta) / Z``; ``beta -> 0`` gives
+``pi0(y) r(y) / pi0(C)`` (``docs/theory.md``, "Optimal RL").  It keeps every
+ratio among correct rollouts, for every ``beta``.
 """
 
 from __future__ import annotations
@@ -19,46 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt.objectives import (
-    OBJECTIVES,
-    parse_objective,
-    sd_discount,
-    sd_forward,
-    sd_hybrid,
-    sd_jsd,
-    sd_length_weighted,
-    sd_optimum,
-    sd_sequence,
-    sd_token,
-    sd_token_forward,
-    tilt_score,
-)
 from tilt.policy import Policy
 
-__all__ = [
-    "SD_METHODS",
-    "OBJECTIVES",
-    "parse_objective",
-    "rl_optimum",
-    "MatchedRL",
-    "rl_matched",
-    "matched_beta",
-    "tilt_score",
-    "sd_sequence",
-    "sd_token",
-    "sd_forward",
-    "sd_optimum",
-    "sd_token_forward",
-    "sd_jsd",
-    "sd_discount",
-    "sd_length_weighted",
-    "sd_hybrid",
-    "iterate",
-]
-
-SD_METHODS = ("sequence", "token", "forward")
-"""The three idealised SD objectives of the first release (every spec of
-:data:`tilt.objectives.OBJECTIVES` is accepted by :func:`sd_optimum`)."""
+__all__ = ["rl_optimum", "MatchedRL", "rl_matched", "matched_beta", "iterate"]
 
 
 def _check_beta(beta: float) -> float:
@@ -86,7 +43,7 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
 
     Examples
     --------
-    >>> from tilt.graphs import named_task
+    >>> from tilt.tasks import named_task
     >>> from tilt.space import enumerate_rollouts
     >>> from tilt.policy import base_policy
     >>> pi0 = base_policy(enumerate_rollouts(named_task("grid3")), "uniform")

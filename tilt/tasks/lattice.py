@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from tilt.graphs import Task
+from tilt.tasks._task import Task
 
 __all__ = [
     "LatticeSpec",

@@ -16,13 +16,13 @@ import json
 import math
 import numbers
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 
+from tilt.tasks._task import Task
+
 __all__ = [
-    "Task",
     "catalogue",
     "named_task",
     "load_graph",
@@ -32,32 +32,6 @@ __all__ = [
     "EDGE_LIST_SUFFIXES",
     "PATH_SEPARATOR",
 ]
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task instance ``(G, s, t, H)``.
-
-    Attributes
-    ----------
-    name : str
-        Catalogue name or file name, used in reports.
-    graph : networkx.DiGraph
-        Directed graph; each edge may carry a finite float ``logit``.
-    source, target : hashable
-        Nodes of ``graph``, ``source != target``.
-    horizon : int or None
-        Most moves a rollout may make; ``None`` means unlimited.
-    description : str
-        One line on what the instance isolates and its default base.
-    """
-
-    name: str
-    graph: nx.DiGraph
-    source: Hashable
-    target: Hashable
-    horizon: int | None = None
-    description: str = ""
 
 
 # --------------------------------------------------------------------------
@@ -254,7 +228,10 @@ def _is_lattice(name: str) -> bool:
 
 
 def _lattice(name: str) -> Task:
-    from tilt.lattice import lattice_task, parse_lattice  # tilt.lattice imports Task from here
+    from tilt.tasks.lattice import (  # lattice imports Task from _task: no cycle
+        lattice_task,
+        parse_lattice,
+    )
 
     return lattice_task(parse_lattice(name))
 
