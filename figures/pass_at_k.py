@@ -3,7 +3,7 @@
 Block one edge that some correct rollout uses (both directions on an
 undirected graph); ``ood_pass@k`` is the chance that ``k`` samples still
 succeed, averaged over every such edge (top row) and for the worst one
-(bottom row), in two readings (``tilt.ood``): *blocked = fail* (rollouts
+(bottom row), in two readings (``tilt.measures.ood``): *blocked = fail* (rollouts
 through the edge fail) and *re-route* (the policy renormalised on the graph
 without it).  Two instances, one column per reading:
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from figures._common import FigureResult, base_of, optima
 from figures.style import METHODS, new_figure, save_csv, save_figure, save_json, suptitle
-from tilt.ood import READING_LABELS, READINGS, ood_pass_at_ks
+from tilt.measures.ood import READING_LABELS, READINGS, ood_pass_at_ks
 
 __all__ = ["make", "INSTANCES", "ks"]
 

@@ -1,6 +1,6 @@
 """Figure 12: strategy shares among the correct rollouts (functional diversity).
 
-Each bar splits a method's correct mass by strategy (``tilt.strategies``):
+Each bar splits a method's correct mass by strategy (``tilt.measures.strategies``):
 which way round the hole of ``holed5`` the rollout goes (``side``, base:
 seeded random logits, seed 3), and which route ``routes`` takes (first move).
 RL's optimum keeps every share exactly (bars identical to the base's); SD's
@@ -21,7 +21,7 @@ import numpy as np
 
 from figures._common import FigureResult, base_of, optima
 from figures.style import METHODS, new_figure, save_csv, save_figure, save_json, suptitle
-from tilt.strategies import strategy_labels, strategy_measures
+from tilt.measures.strategies import strategy_labels, strategy_measures
 
 __all__ = ["make", "PANELS"]
 

@@ -1,4 +1,4 @@
-"""Out-of-distribution readings (``tilt.ood``) against an oracle that rebuilds the graph.
+"""Out-of-distribution readings (``tilt.measures.ood``) against an oracle that rebuilds the graph.
 
 The vectorised re-route reading (one pass over the prefix tree for every edge)
 must equal, to 1e-12 (exact enumeration: rounding only), the accuracy of the
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 
 from tilt.context import make_context
 from tilt.tasks.graphs import make_task, named_task
-from tilt.ood import blocked_edges, ood_pass_at_k, ood_success
+from tilt.measures.ood import blocked_edges, ood_pass_at_k, ood_success
 from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
@@ -169,10 +169,10 @@ def test_doctests():
     import doctest
 
     import tilt.graphs
-    import tilt.ood
-    import tilt.strategies
+    import tilt.measures.ood
+    import tilt.measures.strategies
 
-    for module in (tilt.ood, tilt.strategies, tilt.graphs):
+    for module in (tilt.measures.ood, tilt.measures.strategies, tilt.graphs):
         failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0, module.__name__
         assert failures == 0, module.__name__

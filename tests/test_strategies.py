@@ -1,4 +1,4 @@
-"""Strategy maps and their measures (``tilt.strategies``), and ``tilt.compare --strategy``."""
+"""Strategy maps and their measures (``tilt.measures.strategies``), and ``tilt.compare --strategy``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tilt.tasks.graphs import named_task
 from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
-from tilt.strategies import (
+from tilt.measures.strategies import (
     Strategies,
     load_function,
     strategy_labels,

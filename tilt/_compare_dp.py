@@ -233,7 +233,7 @@ def compare_dp(
             f"--strategy {strategy} labels the enumerated rollouts: use --engine enumerate "
             "(first-move runs on both engines)"
         )
-    from tilt.strategies import Strategies
+    from tilt.measures.strategies import Strategies
 
     # the labels of individual rollouts are not listed (there may be 10^1800 of them)
     strategies = Strategies(strategy, first_move_names(instance.space), np.zeros(0, dtype=np.int64))

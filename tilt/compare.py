@@ -41,6 +41,13 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.measures import Measures, measure
+from tilt.measures.ood import READING_LABELS
+from tilt.measures.strategies import (
+    Strategies,
+    StrategyMeasures,
+    strategy_labels,
+    strategy_measures,
+)
 from tilt.objectives import (
     Objective,
     iterate,
@@ -50,10 +57,8 @@ from tilt.objectives import (
     rl_optimum,
     tilt_score,
 )
-from tilt.ood import READING_LABELS
 from tilt.policy import Policy
 from tilt.space import TooLargeError
-from tilt.strategies import Strategies, StrategyMeasures, strategy_labels, strategy_measures
 
 __all__ = [
     "MethodResult",
@@ -172,7 +177,7 @@ def compare(
     matched to the accuracy of sequence SD after the same rounds.  A method
     whose exact computation exceeds a size limit is kept as a row with a note,
     and so is the anchor where an objective has none.  With ``strategies``
-    (:func:`tilt.strategies.strategy_labels`), every method also gets its
+    (:func:`tilt.measures.strategies.strategy_labels`), every method also gets its
     strategy shares and diversity.
     """
     base = instance.base

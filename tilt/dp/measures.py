@@ -42,7 +42,7 @@ from tilt.dp.passes import (
 from tilt.dp.policy import MarkovPolicy
 from tilt.dp.space import AcyclicSpace
 from tilt.measures import Measures, OODPass
-from tilt.strategies import StrategyMeasures, measures_from_mass
+from tilt.measures.strategies import StrategyMeasures, measures_from_mass
 
 __all__ = [
     "DISTINCT_EXACT_LIMIT",
@@ -519,7 +519,7 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
 
 def first_move_names(space: AcyclicSpace) -> tuple[str, ...]:
     """The ``first-move`` strategies: the labels of the nodes that follow the source on
-    some correct rollout, sorted (as :func:`tilt.strategies.strategy_labels` names them)."""
+    some correct rollout, sorted (as :func:`tilt.measures.strategies.strategy_labels` names them)."""
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     live = np.isfinite(_log_correct_count(space)[space.edge_head[e0:e1]])
     labels = space.moves.labels
@@ -528,7 +528,7 @@ def first_move_names(space: AcyclicSpace) -> tuple[str, ...]:
 
 
 def first_move_strategies(policy: MarkovPolicy, ks: Sequence[int]) -> StrategyMeasures:
-    """:class:`tilt.strategies.StrategyMeasures` of the ``first-move`` map: each strategy's
+    """:class:`tilt.measures.strategies.StrategyMeasures` of the ``first-move`` map: each strategy's
     mass ``q(first move = e, C)`` is the correct flow through the source edge ``e``."""
     space = policy.space
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])

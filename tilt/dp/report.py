@@ -18,8 +18,8 @@ from tilt.dp.objectives import dp_optimum, markov_reason, parse_spec
 from tilt.dp.optima import rl_optimum
 from tilt.dp.policy import Demos, MarkovPolicy
 from tilt.measures import Measures
+from tilt.measures.strategies import StrategyMeasures
 from tilt.objectives import OBJECTIVES, matched_beta
-from tilt.strategies import StrategyMeasures
 
 __all__ = ["DPRow", "dp_rows", "iterate", "measure_noted"]
 

@@ -44,10 +44,10 @@ def _rate(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
+    from tilt.measures.strategies import STRATEGIES
     from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
     from tilt.share.exact import objective_help
     from tilt.share.measure import RL_MATCHES
-    from tilt.strategies import STRATEGIES
 
     parser = OneLineParser(
         prog="python -m tilt.share",

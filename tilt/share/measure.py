@@ -3,7 +3,7 @@
 :func:`set_measures` summarises the policies of a set of prompts: mean
 ``pass@k = 1 - (1 - q(C))^k`` over the prompts, the mean effective number of
 correct rollouts ``exp H(q(. | C))``, and the mean strategy shares
-(:mod:`tilt.strategies`; a share averaged over the prompts that have that
+(:mod:`tilt.measures.strategies`; a share averaged over the prompts that have that
 strategy).  :func:`run_experiment` trains every objective on the training
 prompts and measures both sets at each matched training pass@1.
 
@@ -25,13 +25,13 @@ import numpy as np
 from tilt._numerics import FloatArray, IntArray
 from tilt.context import ContextModel
 from tilt.measures import correct_entropy
+from tilt.measures.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.policy import Policy, base_policy
 from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
 from tilt.share.rl_match import match_rl_beta
 from tilt.share.train import ShareRun, matched_theta, train_shared
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
-from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
 
 __all__ = [

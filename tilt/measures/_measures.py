@@ -4,7 +4,7 @@
 ``distinct@k``, correct-set entropy and effective number of correct rollouts,
 gap slopes (unweighted and ``pi0``-weighted) and the ``pi0``-mass fraction of
 correct pairs whose gap widens, ratio distortion, and out-of-distribution
-``pass@k`` over single blocked edges in both readings (:mod:`tilt.ood`).
+``pass@k`` over single blocked edges in both readings (:mod:`tilt.measures.ood`).
 
 A slope is a least-squares summary over all correct rollouts, not a factor
 applied to every gap: read it beside :func:`widening_fraction`.
@@ -20,13 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilt._numerics import FloatArray, IntArray, dot, logsumexp
-from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
+from tilt.measures.ood import OODPass, ood_pass_at_ks
 from tilt.policy import Policy
 from tilt.space import check_same_space
 
 __all__ = [
     "Measures",
-    "OODPass",
     "measure",
     "pass_at_k",
     "distinct_at_k",
@@ -39,7 +38,6 @@ __all__ = [
     "GAP_TOLERANCE",
     "ratio_distortion",
     "correct_flow_by_move",
-    "ood_pass_at_k",
 ]
 
 
