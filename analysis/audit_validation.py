@@ -36,16 +36,23 @@ import networkx as nx
 import numpy as np
 
 from analysis.sweeps import Row, rows_to_csv, run_tasks
-from tilt._audit_read import read_prompts
 from tilt.audit import audit_prompts, estimate_prompt, token_slope
-from tilt.cli import OneLineParser, non_negative_int, positive_int, run_main, write_atomic
+from tilt.audit._read import read_prompts
+from tilt.cli import (
+    OneLineParser,
+    check_output_file,
+    non_negative_int,
+    positive_int,
+    run_main,
+    write_atomic,
+)
 from tilt.context import demonstrations, make_context
-from tilt.tasks import Task
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import correct_entropy, weighted_gap_slope
 from tilt.objectives import sd_sequence
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
+from tilt.tasks import Task
+from tilt.tasks.graphs import make_task, named_task
 
 __all__ = [
     "INSTANCES",
@@ -276,9 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from tilt.sample import check_destination
-
-        check_destination(args.out)
+        check_output_file(args.out)
         rows: list[Row] = []
         for which in args.only or SWEEPS:
             rows += sweep(which, args.quick, args.replicates, args.seed, args.jobs, progress=True)

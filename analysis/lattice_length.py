@@ -4,7 +4,7 @@ For each seed, length ``L`` and strength ``gamma``: the lattice
 ``lattice:V=..,L=..,seed=..`` (random bigram base, correct when the sum of the
 tokens is even), sequence SD with ``edge(gamma)`` and own demonstrations, RL
 at SD's accuracy, and the measures of ``docs/theory.md``, all by the DP
-engine (:mod:`tilt.dp`), exactly, for ``L`` up to 1000 (about ``V^1000``
+engine (:mod:`tilt.engines.dp`), exactly, for ``L`` up to 1000 (about ``V^1000``
 rollouts).  ``log_effective_ratio`` is ``log(eff SD / eff RL)`` at matched
 accuracy, the difference of the correct-set entropies (the ratio itself
 underflows float64 beyond about 700 nats).
@@ -16,9 +16,9 @@ import math
 from collections.abc import Sequence
 
 from tilt.context import EdgeContext
-from tilt.dp import acyclic_space, base_policy, dp_optimum, lattice_table
-from tilt.dp import measures as dp_measures
-from tilt.dp.optima import rl_optimum
+from tilt.engines.dp import acyclic_space, base_policy, dp_optimum, lattice_table
+from tilt.engines.dp import measures as dp_measures
+from tilt.engines.dp.optima import rl_optimum
 from tilt.objectives import matched_beta
 
 __all__ = ["LENGTHS", "GAMMAS", "lattice_length_sweep", "affine_fit"]

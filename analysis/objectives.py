@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 from tilt.cli import OneLineParser, positive_int, run_main, write_atomic
 from tilt.context import make_context, point_mass, reference_rollout
-from tilt.tasks.graphs import named_task
 from tilt.measures import measure
-from tilt.objectives import PRESETS, parse_objective
-from tilt.objectives import rl_matched
+from tilt.objectives import PRESETS, parse_objective, rl_matched
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 
 __all__ = ["VerdictCase", "CASES", "SPECS", "verdict_rows", "markdown", "main"]
 

@@ -1,7 +1,7 @@
 """How fast sampled training of the shared student reaches its target: final TV against samples.
 
 For each feature map and objective, the sampled shared trainer
-(:func:`tilt.share.sampled.train_sampled`, the tabular sampled estimators
+(:func:`tilt.share._sampled.train_sampled`, the tabular sampled estimators
 pulled back through the feature matrices) runs ``steps`` steps of ``batch``
 rollouts per training prompt, for several seeds, on the training prompts of a
 suite; the row records the mean over those prompts of the final total
@@ -62,7 +62,7 @@ def _task(
 ) -> list[Row]:
     from tilt.context import make_context
     from tilt.share import SharedStudent, ShareObjective, train_shared
-    from tilt.share.sampled import SampledObjective, mean_total_variation, train_sampled
+    from tilt.share._sampled import SampledObjective, mean_total_variation, train_sampled
 
     student, initial, train = _setup(suite_name, features)
     assert isinstance(student, SharedStudent)

@@ -7,7 +7,7 @@ context model ``edge(2)`` and own demonstrations:
   ``python -m tilt.share``) and is measured where its mean training pass@1
   reaches each of :data:`TARGETS` (between two steps); RL is measured at its
   optimum at the ``beta`` that gives the same training pass@1
-  (:func:`tilt.share.rl_match.match_rl_beta`), and, for reference, along its
+  (:func:`tilt.share._rl_match.match_rl_beta`), and, for reference, along its
   own gradient run at ``beta = 0.1`` (``rl_match='checkpoint'``);
 * ``frozen`` -- optimum against optimum: each SD objective converges (L-BFGS,
   at most :data:`FROZEN_STEPS` iterations; the JSON records how many it took),
@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from tilt.cli import OneLineParser, check_output_file, positive_int, run_main, write_atomic
 from tilt.context import make_context
 from tilt.share import ShareObjective, run_experiment, share_suite, split_suite, train_shared
-from tilt.share.measure import SetMeasures, suite_student
-from tilt.share.rl_match import match_rl_beta
+from tilt.share._measure import SetMeasures, suite_student
+from tilt.share._rl_match import match_rl_beta
 
 __all__ = ["Case", "CASES", "SPECS", "TARGETS", "Row", "matched_rows", "markdown", "main"]
 

@@ -42,11 +42,11 @@ import numpy as np
 
 from tilt.cli import OneLineParser, finite_float, positive_int, run_main, write_atomic
 from tilt.context import CONTEXTS, DEMOS, make_context
-from tilt.tasks.graphs import resolve_task
 from tilt.measures import correct_entropy, distinct_at_k, gap_slope, ood_pass_at_k, ratio_distortion
 from tilt.objectives import iterate, matched_beta, rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import resolve_task
 
 __all__ = [
     "Row",

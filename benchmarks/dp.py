@@ -1,4 +1,4 @@
-"""Benchmarks of the DP engine (``tilt.dp``): wall time and peak memory against the
+"""Benchmarks of the DP engine (``tilt.engines.dp``): wall time and peak memory against the
 number of state edges, on token lattices and the catalogue's DAGs.
 
 Each space runs in its own subprocess (so ``ru_maxrss`` is that space's peak):
@@ -60,10 +60,11 @@ STAGES = ("import", "build", "base", "compare")
 def run_one(name: str, gamma: float) -> dict[str, object]:
     """Time every stage on ``name``; returns one JSON-ready row."""
     t0 = time.perf_counter()
+    from tilt.engines.dp.report import dp_rows
+
     from tilt.cli import reuse_freed_memory
     from tilt.context import EdgeContext
-    from tilt.dp import acyclic_space, base_policy, lattice_table, log_rollout_count
-    from tilt.dp.report import dp_rows
+    from tilt.engines.dp import acyclic_space, base_policy, lattice_table, log_rollout_count
     from tilt.tasks.graphs import named_task
     from tilt.tasks.lattice import is_lattice_name
 
@@ -105,12 +106,12 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
 
 def _agreement(name: str, rows, model) -> float:  # type: ignore[no-untyped-def]
     """Largest difference between the DP rows and the enumeration engine's measures."""
-    from tilt.dp.rollouts import to_policy
-    from tilt.tasks.graphs import named_task
+    from tilt.engines.dp.rollouts import to_policy
     from tilt.measures import measure
     from tilt.objectives import rl_matched, rl_optimum, sd_optimum
     from tilt.policy import base_policy
     from tilt.space import enumerate_rollouts
+    from tilt.tasks.graphs import named_task
 
     space = enumerate_rollouts(named_task(name))
     base = base_policy(space)

@@ -53,11 +53,11 @@ def run_one(graph: str, context: str, strength: float, brute: bool) -> dict[str,
     t0 = time.perf_counter()
     from tilt.cli import reuse_freed_memory
     from tilt.context import make_context
-    from tilt.tasks.graphs import named_task
     from tilt.measures import measure
     from tilt.objectives import rl_matched, rl_optimum, sd_optimum
     from tilt.policy import base_policy
     from tilt.space import TooLargeError, enumerate_rollouts
+    from tilt.tasks.graphs import named_task
 
     times: dict[str, float | None] = {"import": time.perf_counter() - t0}
     notes: dict[str, str] = {}

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from tilt.context import ContextModel, make_context
-from tilt.tasks.graphs import named_task
 from tilt.objectives import rl_matched, rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 
 __all__ = ["FigureResult", "base_of", "optima", "correct_rollout_rows"]
 

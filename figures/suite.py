@@ -19,7 +19,7 @@ from pathlib import Path
 
 from figures._common import FigureResult
 from figures.style import METHODS, new_figure, save_csv, save_figure, save_json, suptitle
-from tilt.suite import DEFAULT_KS, SuiteConfig, _select, builtin_suite, run_suite
+from tilt.suite import DEFAULT_KS, SuiteConfig, builtin_suite, run_suite, select_prompts
 
 __all__ = ["make", "SUITES"]
 
@@ -36,7 +36,7 @@ def make(out: Path, quick: bool = False, jobs: int | None = None, seed: int = 0)
     for col, (name, context, strength) in enumerate(SUITES):
         suite = builtin_suite(name, seed)
         if quick and name == "grid-pairs":
-            suite = _select(suite, 24, seed)
+            suite = select_prompts(suite, 24, seed)
         result = run_suite(suite, SuiteConfig(context, strength), DEFAULT_KS, jobs=1)
         ks = list(result.ks)
         top, bottom = axes[0][col], axes[1][col]

@@ -22,8 +22,7 @@ from figures.style import (
     save_json,
     suptitle,
 )
-from tilt.cli import DEFAULT_STRENGTH
-from tilt.context import CONTEXTS, make_context
+from tilt.context import CONTEXTS, DEFAULT_STRENGTH, make_context
 from tilt.measures import least_squares_slope
 from tilt.objectives import tilt_score
 

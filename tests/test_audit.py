@@ -22,7 +22,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from tilt._audit_read import Prompt, Rollout, Score
+from tilt.audit._read import Prompt, Rollout, Score
 from tilt.audit import audit_lines, estimate_prompt, main, token_slope
 from tilt.context import demonstrations, make_context
 from tilt.tasks.graphs import make_task, named_task
@@ -377,7 +377,7 @@ def test_bad_paths_and_options(
 def test_big_files_stream_prompt_by_prompt(tmp_path: Path) -> None:
     # the reader yields a prompt as soon as the next one starts: feeding it lines lazily from a
     # generator that fails after the first prompt shows nothing beyond one prompt is read ahead
-    from tilt._audit_read import read_prompts
+    from tilt.audit._read import read_prompts
 
     lines = _lines(*_prompt(prompt="a"), *_prompt(prompt="b")).splitlines()
 

@@ -1,4 +1,4 @@
-"""The DP engine (``tilt.dp``) against enumeration, on every acyclic space small enough.
+"""The DP engine (``tilt.engines.dp``) against enumeration, on every acyclic space small enough.
 
 Two independent computations must agree: the DP engine (passes over the state
 DAG, no paths) and the enumeration engine (``tilt.space``, ``tilt.objectives``,
@@ -37,12 +37,12 @@ from tilt.context import (
     point_mass,
     reference_rollout,
 )
-from tilt.dp import acyclic_space, dp_optimum, lattice_table, markov_reason
-from tilt.dp import measures as dpm
-from tilt.dp import passes as dp_passes
-from tilt.dp import policy as dpp
-from tilt.dp.optima import rl_optimum as dp_rl
-from tilt.dp.rollouts import prefix_edges, to_policy
+from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table, markov_reason
+from tilt.engines.dp import measures as dpm
+from tilt.engines.dp import passes as dp_passes
+from tilt.engines.dp import policy as dpp
+from tilt.engines.dp.optima import rl_optimum as dp_rl
+from tilt.engines.dp.rollouts import prefix_edges, to_policy
 from tilt.tasks.graphs import make_task, named_task
 from tilt.tasks.lattice import parse_lattice
 from tilt.measures import measure

@@ -1,4 +1,4 @@
-"""RL matched by beta at its optimum (tilt.share.rl_match) and in run_experiment.
+"""RL matched by beta at its optimum (tilt.share._rl_match) and in run_experiment.
 
 The suite (``_student``: grid3 from two sources, and diamonds) is the one of ``test_shared.py``.
 """
@@ -14,8 +14,8 @@ from test_shared import EDGE, _small_suite, _student, _suite_file
 
 from tilt.objectives import rl_optimum
 from tilt.share import mean_accuracy, run_experiment
-from tilt.share._cli import main
-from tilt.share.rl_match import match_rl_beta, rl_optimum_theta
+from tilt.cli.share import main
+from tilt.share._rl_match import match_rl_beta, rl_optimum_theta
 
 TRAIN = np.array([0, 2])
 

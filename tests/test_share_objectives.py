@@ -1,4 +1,4 @@
-"""Every objective of the shared student (tilt.share.exact): gradients, closed forms, bad input.
+"""Every objective of the shared student (tilt.share._exact): gradients, closed forms, bad input.
 
 The suite (``_student``: grid3 from two sources, and diamonds) is the one of ``test_shared.py``.
 """
@@ -12,7 +12,7 @@ from test_shared import EDGE, _student
 from tilt.objectives import sd_optimum
 from tilt.objectives import rl_optimum
 from tilt.share import OBJECTIVES, SharedStudent, ShareObjective, train_shared
-from tilt.share.exact import held_quantities, shared_value_and_grad
+from tilt.share._exact import held_quantities, shared_value_and_grad
 from tilt.train import total_variation
 
 # one spec per family of tilt.objectives, plus the end points of the parameterised ones

@@ -1,4 +1,4 @@
-"""Sampled training of the shared student (tilt.share.sampled); ``tilt.train --share``."""
+"""Sampled training of the shared student (tilt.share._sampled); ``tilt.train --share``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tilt._train_cli import main as train_main
+from tilt.cli.train import main as train_main
 from tilt.context import make_context
 from tilt.tasks.graphs import make_task, named_task
 from tilt.policy import base_policy
 from tilt.share import SharedStudent, ShareObjective, make_features, train_shared
-from tilt.share._cli import main as share_main
-from tilt.share.sampled import SampledObjective, mean_total_variation, train_sampled
+from tilt.cli.share import main as share_main
+from tilt.share._sampled import SampledObjective, mean_total_variation, train_sampled
 from tilt.space import enumerate_rollouts
 from tilt.train import OBJECTIVES, train
 

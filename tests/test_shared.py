@@ -21,8 +21,8 @@ from tilt.share import (
     split_suite,
     train_shared,
 )
-from tilt.share._cli import main
-from tilt.share.suites import Suite
+from tilt.cli.share import main
+from tilt.share._suites import Suite
 from tilt.space import enumerate_rollouts
 from tilt.suite import Prompt
 

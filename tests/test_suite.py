@@ -34,9 +34,9 @@ TOL = 1e-12
 
 def _small(name="grid-pairs", n=6, seed=0):
     suite = builtin_suite(name, seed)
-    from tilt.suite import _select
+    from tilt.suite import select_prompts
 
-    return _select(suite, n, seed)
+    return select_prompts(suite, n, seed)
 
 
 @settings(max_examples=100, deadline=None)

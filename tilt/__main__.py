@@ -1,5 +1,5 @@
-"""``python -m tilt`` runs ``tilt.compare``."""
+"""``python -m tilt COMMAND ...``: the commands of :mod:`tilt.cli`."""
 
-from tilt.compare import main
+from tilt.cli import main
 
 raise SystemExit(main())

@@ -20,7 +20,7 @@ marginals plus one bottom-up pass per block of demonstrations
 
 from __future__ import annotations
 
-from tilt.context.base import ContextModel
+from tilt.context.base import ContextModel, MarkovForm
 from tilt.context.copy import CopyContext
 from tilt.context.demos import DEMOS, demonstrations, edge_marginals, point_mass, reference_rollout
 from tilt.context.edge import EdgeContext
@@ -39,12 +39,14 @@ __all__ = [
     "DEMOS",
     "CONTEXTS",
     "CONTEXT_MODELS",
+    "DEFAULT_STRENGTH",
     "GENERIC_LIMIT",
     "demonstrations",
     "edge_marginals",
     "reference_rollout",
     "point_mass",
     "ContextModel",
+    "MarkovForm",
     "CopyContext",
     "EdgeContext",
     "KernelContext",
@@ -67,9 +69,15 @@ CONTEXT_MODELS: dict[str, type[ContextModel]] = {
 CONTEXTS = tuple(CONTEXT_MODELS)
 """Names accepted by :func:`make_context`."""
 
+DEFAULT_STRENGTH = {"copy": 0.5, "edge": 2.0, "kernel": 0.5}
+"""The strength of each built-in model when none is given: ``lam`` for copy, ``gamma``
+otherwise."""
 
-def make_context(name: str, strength: float) -> ContextModel:
+
+def make_context(name: str, strength: float | None = None) -> ContextModel:
     """The built-in context model ``name`` at ``strength`` (``lam`` or ``gamma``).
+
+    ``strength=None`` takes :data:`DEFAULT_STRENGTH`.
 
     Raises
     ------
@@ -78,4 +86,6 @@ def make_context(name: str, strength: float) -> ContextModel:
     """
     if name not in CONTEXT_MODELS:
         raise ValueError(f"unknown context model {name!r}: choose one of {', '.join(CONTEXTS)}")
+    if strength is None:
+        strength = DEFAULT_STRENGTH[name]
     return CONTEXT_MODELS[name](strength)  # type: ignore[call-arg]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,13 +19,36 @@ from tilt.context.generic import (
 )
 from tilt.policy import Policy
 
-__all__ = ["ContextModel", "MAX_GAMMA", "check_strength", "digest"]
+__all__ = ["ContextModel", "MarkovForm", "MAX_GAMMA", "check_strength", "digest"]
 
 MAX_GAMMA = 1e300
 """Largest ``gamma`` of ``edge`` and ``kernel``: beyond it ``gamma x (moves of a rollout)``
 may overflow to ``inf``.  Every optimum is normalised at any accepted ``gamma`` (tests/
 test_hostile.py); the scores hold terms ``gamma x (moves)`` whose rounding, about
 ``gamma x depth x 2.2e-16`` nats, grows with ``gamma`` (several nats at ``1e16``)."""
+
+
+@dataclass(frozen=True)
+class MarkovForm:
+    """A context model's tilt score as a sum over moves (the DP engine's input).
+
+    Attributes
+    ----------
+    kind : str
+        ``'next-move'``: the teacher multiplies the conditional of the
+        demonstration's next move by ``exp(strength)`` and renormalises at every
+        prefix (``edge``), so every per-prefix objective is a per-state problem;
+        ``'move-sum'``: ``S(y) = strength * sum of D's edge marginals along y``
+        plus a constant (``kernel``), a sequence-level form only.
+    strength : float
+    per_prefix_reason : str or None
+        Why the per-prefix (token-level) objectives have no Markov form with this
+        model, or ``None`` when they have one.
+    """
+
+    kind: str
+    strength: float
+    per_prefix_reason: str | None = None
 
 
 class ContextModel:
@@ -98,6 +122,20 @@ class ContextModel:
     def describe(self) -> str:
         """Short label such as ``edge(gamma=2)``."""
         return f"{self.name}"
+
+    def markov_form(self) -> MarkovForm | None:
+        """How the tilt score decomposes over moves on an acyclic space, or ``None``.
+
+        The DP engine (:mod:`tilt.engines.dp`) asks this, never a model's name: a
+        model that returns a :class:`MarkovForm` of a kind the engine knows runs
+        there; ``None`` keeps it on the enumeration engine, with
+        :meth:`no_markov_reason` as the reason.
+        """
+        return None
+
+    def no_markov_reason(self) -> str:
+        """Why :meth:`markov_form` is ``None``, for one line of a report."""
+        return f"the DP engine has no Markov form for the {self.name!r} context model"
 
 
 def check_strength(name: str, value: float, upper: float | None = None) -> float:

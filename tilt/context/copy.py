@@ -28,6 +28,14 @@ class CopyContext(ContextModel):
     def __init__(self, lam: float) -> None:
         self.strength = self.lam = check_strength("lam", lam, upper=1.0)
 
+    def no_markov_reason(self) -> str:
+        """The copy model's score depends on ``D(y)`` pointwise, not on moves."""
+        return (
+            "the copy model's tilt score depends on D(y) = pi(y) / pi(C) pointwise, not on "
+            "moves: no Markov form; use the enumeration engine (--engine enumerate) on a small "
+            "space"
+        )
+
     def describe(self) -> str:
         return f"copy(lam={self.lam:g})"
 

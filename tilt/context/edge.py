@@ -8,7 +8,7 @@ import numpy as np
 
 from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp, log_expm1
 from tilt.context._pairwise import log_mixture
-from tilt.context.base import ContextModel, check_strength, digest
+from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
@@ -40,6 +40,10 @@ class EdgeContext(ContextModel):
 
     def __init__(self, gamma: float) -> None:
         self.strength = self.gamma = check_strength("gamma", gamma)
+
+    def markov_form(self) -> MarkovForm:
+        """A boost of the demonstration's next move at every prefix: per-state teachers."""
+        return MarkovForm("next-move", self.gamma)
 
     def describe(self) -> str:
         return f"edge(gamma={self.gamma:g})"

@@ -8,7 +8,7 @@ import numpy as np
 
 from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, logsumexp_rows
 from tilt.context._pairwise import kernel_pass, log_mixture
-from tilt.context.base import ContextModel, check_strength, digest
+from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import (
     check_generic,
@@ -46,6 +46,16 @@ class KernelContext(ContextModel):
 
     def __init__(self, gamma: float) -> None:
         self.strength = self.gamma = check_strength("gamma", gamma)
+
+    def markov_form(self) -> MarkovForm:
+        """A sum of ``D``'s edge marginals along the rollout, up to a constant."""
+        return MarkovForm(
+            "move-sum",
+            self.gamma,
+            per_prefix_reason="needs the kernel's token target E_c log r_c(hu), one backward "
+            "pass per demonstration: no Markov form; use sequence or hybrid SD, the edge "
+            "model, or --engine enumerate",
+        )
 
     def describe(self) -> str:
         return f"kernel(gamma={self.gamma:g})"

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_k
 from tilt._numerics import FloatArray, IntArray, dot, logsumexp
 from tilt.measures.ood import OODPass, ood_pass_at_ks
 from tilt.policy import Policy
@@ -41,15 +43,19 @@ __all__ = [
 ]
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
+class _Accuracy(Protocol):
+    """What :func:`pass_at_k` reads of a policy (an enumerated or a Markov one)."""
+
+    @property
+    def incorrect_mass(self) -> float: ...
 
 
-def pass_at_k(policy: Policy, k: int) -> float:
-    """``1 - (1 - q(C))^k``: a correct rollout among ``k`` independent samples."""
-    k = _check_k(k)
+def pass_at_k(policy: _Accuracy, k: int) -> float:
+    """``1 - (1 - q(C))^k``: a correct rollout among ``k`` independent samples.
+
+    Any policy with an ``incorrect_mass`` (``1 - q(C)``, kept exact near 1): both engines'.
+    """
+    k = check_k(k)
     fail = policy.incorrect_mass
     # 0.0 - x, not -x: a plain 0.0 (not -0.0) when fail = 1
     return 0.0 - math.expm1(k * math.log(fail)) if fail > 0 else 1.0
@@ -62,7 +68,7 @@ def distinct_at_k(policy: Policy, k: int) -> float:
 
 def distinct_at_ks(policy: Policy, ks: Sequence[int]) -> list[float]:
     """:func:`distinct_at_k` for several ``k``, from one pass over the correct rollouts."""
-    ks = [_check_k(k) for k in ks]
+    ks = [check_k(k) for k in ks]
     q = np.exp(policy.correct_log_prob())
     with np.errstate(divide="ignore"):  # q(y) = 1: log1p(-1) = -inf, term 1
         log_miss = np.log1p(-np.minimum(q, 1.0))
@@ -332,7 +338,7 @@ class Measures:
 
 def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """All measures of ``policy`` against ``base`` for every ``k`` in ``ks``."""
-    ks = [_check_k(k) for k in ks]
+    ks = [check_k(k) for k in ks]
     check_same_space(policy.space, base.space, "the policy and the base")
     entropy = correct_entropy(policy)
     reroute = ood_pass_at_ks(policy, ks, "reroute")  # first: it remembers the fail reading too

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_k
 from tilt._numerics import FloatArray, IntArray, others_sum
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
@@ -246,15 +247,9 @@ class OODPass:
     reading: str = "fail"
 
 
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
 def ood_pass_at_ks(policy: Policy, ks: Sequence[int], reading: str = "fail") -> list[OODPass]:
     """:func:`ood_pass_at_k` for several ``k`` from one pass over the prefix tree."""
-    ks = [_check_k(k) for k in ks]
+    ks = [check_k(k) for k in ks]
     fail, _ = _failure_and_success(policy, reading)
     labels = blocked_edges(policy.space).labels
     with np.errstate(divide="ignore"):

@@ -38,7 +38,14 @@ from tilt.objectives.per_prefix import (
     sd_token_forward,
 )
 from tilt.objectives.presets import PRESETS, Preset, preset
-from tilt.objectives.rl import MatchedRL, iterate, matched_beta, rl_matched, rl_optimum
+from tilt.objectives.rl import (
+    MatchedRL,
+    iterate,
+    matched_beta,
+    matched_beta_or_reason,
+    rl_matched,
+    rl_optimum,
+)
 from tilt.objectives.sequence import sd_hybrid, sd_sequence
 from tilt.policy import Policy
 
@@ -48,6 +55,7 @@ __all__ = [
     "MatchedRL",
     "rl_matched",
     "matched_beta",
+    "matched_beta_or_reason",
     "iterate",
     "OBJECTIVES",
     "PRESETS",

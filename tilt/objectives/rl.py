@@ -10,12 +10,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from tilt.policy import Policy
 
-__all__ = ["rl_optimum", "MatchedRL", "rl_matched", "matched_beta", "iterate"]
+_P = TypeVar("_P")
+
+__all__ = [
+    "rl_optimum",
+    "MatchedRL",
+    "rl_matched",
+    "matched_beta",
+    "matched_beta_or_reason",
+    "iterate",
+]
 
 
 def _check_beta(beta: float) -> float:
@@ -118,19 +128,27 @@ class MatchedRL:
 
 def rl_matched(policy: Policy, target_accuracy: float) -> MatchedRL:
     """The RL optimum from ``policy`` at accuracy ``target_accuracy`` (:func:`matched_beta`)."""
-    beta = matched_beta(policy.accuracy, target_accuracy)
+    beta, message = matched_beta_or_reason(policy.accuracy, target_accuracy)
     if beta is None:
-        return MatchedRL(
-            target_accuracy,
-            None,
-            None,
-            f"no beta reaches accuracy {target_accuracy:.6g}: it is below the base's "
-            f"{policy.accuracy:.6g}, and RL with a 0/1 reward only raises accuracy",
-        )
+        return MatchedRL(target_accuracy, None, None, message)
     return MatchedRL(target_accuracy, beta, rl_optimum(policy, beta))
 
 
-def iterate(policy: Policy, step: Callable[[Policy], Policy], rounds: int) -> list[Policy]:
+def matched_beta_or_reason(
+    base_accuracy: float, target_accuracy: float
+) -> tuple[float | None, str]:
+    """:func:`matched_beta`, and why no ``beta`` reaches the target when none does (every
+    engine matches RL through this)."""
+    beta = matched_beta(base_accuracy, target_accuracy)
+    if beta is None:
+        return None, (
+            f"no beta reaches accuracy {target_accuracy:.6g}: it is below the base's "
+            f"{base_accuracy:.6g}, and RL with a 0/1 reward only raises accuracy"
+        )
+    return beta, ""
+
+
+def iterate(policy: _P, step: Callable[[_P], _P], rounds: int) -> list[_P]:
     """``[pi_0, pi_1, ..., pi_n]`` with ``pi_{k+1} = step(pi_k)``.
 
     For SD, ``step`` takes demonstrations and teacher from ``pi_k`` (for example

@@ -1,16 +1,16 @@
 """One student for a whole suite: shared weights, and what SD does to prompts it never trained on.
 
 ``logit(h, u, x) = theta . phi(h, u, x)`` over every prompt ``x`` of a suite
-(:mod:`tilt.share.features`), trained exactly on the training prompts
-(:mod:`tilt.share.exact`, :mod:`tilt.share.train`) and measured on training and
-held-out prompts at matched training pass@1 (:mod:`tilt.share.measure`; RL
-matched along its run or by ``beta`` at its optimum, :mod:`tilt.share.rl_match`).
+(:mod:`tilt.share._features`), trained exactly on the training prompts
+(:mod:`tilt.share._exact`, :mod:`tilt.share._train`) and measured on training and
+held-out prompts at matched training pass@1 (:mod:`tilt.share._measure`; RL
+matched along its run or by ``beta`` at its optimum, :mod:`tilt.share._rl_match`).
 ``python -m tilt.share`` runs it; ``docs/sharing.md`` reports what it shows.
 """
 
-from tilt.share.exact import EMA_RATE, OBJECTIVES, TEACHERS, SharedStudent, ShareObjective
-from tilt.share.features import FEATURES, FeatureMap, SharedFeatures, make_features
-from tilt.share.measure import (
+from tilt.share._exact import EMA_RATE, OBJECTIVES, TEACHERS, SharedStudent, ShareObjective
+from tilt.share._features import FEATURES, FeatureMap, SharedFeatures, make_features
+from tilt.share._measure import (
     RL_MATCHES,
     Checkpoint,
     Experiment,
@@ -20,9 +20,9 @@ from tilt.share.measure import (
     set_measures,
     suite_student,
 )
-from tilt.share.rl_match import BetaMatch, match_rl_beta, rl_optimum_theta
-from tilt.share.suites import SHARE_SUITES, SPLITS, share_suite, split_suite
-from tilt.share.train import ShareRun, matched_theta, mean_accuracy, train_shared
+from tilt.share._rl_match import BetaMatch, match_rl_beta, rl_optimum_theta
+from tilt.share._suites import SHARE_SUITES, SPLITS, share_suite, split_suite
+from tilt.share._train import ShareRun, matched_theta, mean_accuracy, train_shared
 
 __all__ = [
     "EMA_RATE",

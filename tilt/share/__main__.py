@@ -1,5 +1,5 @@
-"""``python -m tilt.share``: see :mod:`tilt.share._cli`."""
+"""``python -m tilt.share``: the command of :mod:`tilt.cli.share`."""
 
-from tilt.share._cli import main
+from tilt.cli.share import main
 
 raise SystemExit(main())

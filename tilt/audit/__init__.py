@@ -1,0 +1,48 @@
+"""Audits of real runs: what SD does to the ratios, estimated from a log.
+
+:func:`audit_prompts` reads sampled rollouts with their log-probabilities under
+the student and the teacher (``docs/audit.md``) and estimates the within-prompt
+slope of the tilt against the base's log-probability, with bootstrap intervals.
+"""
+
+from tilt.audit._audit import (
+    MIN_ESS_FRACTION,
+    MIN_PROMPTS,
+    AuditResult,
+    Interval,
+    PromptEstimate,
+    RolloutScore,
+    audit_lines,
+    audit_prompts,
+    estimate_prompt,
+    iter_estimates,
+    token_slope,
+)
+from tilt.audit._read import (
+    LOGP_TOLERANCE,
+    AuditInputError,
+    Prompt,
+    Rollout,
+    Score,
+    read_prompts,
+)
+
+__all__ = [
+    "AuditInputError",
+    "PromptEstimate",
+    "Interval",
+    "AuditResult",
+    "estimate_prompt",
+    "audit_prompts",
+    "audit_lines",
+    "token_slope",
+    "MIN_PROMPTS",
+    "MIN_ESS_FRACTION",
+    "RolloutScore",
+    "iter_estimates",
+    "Score",
+    "Rollout",
+    "Prompt",
+    "read_prompts",
+    "LOGP_TOLERANCE",
+]

@@ -1,0 +1,511 @@
+"""``python -m tilt.audit``: predict from a run's log-probabilities what SD does to its diversity.
+
+Reads an audit log (JSON Lines, ``docs/audit.md``): per rollout, the student's
+``log pi(y)`` and the teacher's ``log pi(y | c)`` with correct siblings ``c``
+in context.  From the pointwise conditional mutual information
+``i(y; c) = log pi(y | c) - log pi(y)`` it estimates, per prompt and pooled
+over prompts with percentile-bootstrap intervals over prompts:
+
+* the tilt score of each rollout, ``S^(y) = mean over its demonstrations of i(y; c)``
+  (``docs/theory.md``: ``S(y) = E_{c ~ D} i(y; c)``), centred within the prompt;
+* the **amplification** ``a``: the slope of ``S`` on ``log pi`` over correct
+  rollouts, pooled within prompts.  Its estimand is the ``pi``-weighted gap
+  slope of the sequence-SD optimum minus 1,
+  ``a = cov_w(S, log pi) / var_w(log pi)``, ``w = pi(. | C)``
+  (:func:`tilt.measures.weighted_gap_slope`).  Correct rollouts sampled from
+  ``pi`` are ``pi(. | C)``-distributed, so an *unweighted* fit over them
+  estimates this weighted slope.  A demonstration is itself one of the
+  sampled correct rollouts, so the plain within-prompt fit is biased by
+  ``-cov(log pi(c), E_y i(y; c)) / ((k - 1) var)``; the numerator here centres
+  each ``(y, c)`` term on the mean of the *other* ``k - 2`` correct rollouts,
+  which makes it unbiased for ``(k - 1) cov`` (prompts need ``k >= 3``);
+* the same at token level from per-token log-probabilities: the slope of the
+  per-token score ``log pi(u_t | h_t, c) - log pi(u_t | h_t)`` on
+  ``log pi(u_t | h_t)`` over the tokens of correct rollouts (estimand: that
+  slope weighted by how often correct rollouts pass each prefix, from the
+  token-SD target, :func:`token_slope`);
+* the change of the correct-set entropy under the sequence-SD optimum
+  ``q* ∝ pi exp(S)``, from self-normalised importance weights ``exp(S^)``
+  within each prompt (``Delta H``; the effective number of correct rollouts
+  is multiplied by ``exp(Delta H)``), with the effective sample size of the
+  weights.
+
+Prompts with fewer than two correct rollouts give SDPO no signal: counted and
+skipped.  The file is read once, one prompt at a time: memory grows with the
+number of prompts (a few numbers each), not with the length of the file.
+
+Example::
+
+    python -m tilt.sample --graph grid4 --prompts 200 --out run.jsonl
+    python -m tilt.audit run.jsonl
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tilt._numerics import FloatArray
+from tilt.audit._read import AuditInputError, Prompt, Rollout, read_prompts
+from tilt.measures import least_squares_slope
+from tilt.policy import Policy, as_generator
+
+__all__ = [
+    "AuditInputError",
+    "PromptEstimate",
+    "Interval",
+    "AuditResult",
+    "estimate_prompt",
+    "audit_prompts",
+    "audit_lines",
+    "token_slope",
+    "MIN_PROMPTS",
+    "MIN_ESS_FRACTION",
+    "RolloutScore",
+    "iter_estimates",
+]
+
+MIN_PROMPTS = 30
+"""Fewer prompts with a slope than this: the audit warns that the interval is unreliable."""
+
+MIN_ESS_FRACTION = 0.5
+"""A median effective sample size below this fraction of the correct rollouts: the audit warns
+that the importance weights are heavy-tailed."""
+
+MIN_DEMOS = 4
+"""Fewer demonstrations per correct rollout (median) than this: the audit warns that the entropy
+change is biased by the demonstration noise (docs/audit.md measures it)."""
+
+MAX_PROMPT_SHARE = 0.25
+"""One prompt carrying more than this share of the slope's numerator (in absolute value): the
+audit warns that the tilt scores are heavy-tailed."""
+
+
+@dataclass(frozen=True)
+class PromptEstimate:
+    """What one prompt contributes.
+
+    Attributes
+    ----------
+    prompt : str
+    n_rollouts, n_correct : int
+    slope_num, slope_den : float
+        Unbiased for ``(k - 1) cov(S, log pi)`` and ``(k - 1) var(log pi)`` over
+        correct rollouts; ``nan`` when ``k < 3``.
+    token_num, token_den : float
+        Per-token analogues (each unbiased for ``k`` times the per-rollout
+        token sums); ``nan`` without per-token values or when ``k < 3``.
+    delta_entropy : float
+        Self-normalised estimate of ``H(q*(. | C)) - H(pi(. | C))``; ``nan`` when ``k < 2``.
+    ess : float
+        Effective sample size ``(sum w)^2 / sum w^2`` of the weights ``exp(S^)``.
+    tilt_spread : float
+        Standard deviation of the centred tilt scores of the correct rollouts.
+    mean_demos : float
+        Mean number of demonstrations scored with each correct rollout.
+    """
+
+    prompt: str
+    n_rollouts: int
+    n_correct: int
+    slope_num: float = math.nan
+    slope_den: float = math.nan
+    token_num: float = math.nan
+    token_den: float = math.nan
+    delta_entropy: float = math.nan
+    ess: float = math.nan
+    tilt_spread: float = math.nan
+    mean_demos: float = math.nan
+
+    @property
+    def usable(self) -> bool:
+        """At least two correct rollouts: SDPO trains on this prompt."""
+        return self.n_correct >= 2
+
+    @property
+    def slope(self) -> float:
+        """This prompt's own amplification estimate (noisy; the pooled one is the report)."""
+        if not (self.slope_den > 0):
+            return math.nan
+        return self.slope_num / self.slope_den
+
+
+@dataclass(frozen=True)
+class RolloutScore:
+    """The tilt-score estimate of one rollout (``nan`` when it has no teacher score)."""
+
+    prompt: str
+    rollout: str
+    correct: bool
+    logp: float
+    tilt_score: float
+    centred: float
+
+
+def _scores(prompt: Prompt) -> tuple[FloatArray, list[RolloutScore]]:
+    """Per correct rollout ``S^`` (in order), and every rollout's score record."""
+    values = np.array(
+        [
+            np.mean([s.logp for s in r.teacher]) - r.logp if r.teacher else math.nan
+            for r in prompt.rollouts
+        ]
+    )
+    correct = np.array([r.correct for r in prompt.rollouts], dtype=bool)
+    centre = float(np.nanmean(values[correct])) if np.isfinite(values[correct]).any() else math.nan
+    records = [
+        RolloutScore(prompt.prompt, r.rollout, r.correct, r.logp, float(v), float(v - centre))
+        for r, v in zip(prompt.rollouts, values, strict=True)
+    ]
+    return values[correct], records
+
+
+def estimate_prompt(prompt: Prompt) -> tuple[PromptEstimate, list[RolloutScore]]:
+    """The estimates of one prompt (:class:`PromptEstimate`) and its per-rollout tilt scores."""
+    correct = [r for r in prompt.rollouts if r.correct]
+    k = len(correct)
+    tilt, records = _scores(prompt)
+    base = PromptEstimate(prompt.prompt, len(prompt.rollouts), k)
+    if k < 2:
+        return base, records
+    x = np.array([r.logp for r in correct])
+    weights = np.exp(tilt - tilt.max())
+    total = weights.sum()
+    q_mean_x = float(weights @ x) / total
+    q_mean_s = float(weights @ tilt) / total
+    log_mean_exp = float(tilt.max() + math.log(total / k))
+    delta_entropy = float(x.mean()) - q_mean_x - q_mean_s + log_mean_exp
+    ess = float(total**2 / (weights @ weights))
+    spread = float(np.std(tilt - tilt.mean()))
+    fields: dict[str, float] = {
+        "delta_entropy": delta_entropy,
+        "ess": ess,
+        "tilt_spread": spread,
+        "mean_demos": float(np.mean([len(r.teacher) for r in correct])),
+    }
+    if k >= 3:
+        fields.update(_slope_terms(correct, x))
+        if correct[0].token_logp is not None:
+            fields.update(_token_terms(correct))
+    return PromptEstimate(prompt.prompt, len(prompt.rollouts), k, **fields), records
+
+
+def _positions(correct: list[Rollout]) -> dict[str, int]:
+    return {r.rollout: i for i, r in enumerate(correct)}
+
+
+def _slope_terms(correct: list[Rollout], x: FloatArray) -> dict[str, float]:
+    """``(k-1)/k sum_j mean_c (x_j - mean of x without j, c) i(j, c)`` and ``sum (x - xbar)^2``."""
+    k = len(correct)
+    where = _positions(correct)
+    total = float(x.sum())
+    numerator = 0.0
+    for j, r in enumerate(correct):
+        terms = [
+            (x[j] - (total - x[j] - x[where[s.demo]]) / (k - 2)) * (s.logp - r.logp)
+            for s in r.teacher
+        ]
+        numerator += float(np.mean(terms))
+    dx = x - x.mean()
+    return {"slope_num": numerator * (k - 1) / k, "slope_den": float(dx @ dx)}
+
+
+def _token_terms(correct: list[Rollout]) -> dict[str, float]:
+    """Token-level numerator (leave-two-out centring) and denominator (split-half centring).
+
+    Numerator: ``sum_j mean_c sum_t (x_jt - m_(-j,-c)) (log T_c(u_jt | h_jt) - x_jt)`` with
+    ``m`` the token mean of the other correct rollouts; denominator:
+    ``sum_j sum_t (x_jt - m_A)(x_jt - m_B)`` with ``A, B`` two halves of the others, so
+    neither mean shares a draw with the term it centres.
+    """
+    where = _positions(correct)
+    tokens = [_present(r.token_logp) for r in correct]
+    sums = np.array([float(t.sum()) for t in tokens])
+    lengths = np.array([t.size for t in tokens], dtype=np.float64)
+    squares = np.array([float(t @ t) for t in tokens])
+    total_x, total_len = float(sums.sum()), float(lengths.sum())
+    numerator = denominator = 0.0
+    for j, r in enumerate(correct):
+        terms = []
+        for s in r.teacher:
+            c = where[s.demo]
+            mean = (total_x - sums[j] - sums[c]) / (total_len - lengths[j] - lengths[c])
+            terms.append(float((tokens[j] - mean) @ (_present(s.token_logp) - tokens[j])))
+        numerator += float(np.mean(terms))
+        others = np.array([i for i in range(len(correct)) if i != j])
+        half_a, half_b = others[0::2], others[1::2]
+        mean_a = sums[half_a].sum() / lengths[half_a].sum()
+        mean_b = sums[half_b].sum() / lengths[half_b].sum()
+        denominator += float(
+            squares[j] - (mean_a + mean_b) * sums[j] + lengths[j] * mean_a * mean_b
+        )
+    return {"token_num": numerator, "token_den": denominator}
+
+
+def _present(values: FloatArray | None) -> FloatArray:
+    if values is None:  # the reader gives per-token values on every line or none
+        raise ValueError("per-token log-probabilities missing")
+    return values
+
+
+# --------------------------------------------------------------------------
+# pooling and the bootstrap
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its percentile-bootstrap interval over prompts."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def as_dict(self) -> dict[str, float | None]:
+        def clean(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        return {"estimate": clean(self.estimate), "low": clean(self.low), "high": clean(self.high)}
+
+    def contains(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Everything ``python -m tilt.audit`` reports."""
+
+    n_prompts: int
+    n_rollouts: int
+    n_usable: int
+    n_sloped: int
+    amplification: Interval
+    token_amplification: Interval | None
+    delta_entropy: Interval
+    median_ess_fraction: float
+    confidence: float
+    bootstrap: int
+    seed: int
+    warnings: tuple[str, ...]
+    prompts: tuple[PromptEstimate, ...] = field(repr=False)
+
+    @property
+    def effective_ratio(self) -> Interval:
+        """``exp(Delta H)``: the factor on the effective number of correct rollouts."""
+        d = self.delta_entropy
+        return Interval(math.exp(d.estimate), math.exp(d.low), math.exp(d.high))
+
+    def verdict(self) -> str:
+        """One line: ratios kept (interval contains 0) or amplified/damped by the estimate."""
+        a = self.amplification
+        level = f"{100 * self.confidence:g}%"
+        slope = f"gap slope {1 + a.estimate:.3f} [{1 + a.low:.3f}, {1 + a.high:.3f}]"
+        e = self.effective_ratio
+        eff = f"effective number of correct rollouts x{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]"
+        if a.low <= 0 <= a.high:
+            head = f"SD keeps the ratios among correct rollouts within the {level} interval"
+        elif a.low > 0:
+            head = (
+                f"SD will widen the gaps among correct rollouts: log-ratios amplified by "
+                f"{1 + a.estimate:.3f}"
+            )
+        else:
+            head = (
+                f"SD will narrow the gaps among correct rollouts: log-ratios damped to "
+                f"{1 + a.estimate:.3f}"
+            )
+        return f"{head} ({slope}; {eff})"
+
+
+def _percentiles(samples: FloatArray, confidence: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _bootstrap(
+    columns: dict[str, FloatArray], bootstrap: int, rng: np.random.Generator
+) -> dict[str, FloatArray]:
+    """Resample prompts ``bootstrap`` times; return the resampled column sums."""
+    n = next(iter(columns.values())).size
+    out = {name: np.empty(bootstrap) for name in columns}
+    chunk = max(1, (1 << 22) // max(n, 1))
+    for start in range(0, bootstrap, chunk):
+        size = min(chunk, bootstrap - start)
+        index = rng.integers(0, n, size=(size, n))
+        for name, values in columns.items():
+            out[name][start : start + size] = values[index].sum(axis=1)
+    return out
+
+
+def audit_prompts(
+    estimates: Iterable[PromptEstimate],
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator | None = 0,
+) -> AuditResult:
+    """Pool per-prompt estimates into the report, with bootstrap intervals over prompts.
+
+    The amplification is ``sum slope_num / sum slope_den`` over prompts with at
+    least three correct rollouts (a ratio of sums: prompts weigh by their number
+    of correct rollouts); ``Delta H`` is the mean over prompts with at least two.
+    Every prompt with two or more correct rollouts is resampled together.
+
+    Raises
+    ------
+    ValueError
+        When no prompt has two correct rollouts, or none has three (no slope).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    if bootstrap < 1:
+        raise ValueError(f"bootstrap must be a positive integer, got {bootstrap!r}")
+    rng = as_generator(seed)
+    seed_value = seed if isinstance(seed, int) else -1
+    every = list(estimates)
+    usable = [e for e in every if e.usable]
+    if not usable:
+        raise ValueError(
+            f"no prompt has two correct rollouts ({len(every)} prompts read): SD has no signal "
+            "and there is nothing to audit"
+        )
+    sloped = [e for e in usable if np.isfinite(e.slope_num)]
+    if not sloped:
+        raise ValueError(
+            f"no prompt has three correct rollouts ({len(usable)} have two): the amplification "
+            "needs three per prompt (sample more rollouts per prompt)"
+        )
+
+    def column(name: str) -> FloatArray:
+        values = np.array([getattr(e, name) for e in usable])
+        return np.where(np.isfinite(values), values, 0.0)
+
+    has_tokens = all(np.isfinite(e.token_num) for e in sloped)
+    columns = {
+        "slope_num": column("slope_num"),
+        "slope_den": column("slope_den"),
+        "delta_entropy": column("delta_entropy"),
+        "count": np.ones(len(usable)),
+    }
+    if has_tokens:
+        columns["token_num"], columns["token_den"] = column("token_num"), column("token_den")
+    sums = {name: float(values.sum()) for name, values in columns.items()}
+    boot = _bootstrap(columns, bootstrap, rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope_boot = boot["slope_num"] / boot["slope_den"]
+        entropy_boot = boot["delta_entropy"] / boot["count"]
+    amplification = Interval(
+        sums["slope_num"] / sums["slope_den"], *_percentiles(slope_boot, confidence)
+    )
+    token = None
+    if has_tokens:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            token_boot = boot["token_num"] / boot["token_den"]
+        token = Interval(
+            sums["token_num"] / sums["token_den"], *_percentiles(token_boot, confidence)
+        )
+    delta = Interval(sums["delta_entropy"] / sums["count"], *_percentiles(entropy_boot, confidence))
+    ess_fraction = float(np.median([e.ess / e.n_correct for e in usable]))
+    warnings = _warnings(every, usable, sloped, ess_fraction)
+    return AuditResult(
+        n_prompts=len(every),
+        n_rollouts=sum(e.n_rollouts for e in every),
+        n_usable=len(usable),
+        n_sloped=len(sloped),
+        amplification=amplification,
+        token_amplification=token,
+        delta_entropy=delta,
+        median_ess_fraction=ess_fraction,
+        confidence=confidence,
+        bootstrap=bootstrap,
+        seed=seed_value,
+        warnings=tuple(warnings),
+        prompts=tuple(every),
+    )
+
+
+def _warnings(
+    every: list[PromptEstimate],
+    usable: list[PromptEstimate],
+    sloped: list[PromptEstimate],
+    ess_fraction: float,
+) -> list[str]:
+    out = []
+    if len(sloped) < MIN_PROMPTS:
+        out.append(
+            f"only {len(sloped)} prompts have three or more correct rollouts: bootstrap "
+            f"intervals over fewer than {MIN_PROMPTS} prompts undercover (audit more prompts)"
+        )
+    skipped = len(every) - len(sloped)
+    if skipped > len(every) / 2:
+        out.append(
+            f"{skipped} of {len(every)} prompts have fewer than three correct rollouts and give "
+            "no slope: sample more rollouts per prompt"
+        )
+    if ess_fraction < MIN_ESS_FRACTION:
+        out.append(
+            f"median effective sample size of the weights exp(S) is {ess_fraction:.2f} of the "
+            "correct rollouts: the weights are heavy-tailed and the entropy change is unreliable "
+            "(more correct rollouts per prompt, or more demonstrations per rollout)"
+        )
+    demos = float(np.median([e.mean_demos for e in usable]))
+    if demos < MIN_DEMOS:
+        out.append(
+            f"rollouts are scored with {demos:g} demonstration(s) each (median): exp(S^) carries "
+            "the demonstration noise, which biases the entropy change (docs/audit.md); score each "
+            f"rollout with {MIN_DEMOS} or more correct siblings to estimate it"
+        )
+    numerators = np.abs([e.slope_num for e in sloped])
+    if numerators.sum() > 0 and len(sloped) >= 4:
+        top = float(numerators.max() / numerators.sum())
+        if top > MAX_PROMPT_SHARE:
+            out.append(
+                f"one prompt carries {100 * top:.0f}% of the slope's evidence: the tilt scores "
+                "are heavy-tailed and the interval may undercover"
+            )
+    return out
+
+
+def audit_lines(
+    lines: Iterable[str],
+    bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int | np.random.Generator | None = 0,
+    threshold: float = 0.5,
+) -> AuditResult:
+    """Read, validate and audit the lines of a log (see :func:`audit_prompts`)."""
+    estimates = (estimate_prompt(p)[0] for p in read_prompts(lines, threshold))
+    return audit_prompts(estimates, bootstrap, confidence, seed)
+
+
+def iter_estimates(
+    lines: Iterable[str], threshold: float = 0.5
+) -> Iterator[tuple[PromptEstimate, list[RolloutScore]]]:
+    """Per prompt, its estimates and per-rollout tilt scores, streaming."""
+    for prompt in read_prompts(lines, threshold):
+        yield estimate_prompt(prompt)
+
+
+# --------------------------------------------------------------------------
+# exact answers (for validation on tilt's own instances)
+
+
+def token_slope(policy: Policy, token_log_target: FloatArray) -> float:
+    """The token-level estimand: the slope of ``s(u | h)`` on ``log pi(u | h)`` over prefixes.
+
+    ``s(u | h) = E_c log T_c(u | h) - log pi(u | h)`` (``token_log_target`` minus
+    the policy's conditionals, see
+    :meth:`tilt.context.ContextModel.token_log_target`), each prefix ``hu``
+    weighted by the probability that a correct rollout of ``pi`` passes it.
+    """
+    space = policy.space
+    flow = space.subtree_sum(np.where(space.correct, policy.prob, 0.0))[1:]
+    x = policy.log_conditionals()[1:]
+    s = token_log_target[1:] - x
+    keep = (flow > 0) & np.isfinite(x) & np.isfinite(s)
+    return least_squares_slope(x[keep], s[keep], flow[keep])
+

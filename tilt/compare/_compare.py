@@ -1,0 +1,213 @@
+"""RL against self-distillation on one instance, exactly, on any engine.
+
+:func:`compare` computes one row per method (base, RL at ``beta``, RL at SD's
+accuracy, then one row per SD variant: sequence, token and forward by default,
+plus any objective spec or preset) with every measure of ``docs/theory.md``,
+through the engine protocol of :mod:`tilt.engines`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tilt._numerics import FloatArray
+from tilt.engines import EngineInstance, Method
+from tilt.measures import Measures, Strategies, StrategyMeasures
+from tilt.objectives import Objective, iterate, matched_beta_or_reason, parse_objective, preset
+from tilt.space import TooLargeError
+
+__all__ = [
+    "MethodResult",
+    "Comparison",
+    "SDVariant",
+    "sd_variants",
+    "compare",
+    "methods",
+    "DEFAULT_VARIANTS",
+    "METHODS",
+]
+
+METHODS = ("base", "rl", "rl_matched", "sd", "sd_token", "sd_forward")
+"""Keys of the rows every comparison has, also CSV column names of the probabilities."""
+
+
+@dataclass(frozen=True)
+class SDVariant:
+    """One SD row: its key (the CSV column), label, objective and demonstrations.
+
+    ``demos`` is ``None`` for the instance's own ``--demos``.
+    """
+
+    key: str
+    label: str
+    objective: Objective
+    demos: str | None = None
+
+
+DEFAULT_VARIANTS = (
+    SDVariant("sd", "SD sequence", parse_objective("sequence")),
+    SDVariant("sd_token", "SD token", parse_objective("token")),
+    SDVariant("sd_forward", "SD forward", parse_objective("forward")),
+)
+"""The three rows of every comparison."""
+
+
+def sd_variants(
+    specs: Sequence[str | Objective] = (), presets: Sequence[str] = ()
+) -> list[SDVariant]:
+    """The default rows, then one per spec (key ``sd[SPEC]``) and per preset (``preset[NAME]``)."""
+    out = list(DEFAULT_VARIANTS)
+    for spec in specs:
+        objective = parse_objective(spec)
+        out.append(SDVariant(f"sd[{objective.spec}]", f"SD {objective.spec}", objective))
+    for name in presets:
+        p = preset(name)
+        label = f"preset {p.name}"
+        out.append(SDVariant(f"preset[{p.name}]", label, parse_objective(p.objective), p.demos))
+    return out
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's optimum and its measures (``policy is None`` when skipped)."""
+
+    key: str
+    label: str
+    policy: Any
+    """The engine's policy (a :class:`~tilt.policy.Policy` or a Markov policy), or ``None``."""
+    measures: Measures | None
+    beta: float | None = None
+    note: str = ""
+    objective: str | None = None
+    demos: str | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every method of one instance, and the tilt score of the first round.
+
+    ``engine`` names the engine (``'enumerate'`` or ``'dp'``); the DP engine keeps no
+    per-rollout tilt score (``tilt is None``) and its rows hold Markov policies
+    (:mod:`tilt.engines.dp`).
+    """
+
+    instance: EngineInstance
+    ks: tuple[int, ...]
+    rounds: int
+    rows: tuple[MethodResult, ...]
+    tilt: FloatArray | None
+    engine: str = "enumerate"
+    strategies: Strategies | None = None
+    strategy_rows: tuple[tuple[str, StrategyMeasures], ...] = ()
+
+    def row(self, key: str) -> MethodResult:
+        """The row of method ``key`` (one of ``METHODS``)."""
+        return next(r for r in self.rows if r.key == key)
+
+
+def methods(variants: Sequence[SDVariant]) -> list[Method]:
+    """The SD methods of ``variants`` for :func:`tilt.engines.build_instance` (the default
+    rows are not required: an engine that cannot compute them keeps them as notes)."""
+    return [Method(v.objective, v.demos, required=v not in DEFAULT_VARIANTS) for v in variants]
+
+
+def _step(
+    instance: EngineInstance, variant: SDVariant, demos: str, anchor: float
+) -> Callable[[Any], Any]:
+    def step(policy: Any) -> Any:
+        return instance.sd_optimum(policy, variant.objective, demos, anchor)
+
+    return step
+
+
+def compare(
+    instance: EngineInstance,
+    ks: Sequence[int] = (1, 8, 64),
+    rounds: int = 1,
+    variants: Sequence[SDVariant] = DEFAULT_VARIANTS,
+    strategies: Strategies | None = None,
+) -> Comparison:
+    """Compute base, RL, matched RL and every SD variant of ``instance``, with measures.
+
+    ``instance`` is an engine instance (:class:`tilt.engines.EngineInstance`: the
+    enumeration engine, the DP engine, or a network's tables on the enumeration
+    engine).  Each method is applied ``rounds`` times (iterated from its own
+    output, with demonstrations drawn from it; a reference demonstration stays
+    fixed); RL is matched to the accuracy of the first SD row (sequence SD by
+    default) after the same rounds.  A method the engine cannot compute (no
+    Markov form, or a size limit) is kept as a row with a note, and so is the
+    anchor where an objective has none.  With ``strategies``
+    (:meth:`EngineInstance.strategies`), every method also gets its strategy
+    shares and diversity.
+    """
+    ks = tuple(ks)
+    base = instance.base
+    strategy_rows: list[tuple[str, StrategyMeasures]] = []
+
+    def row(key: str, label: str, policy: Any, **fields: Any) -> MethodResult:
+        measures, bound = instance.measure(policy, ks)
+        if strategies is not None:
+            strategy_rows.append((key, instance.strategy_measures(policy, strategies, ks)))
+        instance.release(policy)
+        note = "; ".join(n for n in (fields.pop("note", ""), bound) if n)
+        return MethodResult(key, label, policy, measures, note=note, **fields)
+
+    results = [row("base", "base", base)]
+    rl = iterate(base, lambda p: instance.rl_optimum(p, instance.beta), rounds)[-1]
+    rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
+    results.append(row("rl", rl_label, rl, beta=instance.beta))
+    sd_rows: list[MethodResult] = []
+    for v in variants:
+        demos = instance.demos if v.demos is None else v.demos
+        anchor, notes = instance.anchor, []
+        reason = instance.unavailable(v.objective, demos)
+        q = None
+        if reason is not None:
+            notes = [f"skipped: {reason}"]
+        else:
+            if anchor > 0 and not v.objective.kind.takes_anchor:
+                anchor = 0.0
+                notes.append(f"{v.objective.spec} has no anchor: b = 0 here")
+            if v.demos == "reference" and instance.demos != "reference":
+                notes.append(f"reference demonstration {instance.reference_label()}")
+            try:
+                q = iterate(base, _step(instance, v, demos, anchor), rounds)[-1]
+            except TooLargeError as exc:
+                notes = [f"skipped: {exc}"]
+        fields = {"note": "; ".join(notes), "objective": v.objective.spec, "demos": demos}
+        if q is None:
+            sd_rows.append(MethodResult(v.key, v.label, None, None, **fields))
+        else:
+            sd_rows.append(row(v.key, v.label, q, **fields))
+    results.append(_matched_row(instance, sd_rows, row))
+    results.extend(sd_rows)
+    order = {r.key: i for i, r in enumerate(results)}
+    return Comparison(
+        instance,
+        ks,
+        rounds,
+        tuple(results),
+        instance.tilt_score(),
+        engine=instance.engine,
+        strategies=strategies,
+        strategy_rows=tuple(sorted(strategy_rows, key=lambda kv: order[kv[0]])),
+    )
+
+
+def _matched_row(
+    instance: EngineInstance, sd_rows: Sequence[MethodResult], row: Callable[..., MethodResult]
+) -> MethodResult:
+    """RL at the accuracy of the first SD row that has an optimum."""
+    label = "RL @ SD acc"
+    first = next((r for r in sd_rows if r.policy is not None and r.measures is not None), None)
+    if first is None or first.measures is None:
+        return MethodResult("rl_matched", label, None, None, note="no SD row to match")
+    base = instance.base
+    beta, message = matched_beta_or_reason(base.accuracy, first.measures.accuracy)
+    if beta is None:
+        return MethodResult("rl_matched", label, None, None, note=message)
+    return row("rl_matched", label, instance.rl_optimum(base, beta), beta=beta)
+
+

@@ -1,0 +1,148 @@
+"""RL and sequence-level SD optima on an acyclic space, as Markov policies.
+
+Each optimum here is a tilt of ``pi`` by a sum over moves plus a leaf term,
+``q(y) ∝ pi(y) exp(sum_t w(e_t) + f(leaf))``, whose conditionals come from one
+backward pass: ``q(e) = pi(e) exp(w_e) B(head) / B(tail)``
+(:func:`tilt.engines.dp.passes.tilted_conditionals`).
+
+* RL: ``w = 0``, ``f = 0`` on correct leaves and ``-1/beta`` elsewhere
+  (``-inf`` in the limit ``beta -> 0``).
+* sequence SD: ``w = step / (1 + b)`` (:func:`tilt.engines.dp.context.markov_step`).
+* hybrid: both.
+* discounted token SD (``discount=g``): ``q(e) ∝ G(e) exp(g V(head))`` with the
+  backward pass ``V(s) = log sum_e G(e) exp(g V(head))``.
+* token SD: ``q(u | s) ∝ exp((g(u | s) + b log pi(u | s)) / (1 + b))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tilt.context import ContextModel
+from tilt.engines.dp.context import markov_step, token_target
+from tilt.engines.dp.passes import group_normalise, tilted_conditionals
+from tilt.engines.dp.policy import Demos, MarkovPolicy, demonstrations
+from tilt.objectives._common import check_anchor
+
+__all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
+
+
+def check_beta(beta: float, what: str = "beta") -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{what} must be a number, got {type(beta).__name__}")
+    beta = float(beta)
+    if math.isnan(beta) or beta < 0:
+        raise ValueError(f"{what} must be >= 0 (0 is the limit {what} -> 0), got {beta!r}")
+    return beta
+
+
+
+def _reward_leaf(policy: MarkovPolicy, beta: float) -> np.ndarray:
+    space = policy.space
+    penalty = -math.inf if beta == 0 else -1.0 / beta
+    return np.where(space.correct, 0.0, np.where(space.leaf, penalty, -np.inf))
+
+
+def _tilt(policy: MarkovPolicy, weight: np.ndarray, leaf: np.ndarray) -> MarkovPolicy:
+    cond, _ = tilted_conditionals(policy.space, policy.log_cond + weight, leaf, policy.log_cond)
+    return MarkovPolicy(policy.space, cond)
+
+
+def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
+    """``q(y) ∝ pi(y) exp(r(y) / beta)``; ``beta = 0`` is ``pi(y) r(y) / pi(C)``; ``inf`` is ``pi``.
+
+    The incorrect leaves get ``-1/beta`` (not the correct ones ``+1/beta``), as
+    :func:`tilt.objectives.rl_optimum`.
+    """
+    beta = check_beta(beta)
+    if math.isinf(beta):
+        return policy
+    if beta == 0 and not np.isfinite(policy.log_correct_below[0]):
+        raise ValueError(
+            "the policy puts no mass on correct rollouts: the beta -> 0 limit is undefined"
+        )
+    if beta == 0:
+        # pi(. | C): the conditioned chain (the tilt below computes exactly these
+        # conditionals), whose reach is known without a pass
+        limit = MarkovPolicy(policy.space, policy.correct_cond)
+        limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_properties' slots
+        limit.__dict__["prob"] = policy.correct_prob
+        return limit
+    return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
+
+
+def _demos(policy: MarkovPolicy, demos: Demos, alpha: float) -> MarkovPolicy:
+    return demonstrations(policy, demos, alpha)
+
+
+def sd_sequence(
+    policy: MarkovPolicy,
+    model: ContextModel,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> MarkovPolicy:
+    """``q*(y) ∝ pi(y) exp(S(y) / (1 + b))`` with ``S`` the sum of per-move steps."""
+    return sd_hybrid(policy, model, math.inf, demos, alpha, anchor)
+
+
+def sd_hybrid(
+    policy: MarkovPolicy,
+    model: ContextModel,
+    beta: float,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> MarkovPolicy:
+    """``q(y) ∝ pi(y) exp(S(y) / (1 + b) + r(y) / beta)`` (``beta = 0``: restricted to ``C``)."""
+    anchor = check_anchor(anchor)
+    beta = check_beta(beta, "hybrid beta")
+    step = markov_step(policy, model, _demos(policy, demos, alpha))
+    if math.isinf(beta):
+        leaf = np.where(policy.space.leaf, 0.0, -np.inf)
+    else:
+        leaf = _reward_leaf(policy, beta)
+    return _tilt(policy, step / (1.0 + anchor), leaf)
+
+
+def sd_token(
+    policy: MarkovPolicy,
+    model: ContextModel,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+    anchor: float = 0.0,
+) -> MarkovPolicy:
+    """Per-token reverse KL: ``q(u | s) ∝ exp((g(u | s) + b log pi(u | s)) / (1 + b))``."""
+    anchor = check_anchor(anchor)
+    target = token_target(policy, model, _demos(policy, demos, alpha))
+    own = policy.log_cond
+    with np.errstate(invalid="ignore"):
+        logits = np.where(
+            np.isneginf(target),
+            -np.inf,
+            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
+        )
+    return MarkovPolicy(policy.space, group_normalise(policy.space, logits, own))
+
+
+def sd_discount(
+    policy: MarkovPolicy,
+    model: ContextModel,
+    discount: float,
+    demos: Demos = "own",
+    alpha: float = 1.0,
+) -> MarkovPolicy:
+    """``q(u | s) ∝ G(u | s) exp(g V(su))``, ``V(s) = log sum_u G(u | s) exp(g V(su))``.
+
+    ``G = exp(g(u | s))`` is the token target; ``V = 0`` at a leaf.  ``g = 0``
+    is token SD, ``g = 1`` sequence SD.
+    """
+    discount = float(discount)
+    if not 0.0 <= discount <= 1.0:
+        raise ValueError(f"discount must lie in [0, 1], got {discount!r}")
+    target = token_target(policy, model, _demos(policy, demos, alpha))
+    leaf = np.where(policy.space.leaf, 0.0, -np.inf)
+    cond, _ = tilted_conditionals(policy.space, target, leaf, policy.log_cond, discount)
+    return MarkovPolicy(policy.space, cond)

@@ -1,0 +1,46 @@
+"""The tabular-softmax trainer: gradients that must land on the closed forms.
+
+One logit per edge of the prefix tree; exact mode (expectations over the
+enumerated space) or sampled mode (Monte-Carlo rollouts and the estimators real
+implementations use), frozen or live teachers (``docs/theory.md``, "The
+tabular-softmax trainer").  :mod:`tilt.train._losses`, ``_estimators`` and
+``_objectives`` are its private parts.
+"""
+
+from tilt.train._trainer import (
+    ALIASES,
+    DEFAULT_LR,
+    MODES,
+    OBJECTIVES,
+    TEACHERS,
+    TOP_K_MODES,
+    TabularSoftmax,
+    TrainHistory,
+    TrainObjective,
+    TrainResult,
+    check_train_options,
+    kl_divergence,
+    parse_train_objective,
+    total_variation,
+    train,
+    train_objective_forms,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "ALIASES",
+    "MODES",
+    "TEACHERS",
+    "TOP_K_MODES",
+    "DEFAULT_LR",
+    "TabularSoftmax",
+    "TrainObjective",
+    "TrainHistory",
+    "TrainResult",
+    "parse_train_objective",
+    "train_objective_forms",
+    "train",
+    "check_train_options",
+    "total_variation",
+    "kl_divergence",
+]
