@@ -508,4 +508,3 @@ def token_slope(policy: Policy, token_log_target: FloatArray) -> float:
     s = token_log_target[1:] - x
     keep = (flow > 0) & np.isfinite(x) & np.isfinite(s)
     return least_squares_slope(x[keep], s[keep], flow[keep])
-

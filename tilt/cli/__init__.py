@@ -62,8 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         width = max(map(len, COMMANDS))
         lines = [f"  {name:{width}s}  {what}" for name, what in COMMANDS.items()]
-        print("usage: tilt COMMAND [options]   (tilt COMMAND --help for its options)\n")
-        print("commands:\n" + "\n".join(lines))
+        text = "usage: tilt COMMAND [options]   (tilt COMMAND --help for its options)\n\n"
+        try:
+            print(text + "commands:\n" + "\n".join(lines), file=sys.stdout if args else sys.stderr)
+        except BrokenPipeError:
+            silence_stdout()
         return 0 if args else 2
     name, rest = args[0], args[1:]
     if name not in COMMANDS:

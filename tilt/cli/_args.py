@@ -129,9 +129,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sd_arguments(
-    parser: argparse.ArgumentParser, rl: bool = True
-) -> argparse._ArgumentGroup:
+def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> argparse._ArgumentGroup:
     """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta.
 
     Returns the option group, for a command line that adds its own SD options to it.
@@ -236,8 +234,6 @@ def add_k_argument(group: argparse._ArgumentGroup) -> None:
         default=[1, 8, 64],
         help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",
     )
-
-
 
 
 def instance_spec(args: argparse.Namespace) -> InstanceSpec:

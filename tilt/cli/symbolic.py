@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
 
     A closed pipe (``| head -1``) ends it quietly, an interrupt in one line.
     """
+
     def body() -> int:
         holds = True
         for name, derive in derivations().items():  # printed as derived: | head stops early

@@ -209,5 +209,3 @@ def _matched_row(
     if beta is None:
         return MethodResult("rl_matched", label, None, None, note=message)
     return row("rl_matched", label, instance.rl_optimum(base, beta), beta=beta)
-
-

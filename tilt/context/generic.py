@@ -8,7 +8,7 @@ them with structured forms, and the tests check both agree.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -16,8 +16,14 @@ from tilt._numerics import FloatArray, IntArray, logsumexp_rows
 from tilt.policy import Policy
 from tilt.space import RolloutSpace, TooLargeError
 
-if TYPE_CHECKING:
-    from tilt.context.base import ContextModel
+
+class ContextModel(Protocol):
+    """What the generic forms read of a context model (:class:`tilt.context.ContextModel`)."""
+
+    name: str
+
+    def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray: ...
+
 
 __all__ = [
     "GENERIC_LIMIT",

@@ -250,4 +250,3 @@ def sample_jsonl(
         json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n"
         for r in sample_records(bases, model, options, seed)
     )
-

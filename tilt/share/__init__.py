@@ -21,8 +21,9 @@ from tilt.share._measure import (
     suite_student,
 )
 from tilt.share._rl_match import BetaMatch, match_rl_beta, rl_optimum_theta
+from tilt.share._run import ShareRun, mean_accuracy
 from tilt.share._suites import SHARE_SUITES, SPLITS, share_suite, split_suite
-from tilt.share._train import ShareRun, matched_theta, mean_accuracy, train_shared
+from tilt.share._train import matched_theta, train_shared
 
 __all__ = [
     "EMA_RATE",

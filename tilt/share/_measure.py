@@ -30,7 +30,8 @@ from tilt.policy import Policy, base_policy
 from tilt.share._exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share._features import FeatureMap, make_features
 from tilt.share._rl_match import match_rl_beta
-from tilt.share._train import ShareRun, matched_theta, train_shared
+from tilt.share._run import ShareRun
+from tilt.share._train import matched_theta, train_shared
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
 from tilt.suite import Suite
 

@@ -33,7 +33,8 @@ from scipy.optimize import brentq
 from tilt._numerics import FloatArray, IntArray
 from tilt.policy import Policy
 from tilt.share._exact import SharedStudent, ShareObjective
-from tilt.share._train import mean_accuracy, train_shared
+from tilt.share._run import mean_accuracy
+from tilt.share._train import train_shared
 
 __all__ = ["BetaMatch", "rl_optimum_theta", "match_rl_beta", "BETA_RANGE"]
 

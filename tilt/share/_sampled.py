@@ -43,7 +43,7 @@ from tilt._numerics import FloatArray, IntArray
 from tilt.context import ContextModel
 from tilt.policy import Policy, as_generator
 from tilt.share._exact import EMA_RATE, TEACHERS, SharedStudent, ShareObjective
-from tilt.share._train import ShareRun, mean_accuracy
+from tilt.share._run import ShareRun, mean_accuracy
 from tilt.train import DEFAULT_LR, check_train_options, total_variation
 from tilt.train._objectives import (
     ExactObjective,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -30,6 +29,8 @@ from tilt.share._exact import (
     held_quantities,
     shared_value_and_grad,
 )
+from tilt.share._run import ShareRun, mean_accuracy
+from tilt.share._sampled import SampledObjective, train_sampled
 from tilt.train._losses import Held
 from tilt.train._objectives import Bound
 
@@ -42,42 +43,6 @@ _GTOL = 1e-13
 _LBFGS_ROUND = 100
 MAX_STEP = 2.0
 """Most change of one parameter per L-BFGS step (as the tabular trainer: no saturating jumps)."""
-
-
-@dataclass(frozen=True)
-class ShareRun:
-    """One training run: ``theta`` and the mean training accuracy after every step.
-
-    Attributes
-    ----------
-    objective, teacher, optimizer : str
-        ``optimizer`` is ``'lbfgs'`` or ``'gd'``.
-    thetas : ndarray, shape (n_records, n_params)
-        Row 0 is the initial ``theta``.
-    train_accuracy : ndarray, shape (n_records,)
-        Mean over the training prompts of ``q(C)``.
-    value : float
-        The objective at the last ``theta`` (with the teacher of the last step).
-    lr : float or None
-    """
-
-    objective: str
-    teacher: str
-    optimizer: str
-    thetas: FloatArray
-    train_accuracy: FloatArray
-    value: float
-    lr: float | None
-
-    @property
-    def theta(self) -> FloatArray:
-        """The last ``theta``."""
-        return self.thetas[-1]
-
-
-def mean_accuracy(student: SharedStudent, theta: FloatArray, prompts: IntArray) -> float:
-    """Mean over ``prompts`` of ``q(C)`` at ``theta``."""
-    return float(np.mean([p.accuracy for p in student.policies(theta, prompts)]))
 
 
 def _bind_all(
@@ -147,8 +112,6 @@ def train_shared(
     losses: held quantities refreshed) as the tabular trainer does.
     """
     if mode == "sampled":
-        from tilt.share._sampled import SampledObjective, train_sampled
-
         if start is not None:
             raise ValueError("start is for exact mode: sampled runs start at the initial student")
 

@@ -603,4 +603,3 @@ def select_prompts(suite: Suite, n: int | None, seed: int) -> Suite:
         f"{suite.description}; a seeded sample of {n} of {len(suite.prompts)}",
         tuple(suite.prompts[i] for i in chosen),
     )
-

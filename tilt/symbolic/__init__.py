@@ -1,5 +1,4 @@
-"""Symbolic checks of the closed forms (sympy): each derivation, and whether it holds.
-"""
+"""Symbolic checks of the closed forms (sympy): each derivation, and whether it holds."""
 
 from tilt.symbolic._derivations import (
     Derivation,

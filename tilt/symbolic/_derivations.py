@@ -452,4 +452,3 @@ def derivations() -> dict[str, Callable[[], Derivation]]:
 def all_derivations() -> dict[str, Derivation]:
     """Every derivation of this module, by name."""
     return {name: derive() for name, derive in derivations().items()}
-

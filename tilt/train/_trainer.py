@@ -546,4 +546,3 @@ def _lbfgs(student: TabularSoftmax, bound: Bound, steps: int, recorder: _Recorde
             break
     recorder.record(taken, student.policy(), force=True)
     return taken
-

@@ -507,7 +507,7 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
 
 def first_move_names(space: AcyclicSpace) -> tuple[str, ...]:
     """The ``first-move`` strategies: the labels of the nodes that follow the source on
-    some correct rollout, sorted (as :func:`tilt.measures.strategies.strategy_labels` names them)."""
+    some correct rollout, sorted (as :func:`tilt.measures.strategy_labels` names them)."""
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     live = np.isfinite(_log_correct_count(space)[space.edge_head[e0:e1]])
     labels = space.moves.labels
