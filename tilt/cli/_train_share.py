@@ -32,7 +32,7 @@ from tilt.cli._args import instance_spec
 from tilt.context import DEFAULT_STRENGTH
 
 if TYPE_CHECKING:
-    from tilt.share._features import FeatureMap
+    from tilt.share import FeatureMap
 
 __all__ = ["SCHEMA", "add_share_arguments", "check_share_route", "run_share"]
 
@@ -146,10 +146,18 @@ def _finite(value: object) -> object:
 def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] | None) -> int:
     """Train and report the shared student described by ``args`` (see the module docstring)."""
     from tilt.context import make_context
-    from tilt.share import ShareObjective, set_measures, share_suite, split_suite, train_shared
-    from tilt.share._exact import SHARED_DEMOS
-    from tilt.share._measure import suite_student
-    from tilt.share._sampled import SampledObjective, mean_total_variation, train_sampled
+    from tilt.share import (
+        SHARED_DEMOS,
+        SampledObjective,
+        ShareObjective,
+        mean_total_variation,
+        set_measures,
+        share_suite,
+        split_suite,
+        suite_student,
+        train_sampled,
+        train_shared,
+    )
 
     instance_spec(args).check()
     if not 0 < args.ema_rate <= 1:

@@ -45,9 +45,7 @@ def _rate(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     from tilt.context import CONTEXTS
     from tilt.measures.strategies import STRATEGIES
-    from tilt.share import FEATURES, SHARE_SUITES, SPLITS, TEACHERS
-    from tilt.share._exact import objective_help
-    from tilt.share._measure import RL_MATCHES
+    from tilt.share import FEATURES, RL_MATCHES, SHARE_SUITES, SPLITS, TEACHERS, objective_help
 
     parser = OneLineParser(
         prog="python -m tilt.share",

@@ -50,6 +50,7 @@ from tilt.objectives.sequence import sd_hybrid, sd_sequence
 from tilt.policy import Policy
 
 __all__ = [
+    "check_anchor",
     "SD_METHODS",
     "rl_optimum",
     "MatchedRL",

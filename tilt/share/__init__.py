@@ -8,7 +8,15 @@ matched along its run or by ``beta`` at its optimum, :mod:`tilt.share._rl_match`
 ``python -m tilt.share`` runs it; ``docs/sharing.md`` reports what it shows.
 """
 
-from tilt.share._exact import EMA_RATE, OBJECTIVES, TEACHERS, SharedStudent, ShareObjective
+from tilt.share._exact import (
+    EMA_RATE,
+    OBJECTIVES,
+    SHARED_DEMOS,
+    TEACHERS,
+    SharedStudent,
+    ShareObjective,
+    objective_help,
+)
 from tilt.share._features import FEATURES, FeatureMap, SharedFeatures, make_features
 from tilt.share._measure import (
     RL_MATCHES,
@@ -22,10 +30,16 @@ from tilt.share._measure import (
 )
 from tilt.share._rl_match import BetaMatch, match_rl_beta, rl_optimum_theta
 from tilt.share._run import ShareRun, mean_accuracy
+from tilt.share._sampled import SampledObjective, mean_total_variation, train_sampled
 from tilt.share._suites import SHARE_SUITES, SPLITS, share_suite, split_suite
 from tilt.share._train import matched_theta, train_shared
 
 __all__ = [
+    "SHARED_DEMOS",
+    "objective_help",
+    "SampledObjective",
+    "mean_total_variation",
+    "train_sampled",
     "EMA_RATE",
     "OBJECTIVES",
     "TEACHERS",

@@ -53,11 +53,11 @@ from tilt.objectives import objective_forms
 from tilt.policy import Policy
 from tilt.share._features import SharedFeatures
 from tilt.space import RolloutSpace
-from tilt.train._losses import Held
-from tilt.train._objectives import (
+from tilt.train import (
     PER_PREFIX,
     Bound,
     ExactObjective,
+    Held,
     TrainObjective,
     parse_train_objective,
 )

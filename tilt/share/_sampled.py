@@ -44,14 +44,16 @@ from tilt.context import ContextModel
 from tilt.policy import Policy, as_generator
 from tilt.share._exact import EMA_RATE, TEACHERS, SharedStudent, ShareObjective
 from tilt.share._run import ShareRun, mean_accuracy
-from tilt.train import DEFAULT_LR, check_train_options, total_variation
-from tilt.train._objectives import (
+from tilt.train import (
+    DEFAULT_LR,
     ExactObjective,
     SampledGradient,
     TrainObjective,
+    check_train_options,
     closed_form,
     demo_source,
     parse_train_objective,
+    total_variation,
 )
 
 __all__ = ["SampledObjective", "train_sampled", "mean_total_variation"]

@@ -31,8 +31,7 @@ from tilt.share._exact import (
 )
 from tilt.share._run import ShareRun, mean_accuracy
 from tilt.share._sampled import SampledObjective, train_sampled
-from tilt.train._losses import Held
-from tilt.train._objectives import Bound
+from tilt.train import Bound, Held
 
 __all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
 

@@ -7,6 +7,15 @@ tabular-softmax trainer").  :mod:`tilt.train._losses`, ``_estimators`` and
 ``_objectives`` are its private parts.
 """
 
+from tilt.train._losses import Held
+from tilt.train._objectives import (
+    PER_PREFIX,
+    Bound,
+    ExactObjective,
+    SampledGradient,
+    closed_form,
+    demo_source,
+)
 from tilt.train._trainer import (
     ALIASES,
     DEFAULT_LR,
@@ -27,6 +36,13 @@ from tilt.train._trainer import (
 )
 
 __all__ = [
+    "Held",
+    "Bound",
+    "PER_PREFIX",
+    "ExactObjective",
+    "SampledGradient",
+    "closed_form",
+    "demo_source",
     "OBJECTIVES",
     "ALIASES",
     "MODES",

@@ -24,7 +24,7 @@ from tilt.context import ContextModel
 from tilt.engines.dp.context import markov_step, token_target
 from tilt.engines.dp.passes import group_normalise, tilted_conditionals
 from tilt.engines.dp.policy import Demos, MarkovPolicy, demonstrations
-from tilt.objectives._common import check_anchor
+from tilt.objectives import check_anchor
 
 __all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
 
