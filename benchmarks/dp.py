@@ -60,10 +60,10 @@ STAGES = ("import", "build", "base", "compare")
 def run_one(name: str, gamma: float) -> dict[str, object]:
     """Time every stage on ``name``; returns one JSON-ready row."""
     t0 = time.perf_counter()
-    from tilt.engines.dp.report import dp_rows
-
     from tilt.cli import reuse_freed_memory
+    from tilt.compare import DEFAULT_VARIANTS, compare
     from tilt.context import EdgeContext
+    from tilt.engines import DPInstance, InstanceSpec
     from tilt.engines.dp import acyclic_space, base_policy, lattice_table, log_rollout_count
     from tilt.tasks.graphs import named_task
     from tilt.tasks.lattice import is_lattice_name
@@ -78,11 +78,15 @@ def run_one(name: str, gamma: float) -> dict[str, object]:
     _ = base.accuracy
     times["base"] = time.perf_counter() - t
     model = EdgeContext(gamma)
-    sd = [("sd", "SD sequence", "sequence", None), ("sd_token", "SD token", "token", None)]
-    t = time.perf_counter()
-    rows = dp_rows(base, model, sd, ks=KS)
-    times["compare"] = time.perf_counter() - t
     log_count = log_rollout_count(space)
+    instance = DPInstance(
+        space, base, model, "own", 0.5, 0.0, 0.0, 0, "default",
+        InstanceSpec(graph=name, strength=gamma), log_count,
+        log_rollout_count(space, correct_only=True),
+    )  # fmt: skip
+    t = time.perf_counter()
+    rows = compare(instance, KS, variants=DEFAULT_VARIANTS[:2]).rows
+    times["compare"] = time.perf_counter() - t
     out: dict[str, object] = {
         "space": name,
         "states": space.n_states,

@@ -90,35 +90,37 @@ def stage_times(graph: str, specs: list[str]) -> list[dict[str, object]]:
     import contextlib
     import io
 
-    import tilt.compare as compare
+    from tilt.cli import compare
+    from tilt.engines import EnumeratedInstance
 
     stages: list[dict[str, object]] = []
-    measured, sd_step = compare._measured, compare._sd_step
+    measured, optimum = EnumeratedInstance.measure, EnumeratedInstance.sd_optimum
 
-    def timed_measured(*args: object) -> object:
+    def timed_measured(self: EnumeratedInstance, *args: object) -> object:
         start = time.perf_counter()
-        out = measured(*args)  # type: ignore[arg-type]
+        out = measured(self, *args)  # type: ignore[arg-type]
         last = str(stages[-1]["stage"]) if stages else ""
         row = last.removeprefix("fixed point ") if last.startswith("fixed point") else "an RL row"
         stages.append({"stage": f"measures of {row}", "wall_s": time.perf_counter() - start})
         return out
 
-    def timed_step(instance: object, variant: object, anchor: float) -> object:
-        step = sd_step(instance, variant, anchor)  # type: ignore[arg-type]
+    def timed_optimum(
+        self: EnumeratedInstance, policy: object, objective: object, *args: object
+    ) -> object:
+        start = time.perf_counter()
+        out = optimum(self, policy, objective, *args)  # type: ignore[arg-type]
+        label = f"fixed point SD {objective.spec}"  # type: ignore[attr-defined]
+        stages.append({"stage": label, "wall_s": time.perf_counter() - start})
+        return out
 
-        def run(policy: object) -> object:
-            start = time.perf_counter()
-            out = step(policy)  # type: ignore[arg-type]
-            label = f"fixed point {variant.label}"  # type: ignore[attr-defined]
-            stages.append({"stage": label, "wall_s": time.perf_counter() - start})
-            return out
-
-        return run
-
-    compare._measured, compare._sd_step = timed_measured, timed_step  # type: ignore[assignment]
+    EnumeratedInstance.measure = timed_measured  # type: ignore[method-assign]
+    EnumeratedInstance.sd_optimum = timed_optimum  # type: ignore[method-assign]
     argv = ["--graph", graph] + [arg for spec in specs for arg in ("--sd", spec)]
-    with contextlib.redirect_stdout(io.StringIO()):
-        compare.main(argv)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            compare.main(argv)
+    finally:
+        EnumeratedInstance.measure, EnumeratedInstance.sd_optimum = measured, optimum  # type: ignore[method-assign]
     return stages
 
 

@@ -18,11 +18,11 @@ from analysis.sweeps import (
     trainer_sweep,
 )
 from tilt.context import make_context
-from tilt.tasks.graphs import named_task
 from tilt.measures import correct_entropy, gap_slope
 from tilt.objectives import sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 
 
 def _square(x: int) -> list[dict[str, object]]:

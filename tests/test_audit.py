@@ -22,15 +22,16 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from tilt.audit import audit_lines, estimate_prompt, token_slope
 from tilt.audit._read import Prompt, Rollout, Score
-from tilt.audit import audit_lines, estimate_prompt, main, token_slope
+from tilt.cli.audit import main
 from tilt.context import demonstrations, make_context
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import correct_entropy, least_squares_slope, weighted_gap_slope
 from tilt.objectives import sd_sequence, tilt_score
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -356,7 +357,7 @@ def test_hostile_files_are_one_line_status_2_and_write_nothing(
         (["{missing}"], "no such file"),
         (["{folder}"], "is a folder"),
         (["{log}", "--plot", "{folder}/no/such.png"], "does not exist"),
-        (["{log}", "--rollouts", "{folder}"], "not a regular file"),
+        (["{log}", "--rollouts", "{folder}"], "it is a folder"),
         (["{log}", "--confidence", "1.5"], "--confidence must lie in (0, 1)"),
         (["{latin}"], "not UTF-8 text"),
     ],

@@ -52,8 +52,8 @@ def test_run_writes_table_and_agrees_with_brute_force(tmp_path, context):
 
 def test_brute_force_enumerates_what_tilt_does():
     brute = _load("brute")
-    from tilt.tasks.graphs import named_task
     from tilt.space import enumerate_rollouts
+    from tilt.tasks.graphs import named_task
 
     for name in ("grid3", "diamonds", "routes"):
         task = named_task(name)
@@ -65,10 +65,10 @@ def test_brute_force_detects_a_wrong_answer():
     # the agreement check is not vacuous: perturbing one probability is caught
     run = _load("run")
     brute = _load("brute")
-    from tilt.tasks.graphs import named_task
     from tilt.objectives import rl_optimum
     from tilt.policy import base_policy
     from tilt.space import enumerate_rollouts
+    from tilt.tasks.graphs import named_task
 
     space = enumerate_rollouts(named_task("routes"))
     base = base_policy(space)

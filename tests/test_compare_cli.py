@@ -16,13 +16,13 @@ import numpy as np
 import oracle
 import pytest
 
-from tilt.compare import main
+from tilt.cli.compare import main
 from tilt.context import CopyContext, EdgeContext, KernelContext, demonstrations, make_context
-from tilt.tasks.graphs import catalogue, load_graph, named_task, resolve_task
 from tilt.measures import pass_at_k
 from tilt.objectives import rl_matched, rl_optimum, sd_forward, sd_sequence, sd_token, tilt_score
 from tilt.policy import base_policy
 from tilt.space import TooLargeError, enumerate_rollouts
+from tilt.tasks.graphs import catalogue, load_graph, named_task, resolve_task
 
 METHOD_KEYS = ["base", "rl", "rl_matched", "sd", "sd_token", "sd_forward"]
 CSV_HEAD = ["path", "correct", "base", "rl", "sd", "sd_token", "sd_forward", "tilt"]

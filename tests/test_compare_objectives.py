@@ -11,10 +11,10 @@ from test_compare_cli import _assert_one_line_error as _one_line_error
 from test_compare_cli import _run
 
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
-from tilt.tasks.graphs import named_task
 from tilt.objectives import PRESETS, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 
 
 def _grid3():

@@ -43,13 +43,13 @@ from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
 from tilt.engines.dp.optima import rl_optimum as dp_rl
 from tilt.engines.dp.rollouts import prefix_edges, to_policy
-from tilt.tasks.graphs import make_task, named_task
-from tilt.tasks.lattice import parse_lattice
 from tilt.measures import measure
-from tilt.objectives import sd_optimum as objective_optimum
 from tilt.objectives import rl_optimum, sd_sequence, sd_token, tilt_score
+from tilt.objectives import sd_optimum as objective_optimum
 from tilt.policy import Policy, edge_softmax
 from tilt.space import RolloutSpace, enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
+from tilt.tasks.lattice import parse_lattice
 from tilt.testing import RandomInstance, alphas, anchors, betas, dag_instances, demo_kinds
 
 TOL = 1e-12
@@ -797,7 +797,7 @@ def test_length_weighted_needs_depth_states() -> None:
 
 
 def _compare_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
-    from tilt.compare import main
+    from tilt.cli.compare import main
 
     assert main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -880,7 +880,7 @@ def test_auto_engine_enumerates_a_cyclic_graph(capsys) -> None:  # type: ignore[
     ],
 )
 def test_compare_refuses_in_one_line(tmp_path, capsys, argv, fragment) -> None:  # type: ignore[no-untyped-def]
-    from tilt.compare import main
+    from tilt.cli.compare import main
 
     argv = tuple(str(tmp_path / "r.csv") if a == "ROLL" else a for a in argv)
     assert main(list(argv)) == 2
@@ -891,7 +891,7 @@ def test_compare_refuses_in_one_line(tmp_path, capsys, argv, fragment) -> None: 
 
 
 def test_rollouts_csv_from_the_dp_engine_matches_enumeration(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from tilt.compare import main
+    from tilt.cli.compare import main
 
     paths = {}
     for engine in ("dp", "enumerate"):

@@ -12,11 +12,11 @@ import pytest
 
 import tilt.policy as policy_module
 from tilt.context import EdgeContext
-from tilt.tasks.graphs import named_task
 from tilt.objectives import sd_optimum
 from tilt.objectives._common import from_prefix_logits, resolve_demos
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 
 
 @pytest.fixture(scope="module")

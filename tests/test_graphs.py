@@ -10,10 +10,10 @@ import numpy as np
 import oracle
 import pytest
 
-from tilt.tasks import Task
-from tilt.tasks.graphs import catalogue, load_graph, make_task, named_task, resolve_task
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks import Task
+from tilt.tasks.graphs import catalogue, load_graph, make_task, named_task, resolve_task
 
 
 def _two_routes(directed=True):

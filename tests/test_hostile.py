@@ -29,13 +29,14 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import tilt.cli
+import tilt.cli._files
+import tilt.engines.enumerate
 import tilt.space
-from tilt import compare
+from tilt.cli import compare
 from tilt.context import ContextModel, make_context
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import gap_slope, measure, ratio_distortion
-from tilt.objectives import OBJECTIVES
 from tilt.objectives import (
+    OBJECTIVES,
     matched_beta,
     rl_optimum,
     sd_forward,
@@ -46,6 +47,7 @@ from tilt.objectives import (
 )
 from tilt.policy import Policy, base_policy, edge_softmax
 from tilt.space import TooLargeError, enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import check_context_model, instances
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -456,7 +458,7 @@ def test_write_atomic_failure_leaves_nothing(
     def broken(src: str, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tilt.cli.os, "replace", broken)
+    monkeypatch.setattr(tilt.cli._files.os, "replace", broken)
     with pytest.raises(OSError, match="No space"):
         tilt.cli.write_atomic(tmp_path / "out.csv", "x" * 1000)
     assert list(tmp_path.iterdir()) == []
@@ -472,7 +474,7 @@ def test_memory_error_is_one_line(
     def exhausted(*args: object) -> None:
         raise MemoryError
 
-    monkeypatch.setattr(tilt.cli, "enumerate_rollouts", exhausted)
+    monkeypatch.setattr(tilt.engines.enumerate, "enumerate_rollouts", exhausted)
     refused(capsys, ["--graph", "grid3"], "out of memory", "--horizon")
 
 

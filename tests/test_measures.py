@@ -12,7 +12,6 @@ import oracle
 import pytest
 
 from tilt.context import make_context
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import (
     correct_entropy,
     correct_flow_by_move,
@@ -27,6 +26,7 @@ from tilt.measures import (
 from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 
 KS = (1, 2, 8, 64)
 TOL = 1e-12  # exact sums over an enumerated space: rounding only

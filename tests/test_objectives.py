@@ -17,11 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tilt.context import demonstrations, generic_teacher_classes, make_context
-from tilt.tasks.graphs import named_task
-from tilt.objectives import OBJECTIVES, parse_objective, sd_optimum
-from tilt.objectives import rl_optimum
+from tilt.objectives import OBJECTIVES, parse_objective, rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 from tilt.testing import context_models, instances
 
 TOL = 1e-10

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 
 from tilt.context import make_context
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures.ood import blocked_edges, ood_pass_at_k, ood_success
 from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import instances
 
 TOL = 1e-12
@@ -168,11 +168,11 @@ def test_a_dominant_blocked_move_keeps_full_precision():
 def test_doctests():
     import doctest
 
-    import tilt.graphs
     import tilt.measures.ood
     import tilt.measures.strategies
+    import tilt.tasks.graphs
 
-    for module in (tilt.measures.ood, tilt.measures.strategies, tilt.graphs):
+    for module in (tilt.measures.ood, tilt.measures.strategies, tilt.tasks.graphs):
         failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0, module.__name__
         assert failures == 0, module.__name__

@@ -31,7 +31,6 @@ from tilt.context import (
     generic_token_log_target,
     make_context,
 )
-from tilt.tasks.graphs import make_task, named_task
 from tilt.objectives import (
     iterate,
     matched_beta,
@@ -45,6 +44,7 @@ from tilt.objectives import (
 )
 from tilt.policy import Policy, as_generator, base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 
 TOL = 1e-10
 

@@ -9,9 +9,9 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 
-from tilt.tasks.graphs import make_task, named_task
 from tilt.policy import Policy, as_generator, base_policy, edge_softmax
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 
 NAMED = ["grid2", "grid3", "grid4", "diamonds", "routes"]
 ATOL = 1e-12  # exact enumeration: only rounding

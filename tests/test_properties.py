@@ -34,11 +34,11 @@ from tilt.context import (
     generic_token_log_target,
     make_context,
 )
-from tilt.tasks.graphs import make_task, named_task
 from tilt.measures import correct_entropy
 from tilt.objectives import iterate, rl_optimum, sd_optimum, sd_sequence, tilt_score
 from tilt.policy import Policy, base_policy, edge_softmax
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import (
     RandomInstance,
     alphas,

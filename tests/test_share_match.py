@@ -12,9 +12,9 @@ import pytest
 from scipy.optimize import brentq
 from test_shared import EDGE, _small_suite, _student, _suite_file
 
+from tilt.cli.share import main
 from tilt.objectives import rl_optimum
 from tilt.share import mean_accuracy, run_experiment
-from tilt.cli.share import main
 from tilt.share._rl_match import match_rl_beta, rl_optimum_theta
 
 TRAIN = np.array([0, 2])

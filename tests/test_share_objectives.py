@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from test_shared import EDGE, _student
 
-from tilt.objectives import sd_optimum
-from tilt.objectives import rl_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.share import OBJECTIVES, SharedStudent, ShareObjective, train_shared
 from tilt.share._exact import held_quantities, shared_value_and_grad
 from tilt.train import total_variation

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tilt.cli.share import main as share_main
 from tilt.cli.train import main as train_main
 from tilt.context import make_context
-from tilt.tasks.graphs import make_task, named_task
 from tilt.policy import base_policy
 from tilt.share import SharedStudent, ShareObjective, make_features, train_shared
-from tilt.cli.share import main as share_main
 from tilt.share._sampled import SampledObjective, mean_total_variation, train_sampled
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 from tilt.train import OBJECTIVES, train
 
 EDGE = make_context("edge", 2.0)

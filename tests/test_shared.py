@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from tilt.cli.share import main
 from tilt.context import make_context
-from tilt.tasks.graphs import named_task
 from tilt.policy import base_policy
 from tilt.share import (
     SharedFeatures,
@@ -21,10 +21,10 @@ from tilt.share import (
     split_suite,
     train_shared,
 )
-from tilt.cli.share import main
 from tilt.share._suites import Suite
 from tilt.space import enumerate_rollouts
 from tilt.suite import Prompt
+from tilt.tasks.graphs import named_task
 
 EDGE = make_context("edge", 2.0)
 

@@ -11,8 +11,8 @@ import oracle
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from tilt.tasks.graphs import make_task, named_task
 from tilt.space import TooLargeError, enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
 
 SMALL_NAMED = ["grid2", "grid3", "grid4", "diamonds", "routes"]
 

@@ -10,12 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilt.compare import main
+from tilt.cli.compare import main
 from tilt.context import make_context
-from tilt.tasks.graphs import named_task
-from tilt.objectives import rl_optimum, sd_optimum
-from tilt.policy import base_policy
-from tilt.space import enumerate_rollouts
 from tilt.measures.strategies import (
     Strategies,
     load_function,
@@ -23,6 +19,10 @@ from tilt.measures.strategies import (
     strategy_mass,
     strategy_measures,
 )
+from tilt.objectives import rl_optimum, sd_optimum
+from tilt.policy import base_policy
+from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import named_task
 from tilt.testing import betas, instances
 
 TOL = 1e-12

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tilt.cli.suite import main
 from tilt.context import make_context
 from tilt.measures import pass_at_k
 from tilt.objectives import rl_optimum, sd_optimum
@@ -22,7 +23,6 @@ from tilt.suite import (
     SuiteConfig,
     builtin_suite,
     load_suite,
-    main,
     run_suite,
     shared_beta,
     solve_prompt,

@@ -13,17 +13,18 @@ from hypothesis import strategies as st
 
 import tilt.testing as tt
 from tilt import _lbfgs as lbfgs_module
-from tilt import _train_estimators as est
-from tilt import _train_losses as losses
-from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
+from tilt.cli.train import main
 from tilt.context import demonstrations, make_context
-from tilt.tasks.graphs import named_task
 from tilt.measures import correct_entropy, ratio_distortion
 from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
-from tilt.train import TabularSoftmax, kl_divergence, main, total_variation, train
+from tilt.tasks.graphs import named_task
+from tilt.train import TabularSoftmax, kl_divergence, total_variation, train
+from tilt.train import _estimators as est
+from tilt.train import _losses as losses
+from tilt.train import _objectives as train_objectives
 
 # The requirement for exact mode.  L-BFGS (tilt._lbfgs) stops when f no longer falls
 # beyond rounding (~1e-16 |f|); near the optimum f - f* ~ KL ~ TV^2, so that floor sits around
@@ -615,7 +616,9 @@ def test_divergences():
 
 
 def test_doctests():
-    for module in (train_module, est, lbfgs_module):
+    from tilt.train import _trainer
+
+    for module in (_trainer, est, lbfgs_module):
         failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert tried > 0, module.__name__
         assert failures == 0, module.__name__

@@ -13,16 +13,17 @@ import json
 import numpy as np
 import pytest
 
-from tilt import _train_estimators as est
-from tilt import _train_losses as losses
-from tilt import _train_objectives as train_objectives
 from tilt import train as train_module
+from tilt.cli.train import main
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
-from tilt.tasks.graphs import named_task
 from tilt.objectives import OBJECTIVES, parse_objective, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.space import enumerate_rollouts
-from tilt.train import TabularSoftmax, main, parse_train_objective, total_variation, train
+from tilt.tasks.graphs import named_task
+from tilt.train import TabularSoftmax, parse_train_objective, total_variation, train
+from tilt.train import _estimators as est
+from tilt.train import _losses as losses
+from tilt.train import _objectives as train_objectives
 
 # The requirement.  L-BFGS stops on the preconditioned gradient (1e-13) or at the rounding
 # floor of the objective, where the approximate-Wolfe steps still follow the gradient: measured

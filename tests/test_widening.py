@@ -25,11 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tilt.context import make_context
-from tilt.tasks.graphs import make_task
-from tilt.objectives import sd_optimum
-from tilt.objectives import rl_optimum
+from tilt.objectives import rl_optimum, sd_optimum
 from tilt.policy import base_policy
 from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task
 from tilt.testing import instances
 
 TOL = 1e-9  # log-probabilities are exact to ~1e-13; gaps below this are ties

@@ -17,7 +17,7 @@ Examples
 True
 """
 
-from tilt.compare import Comparison, compare, format_table, sd_variants
+from tilt.compare import Comparison, format_table, sd_variants
 from tilt.context import ContextModel, demonstrations, make_context
 from tilt.engines import InstanceSpec, build_instance
 from tilt.measures import Measures, gap_slope, measure, pass_at_k, widening_fraction
@@ -62,7 +62,6 @@ __all__ = [
     "widening_fraction",
     "InstanceSpec",
     "build_instance",
-    "compare",
     "Comparison",
     "sd_variants",
     "format_table",

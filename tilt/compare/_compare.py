@@ -176,7 +176,11 @@ def compare(
                 q = iterate(base, _step(instance, v, demos, anchor), rounds)[-1]
             except TooLargeError as exc:
                 notes = [f"skipped: {exc}"]
-        fields = {"note": "; ".join(notes), "objective": v.objective.spec, "demos": demos}
+        fields: dict[str, Any] = {
+            "note": "; ".join(notes),
+            "objective": v.objective.spec,
+            "demos": demos,
+        }
         if q is None:
             sd_rows.append(MethodResult(v.key, v.label, None, None, **fields))
         else:

@@ -24,6 +24,8 @@ class ContextModel(Protocol):
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray: ...
 
+    def teacher_classes(self, policy: Policy, demos: Policy) -> TeacherClasses: ...
+
 
 __all__ = [
     "GENERIC_LIMIT",

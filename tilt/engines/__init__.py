@@ -55,16 +55,37 @@ class EngineInstance(Protocol):
     methods take and return its own policies.
     """
 
-    engine: str
-    model: ContextModel
-    demos: str
-    alpha: float
-    anchor: float
-    beta: float
-    base_name: str
+    @property
+    def engine(self) -> str:
+        """The engine's name (``'enumerate'``, ``'dp'``)."""
 
     @property
-    def base(self) -> Any: ...
+    def model(self) -> ContextModel:
+        """The context model."""
+
+    @property
+    def demos(self) -> str:
+        """The demonstrations of the SD rows that name none."""
+
+    @property
+    def alpha(self) -> float:
+        """The tempering exponent of ``tempered`` demonstrations."""
+
+    @property
+    def anchor(self) -> float:
+        """The anchor ``b`` of ``b KL(q || pi)``."""
+
+    @property
+    def beta(self) -> float:
+        """RL's KL coefficient (0: the limit ``beta -> 0``)."""
+
+    @property
+    def base_name(self) -> str:
+        """The base's name for headers."""
+
+    @property
+    def base(self) -> Any:
+        """The base policy."""
 
     def header(self) -> str:
         """One line naming the instance."""
