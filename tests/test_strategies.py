@@ -1,4 +1,4 @@
-"""Strategy maps and their measures (``tilt.measures.strategies``), and ``tilt.compare --strategy``."""
+"""Strategy maps and their measures (``tilt.measures.strategies``), and ``--strategy``."""
 
 from __future__ import annotations
 
