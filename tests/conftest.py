@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+
+# the shared helpers of the tests (oracle.py, _repo.py, _commands.py) import by name from any
+# folder of tests/, which mirrors the packages of tilt/
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # When a property fails, Hypothesis' pytest plugin imports its patch writer, which
 # imports libcst, which subclasses the deprecated mypy_extensions.TypedDict: under

@@ -11,10 +11,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from _repo import ROOT
 
 import tilt
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _modules() -> dict[str, Path]:

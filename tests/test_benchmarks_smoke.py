@@ -7,11 +7,9 @@ import csv
 import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from _repo import ROOT
 
 
 def _load(name: str):  # type: ignore[no-untyped-def]

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _repo import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = (
     "docs/guide.md",
     "docs/gallery.md",

@@ -20,13 +20,14 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from _repo import ROOT
+
 from analysis.sweeps import read_csv  # noqa: E402
 from figures import FIGURES  # noqa: E402
 from figures.__main__ import main  # noqa: E402
 from figures.pass_at_k import ks  # noqa: E402
 from figures.style import DEMO_STYLES, METHODS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 STEMS = {
     "ratios": "fig1_ratios",
     "tilt_score": "fig2_tilt_score",

@@ -199,7 +199,10 @@ class _ListPresets(argparse.Action):
         parser.exit(0)
 
 
-def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+def add_objective_arguments(
+    parser: argparse.ArgumentParser,
+    what: str = "add one row (and one CSV column sd[SPEC]) per objective",
+) -> None:
     """Add ``--sd SPEC`` and ``--preset NAME`` (both repeatable) and ``--list-presets``."""
     g = parser.add_argument_group("more self-distillation objectives")
     g.add_argument(
@@ -208,7 +211,7 @@ def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=objective_spec,
         default=[],
-        help=f"add one row (and one CSV column sd[SPEC]) per objective: {objective_forms()}",
+        help=f"{what}: {objective_forms()}",
     )
     g.add_argument(
         "--preset",

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from tilt.cli import OneLineParser, fmt, non_negative_int, positive_int, run_main, table
-from tilt.cli._args import add_sd_arguments, objective_spec
+from tilt.cli._args import add_objective_arguments, add_sd_arguments
 from tilt.context import DEFAULT_STRENGTH, make_context
-from tilt.objectives import SD_METHODS, objective_forms
+from tilt.objectives import SD_METHODS
 from tilt.space import DEFAULT_MAX_ROLLOUTS
 from tilt.suite import (
     DEFAULT_KS,
@@ -226,14 +226,10 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_ROLLOUTS,
         help=f"size guard per prompt (default {DEFAULT_MAX_ROLLOUTS:,})",
     )
-    add_sd_arguments(parser, rl=False).add_argument(
-        "--sd",
-        action="append",
-        metavar="SPEC",
-        type=objective_spec,
-        default=[],
-        help="add an SD objective to sequence, token and forward, repeatable (as in "
-        f"tilt.compare): {objective_forms()}",
+    add_sd_arguments(parser, rl=False)
+    add_objective_arguments(
+        parser,
+        "add an SD objective to sequence, token and forward, repeatable (as in tilt.compare)",
     )
     out = parser.add_argument_group("output")
     out.add_argument(
@@ -251,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("running")
     run.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
+
     run.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -277,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--reference names a rollout of one graph; in a suite, --demos reference "
                 "uses each prompt's likeliest correct rollout"
             )
-        methods = tuple(dict.fromkeys([*SD_METHODS, *(o.spec for o in args.sd)]))
+        presets = [f"preset[{name}]" for name in args.preset]
+        methods = tuple(dict.fromkeys([*SD_METHODS, *(o.spec for o in args.sd), *presets]))
         if args.suite in SUITES:
             suite = builtin_suite(args.suite, args.seed)
         elif args.suite.endswith(".json") or Path(args.suite).exists():

@@ -31,6 +31,7 @@ from tilt.engines.dp.instance import DPInstance, dp_instance
 from tilt.engines.enumerate import EnumeratedInstance, enumerated_instance
 from tilt.measures import Measures, Strategies, StrategyMeasures
 from tilt.objectives import Objective
+from tilt.tasks import Task
 
 __all__ = [
     "ENGINES",
@@ -124,12 +125,16 @@ class EngineInstance(Protocol):
 
 
 def build_instance(
-    spec: InstanceSpec, methods: Sequence[Method] = (), engine: str = "auto"
+    spec: InstanceSpec,
+    methods: Sequence[Method] = (),
+    engine: str = "auto",
+    task: Task | None = None,
 ) -> EnumeratedInstance | DPInstance:
     """The instance of ``spec`` on the engine ``engine`` (``auto``, ``dp`` or ``enumerate``).
 
     ``methods`` are the SD methods that will be asked of it (the DP engine needs
-    their Markov forms).
+    their Markov forms); ``task`` replaces ``spec``'s graph, source, target and
+    horizon (a prompt of a suite, a graph built in Python).
 
     Raises
     ------
@@ -140,7 +145,7 @@ def build_instance(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     if engine != "enumerate":
-        dp = dp_instance(spec, methods, engine)
+        dp = dp_instance(spec, methods, engine, task)
         if dp is not None:
             return dp
-    return enumerated_instance(spec)
+    return enumerated_instance(spec, task)

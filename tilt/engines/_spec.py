@@ -29,7 +29,7 @@ class InstanceSpec:
     directed: bool = False
     max_rollouts: int = DEFAULT_MAX_ROLLOUTS
     base: str = "default"
-    seed: int = 0
+    seed: int | None = 0
     context: str = "edge"
     strength: float | None = None
     demos: str = "own"

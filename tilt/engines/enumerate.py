@@ -31,7 +31,7 @@ from tilt.measures.strategies import strategy_labels
 from tilt.objectives import Objective, rl_optimum, tilt_score
 from tilt.policy import Policy, base_policy
 from tilt.space import RolloutSpace, enumerate_rollouts
-from tilt.tasks import resolve_task
+from tilt.tasks import Task, resolve_task
 
 __all__ = ["EnumeratedInstance", "enumerated_instance"]
 
@@ -52,7 +52,7 @@ class EnumeratedInstance:
     alpha: float = 0.5
     anchor: float = 0.0
     beta: float = 0.0
-    seed: int = 0
+    seed: int | None = 0
     base_name: str = "default"
     reference: str | None = None
     engine: str = "enumerate"
@@ -140,8 +140,11 @@ class EnumeratedInstance:
         return tilt_score(self.base, self.model, self.demonstrations(self.base))
 
 
-def enumerated_instance(spec: InstanceSpec) -> EnumeratedInstance:
+def enumerated_instance(spec: InstanceSpec, task: Task | None = None) -> EnumeratedInstance:
     """Enumerate the space of ``spec`` and build its base and context model.
+
+    ``task`` replaces ``spec``'s graph, source, target and horizon (a prompt of a
+    suite, a graph built in Python).
 
     Raises
     ------
@@ -152,7 +155,8 @@ def enumerated_instance(spec: InstanceSpec) -> EnumeratedInstance:
     """
     spec.check()
     model = make_context(spec.context, spec.strength)
-    task = resolve_task(spec.graph, spec.source, spec.target, spec.horizon, spec.directed)
+    if task is None:
+        task = resolve_task(spec.graph, spec.source, spec.target, spec.horizon, spec.directed)
     space = enumerate_rollouts(task, spec.max_rollouts)
     base = base_policy(space, spec.base, seed=spec.seed)
     instance = EnumeratedInstance(

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from tilt._checks import check_beta
 from tilt.policy import Policy
 
 _P = TypeVar("_P")
@@ -26,15 +27,6 @@ __all__ = [
     "matched_beta_or_reason",
     "iterate",
 ]
-
-
-def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
-        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
-    beta = float(beta)
-    if math.isnan(beta) or beta < 0:
-        raise ValueError(f"beta must be >= 0 (0 is the limit beta -> 0), got {beta!r}")
-    return beta
 
 
 def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
@@ -60,7 +52,7 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
     >>> round(rl_optimum(pi0).accuracy, 12)
     1.0
     """
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     correct = policy.space.correct
     if math.isinf(beta):
         return policy

@@ -77,14 +77,22 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import networkx as nx
 import numpy as np
 
-from tilt.context import make_context, point_mass, reference_rollout
-from tilt.objectives import SD_METHODS, sd_optimum
-from tilt.policy import BASES, Policy, base_policy
-from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
+from tilt.engines import (
+    DPInstance,
+    EngineInstance,
+    EnumeratedInstance,
+    InstanceSpec,
+    Method,
+    build_instance,
+)
+from tilt.objectives import SD_METHODS, parse_objective, preset
+from tilt.policy import BASES
+from tilt.space import DEFAULT_MAX_ROLLOUTS
 from tilt.tasks import Task
 from tilt.tasks.graphs import load_graph, make_task, named_task, resolve_task
 
@@ -305,7 +313,12 @@ class SuiteConfig:
     alpha: float = 0.5
     anchor: float = 0.0
     methods: tuple[str, ...] = SD_METHODS
+    """Objective specs, and ``preset[NAME]`` for a trainer's preset."""
     max_rollouts: int = DEFAULT_MAX_ROLLOUTS
+    engine: str = "enumerate"
+    """``enumerate``, ``dp`` or ``auto`` (:func:`tilt.engines.build_instance`).  The DP
+    engine needs acyclic prompts and methods with a Markov form (forward SD has none, so the
+    command, which always solves it, enumerates)."""
 
 
 @dataclass(frozen=True)
@@ -342,24 +355,54 @@ def solve_prompt(index: int, prompt: Prompt, config: SuiteConfig) -> PromptResul
         task.horizon,
         base_name,
     )
+    # reference demonstrations: each prompt's likeliest correct rollout under its base
+    spec = InstanceSpec(
+        graph=task.name,
+        max_rollouts=config.max_rollouts,
+        base=prompt.base,
+        seed=prompt.seed,
+        context=config.context,
+        strength=config.strength,
+        demos=config.demos,
+        alpha=config.alpha,
+        anchor=config.anchor,
+    )
+    asked = [_method(name, config.demos) for name in config.methods]
     try:
-        space = enumerate_rollouts(task, config.max_rollouts)
+        instance = cast(EngineInstance, build_instance(spec, asked, config.engine, task))
     except ValueError as exc:
         if "no rollout is correct" in str(exc):
             return PromptResult(*head, skipped=str(exc))
         raise ValueError(f"prompt {index} ({prompt.name}): {exc}") from None
-    pi0 = base_policy(space, prompt.base, seed=prompt.seed)
-    model = make_context(config.context, config.strength)
-    demos: str | Policy = config.demos
-    if demos == "reference":  # each prompt's likeliest correct rollout under its base
-        demos = point_mass(pi0, reference_rollout(pi0))
+    pi0 = instance.base
     acc = [("base", pi0.accuracy)]
     inc = [("base", pi0.incorrect_mass)]
-    for method in config.methods:
-        q = sd_optimum(pi0, model, method, demos, config.alpha, config.anchor)
+    for method, m in zip(config.methods, asked, strict=True):
+        q = instance.sd_optimum(pi0, m.objective, m.demos or config.demos, config.anchor)
         acc.append((method, q.accuracy))
         inc.append((method, q.incorrect_mass))
-    return PromptResult(*head, space.n_rollouts, space.n_correct, tuple(acc), tuple(inc))
+    rollouts, correct = _counts(instance)
+    return PromptResult(*head, rollouts, correct, tuple(acc), tuple(inc))
+
+
+def _method(name: str, demos: str) -> Method:
+    """A method of :attr:`SuiteConfig.methods`: an objective spec, or ``preset[NAME]`` (a
+    trainer's objective and demonstrations, :func:`tilt.objectives.preset`)."""
+    if name.startswith("preset[") and name.endswith("]"):
+        p = preset(name[len("preset[") : -1])
+        return Method(parse_objective(p.objective), p.demos)
+    return Method(parse_objective(name), demos)
+
+
+def _counts(instance: EngineInstance) -> tuple[int, int]:
+    """Rollouts and correct rollouts (rounded from their logarithms on the DP engine)."""
+    if isinstance(instance, EnumeratedInstance):
+        return instance.space.n_rollouts, instance.space.n_correct
+    assert isinstance(instance, DPInstance)
+    return (
+        round(math.exp(min(instance.log_rollouts, 709.0))),
+        round(math.exp(min(instance.log_correct, 709.0))),
+    )
 
 
 # ---------------------------------------------------------------- aggregation

@@ -35,7 +35,7 @@ from tilt.engines.dp.policy import (
 from tilt.engines.dp.space import AcyclicSpace, MoveTable, acyclic_space, lattice_table, move_table
 from tilt.measures import Measures, Strategies, StrategyMeasures
 from tilt.objectives import Objective
-from tilt.tasks import is_lattice_name, resolve_task
+from tilt.tasks import Task, is_lattice_name, resolve_task
 
 __all__ = ["DPInstance", "dp_instance", "count_label"]
 
@@ -51,7 +51,7 @@ class DPInstance:
     alpha: float
     anchor: float
     beta: float
-    seed: int
+    seed: int | None
     base_name: str
     spec: InstanceSpec
     log_rollouts: float
@@ -173,7 +173,9 @@ def _json_count(log_count: float) -> int | float | None:
     return math.exp(log_count) if log_count < 709 else None
 
 
-def _table(spec: InstanceSpec) -> MoveTable:
+def _table(spec: InstanceSpec, task: Task | None) -> MoveTable:
+    if task is not None:
+        return move_table(task)
     if is_lattice_name(spec.graph) and spec.source is None and spec.target is None:
         return lattice_table(spec.graph, spec.horizon)
     task = resolve_task(spec.graph, spec.source, spec.target, spec.horizon, spec.directed)
@@ -181,9 +183,11 @@ def _table(spec: InstanceSpec) -> MoveTable:
 
 
 def dp_instance(
-    spec: InstanceSpec, methods: Sequence[Method], engine: str = "auto"
+    spec: InstanceSpec, methods: Sequence[Method], engine: str = "auto", task: Task | None = None
 ) -> DPInstance | None:
     """The DP instance of ``spec``, or ``None`` when enumeration should run.
+
+    ``task`` replaces ``spec``'s graph, source, target and horizon.
 
     ``engine='dp'`` insists: a cycle, or a required method with no Markov form,
     raises; ``'auto'`` returns ``None`` for a cyclic graph, and for a method with
@@ -207,7 +211,7 @@ def dp_instance(
         raise ValueError(f"--engine dp cannot compute SD {method.objective.spec}: {reason}")
     try:
         depth = any(needs_depth(m.objective) for m in methods) or None
-        space = acyclic_space(_table(spec), with_depth=depth)
+        space = acyclic_space(_table(spec, task), with_depth=depth)
     except ValueError:
         if engine == "dp":
             raise

@@ -59,7 +59,7 @@ DP_OBJECTIVES: dict[str, Optimum] = {
     "discount": lambda p, m, s, d, al, an: sd_discount(p, m, float(s.param or 0.0), d, al),
     "length-weighted": lambda p, m, s, d, al, an: sd_length_weighted(p, m, d, al),
     "hybrid": lambda p, m, s, d, al, an: sd_hybrid(
-        p, m, float("inf") if s.param is None else s.param, d, al, an
+        p, m, d, al, an, beta=float("inf") if s.param is None else s.param
     ),
 }
 """The objectives with a Markov form, by name."""

@@ -20,22 +20,14 @@ import math
 
 import numpy as np
 
+from tilt._checks import check_beta
 from tilt.context import ContextModel
 from tilt.engines.dp.context import markov_step, token_target
 from tilt.engines.dp.passes import group_normalise, tilted_conditionals
 from tilt.engines.dp.policy import Demos, MarkovPolicy, demonstrations
 from tilt.objectives import check_anchor
 
-__all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount", "check_beta"]
-
-
-def check_beta(beta: float, what: str = "beta") -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{what} must be a number, got {type(beta).__name__}")
-    beta = float(beta)
-    if math.isnan(beta) or beta < 0:
-        raise ValueError(f"{what} must be >= 0 (0 is the limit {what} -> 0), got {beta!r}")
-    return beta
+__all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount"]
 
 
 def _reward_leaf(policy: MarkovPolicy, beta: float) -> np.ndarray:
@@ -84,16 +76,17 @@ def sd_sequence(
     anchor: float = 0.0,
 ) -> MarkovPolicy:
     """``q*(y) ∝ pi(y) exp(S(y) / (1 + b))`` with ``S`` the sum of per-move steps."""
-    return sd_hybrid(policy, model, math.inf, demos, alpha, anchor)
+    return sd_hybrid(policy, model, demos, alpha, anchor, beta=math.inf)
 
 
 def sd_hybrid(
     policy: MarkovPolicy,
     model: ContextModel,
-    beta: float,
     demos: Demos = "own",
     alpha: float = 1.0,
     anchor: float = 0.0,
+    *,
+    beta: float,
 ) -> MarkovPolicy:
     """``q(y) ∝ pi(y) exp(S(y) / (1 + b) + r(y) / beta)`` (``beta = 0``: restricted to ``C``)."""
     anchor = check_anchor(anchor)

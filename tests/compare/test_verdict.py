@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from _repo import ROOT
 
 from analysis.objectives import markdown, verdict_rows
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_docs_verdict_is_regenerated_by_its_command():

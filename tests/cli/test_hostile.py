@@ -25,6 +25,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from _repo import ROOT
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -50,7 +51,6 @@ from tilt.space import TooLargeError, enumerate_rollouts
 from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import check_context_model, instances
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

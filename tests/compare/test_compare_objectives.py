@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from test_compare_cli import _assert_one_line_error as _one_line_error
-from test_compare_cli import _run
+from _commands import assert_one_line_error as _one_line_error
+from _commands import run_command as _run
 
 from tilt.context import demonstrations, make_context, point_mass, reference_rollout
 from tilt.objectives import PRESETS, sd_optimum

@@ -274,3 +274,25 @@ def test_reference_demonstrations_per_prompt(capsys):
     assert data["settings"]["demos"] == "reference"
     assert main([*argv, "--demos", "reference", "--reference", "s>t"]) == 2
     assert "--reference names a rollout of one graph" in capsys.readouterr().err
+
+
+def test_the_suite_runs_on_either_engine():
+    # chain-traps prompts are acyclic: the DP engine's per-prompt optima are the enumerated
+    # ones (exact sums both ways: rounding only, a few ulps of an accuracy)
+    suite = builtin_suite("chain-traps", 0)
+    methods = ("sequence", "token", "token-forward", "preset[sdpo]")
+    results = {
+        engine: run_suite(suite, SuiteConfig(methods=methods, engine=engine), [1, 4])
+        for engine in ("enumerate", "dp")
+    }
+    for mine, theirs in zip(results["dp"].prompts, results["enumerate"].prompts, strict=True):
+        assert dict(mine.accuracy).keys() == dict(theirs.accuracy).keys()
+        for key, value in dict(theirs.accuracy).items():
+            assert dict(mine.accuracy)[key] == pytest.approx(value, abs=1e-12)
+
+
+def test_presets_are_suite_methods(capsys):
+    argv = ["--suite", "chain-traps", "--prompts", "5", "--k", "1", "--preset", "opsd", "--json"]
+    assert main(argv) == 0
+    variants = {v["sd"] for v in json.loads(capsys.readouterr().out)["variants"]}
+    assert "preset[opsd]" in variants

@@ -21,6 +21,7 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 import pytest
+from _repo import ROOT
 
 from tilt.audit import audit_lines, estimate_prompt, token_slope
 from tilt.audit._read import Prompt, Rollout, Score
@@ -32,8 +33,6 @@ from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 from tilt.space import enumerate_rollouts
 from tilt.tasks.graphs import make_task, named_task
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _two_diamonds() -> Policy:

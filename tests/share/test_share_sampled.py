@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _repo import ROOT
 
 from tilt.cli.share import main as share_main
 from tilt.cli.train import main as train_main
@@ -20,7 +21,6 @@ from tilt.tasks.graphs import make_task, named_task
 from tilt.train import OBJECTIVES, train
 
 EDGE = make_context("edge", 2.0)
-ROOT = Path(__file__).resolve().parents[1]
 SUITE = str(ROOT / "docs" / "examples" / "grid3_suite.json")
 SPECS = [s for s in OBJECTIVES if s not in ("sd", "sd_token", "sd_forward")]
 SPECS = [

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 import networkx as nx
 import numpy as np
 import pytest
+from _repo import ROOT as REPO_ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
@@ -910,9 +911,8 @@ def test_rollouts_csv_from_the_dp_engine_matches_enumeration(tmp_path, capsys) -
 
 def test_benchmark_script_runs_and_agrees(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "dp.py"
+    path = REPO_ROOT / "benchmarks" / "dp.py"
     spec = importlib.util.spec_from_file_location("_bench_dp", path)
     assert spec is not None
     assert spec.loader is not None

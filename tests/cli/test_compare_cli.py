@@ -9,12 +9,14 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import oracle
 import pytest
+from _commands import assert_one_line_error as _assert_one_line_error
+from _commands import run_command as _run
+from _repo import ROOT as REPO
 
 from tilt.cli.compare import main
 from tilt.context import CopyContext, EdgeContext, KernelContext, demonstrations, make_context
@@ -28,7 +30,6 @@ METHOD_KEYS = ["base", "rl", "rl_matched", "sd", "sd_token", "sd_forward"]
 CSV_HEAD = ["path", "correct", "base", "rl", "sd", "sd_token", "sd_forward", "tilt"]
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _subprocess(*argv):
@@ -45,27 +46,6 @@ def _subprocess(*argv):
         cwd=REPO,
         env=env,
     )
-
-
-def _run(argv, capsys):
-    """Call ``main(argv)``; argparse errors exit through SystemExit, library errors return 2."""
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _assert_one_line_error(code, out, err, *fragments):
-    assert code == 2, (code, out, err)
-    assert out == ""
-    assert err.endswith("\n"), err
-    assert err.count("\n") == 1, err
-    assert "Traceback" not in err
-    assert "error:" in err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 # ------------------------------------------------------------- bad input files

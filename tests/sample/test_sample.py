@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _repo import ROOT as REPO_ROOT
 
 from tilt.cli.sample import main
 from tilt.context import make_context
@@ -166,7 +167,7 @@ def test_the_documented_example_log_is_what_the_command_writes(tmp_path: Path) -
     out = tmp_path / "audit_grid4.jsonl"
     argv = ["--graph", "grid4", "--context", "edge", "--strength", "2", "--prompts", "50"]
     assert main([*argv, "--rollouts", "8", "--tokens", "--out", str(out)]) == 0
-    root = Path(__file__).resolve().parents[1]
+    root = REPO_ROOT
     written = out.read_text().splitlines()
     shown = (root / "docs" / "examples" / "audit_grid4.jsonl").read_text().splitlines()
     assert len(written) == len(shown)

@@ -1,0 +1,96 @@
+"""Instances, oracle bundles and tolerances shared by the optima and context-model tests.
+
+Tolerances: the engine and the oracle both compute exact sums over an
+enumerated space, so they differ by rounding only; ``1e-10`` (the project's
+bar for closed forms against brute force) leaves room for the oracle's plain
+products and sums of a few hundred terms.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import oracle
+
+from tilt.policy import as_generator, base_policy
+from tilt.space import enumerate_rollouts
+from tilt.tasks.graphs import make_task, named_task
+
+TOL = 1e-10
+
+
+INSTANCES = {
+    # name: (task factory, base kind, seed)
+    "grid3": (lambda: named_task("grid3"), "default", None),
+    "grid3-random": (lambda: named_task("grid3"), "random", 4),
+    "diamonds": (lambda: named_task("diamonds"), "default", None),
+    "routes": (lambda: named_task("routes"), "default", None),
+    "grid4": (lambda: named_task("grid4"), "default", None),
+    "grid3-h6": (lambda: _with_horizon(named_task("grid3"), 6), "uniform", None),
+}
+
+
+MODELS = [("copy", 0.4), ("edge", 1.3), ("kernel", 0.8)]
+
+
+DEMOS = [("own", 1.0), ("uniform", 1.0), ("tempered", 0.5)]
+
+
+def _with_horizon(task, horizon):
+    return make_task(task.graph, task.source, task.target, horizon, task.name)
+
+
+@cache
+def _base(name):
+    factory, kind, seed = INSTANCES[name]
+    task = factory()
+    space = enumerate_rollouts(task)
+    policy = base_policy(space, kind, seed=seed)
+    truth = oracle.oracle_space(task.graph, task.source, task.target, task.horizon)
+    # the oracle's own base policy, from the same logits (random ones are drawn per engine move)
+    if kind == "default":
+        theta = oracle.graph_logits(task.graph)
+    elif kind == "uniform":
+        theta = {}
+    else:
+        theta = _move_logits(space, seed)
+    pi = oracle.edge_softmax(truth, theta)
+    np.testing.assert_allclose(policy.prob, oracle.aligned(space, pi), rtol=0, atol=1e-12)
+    return space, policy, truth, pi
+
+
+def _move_logits(space, seed):
+    """The 'random' base's logits: Normal(0, 1) per directed move of the space, from ``seed``."""
+    draws = as_generator(seed).normal(0.0, 1.0, size=space.n_moves)
+    return {
+        (space.labels[t], space.labels[h]): float(x)
+        for t, h, x in zip(space.move_tail, space.move_head, draws, strict=True)
+    }
+
+
+@cache
+def _bundle(name, model_name, strength, demos_kind, alpha):
+    space, policy, truth, pi = _base(name)
+    demos = oracle.demonstrations(pi, truth, demos_kind, alpha)
+    teach = oracle.teachers(pi, truth, demos, model_name, strength)
+    return space, policy, truth, pi, demos, teach
+
+
+def _close(actual, expected, atol=TOL):
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
+
+
+def _close_policy(policy, expected_dict):
+    expected = np.array(oracle.aligned(policy.space, expected_dict))
+    _close(policy.prob, expected, atol=1e-12)
+    positive = expected > 0
+    _close(policy.log_prob[positive], np.log(expected[positive]))
+    assert np.isneginf(policy.log_prob[~positive]).all()
+    assert abs(policy.prob.sum() - 1) <= 1e-12
+
+
+CASES = [
+    (n, m, s, d, a) for n in INSTANCES if n != "grid4" for (m, s) in MODELS for (d, a) in DEMOS
+]
+CASES += [("grid4", m, s, "own", 1.0) for (m, s) in MODELS]
