@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(rows)} configurations to {args.out}")
         return 0
 
-    return run_main("analysis.audit_validation", body)
+    return run_main("python -m analysis.audit_validation", body)
 
 
 if __name__ == "__main__":

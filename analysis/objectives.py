@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown(rows, args.k))
         return 0
 
-    return run_main("analysis.objectives", body)
+    return run_main("python -m analysis.objectives", body)
 
 
 if __name__ == "__main__":

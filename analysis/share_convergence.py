@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summary_table(rows))
         return 0
 
-    return run_main("analysis.share_convergence", body)
+    return run_main("python -m analysis.share_convergence", body)
 
 
 if __name__ == "__main__":

@@ -552,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {len(rows)} rows to {args.out}")
         return 0
 
-    return run_main("analysis.sweeps", body)
+    return run_main("python -m analysis.sweeps", body)
 
 
 if __name__ == "__main__":

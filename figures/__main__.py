@@ -8,10 +8,12 @@ default all cores, 1 with ``--quick``).  Missing matplotlib is one line and exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from tilt.cli import OneLineParser, positive_int
+    from tilt.cli import OneLineParser, non_negative_int, positive_int
 
     parser = OneLineParser(
         prog="python -m figures", description="Regenerate every figure of the case."
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seed of every random draw (the sampled trainer of figure 6; default 0)",
     )
@@ -83,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.jobs = 1 if args.quick else (os.cpu_count() or 1)
 
     def body() -> int:
+        if not str(args.out).strip():
+            raise ValueError("--out is empty: give an output folder")
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -92,9 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         start_all = time.perf_counter()
         for name in args.only or list(FIGURES):
             start = time.perf_counter()
-            result = importlib.import_module(FIGURES[name]).make(
-                out, quick=args.quick, jobs=args.jobs, seed=args.seed
-            )
+            # all of a figure's files or none: drawn into a scratch folder, then moved
+            with tempfile.TemporaryDirectory(dir=out, prefix=f".{name}.") as scratch:
+                result = importlib.import_module(FIGURES[name]).make(
+                    Path(scratch), quick=args.quick, jobs=args.jobs, seed=args.seed
+                )
+                moved = []
+                for path in result.files:
+                    os.replace(path, out / path.name)
+                    moved.append(out / path.name)
+                result = dataclasses.replace(result, files=tuple(moved))
             seconds = time.perf_counter() - start
             if result.skipped:
                 print(f"{result.name}: skipped: {result.skipped}")
@@ -117,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote figures to {out} in {time.perf_counter() - start_all:.1f}s")
         return 0
 
-    return run_main("figures", body)
+    return run_main("python -m figures", body)
 
 
 if __name__ == "__main__":

@@ -343,7 +343,7 @@ def test_hostile_files_are_one_line_status_2_and_write_nothing(
     assert captured.out == ""
     err = captured.err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith("tilt.audit: error: ")
+    assert err.startswith("python -m tilt.audit: error: ")
     assert message in err, err
     assert "Traceback" not in err
     assert table.read_text() == "old\n"  # the earlier file is left as it was

@@ -414,8 +414,53 @@ def test_table_output(capsys):
     for label in ("base", "RL beta->0", "RL @ SD acc", "SD sequence", "SD token", "SD forward"):
         assert any(line.startswith(label) for line in lines), label
     assert "pass@4" in out
-    assert "fail worst@4" in out
-    assert "reroute worst@4" in out
+    # the OOD block shows the smallest k by default, every k with --ood-detail
+    assert "fail worst@1" in out
+    assert "reroute worst@1" in out
+    assert "fail worst@4" not in out
+    assert "RL @ SD acc: RL at the beta where its accuracy equals SD sequence's" in out
+    assert "(--explain: what each column means)" in out
+    code, detail, _ = _run(["--graph", "routes", "--k", "1", "4", "--ood-detail"], capsys)
+    assert code == 0
+    assert "fail worst@4" in detail
+    assert "reroute worst@4" in detail
+
+
+def test_explain_names_every_column(capsys):
+    from tilt.compare._report import LEGEND
+
+    code, out, _ = _run(["--graph", "grid3", "--explain"], capsys)
+    assert code == 0
+    legend = out.split("\ncolumns:\n", 1)[1]
+    for name, text in LEGEND:
+        assert f"  {name}" in legend
+        assert text in legend
+    header = next(line for line in out.splitlines() if line.startswith("method        beta"))
+    for column in ("accuracy", "gap slope", "w. slope", "widening", "distortion"):
+        assert column in header
+        assert any(column == name for name, _ in LEGEND)
+
+
+def test_every_n_a_says_why(capsys):
+    # the DP engine computes no widening: the table says so in a line of its own
+    code, out, _ = _run(["--graph", "lattice:V=3,L=4", "--engine", "dp"], capsys)
+    assert code == 0
+    assert "n/a" in out
+    assert "widening n/a: the DP engine does not compute it" in out
+    # a base that gives every correct rollout the same probability: no slope, and why
+    code, out, _ = _run(["--graph", "diamonds", "--base", "uniform"], capsys)
+    assert code == 0
+    assert "n/a" in out
+    assert "gap slopes and widening n/a: every correct rollout has the same base probability" in out
+
+
+def test_lattice_strategy_labels_are_tokens(capsys):
+    code, out, _ = _run(
+        ["--graph", "lattice:V=3,L=4", "--engine", "dp", "--strategy", "first-move"], capsys
+    )
+    assert code == 0
+    assert "share token 0" in out
+    assert "1:0/0" not in out
 
 
 def test_rounds_iterate_each_method(capsys):

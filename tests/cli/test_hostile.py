@@ -833,7 +833,7 @@ def test_sigterm_during_compare_leaves_nothing(tmp_path: Path) -> None:
     assert process.returncode in (0, 143), err
     assert "Traceback" not in err
     if process.returncode == 143:
-        assert err.strip().splitlines() == ["tilt.compare: terminated by signal 15"]
+        assert err.strip().splitlines() == ["python -m tilt.compare: terminated by signal 15"]
     assert leftovers(tmp_path) == []
 
 
@@ -892,5 +892,5 @@ def test_sigint_during_figures_is_one_line(tmp_path: Path) -> None:
     assert "KeyboardInterrupt" not in err, err
     if process.returncode != 0:
         assert process.returncode == 130, err
-        assert err.strip().splitlines()[-1] == "figures: interrupted", err
+        assert err.strip().splitlines()[-1] == "python -m figures: interrupted", err
     assert leftovers(tmp_path) == [], err

@@ -220,7 +220,7 @@ def test_bad_suite_files_are_one_line_and_status_2(tmp_path, capsys, content, me
     assert main(["--suite", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("tilt.suite: error: ")
+    assert err.startswith("python -m tilt.suite: error: ")
     assert __import__("re").search(message, err), err
 
 

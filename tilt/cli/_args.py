@@ -17,6 +17,8 @@ from tilt.tasks import catalogue, named_task
 
 __all__ = [
     "OneLineParser",
+    "Count",
+    "MAX_INT",
     "positive_int",
     "non_negative_int",
     "finite_float",
@@ -36,30 +38,64 @@ DEMO_CHOICES = (*DEMOS, "reference")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line and exit status 2."""
+    """An ``ArgumentParser`` whose errors are one line and exit status 2, and whose count
+    options (:class:`Count`) say their range in their help."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
+    def format_help(self) -> str:
+        for action in self._actions:
+            bounded = action.type if isinstance(action.type, Count) else None
+            if bounded is not None and bounded.high < MAX_INT and action.help:
+                note = f" (range {bounded.bound()})"
+                if not action.help.endswith(note):
+                    action.help += note
+        return super().format_help()
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+
+MAX_INT = 2**63 - 1
+"""Largest integer any option takes (a seed); counts have tighter bounds (:class:`Count`)."""
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+class Count:
+    """An argparse type: an integer from ``low`` to ``high``, checked before any work.
+
+    The parser adds the range to the option's help (:class:`OneLineParser`), so every
+    count option documents its bound; a number of more digits than ``high`` has is
+    refused before it is converted.
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self.__name__ = "count"  # argparse names the type in its messages
+
+    def __call__(self, text: str) -> int:
+        digits = text.strip().lstrip("+-")
+        if len(digits) > len(str(self.high)) + 1:
+            raise argparse.ArgumentTypeError(self._expected(text))
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(self._expected(text)) from None
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(self._expected(text))
+        return value
+
+    def bound(self) -> str:
+        """The range for a help text."""
+        return f"{self.low:,} to {self.high:,}"
+
+    def _expected(self, text: str) -> str:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        return f"expected an integer from {self.bound()}, got {shown!r}"
+
+
+positive_int = Count(1, MAX_INT)
+"""A positive integer (at most ``2^63 - 1``)."""
+
+non_negative_int = Count(0, MAX_INT)
+"""A non-negative integer (at most ``2^63 - 1``)."""
 
 
 def finite_float(text: str) -> float:
@@ -79,9 +115,17 @@ class _ListGraphs(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)  # type: ignore[arg-type]
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        lattice = "lattice:V=..,L=.."
+        width = max(len(lattice), *map(len, catalogue()))
         try:
             for name in catalogue():
-                print(f"{name:9s} {named_task(name).description}", flush=True)
+                print(f"{name:{width}s}  {named_task(name).description}", flush=True)
+            print(
+                f"{lattice:{width}s}  a token lattice: L tokens from a vocabulary of V, correct "
+                "when the token sum is divisible by M (fields V, L, seed, M, scale; "
+                "docs/guide.md)",
+                flush=True,
+            )
         except BrokenPipeError:  # | head -1
             silence_stdout()
         parser.exit(0)
@@ -108,13 +152,11 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--source", help="source node label (default: the graph's)")
     g.add_argument("--target", help="target node label (default: the graph's)")
-    g.add_argument(
-        "--horizon", type=non_negative_int, help="most moves per rollout (default: none)"
-    )
+    g.add_argument("--horizon", type=Count(0, 10**6), help="most moves per rollout (default: none)")
     g.add_argument("--directed", action="store_true", help="read an edge list as directed moves")
     g.add_argument(
         "--max-rollouts",
-        type=positive_int,
+        type=Count(1, 10**10),
         default=DEFAULT_MAX_ROLLOUTS,
         help=f"size guard for enumeration (default {DEFAULT_MAX_ROLLOUTS:,})",
     )
@@ -232,7 +274,7 @@ def add_k_argument(group: argparse._ArgumentGroup) -> None:
     """Add ``--k``, the sample counts of pass@k, distinct@k and ood pass@k."""
     group.add_argument(
         "--k",
-        type=positive_int,
+        type=Count(1, 10**9),
         nargs="+",
         default=[1, 8, 64],
         help="sample counts for pass@k, distinct@k and ood pass@k (default 1 8 64)",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["run_main", "silence_stdout", "reuse_freed_memory", "Terminated"]
+__all__ = ["SPACE_HINT", "run_main", "silence_stdout", "reuse_freed_memory", "Terminated"]
 
 
 def reuse_freed_memory() -> None:
@@ -68,12 +68,17 @@ def silence_stdout() -> None:
         pass  # stdout is not a file descriptor (captured in tests): nothing to flush at exit
 
 
-def run_main(prog: str, body: Callable[[], int]) -> int:
+SPACE_HINT = "use a horizon (--horizon), a smaller graph or a lower --max-rollouts"
+"""What to do when a command with the instance options runs out of memory."""
+
+
+def run_main(prog: str, body: Callable[[], int], memory_hint: str = "use a smaller input") -> int:
     """Run ``body``; turn errors, signals and broken pipes into one line and a status.
 
-    ``ValueError``/``TypeError`` -> status 2 (bad input); ``MemoryError`` -> 2 with a
-    hint; SIGINT -> 130, SIGTERM -> 143, SIGHUP -> 129 (after the clean-up of
-    ``finally`` blocks: no temporary file is left); a closed output pipe -> 0, quietly.
+    ``ValueError``/``TypeError`` -> status 2 (bad input); ``MemoryError`` -> 2 with
+    ``memory_hint`` (it names only options the command has); SIGINT -> 130, SIGTERM ->
+    143, SIGHUP -> 129 (after the clean-up of ``finally`` blocks: no temporary file is
+    left); a closed output pipe -> 0, quietly.
     """
     reuse_freed_memory()
     previous = {}
@@ -87,8 +92,7 @@ def run_main(prog: str, body: Callable[[], int]) -> int:
         return 2
     except MemoryError:
         print(
-            f"{prog}: error: out of memory: use a horizon (--horizon), a smaller graph or a "
-            "lower --max-rollouts (docs/guide.md, 'Memory')",
+            f"{prog}: error: out of memory: {memory_hint} (docs/guide.md, 'Memory')",
             file=sys.stderr,
         )
         return 2

@@ -20,7 +20,6 @@ import argparse
 import importlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -29,6 +28,7 @@ import numpy as np
 
 from tilt.cli import finite_float, fmt, table
 from tilt.cli._args import instance_spec
+from tilt.cli._progress import Progress
 from tilt.context import DEFAULT_STRENGTH
 
 if TYPE_CHECKING:
@@ -213,9 +213,8 @@ def run_share(args: argparse.Namespace, progress: Callable[[int, int], object] |
         )
         recorded = list(range(len(run.thetas)))
     seconds = time.perf_counter() - started
-    if progress is not None:
-        sys.stderr.write("\r" + " " * 64 + "\r")
-        sys.stderr.flush()
+    if isinstance(progress, Progress):
+        progress.close()
 
     def measured(theta: np.ndarray, which: np.ndarray) -> dict[str, object]:
         return set_measures(student.policies(theta, which), None, args.k).as_dict()

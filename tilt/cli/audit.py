@@ -28,11 +28,11 @@ from tilt.cli import (
     finite_float,
     fmt,
     non_negative_int,
-    positive_int,
     run_main,
     write_atomic,
 )
 from tilt.cli import table as text_table
+from tilt.cli._args import Count
 
 __all__ = ["main"]
 
@@ -46,7 +46,7 @@ def _parser() -> OneLineParser:
     )
     parser.add_argument("file", metavar="FILE.jsonl", help="the audit log ('-' reads stdin)")
     parser.add_argument(
-        "--bootstrap", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
+        "--bootstrap", type=Count(1, 10**6), default=1000, help="bootstrap resamples (default 1000)"
     )
     parser.add_argument(
         "--confidence", type=finite_float, default=0.95, help="interval level (default 0.95)"
@@ -70,7 +70,7 @@ def _parser() -> OneLineParser:
     )
     parser.add_argument(
         "--plot-points",
-        type=positive_int,
+        type=Count(1, 10**7),
         default=5000,
         help="most rollouts drawn in the plot, a seeded uniform subsample (default 5000)",
     )
@@ -80,6 +80,8 @@ def _parser() -> OneLineParser:
 @contextlib.contextmanager
 def _lines(path: str) -> Iterator[Iterator[str]]:
     if path == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise ValueError("cannot read '-': standard input is closed; give the log's file name")
         yield iter(sys.stdin)
         return
     target = Path(path)
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         for path in (args.plot, args.rollouts):
-            if path:
+            if path is not None:
                 check_output_file(path, inputs=[args.file])
         if args.plot and importlib.util.find_spec("matplotlib") is None:
             raise ValueError(
@@ -336,4 +338,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_report(result, source, args.per_prompt))
         return 0
 
-    return run_main("tilt.audit", body)
+    return run_main("python -m tilt.audit", body, "split the log into smaller files")

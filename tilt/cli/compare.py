@@ -18,15 +18,15 @@ import json
 from collections.abc import Sequence
 
 from tilt.cli._args import (
+    Count,
     OneLineParser,
     add_instance_arguments,
     add_k_argument,
     add_objective_arguments,
     instance_spec,
-    non_negative_int,
 )
 from tilt.cli._files import check_output_file, write_atomic
-from tilt.cli._run import run_main
+from tilt.cli._run import SPACE_HINT, run_main
 from tilt.compare import (
     as_json,
     check_rollout_count,
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     add_k_argument(out)
     out.add_argument(
         "--rounds",
-        type=non_negative_int,
+        type=Count(0, 1000),
         default=1,
         help="apply each method this many times, each round from the last (default 1)",
     )
@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="dp: passes over an acyclic graph's states (no enumeration, any length); "
         "enumerate: the prefix tree; auto (default): dp when the graph is acyclic and every "
         "method has a Markov form, else enumeration",
+    )
+    out.add_argument(
+        "--ood-detail",
+        action="store_true",
+        help="print out-of-distribution pass@k for every --k (default: the smallest)",
+    )
+    out.add_argument(
+        "--explain", action="store_true", help="end the report with what each column means"
     )
     out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     out.add_argument(
@@ -116,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(as_json(comparison), indent=2, allow_nan=False))
         else:
-            print(format_table(comparison))
+            print(format_table(comparison, args.ood_detail, args.explain))
             if args.rollouts:
                 print(
                     f"\nwrote {per_rollout.instance.space.n_rollouts:,} rollouts to {args.rollouts}"  # type: ignore[attr-defined]
                 )
         return 0
 
-    return run_main("tilt.compare", body)
+    return run_main("python -m tilt.compare", body, SPACE_HINT)

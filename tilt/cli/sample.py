@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from tilt.cli._args import OneLineParser, add_instance_arguments, build_instance, positive_int
+from tilt.cli._args import (
+    Count,
+    OneLineParser,
+    add_instance_arguments,
+    build_instance,
+)
 from tilt.cli._files import check_output_file, write_atomic
-from tilt.cli._run import run_main
+from tilt.cli._run import SPACE_HINT, run_main
 from tilt.policy import base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 
@@ -18,7 +23,7 @@ def _demos_count(text: str) -> int | None:
     if text == "all":
         return None
     try:
-        return positive_int(text)
+        return Count(1, 10**4)(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected a positive integer or 'all', got {text!r}"
@@ -34,9 +39,9 @@ def _parser() -> OneLineParser:
     )
     add_instance_arguments(parser)
     s = parser.add_argument_group("sampling")
-    s.add_argument("--prompts", type=positive_int, default=64, help="prompts (default 64)")
+    s.add_argument("--prompts", type=Count(1, 10**5), default=64, help="prompts (default 64)")
     s.add_argument(
-        "--rollouts", type=positive_int, default=8, help="rollouts per prompt (default 8)"
+        "--rollouts", type=Count(1, 10**4), default=8, help="rollouts per prompt (default 8)"
     )
     s.add_argument(
         "--demos-per-rollout",
@@ -48,7 +53,7 @@ def _parser() -> OneLineParser:
     )
     s.add_argument(
         "--instances",
-        type=positive_int,
+        type=Count(1, 10**4),
         default=1,
         help="distinct instances the prompts cycle over (needs --base random; instance i uses "
         "seed + i; default 1)",
@@ -92,4 +97,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    return run_main("tilt.sample", body)
+    return run_main("python -m tilt.sample", body, SPACE_HINT)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Sequence
 
-from tilt.cli import OneLineParser, finite_float, fmt, positive_int, run_main, table
+from tilt.cli import OneLineParser, finite_float, fmt, run_main, table
+from tilt.cli._args import Count
+from tilt.cli._progress import progress_callback
 
 __all__ = ["main", "SCHEMA"]
 
@@ -97,12 +98,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch",
-        type=positive_int,
+        type=Count(1, 10**6),
         default=64,
         help="sampled mode: rollouts per training prompt and step (default 64)",
     )
     parser.add_argument(
-        "--steps", type=positive_int, default=150, help="gradient steps (default 150)"
+        "--steps", type=Count(1, 10**7), default=150, help="gradient steps (default 150)"
     )
     parser.add_argument(
         "--lr", type=finite_float, default=2.0, help="gradient step on theta (default 2)"
@@ -229,14 +230,10 @@ def _body(argv: Sequence[str] | None) -> int:
     split = split_suite(suite, args.split, args.seed)
     objectives = args.objective or ["rl", "sequence", "token"]
     model = make_context(args.context, args.strength)
-    stream = sys.stderr if sys.stderr.isatty() else None
+    bar = progress_callback("training")
 
     def progress(name: str, step: int, total: int) -> None:
-        if stream is not None and (step % 10 == 0 or step == total):
-            stream.write(f"\r{name}: step {step}/{total}")
-            if step == total:
-                stream.write("\n")
-            stream.flush()
+        bar(step, total, name)
 
     experiment = run_experiment(
         suite,
@@ -269,4 +266,6 @@ def _body(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m tilt.share``."""
-    return run_main("python -m tilt.share", lambda: _body(argv))
+    return run_main(
+        "python -m tilt.share", lambda: _body(argv), "use a smaller suite or fewer --instances"
+    )

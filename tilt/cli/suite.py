@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tilt.cli import OneLineParser, fmt, non_negative_int, positive_int, run_main, table
-from tilt.cli._args import add_objective_arguments, add_sd_arguments
+from tilt.cli import OneLineParser, fmt, non_negative_int, run_main, table
+from tilt.cli._args import Count, add_objective_arguments, add_sd_arguments
+from tilt.cli._progress import progress_callback
 from tilt.context import DEFAULT_STRENGTH, make_context
 from tilt.objectives import SD_METHODS
 from tilt.space import DEFAULT_MAX_ROLLOUTS
@@ -213,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--prompts",
-        type=positive_int,
+        type=Count(1, 10**6),
         metavar="N",
         help="a seeded sample of N prompts of the suite (default: all)",
     )
@@ -222,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-rollouts",
-        type=positive_int,
+        type=Count(1, 10**10),
         default=DEFAULT_MAX_ROLLOUTS,
         help=f"size guard per prompt (default {DEFAULT_MAX_ROLLOUTS:,})",
     )
@@ -234,19 +235,19 @@ def _parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument(
         "--k",
-        type=positive_int,
+        type=Count(1, 10**9),
         nargs="+",
         default=list(DEFAULT_KS),
         help="sample counts of the mean pass@k curves (default 1 2 4 ... 1024)",
     )
     out.add_argument(
-        "--top", type=non_negative_int, default=5, help="prompts listed as differing most"
+        "--top", type=Count(0, 10**6), default=5, help="prompts listed as differing most"
     )
     out.add_argument(
         "--json", action="store_true", help="print one JSON object (schema in --help of the module)"
     )
     run = parser.add_argument_group("running")
-    run.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
+    run.add_argument("--jobs", type=Count(1, 1024), default=1, help="worker processes (default 1)")
 
     run.add_argument(
         "--scheduler",
@@ -293,11 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             methods,
             args.max_rollouts,
         )
-        result = run_suite(suite, config, sorted(set(args.k)), args.jobs, args.scheduler, args.top)
+        ks = sorted(set(args.k))
+        progress = progress_callback("prompts", unit="prompt")
+        result = run_suite(suite, config, ks, args.jobs, args.scheduler, args.top, progress)
         if args.json:
             print(json.dumps(as_json(result), indent=2, allow_nan=False))
         else:
             print(format_table(result))
         return 0
 
-    return run_main("tilt.suite", body)
+    return run_main(
+        "python -m tilt.suite", body, "use fewer prompts (--prompts) or a lower --max-rollouts"
+    )

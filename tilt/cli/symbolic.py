@@ -24,4 +24,4 @@ def main(argv: list[str] | None = None) -> int:
             print(flush=True)
         return 0 if holds else 1
 
-    return run_main("tilt.symbolic", body)
+    return run_main("python -m tilt.symbolic", body)

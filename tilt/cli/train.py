@@ -11,22 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import TextIO
+from collections.abc import Sequence
 
 from tilt.cli import (
     SHAPE_HEADER,
     OneLineParser,
     finite_float,
     fmt,
-    positive_int,
     run_main,
     shape_cells,
     table,
 )
-from tilt.cli._args import add_instance_arguments, add_k_argument, build_instance
+from tilt.cli._args import Count, add_instance_arguments, add_k_argument, build_instance
+from tilt.cli._progress import progress_callback
+from tilt.cli._run import SPACE_HINT
 from tilt.cli._train_share import add_share_arguments, check_share_route, run_share
 from tilt.measures import measure
 from tilt.train import (
@@ -41,25 +40,6 @@ from tilt.train import (
 )
 
 __all__ = ["main"]
-
-_BAR_WIDTH = 64  # characters the progress bar may cover
-
-
-def _progress_bar(stream: TextIO) -> Callable[[int, int], None]:
-    """A one-line progress bar on ``stream``, redrawn at most 20 times a second."""
-    last = [0.0]
-
-    def show(step: int, total: int) -> None:
-        now = time.monotonic()
-        if step < total and now - last[0] < 0.05:
-            return
-        last[0] = now
-        width = 30
-        filled = int(width * step / total)
-        stream.write(f"\rtraining [{'#' * filled}{'.' * (width - filled)}] {step}/{total}")
-        stream.flush()
-
-    return show
 
 
 def _clean(x: float) -> float | None:
@@ -101,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         help="teacher from the base (frozen) or from the current student (live); ema: from an "
         "average of the shared student's parameters (--share only) (default frozen)",
     )
-    t.add_argument("--steps", type=positive_int, default=500, help="most steps (default 500)")
+    t.add_argument("--steps", type=Count(1, 10**7), default=500, help="most steps (default 500)")
     t.add_argument(
         "--lr",
         type=finite_float,
@@ -109,17 +89,17 @@ def _parser() -> argparse.ArgumentParser:
         f"{DEFAULT_LR['exact']:g} for exact steps, {DEFAULT_LR['sampled']:g} sampled)",
     )
     t.add_argument(
-        "--batch", type=positive_int, default=64, help="rollouts per sampled step (default 64)"
+        "--batch", type=Count(1, 10**6), default=64, help="rollouts per sampled step (default 64)"
     )
     t.add_argument(
         "--record-every",
-        type=positive_int,
+        type=Count(1, 10**7),
         default=1,
         help="record the distance to the closed form every this many steps (default 1)",
     )
     t.add_argument(
         "--top-k",
-        type=positive_int,
+        type=Count(1, 10**6),
         metavar="K",
         help="truncate token, token-forward or jsd=a to the student's top K moves per prefix "
         "(exact mode)",
@@ -150,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"RL training needs --beta > 0 (got {args.beta:g}): the limit beta -> 0 puts zero "
                 "mass on every incorrect rollout, which no finite logits reach"
             )
-        progress = _progress_bar(sys.stderr) if sys.stderr.isatty() else None
+        progress = progress_callback("training")
         if check_share_route(args):
             return run_share(args, progress)
         instance = build_instance(args)
@@ -177,9 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             top_k_mode=args.top_k_mode,
         )
         seconds = time.perf_counter() - started
-        if progress is not None:  # L-BFGS may stop before --steps: clear the bar
-            sys.stderr.write("\r" + " " * _BAR_WIDTH + "\r")
-            sys.stderr.flush()
+        progress.close()  # L-BFGS may stop before --steps: clear the bar
         trained = measure(result.policy, instance.base, args.k)
         closed = measure(result.closed_form, instance.base, args.k)
         if args.json:
@@ -256,4 +234,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    return run_main("tilt.train", body)
+    return run_main("python -m tilt.train", body, SPACE_HINT)

@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -574,12 +573,6 @@ def summarise(
 # ---------------------------------------------------------------- running
 
 
-def _progress(done: int, total: int, name: str) -> None:
-    if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        print(f"\r\033[Kprompt {done}/{total}: {name}", end=end, file=sys.stderr, flush=True)
-
-
 def _run_local(suite: Suite, config: SuiteConfig, jobs: int) -> Iterator[PromptResult]:
     if jobs == 1:
         for i, prompt in enumerate(suite.prompts):
@@ -626,14 +619,19 @@ def run_suite(
     jobs: int = 1,
     scheduler: str | None = None,
     top: int = 5,
+    progress: Callable[[int, int, str], object] | None = None,
 ) -> SuiteResult:
-    """Solve every prompt (in order, on ``jobs`` processes or a Dask cluster) and summarise."""
+    """Solve every prompt (in order, on ``jobs`` processes or a Dask cluster) and summarise.
+
+    ``progress(done, total, name)`` is called as each prompt is solved.
+    """
     total = len(suite.prompts)
     results: dict[int, PromptResult] = {}
     stream = _run_dask(suite, config, scheduler) if scheduler else _run_local(suite, config, jobs)
     for result in stream:
         results[result.index] = result
-        _progress(len(results), total, result.name)
+        if progress is not None:
+            progress(len(results), total, result.name)
     return summarise(suite, config, [results[i] for i in range(total)], ks, top)
 
 
