@@ -12,13 +12,16 @@ the site without changing the sources:
   published file it names (``../README.md`` is the home page).
 
 A link to any other file outside ``docs/`` is left alone, so ``mkdocs build
---strict`` reports it.
+--strict`` reports it.  ``on_config`` puts this checkout first on ``sys.path``,
+so the code blocks run at build time (markdown-exec) import the ``tilt`` the
+site documents, not another installed copy.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +58,12 @@ def _rewrite(markdown: str, page_dir: str) -> str:
         return f"{opening}{new}{anchor or ''}{title or ''}{closing}"
 
     return LINK.sub(one, markdown)
+
+
+def on_config(config: Any) -> Any:
+    if str(ROOT) not in sys.path[:1]:
+        sys.path.insert(0, str(ROOT))
+    return config
 
 
 def on_files(files: Files, config: Any) -> Files:
