@@ -68,11 +68,14 @@ def on_config(config: Any) -> Any:
 
 def on_files(files: Files, config: Any) -> Files:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    # README.md sits one folder above docs/: its links into docs/ lose the prefix
-    home = LINK.sub(
-        lambda m: m.group(0).replace("](docs/", "](", 1) if m.group(2).startswith("docs/") else m.group(0),
-        readme,
-    )
+
+    def into_docs(match: re.Match[str]) -> str:
+        # README.md sits one folder above docs/: its links into docs/ lose the prefix
+        if match.group(2).startswith("docs/"):
+            return match.group(0).replace("](docs/", "](", 1)
+        return match.group(0)
+
+    home = LINK.sub(into_docs, readme)
     files.append(File.generated(config, "index.md", content=home))
     for path in _published():
         files.append(File.generated(config, path, abs_src_path=str(ROOT / path)))
