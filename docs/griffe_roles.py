@@ -61,6 +61,9 @@ class SphinxRoles(griffe.Extension):
     def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any) -> None:
         self._walk(pkg, pkg)
 
+    # griffe before 1.14 names the event on_package_loaded (rewriting twice changes nothing)
+    on_package_loaded = on_package
+
     def _walk(self, obj: griffe.Object, package: griffe.Module) -> None:
         if obj.docstring is not None:
             obj.docstring.value = self._rewrite(obj.docstring.value, obj, package)
