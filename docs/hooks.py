@@ -9,7 +9,9 @@ the site without changing the sources:
   publishes the committed figures (``figures/out/*.png``,
   ``benchmarks/**/*.png``) at the same paths under the site root;
 * ``on_page_markdown`` rewrites a relative link that leaves ``docs/`` to the
-  published file it names (``../README.md`` is the home page).
+  published file it names (``../README.md`` is the home page), and drops the
+  backslash GitHub needs before a ``|`` inside code in a table cell
+  (Python-Markdown's tables do not split cells inside code, and would show it).
 
 A link to any other file outside ``docs/`` is left alone, so ``mkdocs build
 --strict`` reports it.  ``on_config`` puts this checkout first on ``sys.path``,
@@ -30,6 +32,7 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("figures/out/*.png", "benchmarks/**/*.png")
 # an inline link or image target: ](target) or ](target "title"), no spaces in target
+CODE_SPAN = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\s+\"[^\"]*\")?(\))")
 
 
@@ -66,6 +69,15 @@ def on_config(config: Any) -> Any:
     return config
 
 
+def _table_code(markdown: str) -> str:
+    """A backslash-escaped pipe inside code spans of table rows becomes a pipe."""
+    lines = markdown.split("\n")
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("|") and "\\|" in line:
+            lines[i] = CODE_SPAN.sub(lambda m: m.group(0).replace("\\|", "|"), line)
+    return "\n".join(lines)
+
+
 def on_files(files: Files, config: Any) -> Files:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -83,6 +95,7 @@ def on_files(files: Files, config: Any) -> Files:
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    markdown = _table_code(markdown)
     if page.file.src_uri == "index.md":
         return markdown
     return _rewrite(markdown, posixpath.dirname(page.file.src_uri))
