@@ -31,8 +31,8 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("figures/out/*.png", "benchmarks/**/*.png")
-# an inline link or image target: ](target) or ](target "title"), no spaces in target
 CODE_SPAN = re.compile(r"`[^`\n]*`")
+# an inline link or image target: ](target) or ](target "title"), no spaces in target
 LINK = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\s+\"[^\"]*\")?(\))")
 
 
