@@ -3,7 +3,7 @@
 Issue 10: ``train`` and ``python -m tilt.train --objective SPEC`` accept every spec of
 ``tilt.objectives.OBJECTIVES``; exact mode lands on each closed form (TV < 1e-9);
 per-prefix objectives minimise the per-token loss itself at held prefix weights, and the
-sampled estimators are the ones real trainers run (``PRACTICE.md``).
+sampled estimators are the ones real trainers run (``docs/objectives.md``, "Sources").
 """
 
 from __future__ import annotations

@@ -3,18 +3,16 @@
 One spec names each objective everywhere (library, ``tilt.compare --sd``,
 ``tilt.train --objective``, figures):
 
-=================  ==========================================================  ==========
-spec               what it is (fixed point; ``docs/theory.md``)                module
-=================  ==========================================================  ==========
-``sequence``       on-policy reverse KL, ``q ∝ pi exp(S / (1 + b))``           sequence
-``hybrid=beta``    sequence SD plus the task reward, ``+ r / beta``            sequence
-``forward``        fine-tuning on teacher samples, ``q = E_c T_c``             forward
-``token``          per-token reverse KL, ``q(u | h) ∝ exp E_c log T_c(u | h)``  per_prefix
-``token-forward``  per-token forward KL / ``k3``, ``q(u | h) = E_c T_c(u | h)``  per_prefix
-``jsd=a``          per-token generalised JSD, ``0 <= a <= 1``                  per_prefix
-``discount=g``     sampled-token RKL, return-to-go discounted by ``g``         per_prefix
-``length-weighted`` sampled-token RKL averaged over each sequence's length     per_prefix
-=================  ==========================================================  ==========
+| spec | what it is (fixed point; ``docs/theory.md``) | module |
+|---|---|---|
+| ``sequence`` | on-policy reverse KL, ``q ∝ pi exp(S / (1 + b))`` | sequence |
+| ``hybrid=beta`` | sequence SD plus the task reward, ``+ r / beta`` | sequence |
+| ``forward`` | fine-tuning on teacher samples, ``q = E_c T_c`` | forward |
+| ``token`` | per-token reverse KL, ``q(u | h) ∝ exp E_c log T_c(u | h)`` | per_prefix |
+| ``token-forward`` | per-token forward KL / ``k3``, ``q(u | h) = E_c T_c(u | h)`` | per_prefix |
+| ``jsd=a`` | per-token generalised JSD, ``0 <= a <= 1`` | per_prefix |
+| ``discount=g`` | sampled-token RKL, return-to-go discounted by ``g`` | per_prefix |
+| ``length-weighted`` | sampled-token RKL averaged over each sequence's length | per_prefix |
 
 A new objective is one function and one :data:`OBJECTIVES` entry.  The anchor
 ``b KL(q || pi)`` applies to ``sequence``, ``hybrid`` and ``token``; the

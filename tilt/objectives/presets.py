@@ -1,9 +1,9 @@
 """Presets: the objective and demonstrations each public self-distillation trainer runs by default.
 
-From ``PRACTICE.md`` (the public code of each trainer; the file to check is
-named in :attr:`Preset.source`).  On tilt's graphs (at most a handful of moves
-per node) a top-k of 100 is the full vocabulary, so top-k losses are their
-full-vocabulary forms here.
+Read in the public code of each trainer: the repository and file to check are
+in :attr:`Preset.source` (``docs/objectives.md``, "Sources", lists them all).
+On tilt's graphs (at most a handful of moves per node) a top-k of 100 is the
+full vocabulary, so top-k losses are their full-vocabulary forms here.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
   from :mod:`tilt.train._estimators`, per-prefix losses from
   :mod:`tilt.train._losses`;
 * :class:`SampledGradient`: the stochastic gradient real trainers compute
-  (``PRACTICE.md``), one demonstration per sampled rollout.
+  (the trainers' files: ``docs/objectives.md``, "Sources"), one demonstration
+  per sampled rollout.
 """
 
 from __future__ import annotations
