@@ -48,9 +48,10 @@ PAGES: dict[str, tuple[int, tuple[str, ...]]] = {
     "tour/": (1, ()),
     "reference/objectives/": (
         0,
-        ("tilt.objectives.sd_optimum", "tilt.objectives.sd_sequence", "tilt.optimal.rl_optimum"),
+        ("tilt.objectives.sd_optimum", "tilt.objectives.sd_sequence", "tilt.objectives.rl_optimum"),
     ),
     "reference/measures/": (0, ("tilt.measures.measure", "tilt.measures.Measures")),
+    "reference/engines/": (0, ("tilt.engines.build_instance", "tilt.engines.EngineInstance")),
     "reference/space/": (0, ("tilt.space.enumerate_rollouts",)),
     "reference/context/": (0, ("tilt.context.make_context", "tilt.context.ContextModel")),
     "reference/train/": (0, ("tilt.train.train",)),
