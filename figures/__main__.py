@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default=str(DEFAULT_OUT), help="output folder (created; default figures/out)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smaller graphs and fewer points (seconds, for tests)"
+        "--quick",
+        action="store_true",
+        help="smaller graphs and fewer points, for tests (about 25 s of CPU time)",
     )
     parser.add_argument(
         "--only",
