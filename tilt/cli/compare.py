@@ -37,7 +37,7 @@ from tilt.compare import (
     rollouts_csv,
     sd_variants,
 )
-from tilt.engines import ENGINES, build_instance
+from tilt.engines import ENGINES, EnumeratedInstance, build_instance
 
 __all__ = ["main"]
 
@@ -119,16 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         comparison = compare(instance, args.k, args.rounds, variants, strategies)
         per_rollout = on_rollouts(comparison, args.max_rollouts) if args.rollouts else comparison
+        written = 0
         if args.rollouts:
             write_atomic(args.rollouts, rollouts_csv(per_rollout))
+            assert isinstance(per_rollout.instance, EnumeratedInstance)  # on_rollouts made it
+            written = per_rollout.instance.space.n_rollouts
         if args.json:
             print(json.dumps(as_json(comparison), indent=2, allow_nan=False))
         else:
             print(format_table(comparison, args.ood_detail, args.explain))
             if args.rollouts:
-                print(
-                    f"\nwrote {per_rollout.instance.space.n_rollouts:,} rollouts to {args.rollouts}"  # type: ignore[attr-defined]
-                )
+                print(f"\nwrote {written:,} rollouts to {args.rollouts}")
         return 0
 
     return run_main("python -m tilt.compare", body, SPACE_HINT)
