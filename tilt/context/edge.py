@@ -7,11 +7,11 @@ import math
 import numpy as np
 
 from tilt._pairwise import log_mixture
-from tilt.context.base import ContextModel, check_strength, digest, log_expm1
+from tilt.context.base import ContextModel, boost_gain, check_strength, digest, log_expm1
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, column_logsumexp
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp
 
 __all__ = ["EdgeContext"]
 
@@ -53,11 +53,30 @@ class EdgeContext(ContextModel):
 
         return policy.memo(f"edge_boost_{self.gamma!r}", compute)
 
+    def _gain(self, policy: Policy) -> FloatArray:
+        """``k(p) = gamma - l(p)`` per prefix, exact at any ``gamma`` (entry 0 is 0; cached):
+        the log-factor the teacher gives the boosted move (:func:`boost_gain`)."""
+
+        def compute() -> FloatArray:
+            out = boost_gain(self.gamma, policy.log_conditionals())
+            out[0] = 0.0
+            return out
+
+        return policy.memo(f"edge_gain_{self.gamma!r}", compute)
+
     def _step_weights(self, policy: Policy) -> FloatArray:
-        """``W[y, e] = gamma [e in E(y)] - sum of l over the moves e available along y``."""
+        """``W[y, e] = log T_c(u | h) - log pi(u | h)`` at the one prefix ``h`` of ``y`` where
+        ``e`` is available: ``k`` when ``y`` takes ``e``, ``-l`` when it takes another move.
+
+        ``log T_c(y) = log pi(y) + sum over the moves e of c of W[y, e]``.  Each entry is one
+        term (a simple path passes each node once), never ``gamma - l``: no cancellation.
+        """
         space = policy.space
-        return self.gamma * space.move_incidence() - space.sibling_move_weights(
-            self._log_boost(policy)
+        taken = space.move_incidence() > 0
+        return np.where(
+            taken,
+            space.sibling_move_weights(self._gain(policy)),
+            -space.sibling_move_weights(self._log_boost(policy)),
         )
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
@@ -74,12 +93,13 @@ class EdgeContext(ContextModel):
         """
 
         def compute() -> FloatArray:
+            # m(p) k(p) minus the other siblings' m l: the same as gamma m(p) - E_c log Z(h) in
+            # exact arithmetic, without the difference of two terms near gamma
             space = policy.space
-            m = edge_marginals(demos)
-            step = np.zeros(space.n_prefixes)
-            step[1:] = self.gamma * m[space.move[1:]]
-            expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
-            step[1:] -= expected_log_z[space.parent[1:]]
+            m = np.zeros(space.n_prefixes)
+            m[1:] = edge_marginals(demos)[space.move[1:]]
+            step = m * self._gain(policy) - space.other_siblings_sum(m * self._log_boost(policy))
+            step[0] = 0.0
             return step
 
         return policy.memo(f"edge_step@{self.gamma!r}_{digest(demos.log_prob)}", compute)
@@ -157,13 +177,6 @@ class EdgeContext(ContextModel):
         return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
 
 
-def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> FloatArray:
-    """``m(move[q]) * l(q)`` per prefix ``q`` (entry 0 is 0)."""
-    out = np.zeros(space.n_prefixes)
-    out[1:] = m[space.move[1:]] * log_boost[1:]
-    return out
-
-
 class EdgeClasses(TeacherClasses):
     """The teacher classes of ``edge(gamma)``, built per block of sibling groups.
 
@@ -179,11 +192,7 @@ class EdgeClasses(TeacherClasses):
 
     def _boosted(self, own: FloatArray) -> FloatArray:
         """``log(e^gamma pi / (1 + (e^gamma - 1) pi))`` from ``log pi``, exact at any ``gamma``."""
-        gamma = self._model.gamma
-        if gamma == 0:
-            return own
-        with np.errstate(divide="ignore"):
-            return own - np.logaddexp(-gamma, np.log1p(-math.exp(-gamma)) + own)
+        return own + boost_gain(self._model.gamma, own)
 
     def group_key(self, children: IntArray) -> FloatArray:
         """The children's own conditionals and demonstration move masses: every class of a
