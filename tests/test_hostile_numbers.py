@@ -1,0 +1,229 @@
+"""Hostile numbers for the library: extreme strengths and logits, underflowing accuracies.
+
+Every optimum is a distribution (sums to 1 within 1e-12) or the call refuses with the
+legal range; where a closed form applies it is checked against a reference computed
+differently (mpmath at 60 digits, written plainly here from the definitions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tilt.context import make_context
+from tilt.context.base import MAX_GAMMA
+from tilt.graphs import named_task
+from tilt.measures import gap_slope, ratio_distortion, widening_fraction
+from tilt.objectives import OBJECTIVES, sd_optimum
+from tilt.policy import Policy, base_policy
+from tilt.space import enumerate_rollouts
+from tilt.testing import instances
+
+# --------------------------------------------------------------------------
+# item 1: context models at every legal strength
+
+mpmath.mp.dps = 60
+
+
+def _tree(space):
+    """Rollouts as label tuples, the available next labels of every prefix, each move's index."""
+    labels = space.labels
+    rollouts, move_of = [], {}
+    for row, moves in zip(space.paths(), space.path_moves(), strict=True):
+        nodes = tuple(labels[i] for i in row if i >= 0)
+        rollouts.append(nodes)
+        for t, e in enumerate(m for m in moves if m >= 0):
+            move_of[(nodes[t], nodes[t + 1])] = int(e)
+    avail: dict[tuple, set] = {}
+    for y in rollouts:
+        for t in range(len(y) - 1):
+            avail.setdefault(y[: t + 1], set()).add(y[t + 1])
+    return rollouts, avail, move_of
+
+
+def _mp_reference(instance, name: str, strength: float) -> dict[str, list]:
+    """``log q`` of sequence, token and forward SD (own demonstrations), in mpmath.
+
+    Straight from the definitions: teachers as products of explicit softmaxes (edge),
+    explicit normalised tilts (kernel) or mixtures (copy); no closed form of tilt's.
+    """
+    space, logit = instance.space, instance.move_logit
+    rollouts, avail, move_of = _tree(space)
+    target = space.labels[space.target]
+    g = mpmath.mpf(strength)
+
+    def cond(h, u, boosted=None):
+        v = h[-1]
+        w = {
+            x: mpmath.exp(mpmath.mpf(logit[move_of[(v, x)]]) + (g if x == boosted else 0))
+            for x in avail[h]
+        }
+        return w[u] / mpmath.fsum(w.values())
+
+    def path_prob(y, nxt=None):
+        p = mpmath.mpf(1)
+        for t in range(len(y) - 1):
+            h = y[: t + 1]
+            p *= cond(h, y[t + 1], None if nxt is None else nxt.get(h[-1]))
+        return p
+
+    pi = {y: path_prob(y) for y in rollouts}
+    correct = [y for y in rollouts if y[-1] == target]
+    total = mpmath.fsum(pi[c] for c in correct)
+    demos = {c: pi[c] / total for c in correct}
+
+    def teacher(c):
+        if name == "edge":
+            nxt = {c[i]: c[i + 1] for i in range(len(c) - 1)}
+            return {y: path_prob(y, nxt) for y in rollouts}
+        if name == "kernel":
+            ec = set(zip(c, c[1:], strict=False))
+            raw = {
+                y: pi[y] * mpmath.exp(g * len(ec & set(zip(y, y[1:], strict=False))))
+                for y in rollouts
+            }
+            z = mpmath.fsum(raw.values())
+            return {y: r / z for y, r in raw.items()}
+        return {y: (1 - g) * pi[y] + (g if y == c else 0) for y in rollouts}
+
+    teachers = {c: teacher(c) for c in demos}
+    score = {
+        y: mpmath.fsum(
+            d * (mpmath.log(teachers[c][y]) - mpmath.log(pi[y])) for c, d in demos.items()
+        )
+        for y in rollouts
+    }
+    seq = {y: mpmath.log(pi[y]) + score[y] for y in rollouts}
+    fwd = {
+        y: mpmath.log(mpmath.fsum(d * teachers[c][y] for c, d in demos.items())) for y in rollouts
+    }
+
+    def prefix_mass(dist, h):
+        return mpmath.fsum(p for y, p in dist.items() if y[: len(h)] == h)
+
+    token = {}
+    for y in rollouts:
+        log_q = mpmath.mpf(0)
+        for t in range(len(y) - 1):
+            h = y[: t + 1]
+            logits = {}
+            for u in avail[h]:
+                logits[u] = mpmath.fsum(
+                    d * mpmath.log(prefix_mass(teachers[c], h + (u,)) / prefix_mass(teachers[c], h))
+                    for c, d in demos.items()
+                )
+            log_q += logits[y[t + 1]] - mpmath.log(
+                mpmath.fsum(mpmath.exp(v) for v in logits.values())
+            )
+        token[y] = log_q
+
+    def normalised(log_w):
+        z = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in log_w.values()))
+        return [float(log_w[y] - z) for y in rollouts]
+
+    return {"sequence": normalised(seq), "forward": normalised(fwd), "token": normalised(token)}
+
+
+strengths = st.one_of(
+    st.sampled_from([0.0, 1e-300, 1e-9, 1.0, 50.0, 700.0, 710.0, 1e3, MAX_GAMMA]),
+    st.floats(0.0, MAX_GAMMA),
+)
+logits_wide = st.one_of(st.floats(-3.0, 3.0), st.sampled_from([-700.0, 700.0, -30.0, 30.0]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    instance=instances(max_nodes=5, max_rollouts=12, logit_strategy=logits_wide, min_correct=2),
+    name=st.sampled_from(["edge", "kernel", "copy"]),
+    strength=strengths,
+    lam=st.sampled_from([0.0, 1e-12, 0.5, 1 - 1e-9]),
+)
+def test_optima_match_a_60_digit_reference_at_every_strength(instance, name, strength, lam):
+    base = instance.base
+    value = lam if name == "copy" else strength
+    model = make_context(name, value)
+    reference = _mp_reference(instance, name, value)
+    for method in ("sequence", "token", "forward"):
+        q = sd_optimum(base, model, method)
+        assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
+        ref = np.asarray(reference[method])
+        # rounding: gamma x (moves) x 2^-52 nats from the marginals (MAX_GAMMA's docstring),
+        # below 1e-10 on these <= 4-move rollouts; relative 1e-13 for log q of order gamma
+        tol = 1e-10 + 1e-13 * np.abs(ref)
+        assert np.all(np.abs(q.log_prob - ref) <= tol), (method, q.log_prob, ref)
+        expected = Policy.from_log_weights(base.space, ref)
+        for measure in (gap_slope, ratio_distortion):
+            got, want = measure(q, base), measure(expected, base)
+            assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-9 * max(
+                1.0, abs(want)
+            ), (method, measure.__name__, got, want)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    instance=instances(max_nodes=6, max_rollouts=60, logit_strategy=logits_wide),
+    name=st.sampled_from(["edge", "kernel", "copy"]),
+    strength=strengths,
+    spec=st.sampled_from(
+        [
+            "sequence",
+            "token",
+            "forward",
+            "token-forward",
+            "jsd=0.5",
+            "jsd=1e-300",
+            "discount=0.5",
+            "length-weighted",
+            "hybrid=1e-3",
+        ]
+    ),
+)
+def test_every_objective_is_a_distribution_at_every_legal_strength(instance, name, strength, spec):
+    assert {
+        s.partition("=")[0]
+        for s in (
+            "sequence",
+            "token",
+            "forward",
+            "token-forward",
+            "jsd",
+            "discount",
+            "length-weighted",
+            "hybrid",
+        )
+    } == set(OBJECTIVES)
+    model = make_context(name, 0.5 if name == "copy" else strength)
+    q = sd_optimum(instance.base, model, spec)
+    assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
+    assert not np.isnan(q.log_prob).any()
+
+
+def test_the_forward_mixture_keeps_ratios_at_the_largest_strength():
+    # edge(gamma -> inf) with own demonstrations: the teacher copies c entirely, so forward SD
+    # is D = pi0 restricted to C: gap slope 1, no widening, distortion 0 (it printed 2 / 1 /
+    # 2.31 at gamma = 1e20, and widening 0.57 at 1e8, before the per-step form)
+    base = base_policy(enumerate_rollouts(named_task("grid3")), "default")
+    q = sd_optimum(base, make_context("edge", MAX_GAMMA), "forward")
+    assert abs(gap_slope(q, base) - 1.0) <= 1e-12
+    assert widening_fraction(q, base) == 0.0
+    assert ratio_distortion(q, base) <= 1e-12
+
+
+def test_edge_teachers_sum_to_one_at_the_largest_strength():
+    # each row summed to 1.35 at gamma = 1e15 and to 1 + 3e-12 at 1e4 (gamma - l cancelled)
+    base = base_policy(enumerate_rollouts(named_task("grid4")), "random", seed=3, scale=5.0)
+    model = make_context("edge", MAX_GAMMA)
+    correct = base.space.correct_rollouts
+    rows = np.exp(model.teacher_log_prob(base, correct)).sum(axis=1)
+    assert np.abs(rows - 1.0).max() <= 1e-13
+
+
+@pytest.mark.parametrize("gamma", [MAX_GAMMA * (1 + 1e-15), 1e20, 1e300])
+def test_strengths_beyond_what_float64_resolves_are_refused_with_the_range(gamma):
+    with pytest.raises(ValueError, match=r"gamma = .* too large.*0 <= gamma <= 10000"):
+        make_context("edge", gamma)
