@@ -20,7 +20,7 @@ from tilt.context.base import MAX_GAMMA
 from tilt.graphs import named_task
 from tilt.measures import gap_slope, ratio_distortion, widening_fraction
 from tilt.objectives import OBJECTIVES, sd_optimum
-from tilt.policy import Policy, base_policy
+from tilt.policy import Policy, base_policy, edge_softmax
 from tilt.space import enumerate_rollouts
 from tilt.testing import instances
 
@@ -227,3 +227,48 @@ def test_edge_teachers_sum_to_one_at_the_largest_strength():
 def test_strengths_beyond_what_float64_resolves_are_refused_with_the_range(gamma):
     with pytest.raises(ValueError, match=r"gamma = .* too large.*0 <= gamma <= 10000"):
         make_context("edge", gamma)
+
+
+# --------------------------------------------------------------------------
+# item 2: jsd=a with conditionals below e^-745
+
+
+def _stationarity_spread(policy, model, q, a):
+    """Per group, max - min over its children of ``phi_u = E_c log(1 - a + a T_c(u|h) / q(u|h))``,
+    in log space (the children's q lie far below e^-745)."""
+    from tilt.context import demonstrations
+
+    space = policy.space
+    classes = model.teacher_classes(policy, demonstrations(policy, "own"))
+    log_q = q.log_conditionals()
+    phi = np.zeros(space.n_prefixes)
+    for w, lc in zip(classes.weight, classes.log_cond, strict=True):
+        term = np.logaddexp(math.log1p(-a), math.log(a) + lc - log_q)
+        phi += np.where(w > 0, w * term, 0.0)
+    spread = 0.0
+    for _, children in space.sibling_groups_by_size:
+        values = phi[children] / classes.weight.sum(axis=0)[children]
+        spread = max(spread, float((values.max(axis=0) - values.min(axis=0)).max()))
+    return spread
+
+
+@pytest.mark.parametrize("a", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("gamma", [1e-12, 1e-6])
+def test_jsd_keeps_children_below_the_float_range(a, gamma):
+    # logits of +-700 give conditionals of e^-1400: the solver set every child below e^-745 to
+    # q = 0 (log q = -inf), so distortion printed inf and the gap slope n/a, where the optimum
+    # is the base to O(gamma)
+    space = enumerate_rollouts(named_task("grid3"))
+    base = edge_softmax(space, np.where(np.arange(space.n_moves) % 2 == 0, 700.0, -700.0))
+    model = make_context("edge", gamma)
+    q = sd_optimum(base, model, f"jsd={a}")
+    assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
+    assert np.all(np.isfinite(q.log_prob))
+    # O(gamma) from the base per move (edge tilts each conditional by at most gamma), plus
+    # the solver's stopping rule for these children (steps below 1e-15 x |log q(u | h)|,
+    # log-conditionals of -1400 here) on each of 4 moves: 4 x 1.4e-12
+    assert np.abs(q.log_prob - base.log_prob).max() <= 4 * gamma + 2e-11
+    assert ratio_distortion(q, base) <= 8 * gamma + 1e-11
+    assert abs(gap_slope(q, base) - 1.0) <= 1e-6
+    # every group at its stationarity point (Newton's stopping rule: steps below 1e-13)
+    assert _stationarity_spread(base, model, q, a) <= 1e-10

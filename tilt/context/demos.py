@@ -115,6 +115,7 @@ def edge_marginals(demos: Policy) -> FloatArray:
     A simple path makes each move at most once, so ``m`` is the flow of ``D``
     through the prefixes that end with ``e``.
     """
+
     def compute() -> FloatArray:
         space = demos.space
         flow = space.subtree_sum(demos.prob)
