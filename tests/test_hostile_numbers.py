@@ -7,21 +7,26 @@ differently (mpmath at 60 digits, written plainly here from the definitions).
 
 from __future__ import annotations
 
+import json
 import math
 
 import mpmath
+import networkx as nx
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.special import expit
 
 from tilt.context import make_context
 from tilt.context.base import MAX_GAMMA
-from tilt.graphs import named_task
+from tilt.graphs import make_task, named_task
 from tilt.measures import gap_slope, ratio_distortion, widening_fraction
 from tilt.objectives import OBJECTIVES, sd_optimum
+from tilt.optimal import MATCH_TOLERANCE, matched_beta, rl_matched
 from tilt.policy import Policy, base_policy, edge_softmax
 from tilt.space import enumerate_rollouts
+from tilt.suite import MATCH_TOL, SuiteConfig, builtin_suite, load_suite, run_suite, shared_beta
 from tilt.testing import instances
 
 # --------------------------------------------------------------------------
@@ -272,3 +277,109 @@ def test_jsd_keeps_children_below_the_float_range(a, gamma):
     assert abs(gap_slope(q, base) - 1.0) <= 1e-6
     # every group at its stationarity point (Newton's stopping rule: steps below 1e-13)
     assert _stationarity_spread(base, model, q, a) <= 1e-10
+
+
+# --------------------------------------------------------------------------
+# item 3: matched RL when an accuracy underflows
+
+
+def _underflowing_task():
+    """s -> t with logit -800 beside a dead end s -> x: base accuracy e^-800 (0.0 in float64)."""
+    graph = nx.DiGraph()
+    graph.add_edge("s", "t", logit=-800.0)
+    graph.add_edge("s", "x", logit=0.0)
+    return make_task(graph, "s", "t", None, name="underflow")
+
+
+def test_rl_matched_works_from_log_odds_when_the_accuracy_underflows():
+    base = base_policy(enumerate_rollouts(_underflowing_task()), "default")
+    assert base.accuracy == 0.0  # e^-800
+    matched = rl_matched(base, 0.5)
+    # pi_RL(C) = expit(-800 + 1 / beta) = 1/2 at beta = 1/800 exactly
+    assert matched.beta == pytest.approx(1 / 800, rel=1e-15)
+    assert abs(matched.policy.accuracy - 0.5) <= MATCH_TOLERANCE
+    with pytest.raises(ValueError, match="base_accuracy"):
+        matched_beta(base.accuracy, 0.5)  # the float has lost the log-odds: refused, named
+
+
+@pytest.mark.parametrize(
+    ("p", "a", "error", "fragment"),
+    [
+        (0.0, 0.5, ValueError, "base_accuracy"),
+        (math.nan, 0.5, ValueError, "base_accuracy"),
+        (0.5, math.nan, ValueError, "target_accuracy"),
+        (0.5, 1.5, ValueError, "target_accuracy"),
+        ("0.5", 0.5, TypeError, "base_accuracy"),
+        (0.5, None, TypeError, "target_accuracy"),
+        (True, 0.5, TypeError, "base_accuracy"),
+    ],
+)
+def test_matched_beta_refuses_what_it_cannot_match(p, a, error, fragment):
+    with pytest.raises(error, match=fragment):
+        matched_beta(p, a)
+
+
+def test_rl_matched_reports_a_target_it_cannot_reach():
+    base = base_policy(enumerate_rollouts(named_task("grid3")), "default")
+    below = rl_matched(base, base.accuracy / 2)
+    assert below.beta is None
+    assert below.policy is None
+    assert "below the base" in below.message
+    with pytest.raises(TypeError, match="policy"):
+        rl_matched(base.log_prob, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("p", "fail", "target", "fragment"),
+    [
+        ([0.0, 0.5], [1.0, 0.5], 0.6, r"base_accuracy\[0\] is 0"),  # returned 0.0 before
+        ([0.5, 0.5], [0.5, 0.5], math.nan, "target"),  # brentq on nan
+        ([0.5, 0.5], [0.5, 0.5], 1.5, "target"),  # returned 0.0 before
+        ([0.5], [0.5, 0.5], 0.6, "same length"),
+        ([], [], 0.6, "non-empty"),
+        ([0.5, 0.7], [0.5, 0.5], 0.6, r"base_accuracy\[1\] \+ base_incorrect\[1\]"),
+        ([0.5, -0.1], [0.5, 1.1], 0.6, r"base_accuracy\[1\] must lie in \[0, 1\]"),
+        ([0.5, math.nan], [0.5, 0.5], 0.6, r"base_accuracy\[1\]"),
+    ],
+)
+def test_shared_beta_refuses_inputs_it_cannot_match(p, fail, target, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        shared_beta(p, fail, target)
+
+
+def test_shared_beta_matches_to_its_tolerance_on_tiny_accuracies():
+    # accuracies down to the smallest subnormal have log-odds >= -745: the root is bracketed
+    p = np.array([5e-324, 1e-300, 0.3, 0.9])
+    beta = shared_beta(p, 1.0 - p, 0.95)
+    rl = expit(np.log(p) - np.log1p(-p) + 1.0 / beta)
+    assert abs(float(rl.mean()) - 0.95) <= 1e-12  # shared_beta's documented tolerance
+
+
+def test_a_prompt_whose_accuracy_underflows_is_reported_not_averaged(tmp_path):
+    # before: the e^-800 prompt entered every mean as accuracy 0, and RL at the "matched"
+    # beta 0 gave it accuracy 1
+    graph = nx.node_link_data(_underflowing_task().graph, edges="links")
+    suite_file = tmp_path / "suite.json"
+    suite_file.write_text(
+        json.dumps([{"graph": "grid3"}, {"graph": graph, "source": "s", "target": "t"}])
+    )
+    suite = load_suite(suite_file)
+    result = run_suite(suite, SuiteConfig(methods=("sequence",)), ks=[1, 2])
+    assert [r.index for r in result.prompts] == [0]
+    (skipped,) = result.skipped
+    assert skipped.index == 1
+    assert "underflows float64" in skipped.skipped
+    base = base_policy(enumerate_rollouts(named_task("grid3")), "default")
+    assert result.base_curve[1] == pytest.approx(base.accuracy, abs=1e-15)
+    (variant,) = result.variants
+    assert abs(variant.rl_shared_curve[1] - variant.sd_curve[1]) <= MATCH_TOL
+
+
+@pytest.mark.parametrize(
+    ("ks", "error"),
+    [([0], ValueError), ([], ValueError), ([1, True], TypeError), ("12", TypeError)],
+)
+def test_run_suite_refuses_bad_ks_before_solving(ks, error):
+    suite = builtin_suite("chain-traps")
+    with pytest.raises(error, match="ks"):
+        run_suite(suite, SuiteConfig(), ks=ks)
