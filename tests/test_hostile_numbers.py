@@ -25,6 +25,18 @@ from tilt.measures import gap_slope, ratio_distortion, widening_fraction
 from tilt.objectives import OBJECTIVES, sd_optimum
 from tilt.optimal import MATCH_TOLERANCE, matched_beta, rl_matched
 from tilt.policy import Policy, base_policy, edge_softmax
+from tilt.share import ShareObjective, share_suite, split_suite, suite_student
+from tilt.share import train as share_train
+from tilt.share.train import (
+    MATCH_TOL as SHARE_MATCH_TOL,
+)
+from tilt.share.train import (
+    ShareRun,
+    match_run,
+    matched_theta,
+    mean_accuracy,
+    train_shared,
+)
 from tilt.space import enumerate_rollouts
 from tilt.suite import MATCH_TOL, SuiteConfig, builtin_suite, load_suite, run_suite, shared_beta
 from tilt.testing import instances
@@ -383,3 +395,54 @@ def test_run_suite_refuses_bad_ks_before_solving(ks, error):
     suite = builtin_suite("chain-traps")
     with pytest.raises(error, match="ks"):
         run_suite(suite, SuiteConfig(), ks=ks)
+
+
+# --------------------------------------------------------------------------
+# item 4: sharing, matched along a run
+
+
+@pytest.fixture(scope="module")
+def shared_student():
+    suite = share_suite("grid-holed", 0)
+    train, _ = split_suite(suite, "region", 0)
+    built = suite_student(suite, "edge")
+    return built.student, built.initial, train
+
+
+@pytest.mark.parametrize("lr", [1e10, 1e20])
+def test_a_huge_step_is_matched_to_the_documented_tolerance(shared_student, lr):
+    # lr = 1e10: brentq's xtol of 1e-14 on the segment left theta 1e-4 off and the accuracy
+    # 1e-8 off; lr = 1e20 gave the starting policy while the table printed the target
+    student, bases, train = shared_student
+    run = train_shared(student, ShareObjective("rl", bases, beta=0.1), train, steps=1, lr=lr)
+    for target in (0.6, 0.8):
+        match = match_run(student, run, train, target)
+        assert match.theta is not None, match.message
+        assert abs(mean_accuracy(student, match.theta, train) - target) <= SHARE_MATCH_TOL
+        assert not np.array_equal(match.theta, run.thetas[0])
+
+
+def test_a_run_that_jumps_across_the_target_is_reported_not_matched(shared_student, monkeypatch):
+    # an accuracy that jumps from 0.2 to 0.9 between neighbouring floats of the segment: no
+    # point matches 0.6, and the result says so (it returned the jump's edge before)
+    student, bases, train = shared_student
+    run = train_shared(student, ShareObjective("rl", bases, beta=0.1), train, steps=1, lr=1.0)
+    first, second = run.thetas
+
+    def jumpy(student, theta, train):
+        return 0.2 if np.abs(theta - first).sum() < 0.5 * np.abs(second - first).sum() else 0.9
+
+    monkeypatch.setattr(share_train, "mean_accuracy", jumpy)
+    jumped = ShareRun(
+        run.objective,
+        run.teacher,
+        run.optimizer,
+        run.thetas,
+        np.array([0.2, 0.9]),
+        run.value,
+        run.lr,
+    )
+    match = match_run(student, jumped, train, 0.6)
+    assert match.theta is None
+    assert "jumps across it" in match.message
+    assert matched_theta(student, jumped, train, 0.6) is None

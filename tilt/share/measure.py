@@ -27,8 +27,8 @@ from tilt.measures import correct_entropy
 from tilt.policy import Policy, base_policy
 from tilt.share.exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share.features import FeatureMap, make_features
-from tilt.share.rl_match import match_rl_beta
-from tilt.share.train import ShareRun, matched_theta, train_shared
+from tilt.share.rl_match import BETA_RANGE, match_rl_beta
+from tilt.share.train import MATCH_TOL, ShareRun, match_run, train_shared
 from tilt.space import DEFAULT_MAX_ROLLOUTS, FloatArray, IntArray, enumerate_rollouts
 from tilt.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.suite import Suite
@@ -151,9 +151,10 @@ def suite_student(
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One objective at one matched training pass@1 (``None`` measures: not reached).
+    """One objective at one matched training pass@1 (``None`` measures: not matched).
 
-    ``beta`` is RL's KL coefficient when RL is matched by ``beta`` at its optimum.
+    ``beta`` is RL's KL coefficient when RL is matched by ``beta`` at its optimum;
+    ``note`` says why a checkpoint is not matched (``''`` when it is).
     """
 
     objective: str
@@ -161,6 +162,7 @@ class Checkpoint:
     train: SetMeasures | None
     held_out: SetMeasures | None
     beta: float | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,13 +245,15 @@ def run_experiment(
         )
         runs[name] = run
         for target in targets:
-            theta = matched_theta(student, run, train, target)
+            match = match_run(student, run, train, target)
+            theta = match.theta
             checkpoints.append(
                 Checkpoint(
                     name,
                     float(target),
                     None if theta is None else measured(theta, train),
                     None if theta is None else measured(theta, held),
+                    note=match.message,
                 )
             )
     name = features if isinstance(features, str) else getattr(features, "__name__", "custom")
@@ -282,7 +286,16 @@ def _beta_matched(
     for target in targets:
         match = match_rl_beta(student, initial, train, float(target), beta=beta, start=start)
         if match is None:
-            out.append(Checkpoint("rl", float(target), None, None))
+            note = f"no beta in {BETA_RANGE} reaches it"
+            out.append(Checkpoint("rl", float(target), None, None, note=note))
+            continue
+        off = abs(match.train_accuracy - float(target))
+        if off > MATCH_TOL:
+            note = (
+                f"RL's optimum at beta = {match.beta:.6g} has accuracy "
+                f"{match.train_accuracy:.17g}, {off:.3g} from the target: not matched"
+            )
+            out.append(Checkpoint("rl", float(target), None, None, note=note))
             continue
         beta, start = match.beta, match.theta
         checkpoint = Checkpoint(
