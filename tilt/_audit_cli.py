@@ -80,7 +80,7 @@ def _parser() -> OneLineParser:
 @contextlib.contextmanager
 def _lines(path: str) -> Iterator[Iterator[str]]:
     if path == "-":
-        yield iter(sys.stdin)
+        yield sys.stdin  # a file: read_prompts caps the length of its lines
         return
     target = Path(path)
     if not target.exists():

@@ -73,7 +73,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -84,6 +83,7 @@ import networkx as nx
 import numpy as np
 
 from tilt._checks import check_instance, check_int, check_ints, check_number, check_same_length
+from tilt._read_limits import check_file_size, load_json
 from tilt.context import make_context, point_mass, reference_rollout
 from tilt.graphs import Task, load_graph, make_task, named_task, resolve_task
 from tilt.optimal import SD_METHODS, sd_optimum
@@ -282,14 +282,18 @@ def load_suite(path: str | Path) -> Suite:
     ------
     ValueError
         If the file is missing, is not JSON, is not a non-empty list, or a
-        prompt is invalid (the message names the prompt's index).
+        prompt is invalid (the message names the prompt's index).  Files above
+        256 MiB, JSON nested deeper than 64 levels and number literals above 64
+        characters (or beyond float64) are refused, naming the line and field
+        (:mod:`tilt._read_limits`).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"suite file {str(path)!r} does not exist")
+    check_file_size(path, "suite file")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = load_json(path.read_text(), "")  # bounded nesting and numbers
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"cannot read suite file {str(path)!r}: {exc}") from None
     if not isinstance(data, list) or not data:
         raise ValueError(f"suite file {str(path)!r} must hold a non-empty JSON list of prompts")
