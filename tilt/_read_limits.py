@@ -47,8 +47,10 @@ MAX_NUMBER_CHARS = 64
 such as a 401-digit integer, are refused rather than converted."""
 
 
-def check_file_size(path: Path, what: str, limit: int = MAX_FILE_BYTES) -> None:
-    """``ValueError`` when the file at ``path`` is larger than ``limit`` bytes."""
+def check_file_size(path: Path, what: str, limit: int | None = None) -> None:
+    """``ValueError`` when the file at ``path`` is larger than ``limit`` bytes (default
+    :data:`MAX_FILE_BYTES`)."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     size = path.stat().st_size
     if size > limit:
         raise ValueError(
