@@ -21,9 +21,9 @@ from scipy.special import expit
 from tilt.context import make_context
 from tilt.context.base import MAX_GAMMA
 from tilt.graphs import make_task, named_task
-from tilt.measures import gap_slope, ratio_distortion, widening_fraction
+from tilt.measures import gap_slope, measure, ratio_distortion, widening_fraction
 from tilt.objectives import OBJECTIVES, sd_optimum
-from tilt.optimal import MATCH_TOLERANCE, matched_beta, rl_matched
+from tilt.optimal import MATCH_TOLERANCE, matched_beta, rl_matched, rl_optimum
 from tilt.policy import Policy, base_policy, edge_softmax
 from tilt.share import ShareObjective, share_suite, split_suite, suite_student
 from tilt.share import train as share_train
@@ -40,6 +40,7 @@ from tilt.share.train import (
 from tilt.space import enumerate_rollouts
 from tilt.suite import MATCH_TOL, SuiteConfig, builtin_suite, load_suite, run_suite, shared_beta
 from tilt.testing import instances
+from tilt.train import train
 
 # --------------------------------------------------------------------------
 # item 1: context models at every legal strength
@@ -174,11 +175,11 @@ def test_optima_match_a_60_digit_reference_at_every_strength(instance, name, str
         tol = 1e-10 + 1e-13 * np.abs(ref)
         assert np.all(np.abs(q.log_prob - ref) <= tol), (method, q.log_prob, ref)
         expected = Policy.from_log_weights(base.space, ref)
-        for measure in (gap_slope, ratio_distortion):
-            got, want = measure(q, base), measure(expected, base)
+        for reading in (gap_slope, ratio_distortion):
+            got, want = reading(q, base), reading(expected, base)
             assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-9 * max(
                 1.0, abs(want)
-            ), (method, measure.__name__, got, want)
+            ), (method, reading.__name__, got, want)
 
 
 @settings(max_examples=25, deadline=None)
@@ -446,3 +447,80 @@ def test_a_run_that_jumps_across_the_target_is_reported_not_matched(shared_stude
     assert match.theta is None
     assert "jumps across it" in match.message
     assert matched_theta(student, jumped, train, 0.6) is None
+
+
+# --------------------------------------------------------------------------
+# item 6: wrong types at the public entry points name the argument
+
+
+@pytest.fixture(scope="module")
+def grid3_base():
+    return base_policy(enumerate_rollouts(named_task("grid3")), "default")
+
+
+WRONG = [None, "x", [1], True, math.nan, 2]
+EDGE = make_context("edge", 1.0)
+
+
+@pytest.mark.parametrize("value", WRONG, ids=repr)
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda b, v: enumerate_rollouts(v), "task"),
+        (lambda b, v: base_policy(v, "default"), "space"),
+        (lambda b, v: sd_optimum(v, make_context("edge", 1.0)), "policy"),
+        (lambda b, v: rl_optimum(v, 0.1), "policy"),
+        (lambda b, v: rl_matched(v, 0.9), "policy"),
+        (lambda b, v: measure(v, b), "policy"),
+        (lambda b, v: measure(b, v), "base"),
+        (lambda b, v: train(v, "rl", beta=0.1, steps=1), "base"),
+    ],
+    ids=[
+        "enumerate_rollouts",
+        "base_policy",
+        "sd_optimum",
+        "rl_optimum",
+        "rl_matched",
+        "measure-policy",
+        "measure-base",
+        "train",
+    ],
+)
+def test_a_wrong_object_is_a_type_error_naming_the_argument(grid3_base, call, name, value):
+    # each gave AttributeError ('NoneType' object has no attribute 'space' ...) before
+    with pytest.raises(TypeError, match=rf"^{name} must be"):
+        call(grid3_base, value)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda b: base_policy(b.space, "random", scale=True), "scale"),
+        (lambda b: sd_optimum(b, make_context("edge", 1.0), "sequence", "tempered", True), "alpha"),
+        (
+            lambda b: sd_optimum(b, make_context("edge", 1.0), "sequence", "own", 1.0, True),
+            "anchor",
+        ),
+        (lambda b: sd_optimum(b, make_context("edge", 1.0), "sequence", "own", 1.0, "1"), "anchor"),
+        (lambda b: train(b, "rl", beta="0.1", steps=1), "beta"),
+        (lambda b: rl_matched(b, "0.9"), "target_accuracy"),
+    ],
+    ids=["scale-bool", "alpha-bool", "anchor-bool", "anchor-str", "train-beta-str", "target-str"],
+)
+def test_a_bool_or_string_for_a_number_is_a_type_error(grid3_base, call, name):
+    # a bool was taken as 1.0 before, a string gave a ValueError that named nothing
+    with pytest.raises(TypeError, match=rf"^{name} must be a number"):
+        call(grid3_base)
+
+
+def test_measures_of_another_space_are_refused(grid3_base):
+    other = base_policy(enumerate_rollouts(named_task("grid2")), "default")
+    with pytest.raises(ValueError, match="different rollout spaces"):
+        measure(grid3_base, other)
+
+
+def test_make_context_names_its_arguments():
+    with pytest.raises(TypeError, match="^name must be a str"):
+        make_context(["edge"], 1.0)  # was "unhashable type: 'list'"
+    with pytest.raises(TypeError, match="^gamma must be a number"):
+        make_context("edge", "2")

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_ints", "check_number", "check_instance", "check_same_length"]
+__all__ = [
+    "check_int",
+    "check_ints",
+    "check_real",
+    "check_number",
+    "check_instance",
+    "check_same_length",
+]
 
 
 def check_int(name: str, value: object, minimum: int | None = None) -> int:
@@ -37,6 +44,16 @@ def check_ints(name: str, values: object, minimum: int | None = None) -> tuple[i
     return tuple(check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
 
 
+def check_real(name: str, value: object) -> float:
+    """``value`` as a ``float``; ``TypeError`` unless a real number (``bool`` is not one).
+
+    No range check: the caller keeps its own, with its own words.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def check_number(
     name: str,
     value: object,
@@ -51,9 +68,7 @@ def check_number(
     ``TypeError`` unless a real number (``bool`` is not one); ``ValueError`` for ``nan``,
     for ``±inf`` unless ``allow_inf``, and outside the range (the message gives it).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    number = float(value)
+    number = check_real(name, value)
     if math.isnan(number) or (math.isinf(number) and not allow_inf):
         raise ValueError(f"{name} must be a finite number, got {number!r}")
     below = number <= low if low_open else number < low

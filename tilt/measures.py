@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_instance
 from tilt.ood import OODPass, ood_pass_at_k, ood_pass_at_ks
 from tilt.policy import Policy, logsumexp
 from tilt.space import FloatArray, IntArray, check_same_space, dot
@@ -333,6 +334,8 @@ class Measures:
 
 def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """All measures of ``policy`` against ``base`` for every ``k`` in ``ks``."""
+    check_instance("policy", policy, Policy)
+    check_instance("base", base, Policy)
     ks = [_check_k(k) for k in ks]
     check_same_space(policy.space, base.space, "the policy and the base")
     entropy = correct_entropy(policy)

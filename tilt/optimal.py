@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt._checks import check_instance, check_number
+from tilt._checks import check_instance, check_number, check_real
 from tilt.objectives import (
     OBJECTIVES,
     parse_objective,
@@ -64,9 +64,7 @@ SD_METHODS = ("sequence", "token", "forward")
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating, np.integer)):
-        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
-    beta = float(beta)
+    beta = check_real("beta", beta)
     if math.isnan(beta) or beta < 0:
         raise ValueError(f"beta must be >= 0 (0 is the limit beta -> 0), got {beta!r}")
     return beta
@@ -95,6 +93,7 @@ def rl_optimum(policy: Policy, beta: float = 0.0) -> Policy:
     >>> round(rl_optimum(pi0).accuracy, 12)
     1.0
     """
+    check_instance("policy", policy, Policy)
     beta = _check_beta(beta)
     correct = policy.space.correct
     if math.isinf(beta):
@@ -158,8 +157,14 @@ def matched_beta(base_accuracy: float, target_accuracy: float) -> float | None:
         ``p = 0`` is refused: RL cannot move it, and an accuracy that underflowed to 0
         has lost its log-odds (:func:`rl_matched` works from the policy's log-masses).
     """
-    p = check_number("base_accuracy", base_accuracy, 0.0, 1.0 + _ULPS, low_open=True)
-    a = check_number("target_accuracy", target_accuracy, 0.0, 1.0 + _ULPS)
+    p = check_real("base_accuracy", base_accuracy)
+    a = check_real("target_accuracy", target_accuracy)
+    for name, value, ok in (
+        ("base_accuracy", p, 0 < p <= 1 + _ULPS),
+        ("target_accuracy", a, 0 <= a <= 1 + _ULPS),
+    ):
+        if not ok:  # nan fails both comparisons
+            raise ValueError(f"accuracies must lie in (0, 1] and [0, 1]: {name} is {value!r}")
     p, a = min(p, 1.0), min(a, 1.0)  # a sum of masses may round a few ulps above 1
     if p == 1.0:
         return math.inf if a >= 1 - _SAME else None

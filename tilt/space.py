@@ -24,6 +24,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_instance
 from tilt.graphs import Task
 
 __all__ = [
@@ -634,6 +635,7 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
     >>> space.n_rollouts, space.n_correct
     (18, 12)
     """
+    check_instance("task", task, Task)
     if (
         isinstance(max_rollouts, bool)
         or not isinstance(max_rollouts, (int, np.integer))

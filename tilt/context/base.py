@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from tilt._checks import check_real
 from tilt.context.generic import (
     TeacherClasses,
     generic_forward_log_prob,
@@ -107,9 +108,7 @@ class ContextModel:
 
 
 def check_strength(name: str, value: float, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    value = check_real(name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     if upper is None and value > MAX_GAMMA:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from tilt._checks import check_real
 from tilt.policy import Policy
 from tilt.space import FloatArray
 
@@ -81,6 +82,7 @@ def demonstrations(policy: Policy, kind: str = "own", alpha: float = 1.0) -> Pol
     """
     if kind not in DEMOS:
         raise ValueError(f"unknown demonstrations {kind!r}: choose one of {', '.join(DEMOS)}")
+    alpha = check_real("alpha", alpha)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"tempering alpha must be finite and >= 0, got {alpha!r}")
     alpha = float(alpha)

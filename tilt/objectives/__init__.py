@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tilt._checks import check_instance
 from tilt.context import ContextModel
 from tilt.objectives._common import Demos, check_anchor, resolve_demos, tilt_score
 from tilt.objectives.forward import sd_forward
@@ -279,6 +280,7 @@ def sd_optimum(
     >>> round(float(q.prob.sum()), 12)
     1.0
     """
+    check_instance("policy", policy, Policy)
     objective = parse_objective(method)
     if objective.name == "forward":
         anchor = 0.0
