@@ -171,7 +171,9 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> argparse._ArgumentGroup:
+def add_sd_arguments(
+    parser: argparse.ArgumentParser, rl: bool = True
+) -> argparse._ArgumentGroup:
     """Add the options of the context model, demonstrations, anchor and (``rl``) RL's beta.
 
     Returns the option group, for a command line that adds its own SD options to it.

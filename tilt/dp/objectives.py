@@ -29,7 +29,6 @@ __all__ = [
     "dp_optimum",
 ]
 
-
 @dataclass(frozen=True)
 class ObjectiveSpec:
     """``name`` (a key of :data:`tilt.objectives.OBJECTIVES`) and ``param`` (float or None)."""

@@ -38,6 +38,7 @@ def check_beta(beta: float, what: str = "beta") -> float:
     return beta
 
 
+
 def _reward_leaf(policy: MarkovPolicy, beta: float) -> np.ndarray:
     space = policy.space
     penalty = -math.inf if beta == 0 else -1.0 / beta

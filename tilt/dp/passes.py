@@ -196,7 +196,9 @@ def linear_weights(
     if not shift.any():
         return _flag(space, log_weight, prob, shift)
     # the forward pass runs shifted weights in log space (unsafe_head everywhere)
-    return LinearWeights(log_weight, prob, shift, unsafe_tail, np.ones(space.n_layers, dtype=bool))
+    return LinearWeights(
+        log_weight, prob, shift, unsafe_tail, np.ones(space.n_layers, dtype=bool)
+    )
 
 
 def _value_shift(values: FloatArray) -> float | None:
