@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import mpmath
 import networkx as nx
@@ -18,9 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import expit
 
+from tilt import space as space_module
 from tilt.context import make_context
 from tilt.context.base import MAX_GAMMA
+from tilt.dp.space import BYTES_PER_STATE_EDGE, acyclic_space, lattice_table
 from tilt.graphs import make_task, named_task
+from tilt.lattice import lattice_move_count, parse_lattice
 from tilt.measures import gap_slope, measure, ratio_distortion, widening_fraction
 from tilt.objectives import OBJECTIVES, sd_optimum
 from tilt.optimal import MATCH_TOLERANCE, matched_beta, rl_matched, rl_optimum
@@ -37,7 +41,7 @@ from tilt.share.train import (
     mean_accuracy,
     train_shared,
 )
-from tilt.space import enumerate_rollouts
+from tilt.space import TooLargeError, enumerate_rollouts
 from tilt.suite import MATCH_TOL, SuiteConfig, builtin_suite, load_suite, run_suite, shared_beta
 from tilt.testing import instances
 from tilt.train import train
@@ -524,3 +528,45 @@ def test_make_context_names_its_arguments():
         make_context(["edge"], 1.0)  # was "unhashable type: 'list'"
     with pytest.raises(TypeError, match="^gamma must be a number"):
         make_context("edge", "2")
+
+
+# --------------------------------------------------------------------------
+# item 7: the lattice guard counts what a run allocates
+
+
+@pytest.fixture
+def four_gib(monkeypatch):
+    monkeypatch.setattr(space_module, "_available_memory", lambda: 4 * 2**30)
+
+
+def test_a_lattice_that_would_not_fit_is_refused_before_building(four_gib):
+    # lattice:V=64,L=200,M=64 passed the guard and peaked at 13.6 GB (52 M state edges at
+    # 260 B each, /usr/bin/time -v); now its 52,428,800 moves x 270 B are compared with the
+    # available memory first
+    started = time.perf_counter()
+    with pytest.raises(TooLargeError, match=r"52,428,800 state edges: a run needs about 13\.2"):
+        lattice_table("lattice:V=64,L=200,M=64")
+    assert time.perf_counter() - started < 1.0  # refused before anything is allocated
+    assert lattice_table("lattice:V=8,L=16").move_tail.size > 0  # small ones are untouched
+
+
+def test_the_state_dag_guard_counts_edges_against_memory(monkeypatch):
+    table = lattice_table("lattice:V=8,L=16")
+    edges = acyclic_space(table).n_edges
+    monkeypatch.setattr(space_module, "_available_memory", lambda: edges * BYTES_PER_STATE_EDGE - 1)
+    with pytest.raises(TooLargeError, match=f"{edges:,} state edges"):
+        acyclic_space(table)
+
+
+def test_lattice_move_count_is_moves_times_automaton_states():
+    # V^2 L min(M, V): at M = V every (token, state) node of a position has V moves
+    assert lattice_move_count(parse_lattice("lattice:V=64,L=200,M=64")) == 64 * 64 * 200 * 64
+    assert lattice_move_count(parse_lattice("lattice:V=4,L=10,M=64")) == 4 * 4 * 10 * 4
+    # an exact count on a small lattice: at most the bound
+    table = lattice_table("lattice:V=5,L=6,M=3")
+    assert table.move_tail.size <= lattice_move_count(parse_lattice("lattice:V=5,L=6,M=3"))
+
+
+def test_a_lattice_too_large_for_networkx_is_refused():
+    with pytest.raises(ValueError, match="too many for a networkx graph"):
+        named_task("lattice:V=64,L=380,M=64")  # 99.6 M moves: the enumeration route ran OOM

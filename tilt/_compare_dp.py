@@ -45,6 +45,7 @@ from tilt.dp.report import dp_rows
 from tilt.dp.space import MoveTable
 from tilt.graphs import resolve_task
 from tilt.lattice import is_lattice_name
+from tilt.space import TooLargeError
 
 if TYPE_CHECKING:
     from tilt.compare import Comparison, SDVariant
@@ -161,6 +162,8 @@ def choose_engine(args: argparse.Namespace, variants: Sequence[SDVariant]) -> DP
     try:
         table = _table(args)
         space = acyclic_space(table, with_depth=any(needs_depth(r[2]) for r in rows) or None)
+    except TooLargeError:
+        raise  # too large for the DP engine's memory: enumeration cannot do better
     except ValueError:
         if engine == "dp":
             raise

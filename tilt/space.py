@@ -570,11 +570,18 @@ def _available_memory() -> int | None:
     return None
 
 
+def memory_shortfall(need: int) -> int | None:
+    """The available memory in bytes when ``need`` bytes exceed it, else ``None`` (also where
+    the available memory is not known).  Shared by the size guards of every engine."""
+    available = _available_memory()
+    return available if available is not None and need > available else None
+
+
 def _check_memory(task: Task, prefixes: int, width: int, words: int, depth: int) -> None:
     """Refuse, before allocating, a level whose prefixes would not fit in available memory."""
     need = prefixes * BYTES_PER_PREFIX + width * 16 * words
-    available = _available_memory()
-    if available is not None and need > available:
+    available = memory_shortfall(need)
+    if available is not None:
         raise TooLargeError(
             f"rollout space of {task.name} does not fit in memory: depth {depth} brings it to "
             f"{prefixes:,} prefixes, about {need / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
