@@ -69,7 +69,7 @@ def _tree(space):
 
 
 def _mp_reference(instance, name: str, strength: float) -> dict[str, list]:
-    """``log q`` of sequence, token and forward SD (own demonstrations), in mpmath.
+    """``log q`` of sequence, token, forward and token-forward SD (own demonstrations), in mpmath.
 
     Straight from the definitions: teachers as products of explicit softmaxes (edge),
     explicit normalised tilts (kernel) or mixtures (copy); no closed form of tilt's.
@@ -144,11 +144,28 @@ def _mp_reference(instance, name: str, strength: float) -> dict[str, list]:
             )
         token[y] = log_q
 
+    token_forward = {}
+    for y in rollouts:
+        log_q = mpmath.mpf(0)
+        for t in range(len(y) - 1):
+            h = y[: t + 1]
+            mean = mpmath.fsum(
+                d * prefix_mass(teachers[c], h + (y[t + 1],)) / prefix_mass(teachers[c], h)
+                for c, d in demos.items()
+            )
+            log_q += mpmath.log(mean)
+        token_forward[y] = log_q
+
     def normalised(log_w):
         z = mpmath.log(mpmath.fsum(mpmath.exp(v) for v in log_w.values()))
         return [float(log_w[y] - z) for y in rollouts]
 
-    return {"sequence": normalised(seq), "forward": normalised(fwd), "token": normalised(token)}
+    return {
+        "sequence": normalised(seq),
+        "forward": normalised(fwd),
+        "token": normalised(token),
+        "token-forward": normalised(token_forward),
+    }
 
 
 strengths = st.one_of(
@@ -170,10 +187,18 @@ def test_optima_match_a_60_digit_reference_at_every_strength(instance, name, str
     value = lam if name == "copy" else strength
     model = make_context(name, value)
     reference = _mp_reference(instance, name, value)
-    for method in ("sequence", "token", "forward"):
+    # discount=1 is sequence SD and discount=0 token SD (THEORY, per-prefix objectives)
+    for method, closed_form in (
+        ("sequence", "sequence"),
+        ("token", "token"),
+        ("forward", "forward"),
+        ("token-forward", "token-forward"),
+        ("discount=1", "sequence"),
+        ("discount=0", "token"),
+    ):
         q = sd_optimum(base, model, method)
         assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
-        ref = np.asarray(reference[method])
+        ref = np.asarray(reference[closed_form])
         # rounding: gamma x (moves) x 2^-52 nats from the marginals (MAX_GAMMA's docstring),
         # below 1e-10 on these <= 4-move rollouts; relative 1e-13 for log q of order gamma
         tol = 1e-10 + 1e-13 * np.abs(ref)
@@ -184,6 +209,32 @@ def test_optima_match_a_60_digit_reference_at_every_strength(instance, name, str
             assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-9 * max(
                 1.0, abs(want)
             ), (method, reading.__name__, got, want)
+    # hybrid=beta: pi exp(S + r / beta) / Z keeps sequence SD's ratios among correct rollouts
+    hybrid = sd_optimum(base, model, "hybrid=0.5")
+    assert abs(float(hybrid.prob.sum()) - 1.0) <= 1e-12
+    correct = base.space.correct
+    sequence = np.asarray(reference["sequence"])[correct]
+    shift = hybrid.log_prob[correct] - sequence
+    # the tolerance of the closed forms above: log q of order gamma carries gamma x 2^-52
+    assert np.ptp(shift) <= 1e-10 + 1e-13 * float(np.abs(sequence).max())
+
+
+SPECS = [
+    "sequence",
+    "token",
+    "forward",
+    "token-forward",
+    "jsd=0.5",
+    "jsd=1e-300",
+    "discount=0.5",
+    "length-weighted",
+    "hybrid=1e-3",
+]
+"""Every objective family of tilt.objectives (tilt.objectives.OBJECTIVES), one spec or two each."""
+
+
+def test_specs_cover_every_objective():
+    assert {spec.partition("=")[0] for spec in SPECS} == set(OBJECTIVES)
 
 
 @settings(max_examples=25, deadline=None)
@@ -191,34 +242,9 @@ def test_optima_match_a_60_digit_reference_at_every_strength(instance, name, str
     instance=instances(max_nodes=6, max_rollouts=60, logit_strategy=logits_wide),
     name=st.sampled_from(["edge", "kernel", "copy"]),
     strength=strengths,
-    spec=st.sampled_from(
-        [
-            "sequence",
-            "token",
-            "forward",
-            "token-forward",
-            "jsd=0.5",
-            "jsd=1e-300",
-            "discount=0.5",
-            "length-weighted",
-            "hybrid=1e-3",
-        ]
-    ),
+    spec=st.sampled_from(SPECS),
 )
 def test_every_objective_is_a_distribution_at_every_legal_strength(instance, name, strength, spec):
-    assert {
-        s.partition("=")[0]
-        for s in (
-            "sequence",
-            "token",
-            "forward",
-            "token-forward",
-            "jsd",
-            "discount",
-            "length-weighted",
-            "hybrid",
-        )
-    } == set(OBJECTIVES)
     model = make_context(name, 0.5 if name == "copy" else strength)
     q = sd_optimum(instance.base, model, spec)
     assert abs(float(q.prob.sum()) - 1.0) <= 1e-12

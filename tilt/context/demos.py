@@ -126,3 +126,18 @@ def edge_marginals(demos: Policy) -> FloatArray:
         )
 
     return demos.memo("edge-marginals", compute)
+
+
+def edge_log_marginals(demos: Policy) -> FloatArray:
+    """``log m(e)`` for every move ``e`` (``-inf`` where no demonstration makes it), from
+    ``D``'s log-probabilities: finite where ``m(e)`` underflows float64 (a demonstration of
+    probability ``e^-2100`` still makes its moves), shape (n_moves,)."""
+
+    def compute() -> FloatArray:
+        space = demos.space
+        flow = space.subtree_logsumexp(demos.log_prob)
+        out = np.full(space.n_moves, -np.inf)
+        np.logaddexp.at(out, space.move[1:], flow[1:])
+        return out
+
+    return demos.memo("edge-log-marginals", compute)

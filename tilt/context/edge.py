@@ -8,12 +8,22 @@ import numpy as np
 
 from tilt._pairwise import log_mixture
 from tilt.context.base import ContextModel, boost_gain, check_strength, digest, log_expm1
-from tilt.context.demos import edge_marginals
+from tilt.context.demos import edge_log_marginals, edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp
+from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, column_logsumexp
 
 __all__ = ["EdgeContext"]
+
+_MARGINAL_ROUNDING = 4 * 2.0**-52
+"""Rounding of a sum of edge marginals, per term: a group's ``1 - sum m`` below it is 0."""
+
+_NONE_DIRECT = 1e-6
+"""A group's ``1 - sum m`` below this is summed from the demonstrations (:func:`_log_none`):
+its relative rounding, ``n x 2^-52 / (1 - sum m)``, would exceed about 1e-9."""
+
+_LINEAR_GAMMA = 100.0
+"""Largest ``gamma`` of the linear-domain token-forward target (``R(h) >= e^-gamma``)."""
 
 
 class EdgeContext(ContextModel):
@@ -132,7 +142,8 @@ class EdgeContext(ContextModel):
         """``log E_c T_c(u | h) = log(pi(u | h) R(h) + m(v, u) s(u))`` in closed form.
 
         With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
-        ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
+        ``R(h) = 1 - sum over available u of m(v, u) s(u)``, summed as
+        ``(1 - sum m) + sum m / Z_u`` (no cancellation when ``s`` rounds to 1): the mass of the
         classes of :meth:`teacher_classes`, summed without forming them.  Each
         group sums to ``R + (1 - R) = 1``; it is divided by its sum as well (in
         log space: minus its log-sum-exp), so that it is normalised to rounding
@@ -140,31 +151,48 @@ class EdgeContext(ContextModel):
         """
         space = policy.space
         m = edge_marginals(demos)
+        log_m = edge_log_marginals(demos)  # the boosted terms: m may underflow, log m not
         own = policy.log_conditionals()
         out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
         blocks = [own[children] for _, children in space.sibling_groups_by_size]
-        # linear domain where pi(u | h) R(h) cannot underflow (every nonzero conditional
-        # above e^-600) and e^gamma - 1 is finite: s(u) = k pi / (1 + k pi), k = e^gamma - 1
+        # linear domain where pi(u | h) R(h) cannot underflow: every nonzero conditional
+        # above e^-600 and R(h) >= e^-gamma >= e^-100 (R = (1 - M) + sum m / Z_u, Z_u <= e^gamma)
         low = min((float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0)
-        linear = self.gamma <= 700.0 and low > -LINEAR_RANGE
+        low_m = float(np.min(log_m, initial=0.0, where=log_m != -np.inf))
+        linear = self.gamma <= _LINEAR_GAMMA and min(low, low_m) > -LINEAR_RANGE
         boost = None if linear else self._log_boost(policy)
         for (_, children), block in zip(space.sibling_groups_by_size, blocks, strict=True):
-            if boost is None:
-                cond = np.exp(block)
-                boosted = math.expm1(self.gamma) * cond
-                boosted /= boosted + 1.0
-            else:
-                boosted = -np.expm1(-boost[children])
-            boosted *= m[space.move[children]]  # m(v, u) s(u)
-            rest = np.maximum(1.0 - boosted.sum(axis=0), 0.0)  # R(h)
+            mass = m[space.move[children]]
+            # R(h) = (1 - sum m) + sum m / Z_u: the "no boosted move" classes plus what each
+            # boosting teacher leaves the other moves, summed as terms (1 - sum m s cancelled
+            # to 0 once s rounded to 1, e^-50 at gamma = 50, giving log q = -inf)
+            # 1 - M is the demonstrations whose next move from v is not available; M sums
+            # marginals that add to 1 in exact arithmetic when every demonstration through v
+            # can go on: a rounding residue (a few ulps) is 0, not a class of mass 1e-16
+            # (it outweighed m / Z_u = e^-50 at gamma = 50: 13 nats off)
+            none = 1.0 - mass.sum(axis=0)
+            none[none <= _MARGINAL_ROUNDING * mass.shape[0]] = 0.0
+            with np.errstate(divide="ignore"):
+                log_none = np.log(none)
+            near = np.flatnonzero(none < _NONE_DIRECT)
+            if near.size:  # 1 - M has lost its digits there: sum the demonstrations instead
+                log_none[near] = _log_none(space, demos, children[:, near])
+                none[near] = np.exp(log_none[near])
             with np.errstate(divide="ignore"):
                 if boost is None:
-                    cond *= rest
+                    cond = np.exp(block)
+                    lift = math.expm1(self.gamma) * cond  # Z_u - 1
+                    inverse_z = 1.0 / (1.0 + lift)  # 1 / Z_u
+                    boosted = mass * lift * inverse_z  # m(v, u) s(u), s = 1 - 1 / Z_u
+                    cond *= none + (mass * inverse_z).sum(axis=0)
                     cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
                     cond /= cond.sum(axis=0)
                     out[children] = np.log(cond, out=cond)
-                else:  # normalised to rounding as well: minus each group's log-sum-exp
-                    logs = np.logaddexp(block + np.log(rest), np.log(boosted))
+                else:  # all in logs (1 / Z_u = e^-1000 at gamma = 1000); minus each log-sum-exp
+                    log_mass = log_m[space.move[children]]
+                    log_z = boost[children]
+                    log_rest = np.logaddexp(log_none, np.logaddexp.reduce(log_mass - log_z, axis=0))
+                    logs = np.logaddexp(block + log_rest, log_mass + np.log(-np.expm1(-log_z)))
                     out[children] = logs - column_logsumexp(logs)
         return out
 
@@ -175,6 +203,35 @@ class EdgeContext(ContextModel):
         weights = self._step_weights(policy)
         incidence = space.move_incidence()
         return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
+
+
+def _log_none(space: RolloutSpace, demos: Policy, children: IntArray) -> FloatArray:
+    """``log`` of the mass of the demonstrations whose next move from ``v`` is not available
+    at ``h`` (``v`` not on ``c``, or its next node visited), summed over the demonstrations
+    themselves: for the groups (columns of ``children``) where ``1 - sum m`` lost its digits.
+
+    Cost ``O(|supp D| x depth)`` per distinct node and set of available moves.
+    """
+    support = support_of(demos)
+    paths = space.paths(support)
+    log_d = demos.log_prob[support]
+    rows = np.arange(support.size)
+    parents = space.parent[children[0]]
+    out = np.empty(children.shape[1])
+    known: dict[tuple[int, ...], float] = {}
+    for column, parent in enumerate(parents.tolist()):
+        v = int(space.node[parent])
+        avail = space.node[children[:, column]]
+        key = (v, *sorted(avail.tolist()))
+        if key not in known:
+            here = paths == v
+            on = here.any(axis=1)
+            after = np.minimum(np.argmax(here, axis=1) + 1, paths.shape[1] - 1)
+            nxt = np.where(on, paths[rows, after], -1)
+            boosts = on & np.isin(nxt, avail) & (nxt >= 0)
+            known[key] = float(np.logaddexp.reduce(log_d[~boosts], initial=-np.inf))
+        out[column] = known[key]
+    return out
 
 
 class EdgeClasses(TeacherClasses):
