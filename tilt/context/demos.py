@@ -135,9 +135,16 @@ def edge_log_marginals(demos: Policy) -> FloatArray:
 
     def compute() -> FloatArray:
         space = demos.space
-        flow = space.subtree_logsumexp(demos.log_prob)
-        out = np.full(space.n_moves, -np.inf)
-        np.logaddexp.at(out, space.move[1:], flow[1:])
+        m = edge_marginals(demos)
+        with np.errstate(divide="ignore"):
+            out = np.log(m)  # exact to rounding wherever m is a normal float
+        small = m < 1e-300
+        if small.any():  # where m underflowed: the log-sum-exp of its prefixes' flows
+            flow = space.subtree_logsumexp(demos.log_prob)
+            moves = space.move[1:]
+            pick = np.flatnonzero(small[moves]) + 1
+            out[small] = -np.inf
+            np.logaddexp.at(out, space.move[pick], flow[pick])
         return out
 
     return demos.memo("edge-log-marginals", compute)

@@ -11,7 +11,7 @@ from tilt.context.base import ContextModel, boost_gain, check_strength, digest, 
 from tilt.context.demos import edge_log_marginals, edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
-from tilt.space import LINEAR_RANGE, FloatArray, IntArray, RolloutSpace, column_logsumexp
+from tilt.space import FloatArray, IntArray, RolloutSpace, column_logsumexp
 
 __all__ = ["EdgeContext"]
 
@@ -22,8 +22,12 @@ _NONE_DIRECT = 1e-6
 """A group's ``1 - sum m`` below this is summed from the demonstrations (:func:`_log_none`):
 its relative rounding, ``n x 2^-52 / (1 - sum m)``, would exceed about 1e-9."""
 
-_LINEAR_GAMMA = 100.0
-"""Largest ``gamma`` of the linear-domain token-forward target (``R(h) >= e^-gamma``)."""
+_LINEAR_GAMMA = 700.0
+"""Largest ``gamma`` of the linear-domain token-forward target (``e^gamma`` finite)."""
+
+_LINEAR_FLOOR = 700.0
+"""The linear token-forward target keeps every term above ``e^-700`` (float64's normal
+numbers end at ``e^-708``)."""
 
 
 class EdgeContext(ContextModel):
@@ -155,11 +159,12 @@ class EdgeContext(ContextModel):
         own = policy.log_conditionals()
         out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
         blocks = [own[children] for _, children in space.sibling_groups_by_size]
-        # linear domain where pi(u | h) R(h) cannot underflow: every nonzero conditional
-        # above e^-600 and R(h) >= e^-gamma >= e^-100 (R = (1 - M) + sum m / Z_u, Z_u <= e^gamma)
+        # linear domain where no term underflows: pi(u | h) R(h) and m / Z_u with every
+        # nonzero conditional and marginal above e^(gamma - 700) (R(h) >= e^-gamma: R is
+        # (1 - M) + sum m / Z_u, Z_u <= e^gamma), and e^gamma - 1 finite
         low = min((float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0)
-        low_m = float(np.min(log_m, initial=0.0, where=log_m != -np.inf))
-        linear = self.gamma <= _LINEAR_GAMMA and min(low, low_m) > -LINEAR_RANGE
+        low = min(low, float(np.min(log_m, initial=0.0, where=log_m != -np.inf)))
+        linear = self.gamma <= _LINEAR_GAMMA and low - self.gamma > -_LINEAR_FLOOR
         boost = None if linear else self._log_boost(policy)
         for (_, children), block in zip(space.sibling_groups_by_size, blocks, strict=True):
             mass = m[space.move[children]]
@@ -174,7 +179,8 @@ class EdgeContext(ContextModel):
             none[none <= _MARGINAL_ROUNDING * mass.shape[0]] = 0.0
             with np.errstate(divide="ignore"):
                 log_none = np.log(none)
-            near = np.flatnonzero(none < _NONE_DIRECT)
+            # at the root every demonstration's first move is available: none is exactly 0
+            near = np.flatnonzero((none < _NONE_DIRECT) & (space.parent[children[0]] != 0))
             if near.size:  # 1 - M has lost its digits there: sum the demonstrations instead
                 log_none[near] = _log_none(space, demos, children[:, near])
                 none[near] = np.exp(log_none[near])
