@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_instance, check_real
 from tilt._numerics import FloatArray, logsumexp, shifted_logsumexp
 from tilt.space import RolloutSpace
 
@@ -318,11 +319,13 @@ def base_policy(
     ValueError
         On an unknown ``kind`` or a negative ``scale``.
     """
+    check_instance("space", space, RolloutSpace)
     if kind == "default":
         return edge_softmax(space, space.move_logit)
     if kind == "uniform":
         return edge_softmax(space, np.zeros(space.n_moves))
     if kind == "random":
+        scale = check_real("scale", scale)
         if not np.isfinite(scale) or scale < 0:
             raise ValueError(f"random base scale must be finite and >= 0, got {scale!r}")
         rng = as_generator(seed)

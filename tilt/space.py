@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._checks import check_instance
 from tilt._numerics import (
     FloatArray,
     IntArray,
@@ -467,11 +468,18 @@ def _available_memory() -> int | None:
     return None
 
 
+def memory_shortfall(need: int) -> int | None:
+    """The available memory in bytes when ``need`` bytes exceed it, else ``None`` (also where
+    the available memory is not known).  Shared by the size guards of every engine."""
+    available = _available_memory()
+    return available if available is not None and need > available else None
+
+
 def _check_memory(task: Task, prefixes: int, width: int, words: int, depth: int) -> None:
     """Refuse, before allocating, a level whose prefixes would not fit in available memory."""
     need = prefixes * BYTES_PER_PREFIX + width * 16 * words
-    available = _available_memory()
-    if available is not None and need > available:
+    available = memory_shortfall(need)
+    if available is not None:
         raise TooLargeError(
             f"rollout space of {task.name} does not fit in memory: depth {depth} brings it to "
             f"{prefixes:,} prefixes, about {need / 2**30:.1f} GiB, and {available / 2**30:.1f} GiB "
@@ -532,6 +540,7 @@ def enumerate_rollouts(task: Task, max_rollouts: int = DEFAULT_MAX_ROLLOUTS) -> 
     >>> space.n_rollouts, space.n_correct
     (18, 12)
     """
+    check_instance("task", task, Task)
     if (
         isinstance(max_rollouts, bool)
         or not isinstance(max_rollouts, (int, np.integer))

@@ -35,6 +35,7 @@ import tilt.engines.enumerate
 import tilt.space
 from tilt.cli import compare
 from tilt.context import ContextModel, make_context
+from tilt.context.base import MAX_GAMMA
 from tilt.measures import gap_slope, measure, ratio_distortion
 from tilt.objectives import (
     OBJECTIVES,
@@ -271,6 +272,9 @@ def test_non_integer_horizon_attribute(tmp_path: Path, capsys: pytest.CaptureFix
     ("argv", "words"),
     [
         (["--context", "edge", "--strength", "1e301"], ("gamma", "too large")),
+        (["--context", "edge", "--strength", "1e16"], ("gamma", "too large", "10000")),
+        (["--k", "1" + "0" * 400], ("--k", "positive integer", "at most")),
+        (["--rounds", "1000000"], ("--rounds", "at most 1,000")),
         (["--context", "kernel", "--strength", "1.7e308"], ("gamma", "too large")),
         (["--context", "edge", "--strength", "-1"], ("gamma", ">= 0")),
         (["--context", "edge", "--strength", "nan"], ("--strength", "expected a number")),
@@ -304,8 +308,8 @@ def test_bad_options(
     [
         ["--graph", "grid3", "--source", "(1, 1)"],  # accuracy rounded to 1 + 2 ulps
         ["--graph", "grid3", "--context", "edge", "--strength", "50"],
-        ["--graph", "grid3", "--context", "kernel", "--strength", "1e6"],
-        ["--graph", "grid3", "--context", "edge", "--strength", "1e16"],
+        ["--graph", "grid3", "--context", "kernel", "--strength", f"{MAX_GAMMA:g}"],
+        ["--graph", "grid3", "--context", "edge", "--strength", f"{MAX_GAMMA:g}"],
         ["--graph", "grid3", "--context", "copy", "--strength", "0.9999999999999999"],
         ["--graph", "grid3", "--beta", "1e-300"],
         ["--graph", "grid3", "--beta", "1e300", "--anchor", "1e300"],
@@ -727,7 +731,7 @@ def test_every_optimum_is_normalised_or_refuses(
     try:
         model = make_context(name, lam if name == "copy" else gamma)
     except ValueError:
-        assert gamma > 1e300 or lam >= 1.0  # only what the limits say is refused
+        assert gamma > MAX_GAMMA or lam >= 1.0  # only what the limits say is refused
         return
     for spec in SPECS:
         b = anchor if OBJECTIVES[spec.partition("=")[0]].takes_anchor else 0.0
@@ -736,13 +740,15 @@ def test_every_optimum_is_normalised_or_refuses(
 
 
 def test_overflow_examples_of_the_issue(grid3: Policy) -> None:
-    # gamma = 1e10 summed to 1.0000005 and 1e16 to 0.74 before: now normalised, 1e301 refused
-    for gamma in (1e3, 1e6, 1e10, 1e16, 1e300):
+    # gamma = 1e10 summed to 1.0000005 and 1e16 to 0.74 once; every legal gamma (up to
+    # MAX_GAMMA, what float64 resolves) is normalised, and the rest refused with the range
+    for gamma in (1e3, MAX_GAMMA):
         for method in ("sequence", "token", "forward"):
             q = sd_optimum(grid3, make_context("edge", gamma), method)
             assert abs(float(q.prob.sum()) - 1.0) <= 1e-12
-    with pytest.raises(ValueError, match="too large"):
-        make_context("edge", 1e301)
+    for gamma in (1e6, 1e10, 1e16, 1e300, 1e301):
+        with pytest.raises(ValueError, match=f"too large.*gamma <= {MAX_GAMMA:g}"):
+            make_context("edge", gamma)
 
 
 def test_huge_logits_give_a_distribution(grid3: Policy) -> None:

@@ -300,6 +300,13 @@ class AuditResult:
         """One line: ratios kept (interval contains 0) or amplified/damped by the estimate."""
         a = self.amplification
         level = f"{100 * self.confidence:g}%"
+        if math.isnan(a.estimate):
+            e = self.effective_ratio
+            return (
+                "no verdict on the gaps: every correct rollout has the same log-probability, "
+                "so the slope of S on log pi is undefined (effective number of correct "
+                f"rollouts x{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}])"
+            )
         slope = f"gap slope {1 + a.estimate:.3f} [{1 + a.low:.3f}, {1 + a.high:.3f}]"
         e = self.effective_ratio
         eff = f"effective number of correct rollouts x{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]"
@@ -340,6 +347,14 @@ def _bootstrap(
         for name, values in columns.items():
             out[name][start : start + size] = values[index].sum(axis=1)
     return out
+
+
+def _ratio(numerator: float, denominator: float, boot: FloatArray, confidence: float) -> Interval:
+    """``numerator / denominator`` with its interval; all ``nan`` when the denominator is 0
+    (every correct rollout has the same log-probability: no slope is defined)."""
+    if not denominator > 0:
+        return Interval(math.nan, math.nan, math.nan)
+    return Interval(numerator / denominator, *_percentiles(boot, confidence))
 
 
 def audit_prompts(
@@ -398,16 +413,12 @@ def audit_prompts(
     with np.errstate(invalid="ignore", divide="ignore"):
         slope_boot = boot["slope_num"] / boot["slope_den"]
         entropy_boot = boot["delta_entropy"] / boot["count"]
-    amplification = Interval(
-        sums["slope_num"] / sums["slope_den"], *_percentiles(slope_boot, confidence)
-    )
+    amplification = _ratio(sums["slope_num"], sums["slope_den"], slope_boot, confidence)
     token = None
     if has_tokens:
         with np.errstate(invalid="ignore", divide="ignore"):
             token_boot = boot["token_num"] / boot["token_den"]
-        token = Interval(
-            sums["token_num"] / sums["token_den"], *_percentiles(token_boot, confidence)
-        )
+        token = _ratio(sums["token_num"], sums["token_den"], token_boot, confidence)
     delta = Interval(sums["delta_entropy"] / sums["count"], *_percentiles(entropy_boot, confidence))
     ess_fraction = float(np.median([e.ess / e.n_correct for e in usable]))
     warnings = _warnings(every, usable, sloped, ess_fraction)
@@ -458,6 +469,12 @@ def _warnings(
             f"rollouts are scored with {demos:g} demonstration(s) each (median): exp(S^) carries "
             "the demonstration noise, which biases the entropy change (docs/audit.md); score each "
             f"rollout with {MIN_DEMOS} or more correct siblings to estimate it"
+        )
+    if not sum(e.slope_den for e in sloped) > 0:
+        out.append(
+            "every correct rollout of each prompt has the same log-probability (a uniform "
+            "model, or equal-length routes): there are no gaps among correct rollouts, so the "
+            "amplification (the slope of S on log pi) is undefined"
         )
     numerators = np.abs([e.slope_num for e in sloped])
     if numerators.sum() > 0 and len(sloped) >= 4:

@@ -3,19 +3,22 @@
 The schema is documented in ``docs/audit.md``.  :func:`read_prompts` streams:
 it holds one prompt's rollouts at a time, so memory does not grow with the
 length of the file.  Every problem raises :class:`AuditInputError` (a
-``ValueError``) whose message starts with the line number.
+``ValueError``) whose message starts with the line number and names the field.
+Lines are read with a length cap, JSON with bounds on nesting and number size
+(:mod:`tilt._read_limits`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tilt import _read_limits
 from tilt._numerics import FloatArray
+from tilt._read_limits import bounded_lines, load_json
 
 __all__ = ["AuditInputError", "Score", "Rollout", "Prompt", "read_prompts", "LOGP_TOLERANCE"]
 
@@ -113,10 +116,9 @@ def _tokens(value: object, field: str, total: float) -> FloatArray:
 
 def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
     """Parse one line into ``(prompt id, rollout)``; raise ``ValueError`` with the reason."""
-    try:
-        record = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    record = load_json(
+        text, "", parse_constant=_reject_constant, lines=False
+    )  # bounded depth and numbers
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     for field in ("prompt", "rollout", "logp"):
@@ -217,13 +219,34 @@ def _check_prompt(prompt: Prompt) -> None:
             )
 
 
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """``(number, line)``, each line at most ``MAX_LINE_CHARS`` long (read capped from a file)."""
+    numbered = (
+        bounded_lines(lines, "")  # type: ignore[arg-type]
+        if hasattr(lines, "readline")
+        else enumerate(lines, start=1)
+    )
+    try:
+        for n, line in numbered:
+            limit = _read_limits.MAX_LINE_CHARS
+            if len(line) > limit + 1:
+                raise ValueError(f"line {n} is longer than {limit:,} characters")
+            yield n, line
+    except UnicodeDecodeError:
+        raise  # the caller knows the file and says it is not UTF-8
+    except ValueError as exc:
+        raise AuditInputError(str(exc)) from None
+
+
 def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Prompt]:
     """Yield the prompts of an audit log one at a time, each validated.
 
     Parameters
     ----------
-    lines : iterable of str
-        The lines of the file (blank lines are skipped).
+    lines : iterable of str, or a text file
+        The lines of the file (blank lines are skipped).  A file (anything with
+        ``readline``) is read with a cap of :data:`~tilt._read_limits.MAX_LINE_CHARS`
+        characters per line: a longer line is refused after reading that much of it.
     threshold : float
         A ``reward`` at or above it makes the rollout correct (SDPO's
         ``success_reward_threshold``, 0.5).
@@ -245,7 +268,7 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
     ids: set[str] = set()
     tokens: bool | None = None
     n = 0
-    for n, raw in enumerate(lines, start=1):
+    for n, raw in _numbered(lines):
         text = raw.strip()
         if not text:
             continue

@@ -88,7 +88,10 @@ class Count:
 
     def _expected(self, text: str) -> str:
         shown = text if len(text) <= 40 else text[:37] + "..."
-        return f"expected an integer from {self.bound()}, got {shown!r}"
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(self.low)
+        if kind is None:
+            return f"expected an integer from {self.bound()}, got {shown!r}"
+        return f"expected {kind} (at most {self.high:,}), got {shown!r}"
 
 
 positive_int = Count(1, MAX_INT)

@@ -82,7 +82,7 @@ def _lines(path: str) -> Iterator[Iterator[str]]:
     if path == "-":
         if sys.stdin is None or sys.stdin.closed:
             raise ValueError("cannot read '-': standard input is closed; give the log's file name")
-        yield iter(sys.stdin)
+        yield sys.stdin  # a file: read_prompts caps the length of its lines
         return
     target = Path(path)
     if not target.exists():

@@ -15,7 +15,7 @@ from typing import Any
 from tilt._numerics import FloatArray
 from tilt.engines import EngineInstance, Method
 from tilt.measures import Measures, Strategies, StrategyMeasures
-from tilt.objectives import Objective, iterate, matched_beta_or_reason, parse_objective, preset
+from tilt.objectives import Objective, iterate, parse_objective, preset, rl_matched
 from tilt.space import TooLargeError
 
 __all__ = [
@@ -208,8 +208,7 @@ def _matched_row(
     first = next((r for r in sd_rows if r.policy is not None and r.measures is not None), None)
     if first is None or first.measures is None:
         return MethodResult("rl_matched", label, None, None, note="no SD row to match")
-    base = instance.base
-    beta, message = matched_beta_or_reason(base.accuracy, first.measures.accuracy)
-    if beta is None:
-        return MethodResult("rl_matched", label, None, None, note=message)
-    return row("rl_matched", label, instance.rl_optimum(base, beta), beta=beta)
+    matched = rl_matched(instance.base, first.measures.accuracy, instance.rl_optimum)
+    if matched.policy is None:
+        return MethodResult("rl_matched", label, None, None, note=matched.message)
+    return row("rl_matched", label, matched.policy, beta=matched.beta)

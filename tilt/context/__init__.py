@@ -20,6 +20,7 @@ marginals plus one bottom-up pass per block of demonstrations
 
 from __future__ import annotations
 
+from tilt._checks import check_instance
 from tilt.context.base import ContextModel, MarkovForm
 from tilt.context.copy import CopyContext
 from tilt.context.demos import DEMOS, demonstrations, edge_marginals, point_mass, reference_rollout
@@ -81,9 +82,13 @@ def make_context(name: str, strength: float | None = None) -> ContextModel:
 
     Raises
     ------
+    TypeError
+        When ``name`` is not a string or ``strength`` not a number.
     ValueError
-        On an unknown name, a negative strength, or ``lam >= 1`` for ``copy``.
+        On an unknown name, a negative strength, ``lam >= 1`` for ``copy``, or
+        ``gamma`` above :data:`~tilt.context.base.MAX_GAMMA`.
     """
+    check_instance("name", name, str)
     if name not in CONTEXT_MODELS:
         raise ValueError(f"unknown context model {name!r}: choose one of {', '.join(CONTEXTS)}")
     if strength is None:

@@ -126,27 +126,30 @@ class CopyContext(ContextModel):
 
         ``[w0 pi(u | h) + D(h) (1 - lam) pi(hu) / N + D(hu) lam / N] / (w0 + D(h))`` with
         ``N = (1 - lam) pi(h) + lam`` and ``w0 = 1 - D(h)`` where ``pi(h) > 0`` (else 0).
+        In log space, with ``D``'s prefix masses from its log-probabilities: a
+        demonstration of mass ``e^-1400`` still lifts a move its teacher copies (its
+        linear mass underflowed to 0, and the move's target with it, 0.51 nats off).
         """
         space = policy.space
         log_mass = policy.prefix_log_mass()
-        d_mass = np.clip(space.subtree_sum(demos.prob), 0.0, 1.0)
+        log_d = np.minimum(space.subtree_logsumexp(demos.log_prob), 0.0)  # log D(h)
         parent = space.parent[1:]
         own = policy.log_conditionals()
         log_keep = math.log1p(-self.lam)
         log_lam = math.log(self.lam) if self.lam else -np.inf
         lh = log_mass[parent]
-        d_h = d_mass[parent]
-        w0 = np.where(np.isfinite(lh), np.maximum(1.0 - d_h, 0.0), 0.0)
-        total = w0 + d_h
+        log_d_h = log_d[parent]
+        reached = np.isfinite(lh)
         with np.errstate(divide="ignore", invalid="ignore"):
+            # w0 = 1 - D(h) where pi(h) > 0, else 0; the total w0 + D(h) is 1 there, else D(h)
+            log_w0 = np.where(reached, np.log1p(-np.exp(log_d_h)), -np.inf)
+            log_total = np.where(reached, 0.0, log_d_h)
             log_norm = np.logaddexp(log_keep + lh, log_lam)
-            parts = np.logaddexp(
-                np.log(w0) + own[1:], np.log(d_h) + log_keep + log_mass[1:] - log_norm
-            )
-            parts = np.logaddexp(parts, np.log(d_mass[1:]) + log_lam - log_norm)
-            value = parts - np.log(total)
+            parts = np.logaddexp(log_w0 + own[1:], log_d_h + log_keep + log_mass[1:] - log_norm)
+            parts = np.logaddexp(parts, log_d[1:] + log_lam - log_norm)
+            value = parts - log_total
         out = own.copy()
-        out[1:] = np.where(total > 0, value, own[1:])
+        out[1:] = np.where(np.isfinite(log_total), value, own[1:])
         out[0] = 0.0
         return out
 

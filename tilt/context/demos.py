@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from tilt._checks import check_real
 from tilt._numerics import FloatArray
 from tilt.policy import Policy
 
@@ -81,6 +82,7 @@ def demonstrations(policy: Policy, kind: str = "own", alpha: float = 1.0) -> Pol
     """
     if kind not in DEMOS:
         raise ValueError(f"unknown demonstrations {kind!r}: choose one of {', '.join(DEMOS)}")
+    alpha = check_real("alpha", alpha)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"tempering alpha must be finite and >= 0, got {alpha!r}")
     alpha = float(alpha)
@@ -124,3 +126,25 @@ def edge_marginals(demos: Policy) -> FloatArray:
         )
 
     return demos.memo("edge-marginals", compute)
+
+
+def edge_log_marginals(demos: Policy) -> FloatArray:
+    """``log m(e)`` for every move ``e`` (``-inf`` where no demonstration makes it), from
+    ``D``'s log-probabilities: finite where ``m(e)`` underflows float64 (a demonstration of
+    probability ``e^-2100`` still makes its moves), shape (n_moves,)."""
+
+    def compute() -> FloatArray:
+        space = demos.space
+        m = edge_marginals(demos)
+        with np.errstate(divide="ignore"):
+            out = np.log(m)  # exact to rounding wherever m is a normal float
+        small = m < 1e-300
+        if small.any():  # where m underflowed: the log-sum-exp of its prefixes' flows
+            flow = space.subtree_logsumexp(demos.log_prob)
+            moves = space.move[1:]
+            pick = np.flatnonzero(small[moves]) + 1
+            out[small] = -np.inf
+            np.logaddexp.at(out, space.move[pick], flow[pick])
+        return out
+
+    return demos.memo("edge-log-marginals", compute)

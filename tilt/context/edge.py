@@ -6,15 +6,29 @@ import math
 
 import numpy as np
 
-from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp, log_expm1
+from tilt._numerics import FloatArray, IntArray, column_logsumexp, log_expm1
 from tilt.context._pairwise import log_mixture
-from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
-from tilt.context.demos import edge_marginals
+from tilt.context.base import ContextModel, MarkovForm, boost_gain, check_strength, digest
+from tilt.context.demos import edge_log_marginals, edge_marginals
 from tilt.context.generic import TeacherClasses, check_classes, check_pairs, support_of
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
 
 __all__ = ["EdgeContext"]
+
+_MARGINAL_ROUNDING = 4 * 2.0**-52
+"""Rounding of a sum of edge marginals, per term: a group's ``1 - sum m`` below it is 0."""
+
+_NONE_DIRECT = 1e-6
+"""A group's ``1 - sum m`` below this is summed from the demonstrations (:func:`_log_none`):
+its relative rounding, ``n x 2^-52 / (1 - sum m)``, would exceed about 1e-9."""
+
+_LINEAR_GAMMA = 700.0
+"""Largest ``gamma`` of the linear-domain token-forward target (``e^gamma`` finite)."""
+
+_LINEAR_FLOOR = 700.0
+"""The linear token-forward target keeps every term above ``e^-700`` (float64's normal
+numbers end at ``e^-708``)."""
 
 
 class EdgeContext(ContextModel):
@@ -58,11 +72,30 @@ class EdgeContext(ContextModel):
 
         return policy.memo(f"edge_boost_{self.gamma!r}", compute)
 
+    def _gain(self, policy: Policy) -> FloatArray:
+        """``k(p) = gamma - l(p)`` per prefix, exact at any ``gamma`` (entry 0 is 0; cached):
+        the log-factor the teacher gives the boosted move (:func:`boost_gain`)."""
+
+        def compute() -> FloatArray:
+            out = boost_gain(self.gamma, policy.log_conditionals())
+            out[0] = 0.0
+            return out
+
+        return policy.memo(f"edge_gain_{self.gamma!r}", compute)
+
     def _step_weights(self, policy: Policy) -> FloatArray:
-        """``W[y, e] = gamma [e in E(y)] - sum of l over the moves e available along y``."""
+        """``W[y, e] = log T_c(u | h) - log pi(u | h)`` at the one prefix ``h`` of ``y`` where
+        ``e`` is available: ``k`` when ``y`` takes ``e``, ``-l`` when it takes another move.
+
+        ``log T_c(y) = log pi(y) + sum over the moves e of c of W[y, e]``.  Each entry is one
+        term (a simple path passes each node once), never ``gamma - l``: no cancellation.
+        """
         space = policy.space
-        return self.gamma * space.move_incidence() - space.sibling_move_weights(
-            self._log_boost(policy)
+        taken = space.move_incidence() > 0
+        return np.where(
+            taken,
+            space.sibling_move_weights(self._gain(policy)),
+            -space.sibling_move_weights(self._log_boost(policy)),
         )
 
     def teacher_log_prob(self, policy: Policy, demos: IntArray) -> FloatArray:
@@ -79,12 +112,13 @@ class EdgeContext(ContextModel):
         """
 
         def compute() -> FloatArray:
+            # m(p) k(p) minus the other siblings' m l: the same as gamma m(p) - E_c log Z(h) in
+            # exact arithmetic, without the difference of two terms near gamma
             space = policy.space
-            m = edge_marginals(demos)
-            step = np.zeros(space.n_prefixes)
-            step[1:] = self.gamma * m[space.move[1:]]
-            expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
-            step[1:] -= expected_log_z[space.parent[1:]]
+            m = np.zeros(space.n_prefixes)
+            m[1:] = edge_marginals(demos)[space.move[1:]]
+            step = m * self._gain(policy) - space.other_siblings_sum(m * self._log_boost(policy))
+            step[0] = 0.0
             return step
 
         return policy.memo(f"edge_step@{self.gamma!r}_{digest(demos.log_prob)}", compute)
@@ -117,7 +151,8 @@ class EdgeContext(ContextModel):
         """``log E_c T_c(u | h) = log(pi(u | h) R(h) + m(v, u) s(u))`` in closed form.
 
         With ``s(u) = 1 - 1 / Z_u`` (``Z_u = 1 + (e^gamma - 1) pi(u | h)``) and
-        ``R(h) = 1 - sum over available u of m(v, u) s(u)``: the mass of the
+        ``R(h) = 1 - sum over available u of m(v, u) s(u)``, summed as
+        ``(1 - sum m) + sum m / Z_u`` (no cancellation when ``s`` rounds to 1): the mass of the
         classes of :meth:`teacher_classes`, summed without forming them.  Each
         group sums to ``R + (1 - R) = 1``; it is divided by its sum as well (in
         log space: minus its log-sum-exp), so that it is normalised to rounding
@@ -125,31 +160,50 @@ class EdgeContext(ContextModel):
         """
         space = policy.space
         m = edge_marginals(demos)
+        log_m = edge_log_marginals(demos)  # the boosted terms: m may underflow, log m not
         own = policy.log_conditionals()
         out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
         blocks = [own[children] for _, children in space.sibling_groups_by_size]
-        # linear domain where pi(u | h) R(h) cannot underflow (every nonzero conditional
-        # above e^-600) and e^gamma - 1 is finite: s(u) = k pi / (1 + k pi), k = e^gamma - 1
+        # linear domain where no term underflows: pi(u | h) R(h) and m / Z_u with every
+        # nonzero conditional and marginal above e^(gamma - 700) (R(h) >= e^-gamma: R is
+        # (1 - M) + sum m / Z_u, Z_u <= e^gamma), and e^gamma - 1 finite
         low = min((float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0)
-        linear = self.gamma <= 700.0 and low > -LINEAR_RANGE
+        low = min(low, float(np.min(log_m, initial=0.0, where=log_m != -np.inf)))
+        linear = self.gamma <= _LINEAR_GAMMA and low - self.gamma > -_LINEAR_FLOOR
         boost = None if linear else self._log_boost(policy)
         for (_, children), block in zip(space.sibling_groups_by_size, blocks, strict=True):
-            if boost is None:
-                cond = np.exp(block)
-                boosted = math.expm1(self.gamma) * cond
-                boosted /= boosted + 1.0
-            else:
-                boosted = -np.expm1(-boost[children])
-            boosted *= m[space.move[children]]  # m(v, u) s(u)
-            rest = np.maximum(1.0 - boosted.sum(axis=0), 0.0)  # R(h)
+            mass = m[space.move[children]]
+            # R(h) = (1 - sum m) + sum m / Z_u: the "no boosted move" classes plus what each
+            # boosting teacher leaves the other moves, summed as terms (1 - sum m s cancelled
+            # to 0 once s rounded to 1, e^-50 at gamma = 50, giving log q = -inf)
+            # 1 - M is the demonstrations whose next move from v is not available; M sums
+            # marginals that add to 1 in exact arithmetic when every demonstration through v
+            # can go on: a rounding residue (a few ulps) is 0, not a class of mass 1e-16
+            # (it outweighed m / Z_u = e^-50 at gamma = 50: 13 nats off)
+            none = 1.0 - mass.sum(axis=0)
+            none[none <= _MARGINAL_ROUNDING * mass.shape[0]] = 0.0
+            with np.errstate(divide="ignore"):
+                log_none = np.log(none)
+            # at the root every demonstration's first move is available: none is exactly 0
+            near = np.flatnonzero((none < _NONE_DIRECT) & (space.parent[children[0]] != 0))
+            if near.size:  # 1 - M has lost its digits there: sum the demonstrations instead
+                log_none[near] = _log_none(space, demos, children[:, near])
+                none[near] = np.exp(log_none[near])
             with np.errstate(divide="ignore"):
                 if boost is None:
-                    cond *= rest
+                    cond = np.exp(block)
+                    lift = math.expm1(self.gamma) * cond  # Z_u - 1
+                    inverse_z = 1.0 / (1.0 + lift)  # 1 / Z_u
+                    boosted = mass * lift * inverse_z  # m(v, u) s(u), s = 1 - 1 / Z_u
+                    cond *= none + (mass * inverse_z).sum(axis=0)
                     cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
                     cond /= cond.sum(axis=0)
                     out[children] = np.log(cond, out=cond)
-                else:  # normalised to rounding as well: minus each group's log-sum-exp
-                    logs = np.logaddexp(block + np.log(rest), np.log(boosted))
+                else:  # all in logs (1 / Z_u = e^-1000 at gamma = 1000); minus each log-sum-exp
+                    log_mass = log_m[space.move[children]]
+                    log_z = boost[children]
+                    log_rest = np.logaddexp(log_none, np.logaddexp.reduce(log_mass - log_z, axis=0))
+                    logs = np.logaddexp(block + log_rest, log_mass + np.log(-np.expm1(-log_z)))
                     out[children] = logs - column_logsumexp(logs)
         return out
 
@@ -162,10 +216,32 @@ class EdgeContext(ContextModel):
         return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
 
 
-def _child_values(space: RolloutSpace, m: FloatArray, log_boost: FloatArray) -> FloatArray:
-    """``m(move[q]) * l(q)`` per prefix ``q`` (entry 0 is 0)."""
-    out = np.zeros(space.n_prefixes)
-    out[1:] = m[space.move[1:]] * log_boost[1:]
+def _log_none(space: RolloutSpace, demos: Policy, children: IntArray) -> FloatArray:
+    """``log`` of the mass of the demonstrations whose next move from ``v`` is not available
+    at ``h`` (``v`` not on ``c``, or its next node visited), summed over the demonstrations
+    themselves: for the groups (columns of ``children``) where ``1 - sum m`` lost its digits.
+
+    Cost ``O(|supp D| x depth)`` per distinct node and set of available moves.
+    """
+    support = support_of(demos)
+    paths = space.paths(support)
+    log_d = demos.log_prob[support]
+    rows = np.arange(support.size)
+    parents = space.parent[children[0]]
+    out = np.empty(children.shape[1])
+    known: dict[tuple[int, ...], float] = {}
+    for column, parent in enumerate(parents.tolist()):
+        v = int(space.node[parent])
+        avail = space.node[children[:, column]]
+        key = (v, *sorted(avail.tolist()))
+        if key not in known:
+            here = paths == v
+            on = here.any(axis=1)
+            after = np.minimum(np.argmax(here, axis=1) + 1, paths.shape[1] - 1)
+            nxt = np.where(on, paths[rows, after], -1)
+            boosts = on & np.isin(nxt, avail) & (nxt >= 0)
+            known[key] = float(np.logaddexp.reduce(log_d[~boosts], initial=-np.inf))
+        out[column] = known[key]
     return out
 
 
@@ -184,11 +260,7 @@ class EdgeClasses(TeacherClasses):
 
     def _boosted(self, own: FloatArray) -> FloatArray:
         """``log(e^gamma pi / (1 + (e^gamma - 1) pi))`` from ``log pi``, exact at any ``gamma``."""
-        gamma = self._model.gamma
-        if gamma == 0:
-            return own
-        with np.errstate(divide="ignore"):
-            return own - np.logaddexp(-gamma, np.log1p(-math.exp(-gamma)) + own)
+        return own + boost_gain(self._model.gamma, own)
 
     def group_key(self, children: IntArray) -> FloatArray:
         """The children's own conditionals and demonstration move masses: every class of a

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt._checks import check_k
+from tilt._checks import check_instance, check_k
 from tilt._numerics import FloatArray, IntArray, dot, logsumexp
 from tilt.measures.ood import OODPass, ood_pass_at_ks
 from tilt.policy import Policy
@@ -338,6 +338,8 @@ class Measures:
 
 def measure(policy: Policy, base: Policy, ks: Sequence[int] = (1, 8, 64)) -> Measures:
     """All measures of ``policy`` against ``base`` for every ``k`` in ``ks``."""
+    check_instance("policy", policy, Policy)
+    check_instance("base", base, Policy)
     ks = [check_k(k) for k in ks]
     check_same_space(policy.space, base.space, "the policy and the base")
     entropy = correct_entropy(policy)

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tilt._checks import check_instance
 from tilt.context import ContextModel
 from tilt.objectives._common import Demos, check_anchor, resolve_demos, tilt_score
 from tilt.objectives.forward import sd_forward
@@ -37,10 +38,10 @@ from tilt.objectives.per_prefix import (
 )
 from tilt.objectives.presets import PRESETS, Preset, preset
 from tilt.objectives.rl import (
+    MATCH_TOLERANCE,
     MatchedRL,
     iterate,
     matched_beta,
-    matched_beta_or_reason,
     rl_matched,
     rl_optimum,
 )
@@ -52,9 +53,9 @@ __all__ = [
     "SD_METHODS",
     "rl_optimum",
     "MatchedRL",
+    "MATCH_TOLERANCE",
     "rl_matched",
     "matched_beta",
-    "matched_beta_or_reason",
     "iterate",
     "OBJECTIVES",
     "PRESETS",
@@ -297,6 +298,7 @@ def sd_optimum(
     >>> round(float(q.prob.sum()), 12)
     1.0
     """
+    check_instance("policy", policy, Policy)
     objective = parse_objective(method)
     if objective.name == "forward":
         anchor = 0.0

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from tilt._checks import check_real
 from tilt._numerics import FloatArray
 from tilt.context import DEMOS, ContextModel, demonstrations
 from tilt.context.generic import checked_output
@@ -61,8 +62,9 @@ def model_output(model: ContextModel, method: str, policy: Policy, demos: Policy
 
 
 def check_anchor(anchor: float) -> float:
-    """``anchor`` as a float; ``ValueError`` unless finite and ``>= 0``."""
-    anchor = float(anchor)
+    """``anchor`` as a float; ``TypeError`` unless a number, ``ValueError`` unless finite
+    and ``>= 0``."""
+    anchor = check_real("anchor", anchor)
     if not math.isfinite(anchor) or anchor < 0:
         raise ValueError(f"anchor b must be finite and >= 0, got {anchor!r}")
     return anchor

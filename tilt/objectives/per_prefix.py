@@ -267,6 +267,8 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
     t = np.where(live, start - column_logsumexp(np.where(live, start, -np.inf)), 0.0)
     out = np.empty_like(t)
     rows = np.arange(t.shape[1])
+    whole = (weight, log_cond)
+    below = np.zeros(t.shape, dtype=bool)  # children set aside under e^-745, solved at the end
     previous = math.inf
     for _ in range(_MAX_NEWTON):
         phi, slope = _jsd_terms(weight, values, t, a, linear)
@@ -277,9 +279,12 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
         ratio = q / slope
         kappa = (1.0 - q.sum(axis=0) + (ratio * phi).sum(axis=0)) / ratio.sum(axis=0)
         step = np.where(live, np.clip((kappa - phi) / slope, -50.0, 2.0), 0.0)
-        # a child still sinking below e^-745 has q = 0.0 in float64: that is its answer
+        # a child sinking below e^-745 no longer moves its group's sum in float64: set it
+        # aside, and solve its own equation against the group's kappa at the end (in log
+        # space, where its q is still a number: setting it to 0 gave log q = -inf)
         sinking = live & (t < _UNDERFLOW) & (step < 0)
         if sinking.any():
+            below[:, rows] |= sinking
             live = live & ~sinking
             step = np.where(sinking, 0.0, step)
         t += step
@@ -303,7 +308,65 @@ def _jsd_block(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray
             "use token-forward (a = 0) or a larger a"
         )
     out[:, rows] = np.where(live, t, -np.inf)
+    if below.any():
+        _solve_below(out, below, *whole, a)
     return out
+
+
+def _solve_below(
+    out: FloatArray, below: NDArray[np.bool_], weight: FloatArray, log_cond: FloatArray, a: float
+) -> None:
+    """Solve ``phi_u(t_u) = kappa_h`` for the children set aside below ``e^-745``, in place.
+
+    ``kappa_h`` is ``phi`` at the group's likeliest child (at its root already).  ``phi_u``
+    is decreasing in ``t``, and the root lies at or below 0 (``q <= 1``): bracketed between
+    0 and a lower end found by doubling, then Newton steps that stay inside the bracket and
+    bisection otherwise (an unguarded step from a slope of 1e-20 jumped to ``t = -4e19``,
+    whose next step cancelled back to 0).  Their ``q`` is below ``2^-1074`` of their
+    group's sum, so the group stays normalised.
+    """
+    top = np.argmax(out, axis=0)
+    groups = np.arange(out.shape[1])
+    safe = np.where(np.isfinite(out), out, 0.0)
+    phi, _ = _jsd_terms(weight, log_cond, safe, a, linear=False)
+    kappa = phi[top, groups]
+    child, group = np.nonzero(below)
+    w = weight[:, :, group]  # (K, 1, m)
+    lc = log_cond[:, child, group][:, None, :]  # (K, 1, m)
+    target = kappa[group][None, :]
+
+    def phi_of(t: FloatArray) -> tuple[FloatArray, FloatArray]:
+        return _jsd_terms(w, lc, t, a, linear=False)
+
+    with np.errstate(divide="ignore"):
+        start = np.minimum(np.logaddexp.reduce(np.log(w) + lc, axis=0), 0.0)  # forward mean
+    hi = np.zeros_like(start)
+    lo = start - 1.0
+    for width in 2.0 ** np.arange(1, 1024):
+        short = phi_of(lo)[0] < target  # phi(lo) must reach kappa: the root is above lo
+        if not short.any():
+            break
+        lo = np.where(short, start - width, lo)
+    t = start
+    for _ in range(_MAX_NEWTON):
+        phi, slope = phi_of(t)
+        left = phi > target
+        lo, hi = np.where(left, t, lo), np.where(left, hi, t)
+        newton = t + (target - phi) / np.minimum(slope, -1e-300)
+        inside = (newton > lo) & (newton < hi)
+        new = np.where(inside, newton, 0.5 * (lo + hi))
+        # to rounding: q is tiny but log q of order 1e3 still counts its digits
+        scale = 1e-15 * (1.0 + np.abs(t))
+        done = (np.abs(new - t) <= scale) | (hi - lo <= scale)
+        t = new
+        if done.all():
+            break
+    else:
+        raise ValueError(
+            f"the jsd={a:g} fixed point of children below e^-745 did not converge in "
+            f"{_MAX_NEWTON} Newton steps; use token-forward (a = 0) or a larger a"
+        )
+    out[child, group] = t[0]
 
 
 def _jsd_terms(

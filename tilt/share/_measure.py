@@ -29,9 +29,9 @@ from tilt.measures.strategies import Strategies, strategy_labels, strategy_mass
 from tilt.policy import Policy, base_policy
 from tilt.share._exact import EMA_RATE, SharedStudent, ShareObjective
 from tilt.share._features import FeatureMap, make_features
-from tilt.share._rl_match import match_rl_beta
+from tilt.share._rl_match import BETA_RANGE, match_rl_beta
 from tilt.share._run import ShareRun
-from tilt.share._train import matched_theta, train_shared
+from tilt.share._train import MATCH_TOL, match_run, train_shared
 from tilt.space import DEFAULT_MAX_ROLLOUTS, enumerate_rollouts
 from tilt.suite import Suite
 
@@ -153,9 +153,10 @@ def suite_student(
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One objective at one matched training pass@1 (``None`` measures: not reached).
+    """One objective at one matched training pass@1 (``None`` measures: not matched).
 
-    ``beta`` is RL's KL coefficient when RL is matched by ``beta`` at its optimum.
+    ``beta`` is RL's KL coefficient when RL is matched by ``beta`` at its optimum;
+    ``note`` says why a checkpoint is not matched (``''`` when it is).
     """
 
     objective: str
@@ -163,6 +164,7 @@ class Checkpoint:
     train: SetMeasures | None
     held_out: SetMeasures | None
     beta: float | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,13 +247,15 @@ def run_experiment(
         )
         runs[name] = run
         for target in targets:
-            theta = matched_theta(student, run, train, target)
+            match = match_run(student, run, train, target)
+            theta = match.theta
             checkpoints.append(
                 Checkpoint(
                     name,
                     float(target),
                     None if theta is None else measured(theta, train),
                     None if theta is None else measured(theta, held),
+                    note=match.message,
                 )
             )
     name = features if isinstance(features, str) else getattr(features, "__name__", "custom")
@@ -284,7 +288,16 @@ def _beta_matched(
     for target in targets:
         match = match_rl_beta(student, initial, train, float(target), beta=beta, start=start)
         if match is None:
-            out.append(Checkpoint("rl", float(target), None, None))
+            note = f"no beta in {BETA_RANGE} reaches it"
+            out.append(Checkpoint("rl", float(target), None, None, note=note))
+            continue
+        off = abs(match.train_accuracy - float(target))
+        if off > MATCH_TOL:
+            note = (
+                f"RL's optimum at beta = {match.beta:.6g} has accuracy "
+                f"{match.train_accuracy:.17g}, {off:.3g} from the target: not matched"
+            )
+            out.append(Checkpoint("rl", float(target), None, None, note=note))
             continue
         beta, start = match.beta, match.theta
         checkpoint = Checkpoint(

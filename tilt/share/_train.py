@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 from scipy.optimize import brentq
 
+from tilt._checks import check_number
 from tilt._lbfgs import lbfgs
 from tilt._numerics import FloatArray, IntArray
 from tilt.policy import Policy
@@ -33,7 +35,16 @@ from tilt.share._run import ShareRun, mean_accuracy
 from tilt.share._sampled import SampledObjective, train_sampled
 from tilt.train import Bound, Held
 
-__all__ = ["ShareRun", "train_shared", "mean_accuracy", "matched_theta", "DEFAULT_LR"]
+__all__ = [
+    "ShareRun",
+    "RunMatch",
+    "train_shared",
+    "mean_accuracy",
+    "match_run",
+    "matched_theta",
+    "DEFAULT_LR",
+    "MATCH_TOL",
+]
 
 DEFAULT_LR = 1.0
 """Gradient step on ``theta`` for live and EMA teachers when no ``lr`` is given (a frozen
@@ -235,26 +246,81 @@ def _lbfgs(
     return theta, value
 
 
-def matched_theta(
-    student: SharedStudent, run: ShareRun, train: IntArray, target: float
-) -> FloatArray | None:
-    """``theta`` on the run's path where the mean training accuracy first reaches ``target``.
+MATCH_TOL = 1e-12
+"""A matched checkpoint's mean training accuracy is within this of its target, or it is
+reported as not matched (:class:`RunMatch`)."""
 
-    Between the first recorded step at or above ``target`` and the one before,
-    the point of the straight segment with mean training accuracy ``target``
-    (to 1e-12).  ``None`` if the run never reaches it, or starts above it.
+
+@dataclass(frozen=True)
+class RunMatch:
+    """Where a run reaches a target mean training accuracy, or why it does not.
+
+    Attributes
+    ----------
+    target : float
+    theta : ndarray or None
+        The matched parameters; ``None`` when not matched within :data:`MATCH_TOL`.
+    accuracy : float
+        Mean training accuracy at ``theta`` (``nan`` when there is no candidate).
+    message : str
+        Why it is not matched, or ``''``.
     """
+
+    target: float
+    theta: FloatArray | None
+    accuracy: float
+    message: str = ""
+
+
+def match_run(student: SharedStudent, run: ShareRun, train: IntArray, target: float) -> RunMatch:
+    """The point of the run's path where the mean training accuracy first reaches ``target``.
+
+    Between the first recorded step at or above ``target`` and the one before, the point
+    of the straight segment with mean training accuracy ``target``, found by brentq on the
+    segment's parameter down to its float64 resolution, then checked: within
+    :data:`MATCH_TOL` it is matched; otherwise (a step so large that the accuracy jumps
+    across the target between neighbouring floats, as with ``lr = 1e20``) the result says
+    by how much it missed.  Not matched either when the run never reaches ``target``, or
+    starts above it.
+    """
+    target = check_number("target", target, 0.0, 1.0)
     acc = run.train_accuracy
     if acc[0] >= target:
-        return run.thetas[0] if acc[0] == target else None
+        if abs(acc[0] - target) <= MATCH_TOL:
+            return RunMatch(target, run.thetas[0], float(acc[0]))
+        return RunMatch(
+            target, None, float(acc[0]), f"the run starts above the target, at {acc[0]:.6g}"
+        )
     above = np.flatnonzero(acc >= target)
     if above.size == 0:
-        return None
+        return RunMatch(
+            target, None, float(acc.max()), f"the run never reaches it (best {acc.max():.6g})"
+        )
     s = int(above[0])
     lo, hi = run.thetas[s - 1], run.thetas[s]
 
     def excess(t: float) -> float:
         return mean_accuracy(student, lo + t * (hi - lo), train) - target
 
-    t = brentq(excess, 0.0, 1.0, xtol=1e-14, rtol=1e-14)
-    return lo + t * (hi - lo)
+    # xtol far below 1e-14: with a step of |hi - lo| = 1e10, t to 1e-14 left theta 1e-4 off
+    t = brentq(excess, 0.0, 1.0, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=2000)
+    theta = lo + t * (hi - lo)
+    reached = mean_accuracy(student, theta, train)
+    off = abs(reached - target)
+    if off > MATCH_TOL:
+        return RunMatch(
+            target,
+            None,
+            reached,
+            f"step {s} jumps across it: the closest point of its segment has accuracy "
+            f"{reached:.17g}, {off:.3g} from the target (tolerance {MATCH_TOL:g}); "
+            "a smaller lr resolves it",
+        )
+    return RunMatch(target, theta, reached)
+
+
+def matched_theta(
+    student: SharedStudent, run: ShareRun, train: IntArray, target: float
+) -> FloatArray | None:
+    """``theta`` of :func:`match_run`: ``None`` when not matched within :data:`MATCH_TOL`."""
+    return match_run(student, run, train, target).theta

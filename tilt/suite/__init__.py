@@ -7,6 +7,7 @@ every prompt exactly and summarises the flattening of pass@k (``docs/guide.md``,
 
 from tilt.suite._suite import (
     DEFAULT_KS,
+    MATCH_TOL,
     SCHEMA,
     SUITES,
     Prompt,
@@ -25,6 +26,7 @@ from tilt.suite._suite import (
 )
 
 __all__ = [
+    "MATCH_TOL",
     "DEFAULT_KS",
     "select_prompts",
     "SUITES",

@@ -39,8 +39,10 @@ Built-in suites (:data:`SUITES`):
   (``default``/``uniform``/``random``), ``seed``, ``name``.
 
 A prompt with no correct rollout is **skipped and counted** (every method has
-accuracy 0 there and RL cannot change it); any other problem with a prompt
-refuses the suite with one line.
+accuracy 0 there and RL cannot change it), and so is a prompt whose base accuracy
+underflows float64 (its correct rollouts' mass is below 5e-324: no representable
+accuracy to put into a mean); any other problem with a prompt refuses the suite
+with one line.
 
 JSON schema (``--json``), version ``tilt.suite/1``::
 
@@ -71,7 +73,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ from typing import cast
 import networkx as nx
 import numpy as np
 
+from tilt._checks import check_instance, check_int, check_ints, check_number, check_same_length
+from tilt._read_limits import check_file_size, load_json
 from tilt.engines import (
     DPInstance,
     EngineInstance,
@@ -90,12 +93,13 @@ from tilt.engines import (
     build_instance,
 )
 from tilt.objectives import SD_METHODS, parse_objective, preset
-from tilt.policy import BASES
+from tilt.policy import BASES, Policy
 from tilt.space import DEFAULT_MAX_ROLLOUTS
 from tilt.tasks import Task
 from tilt.tasks.graphs import load_graph, make_task, named_task, resolve_task
 
 __all__ = [
+    "MATCH_TOL",
     "SUITES",
     "SCHEMA",
     "Prompt",
@@ -119,6 +123,10 @@ DEFAULT_KS = tuple(2**i for i in range(11))
 """1, 2, 4, ..., 1024."""
 WORSE_TOL = 1e-12
 """SD's accuracy counts as below the base's when lower by more than this."""
+MATCH_TOL = 1e-12
+"""RL's mean accuracy at the shared beta is within this of SD's, or the match is refused."""
+SUM_TOL = 1e-12
+"""A prompt's accuracy and failure mass, summed separately, add to 1 within this."""
 
 
 @dataclass(frozen=True)
@@ -284,14 +292,18 @@ def load_suite(path: str | Path) -> Suite:
     ------
     ValueError
         If the file is missing, is not JSON, is not a non-empty list, or a
-        prompt is invalid (the message names the prompt's index).
+        prompt is invalid (the message names the prompt's index).  Files above
+        256 MiB, JSON nested deeper than 64 levels and number literals above 64
+        characters (or beyond float64) are refused, naming the line and field
+        (:mod:`tilt._read_limits`).
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"suite file {str(path)!r} does not exist")
+    check_file_size(path, "suite file")
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = load_json(path.read_text(), "")  # bounded nesting and numbers
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"cannot read suite file {str(path)!r}: {exc}") from None
     if not isinstance(data, list) or not data:
         raise ValueError(f"suite file {str(path)!r} must hold a non-empty JSON list of prompts")
@@ -374,6 +386,17 @@ def solve_prompt(index: int, prompt: Prompt, config: SuiteConfig) -> PromptResul
             return PromptResult(*head, skipped=str(exc))
         raise ValueError(f"prompt {index} ({prompt.name}): {exc}") from None
     pi0 = instance.base
+    if pi0.accuracy == 0.0:  # correct rollouts exist, but their mass underflows float64
+        rollouts, correct = _counts(instance)
+        return PromptResult(
+            *head,
+            rollouts,
+            correct,
+            skipped=(
+                f"the base's accuracy {_log_mass_text(pi0)}underflows float64 (below 5e-324): "
+                "no representable accuracy, so it is reported here and left out of the means"
+            ),
+        )
     acc = [("base", pi0.accuracy)]
     inc = [("base", pi0.incorrect_mass)]
     for method, m in zip(config.methods, asked, strict=True):
@@ -391,6 +414,14 @@ def _method(name: str, demos: str) -> Method:
         p = preset(name[len("preset[") : -1])
         return Method(parse_objective(p.objective), p.demos)
     return Method(parse_objective(name), demos)
+
+
+def _log_mass_text(policy: object) -> str:
+    """``e^x `` for an enumerated policy's log correct mass (a Markov chain keeps none)."""
+    if isinstance(policy, Policy):
+        log_mass = float(np.logaddexp.reduce(policy.log_prob[policy.space.correct]))
+        return f"e^{log_mass:.6g} "
+    return ""
 
 
 def _counts(instance: EngineInstance) -> tuple[int, int]:
@@ -437,6 +468,25 @@ def shared_beta(
 
     p = np.asarray(base_accuracy, dtype=np.float64)
     fail = np.asarray(base_incorrect, dtype=np.float64)
+    check_same_length(("base_accuracy", "base_incorrect"), (p, fail))
+    target = check_number("target", target, 0.0, 1.0)
+    for name, values in (("base_accuracy", p), ("base_incorrect", fail)):
+        bad = np.flatnonzero(~((values >= 0) & (values <= 1)))
+        if bad.size:
+            raise ValueError(f"{name}[{bad[0]}] must lie in [0, 1], got {values[bad[0]]!r}")
+    off = np.abs(p + fail - 1.0)
+    if off.max() > SUM_TOL:
+        i = int(np.argmax(off))
+        raise ValueError(
+            f"base_accuracy[{i}] + base_incorrect[{i}] must be 1 within {SUM_TOL:g}, "
+            f"got {p[i]!r} + {fail[i]!r}"
+        )
+    if (p == 0).any():
+        i = int(np.flatnonzero(p == 0)[0])
+        raise ValueError(
+            f"base_accuracy[{i}] is 0: RL cannot raise it at any beta, so no shared beta is "
+            "defined; leave such prompts out (run_suite reports them as skipped)"
+        )
     logit = _logits(p, fail)
     base_mean = float(p.mean())
     if abs(target - base_mean) <= WORSE_TOL:
@@ -444,16 +494,17 @@ def shared_beta(
     if target < base_mean:
         return None
     if target >= 1.0 - 1e-15:
-        return 0.0
+        return 0.0  # every p > 0: RL's limit has accuracy 1 on every prompt
 
     def excess(u: float) -> float:
         return float((1.0 - _rl_incorrect(logit, u)).mean() - target)
 
+    # every p >= 5e-324 has log-odds >= -745: at u = 2048 every accuracy rounds to 1 > target
     high = 1.0
     while excess(high) < 0:
         high *= 2.0
-        if high > 1e6:
-            return 0.0  # the target needs beta below 1e-6: the limit, within rounding
+        if high > 4096.0:
+            raise ArithmeticError(f"shared beta: no bracket below u = {high:g} (cannot happen)")
     u = brentq(excess, 0.0, high, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
     if abs(excess(u)) > 1e-12:  # the derivative is at most 1/4: cannot happen; say so if it does
         raise ArithmeticError(f"shared beta root off by {excess(u):.3g}")
@@ -515,10 +566,10 @@ def summarise(
     solved = tuple(r for r in results if not r.skipped)
     skipped = tuple(r for r in results if r.skipped)
     if not solved:
-        raise ValueError(
-            f"every prompt of suite {suite.name!r} was skipped: none has a correct rollout"
-        )
-    ks = tuple(ks)
+        reasons = sorted({r.skipped for r in skipped})
+        raise ValueError(f"every prompt of suite {suite.name!r} was skipped: {'; '.join(reasons)}")
+    ks = check_ints("ks", ks, minimum=1)
+    top = check_int("top", top, minimum=0)
     acc = {m: np.array([dict(r.accuracy)[m] for r in solved]) for m in ("base", *config.methods)}
     inc = {m: np.array([dict(r.incorrect)[m] for r in solved]) for m in ("base", *config.methods)}
     logit = _logits(acc["base"], inc["base"])
@@ -542,6 +593,13 @@ def summarise(
                 rl_inc = _rl_incorrect(logit, 1.0 / beta)
             rl_curve = _mean_pass(rl_inc, ks)
             rl_acc = 1.0 - rl_inc
+            missed = abs(float(rl_acc.mean()) - target)
+            if missed > MATCH_TOL:  # never seen; refuse to print a difference as if matched
+                message = (
+                    f"RL's mean accuracy at beta = {beta:.6g} is {rl_acc.mean():.17g}, "
+                    f"{missed:.3g} from SD's {target:.17g} (tolerance {MATCH_TOL:g}): not matched"
+                )
+                beta, rl_curve, rl_acc = None, None, None
         worse = acc[method] < acc["base"] - WORSE_TOL
         per_prompt_inc = np.where(worse, inc["base"], inc[method])
         per_prompt_acc = np.where(worse, acc["base"], acc[method])
@@ -624,7 +682,20 @@ def run_suite(
     """Solve every prompt (in order, on ``jobs`` processes or a Dask cluster) and summarise.
 
     ``progress(done, total, name)`` is called as each prompt is solved.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On arguments of a wrong type or out of range (``ks``: positive integers), before
+        any prompt is solved.
     """
+    check_instance("suite", suite, Suite)
+    check_instance("config", config, SuiteConfig)
+    ks = check_ints("ks", ks, minimum=1)
+    jobs = check_int("jobs", jobs, minimum=1)
+    check_int("top", top, minimum=0)
+    if scheduler is not None:
+        check_instance("scheduler", scheduler, str)
     total = len(suite.prompts)
     results: dict[int, PromptResult] = {}
     stream = _run_dask(suite, config, scheduler) if scheduler else _run_local(suite, config, jobs)

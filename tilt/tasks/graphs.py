@@ -12,14 +12,21 @@ own ``logit`` (the default bases prefer moves toward the target).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
+import re
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import networkx as nx
 
+from tilt._read_limits import (
+    MAX_NUMBER_CHARS,
+    bounded_lines,
+    check_file_size,
+    check_nesting,
+    load_json,
+)
 from tilt.tasks._task import Task
 
 __all__ = [
@@ -220,7 +227,7 @@ def named_task(name: str) -> Task:
 
 
 # --------------------------------------------------------------------------
-# token lattices (tilt.lattice): a parametric family of named graphs
+# token lattices (tilt.tasks.lattice): a parametric family of named graphs
 
 
 def _is_lattice(name: str) -> bool:
@@ -258,9 +265,10 @@ def _read_file(path: Path, directed: bool) -> nx.Graph:
     if suffix in {".graphml", ".xml"}:
         return nx.read_graphml(path)
     if suffix == ".gml":
+        check_nesting(path.read_text(), "")  # networkx's GML parser recurses per level
         return nx.read_gml(path)
     if suffix == ".json":
-        data = json.loads(path.read_text())
+        data = load_json(path.read_text(), "")
         if not isinstance(data, dict) or "nodes" not in data:
             raise ValueError("not a node-link JSON object (no 'nodes' key)")
         links = "links" if "links" in data else "edges"
@@ -273,11 +281,20 @@ def _read_file(path: Path, directed: bool) -> nx.Graph:
     return nx.read_edgelist(path, create_using=create, nodetype=str, data=True)
 
 
+_LONG_NUMBER = re.compile(rf"[0-9][0-9._eE+-]{{{MAX_NUMBER_CHARS},}}")
+
+
 def _check_edge_lines(path: Path) -> None:
     """Refuse edge-list lines that networkx would skip silently: one node only, often because
     ``#`` (which starts a comment) is part of a node name."""
     with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in bounded_lines(handle, ""):
+            long_number = _LONG_NUMBER.search(line)
+            if long_number:
+                raise ValueError(
+                    f"line {number}: a number of {len(long_number.group())} characters "
+                    f"(at most {MAX_NUMBER_CHARS}: a logit must be a float64)"
+                )
             content = line.split("#", 1)[0].split()
             if len(content) == 1:
                 why = " ('#' starts a comment: names may not contain it)" if "#" in line else ""
@@ -394,6 +411,11 @@ def make_task(
             raise ValueError(
                 f"edge {v!s} -> {u!s} has a logit {raw!r} that is not a number"
             ) from None
+        except OverflowError:  # an integer beyond float64, e.g. 401 digits
+            raise ValueError(
+                f"edge {v!s} -> {u!s} has a logit of {len(str(raw))} digits that overflows "
+                "float64: logits must be finite floats"
+            ) from None
         if not math.isfinite(value):
             raise ValueError(
                 f"edge {v!s} -> {u!s} has a non-finite logit {raw!r}: logits must be finite"
@@ -435,13 +457,21 @@ def load_graph(
     Raises
     ------
     ValueError
-        If the file is missing or does not parse, or the task is invalid.
+        If the file is missing or does not parse, or the task is invalid; the message
+        names the file, and the line and field where the format has lines.
+
+    Notes
+    -----
+    Bounded reading (:mod:`tilt._read_limits`): files above 256 MiB, lines above 16 Mi
+    characters (edge lists), JSON or GML nested deeper than 64 levels and number literals
+    above 64 characters (or beyond float64) are refused with one ``ValueError``.
     """
     path = Path(path)
     if path.exists() and not path.is_file():
         raise ValueError(f"graph file {str(path)!r} is not a file: give the path of a graph file")
     if not path.is_file():
         raise ValueError(f"graph file {str(path)!r} does not exist")
+    check_file_size(path, "graph file")
     try:
         graph = _read_file(path, directed)
     except ValueError as exc:

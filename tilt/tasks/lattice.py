@@ -38,6 +38,8 @@ __all__ = [
     "LatticeSpec",
     "LATTICE_PREFIX",
     "LATTICE_MOVE_LIMIT",
+    "NETWORKX_MOVE_LIMIT",
+    "lattice_move_count",
     "is_lattice_name",
     "parse_lattice",
     "lattice_logits",
@@ -91,8 +93,10 @@ def parse_lattice(name: str) -> LatticeSpec:
     ------
     ValueError
         On a missing, unknown, repeated, malformed or out-of-range field, or a
-        lattice with more than :data:`LATTICE_MOVE_LIMIT` moves; the message
-        names the field and gives an example.
+        lattice with more than :data:`LATTICE_MOVE_LIMIT` moves
+        (:func:`lattice_move_count`); the message names the field and gives an example.
+        The DP engine also refuses a lattice whose run would not fit in the available
+        memory (:func:`tilt.dp.space.lattice_table`).
     """
     body = name[len(LATTICE_PREFIX) :] if name.startswith(LATTICE_PREFIX) else ""
     values: dict[str, float] = {}
@@ -131,13 +135,20 @@ def parse_lattice(name: str) -> LatticeSpec:
         modulus=int(values.get("M", 2)),
         scale=float(values.get("scale", 1.0)),
     )
-    moves = spec.vocab * spec.vocab * spec.length * min(spec.modulus, spec.vocab)
+    moves = lattice_move_count(spec)
     if moves > LATTICE_MOVE_LIMIT:
         raise ValueError(
             f"{spec.name} has about {moves:,} moves (limit {LATTICE_MOVE_LIMIT:,}): "
-            "use a smaller V or L"
+            "use a smaller V, L or M"
         )
     return spec
+
+
+def lattice_move_count(spec: LatticeSpec) -> int:
+    """``V^2 L min(M, V)``: ``V`` tokens times ``min(M, V)`` automaton states per position,
+    each with ``V`` moves (an upper bound: states the automaton cannot reach are left out).
+    What the DP engine allocates: one state edge per move."""
+    return spec.vocab * spec.vocab * spec.length * min(spec.modulus, spec.vocab)
 
 
 def lattice_logits(spec: LatticeSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +262,28 @@ def _description(spec: LatticeSpec) -> str:
     )
 
 
+NETWORKX_MOVE_LIMIT = 2_000_000
+"""Most moves of a lattice built as a networkx graph (:func:`lattice_task`): about 390 bytes
+each (157 MB for the 402,592 moves of ``lattice:V=32,L=100,M=4``, maximum resident set
+size by ``/usr/bin/time -v``), before enumeration copies it; the DP engine
+(:func:`tilt.dp.space.lattice_table`) builds larger ones from numpy arrays."""
+
+
 def lattice_task(spec: LatticeSpec) -> Task:
-    """The lattice as a :class:`~tilt.graphs.Task` (a networkx DiGraph; for small lattices)."""
+    """The lattice as a :class:`~tilt.tasks.graphs.Task` (a networkx DiGraph; for small lattices).
+
+    Raises
+    ------
+    ValueError
+        Above :data:`NETWORKX_MOVE_LIMIT` moves, before building anything.
+    """
+    count = lattice_move_count(spec)
+    if count > NETWORKX_MOVE_LIMIT:
+        raise ValueError(
+            f"{spec.name} has about {count:,} moves: too many for a networkx graph (limit "
+            f"{NETWORKX_MOVE_LIMIT:,}, about 390 bytes each); the DP engine reads lattices "
+            "without one (engine='dp', --engine dp)"
+        )
     moves = lattice_moves(spec)
     graph = nx.DiGraph()
     graph.add_nodes_from(moves.labels)

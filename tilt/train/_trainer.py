@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tilt._checks import check_instance, check_real
 from tilt._lbfgs import lbfgs
 from tilt._numerics import FloatArray
 from tilt.context import ContextModel
@@ -406,10 +407,14 @@ def train(
     >>> result.tv_to_closed_form < 1e-9
     True
     """
+    check_instance("base", base, Policy)
     steps = _positive_int("steps", steps)
     batch = _positive_int("batch", batch)
     record_every = _positive_int("record_every", record_every)
-    alpha, anchor, beta = float(alpha), float(anchor), float(beta)
+    alpha, anchor, beta = (
+        check_real(n, v)
+        for n, v in zip(("alpha", "anchor", "beta"), (alpha, anchor, beta), strict=True)
+    )
     parsed = parse_train_objective(objective)
     if top_k is not None:
         top_k = _positive_int("top_k", top_k)

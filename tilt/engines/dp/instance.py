@@ -35,6 +35,7 @@ from tilt.engines.dp.policy import (
 from tilt.engines.dp.space import AcyclicSpace, MoveTable, acyclic_space, lattice_table, move_table
 from tilt.measures import Measures, Strategies, StrategyMeasures
 from tilt.objectives import Objective
+from tilt.space import TooLargeError
 from tilt.tasks import Task, is_lattice_name, resolve_task
 
 __all__ = ["DPInstance", "dp_instance", "count_label"]
@@ -212,6 +213,8 @@ def dp_instance(
     try:
         depth = any(needs_depth(m.objective) for m in methods) or None
         space = acyclic_space(_table(spec, task), with_depth=depth)
+    except TooLargeError:
+        raise  # too large for the DP engine's memory: enumeration cannot do better
     except ValueError:
         if engine == "dp":
             raise

@@ -25,6 +25,7 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt.space import TooLargeError, memory_shortfall
 from tilt.tasks import Task
 
 __all__ = [
@@ -37,7 +38,16 @@ __all__ = [
 ]
 
 DP_EDGE_LIMIT = 200_000_000
-"""Most state edges the DP engine builds (about 40 bytes each per array set)."""
+"""Most state edges the DP engine builds, whatever the memory (a hard ceiling)."""
+
+BYTES_PER_STATE_EDGE = 270
+"""Peak bytes per state edge of a DP run of ``python -m tilt.compare`` (the state DAG,
+the base, every optimum and its measures), measured with ``/usr/bin/time -v``
+(maximum resident set size minus the 70 MB of an empty run) on token lattices:
+195 B at ``lattice:V=16,L=50,M=16`` (0.2 M edges), 245 B at ``V=32,L=50,M=32`` (1.6 M),
+232 B at ``V=64,L=20,M=64`` (5.2 M), 236 B at ``V=64,L=40,M=8`` (1.3 M), and 260 B at
+``V=64,L=200,M=64`` (52 M edges, 13.6 GB).  :func:`acyclic_space` refuses a DAG whose
+edges times this exceed the available memory, before building it."""
 
 _T = TypeVar("_T")
 IntArray = NDArray[np.int64]
@@ -110,10 +120,20 @@ def lattice_table(name: str, horizon: int | None = None) -> MoveTable:
     """The :class:`MoveTable` of a token lattice ``lattice:V=..,L=..``, built without networkx.
 
     Same node and move order as ``move_table(named_task(name))``.
+
+    Raises
+    ------
+    ValueError
+        On a bad name (:func:`tilt.tasks.lattice.parse_lattice`), or
+        :class:`~tilt.space.TooLargeError` when a run would not fit in the available
+        memory (:func:`check_edges_fit`), before anything is allocated.
     """
-    from tilt.tasks.lattice import lattice_moves, parse_lattice
+    from tilt.tasks.lattice import lattice_move_count, lattice_moves, parse_lattice
 
     spec = parse_lattice(name)
+    # before building the moves: the run's memory, counted as the moves times the automaton
+    # states (lattice_move_count), at BYTES_PER_STATE_EDGE each
+    check_edges_fit(spec.name, lattice_move_count(spec), "use a smaller V, L or M")
     moves = lattice_moves(spec)
     return MoveTable(
         name=spec.name,
@@ -410,6 +430,7 @@ def acyclic_space(
             total += moves.size
             if total > max_edges:
                 raise ValueError(_too_many(table, total, max_edges))
+            check_edges_fit(table.name, total)
             frontier, _ = _distinct(table.move_head[moves])
             depth += 1
     sizes = np.array([layer.size for layer in layers], dtype=np.int64)
@@ -425,6 +446,7 @@ def acyclic_space(
     owner, moves = _gather_moves(table, state_node[tails])
     if moves.size > max_edges:
         raise ValueError(_too_many(table, moves.size, max_edges))
+    check_edges_fit(table.name, moves.size)
     edge_tail = tails[owner]
     head_node = table.move_head[moves]
     if with_depth:
@@ -459,6 +481,19 @@ def acyclic_space(
         out_start=out_start,
         correct=correct,
     )
+
+
+def check_edges_fit(name: str, edges: int, hint: str = "use a horizon or a smaller graph") -> None:
+    """Refuse (:class:`~tilt.space.TooLargeError`) a state DAG of ``edges`` state edges whose
+    run would not fit in the available memory (:data:`BYTES_PER_STATE_EDGE` each)."""
+    need = edges * BYTES_PER_STATE_EDGE
+    available = memory_shortfall(need)
+    if available is not None:
+        raise TooLargeError(
+            f"the state DAG of {name} has {edges:,} state edges: a run needs about "
+            f"{need / 2**30:.1f} GiB ({BYTES_PER_STATE_EDGE} bytes each) and "
+            f"{available / 2**30:.1f} GiB is available: {hint}"
+        )
 
 
 def _too_many(table: MoveTable, count: int, limit: int) -> str:
