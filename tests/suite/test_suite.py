@@ -138,12 +138,15 @@ def test_json_schema_and_table(capsys):
     assert captured.err == ""  # no progress line when stderr is not a terminal
 
 
-def test_progress_line_on_a_terminal(capsys, monkeypatch):
+def test_progress_bar_on_a_terminal_only(capsys, monkeypatch):
+    argv = ["--suite", "chain-traps", "--prompts", "3", "--k", "1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # not a terminal: nothing but the report
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert main(["--suite", "chain-traps", "--prompts", "3", "--k", "1"]) == 0
+    assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "prompt 3/3:" in err
-    assert err.count("\r") == 3
+    assert "prompts" in err
+    assert "3/3" in err
 
 
 def test_process_pool_gives_the_same_bytes(capsys):
@@ -195,7 +198,14 @@ def test_a_prompt_without_a_correct_rollout_is_counted(tmp_path, capsys):
         json.dumps([{"graph": "grid3"}, {"graph": "grid3", "horizon": 2}])
     )
     assert main(["--suite", str(tmp_path / "s.json"), "--k", "1"]) == 0
-    assert "1 prompts (1 skipped: no correct rollout)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 prompts (1 skipped, listed below)" in out
+    # each skipped prompt with its own reason, after the tables
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .endswith("no rollout is correct (check the source, target, edge directions or horizon)")
+    )
 
 
 @pytest.mark.parametrize(

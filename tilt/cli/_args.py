@@ -9,6 +9,7 @@ from typing import NoReturn
 from tilt._table import table
 from tilt.cli._run import silence_stdout
 from tilt.context import CONTEXTS, DEFAULT_STRENGTH, DEMOS
+from tilt.context.base import MAX_GAMMA
 from tilt.engines import EnumeratedInstance, InstanceSpec, enumerated_instance
 from tilt.objectives import PRESETS, Objective, objective_forms, parse_objective
 from tilt.policy import BASES
@@ -186,7 +187,7 @@ def add_sd_arguments(parser: argparse.ArgumentParser, rl: bool = True) -> argpar
     s.add_argument(
         "--strength",
         type=finite_float,
-        help="lam for copy, gamma for edge/kernel (default: "
+        help=f"lam for copy (0 <= lam < 1), gamma for edge/kernel (0 to {MAX_GAMMA:g}; default: "
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_STRENGTH.items())
         + ")",
     )

@@ -176,6 +176,7 @@ def _report(args: argparse.Namespace, experiment: object) -> dict[str, object]:
                 "beta": c.beta,
                 "train": None if c.train is None else c.train.as_dict(),
                 "held_out": None if c.held_out is None else c.held_out.as_dict(),
+                "note": c.note,
             }
             for c in e.checkpoints
         ],
@@ -190,11 +191,17 @@ def _table(report: dict[str, object]) -> str:
         train, held = c["train"], c["held_out"]
         if held is None:
             rows.append(
-                [c["objective"], f"{c['match']:g}", "not reached"] + [""] * (len(_SHOWN_KS) + 2)
+                [c["objective"], f"{c['match']:g}", "not matched"] + [""] * (len(_SHOWN_KS) + 3)
             )
             continue
+        accuracy = train["accuracy"]
         rows.append(
-            [c["objective"], f"{c['match']:g}", fmt(train["effective_correct"], 2)]
+            [
+                c["objective"],
+                f"{c['match']:g}",
+                fmt(sum(accuracy) / len(accuracy), 6),
+                fmt(train["effective_correct"], 2),
+            ]
             + [fmt(held["mean_pass_at_k"][str(k)]) for k in _SHOWN_KS]
             + [
                 fmt(held["effective_correct"], 2),
@@ -202,14 +209,17 @@ def _table(report: dict[str, object]) -> str:
             ]
         )
     header = (
-        ["objective", "train pass@1", "train eff.correct"]
+        ["objective", "target pass@1", "train pass@1", "train eff.correct"]
         + [f"held pass@{k}" for k in _SHOWN_KS]
         + ["held eff.correct", "held shares"]
     )
+    notes = [f"{c['objective']} at {c['match']:g}: {c['note']}" for c in checkpoints if c["note"]]
     return (
         f"suite {report['suite']}, features {report['features']} "
         f"({report['n_params']} parameters), {report['n_train']} training / "
-        f"{report['n_held_out']} held-out prompts\n" + table(header, rows)
+        f"{report['n_held_out']} held-out prompts\n"
+        + table(header, rows)
+        + "".join(f"\n{note}" for note in notes)
     )
 
 

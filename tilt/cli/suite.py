@@ -43,7 +43,7 @@ def format_table(result: SuiteResult) -> str:
     ks = r.ks
     lines = [
         f"suite {r.suite.name}: {len(r.prompts)} prompts"
-        + (f" ({len(r.skipped)} skipped: no correct rollout)" if r.skipped else "")
+        + (f" ({len(r.skipped)} skipped, listed below)" if r.skipped else "")
         + f"; {r.suite.description}",
         f"context {make_context(c.context, c.strength).describe()}; demonstrations {c.demos}"
         + (f"; anchor {c.anchor:g}" if c.anchor else ""),
@@ -103,6 +103,9 @@ def format_table(result: SuiteResult) -> str:
             rl = base if v.rl_shared_accuracy is None else v.rl_shared_accuracy[i]
             rows.append([p.name, fmt(base), fmt(sd), fmt(rl), f"{sd - rl:+.4f}"])
         lines.append(table(["prompt", "base", f"SD {v.method}", reference, "SD - RL"], rows))
+    if r.skipped:
+        lines += ["", "skipped prompts (left out of every mean):"]
+        lines += [f"  {s.index} {s.name}: {s.skipped}" for s in r.skipped]
     return "\n".join(lines)
 
 
