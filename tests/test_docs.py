@@ -179,6 +179,7 @@ def test_doc_command_runs(command: Command, scratch: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("command", _params(slow=True))
 def test_slow_doc_command_runs(command: Command, scratch: Path) -> None:
     proc = _run([sys.executable, *command.argv[1:]], scratch, timeout=3600)

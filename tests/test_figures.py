@@ -285,6 +285,7 @@ def test_missing_matplotlib_is_one_line_with_the_pip_command(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_full_run(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "figures", "--out", str(tmp_path)],

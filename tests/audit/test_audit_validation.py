@@ -48,6 +48,7 @@ def test_the_command_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("which", ["size", "instances", "prompts"])
 def test_full_sweeps_hold_what_the_docs_say(which: str) -> None:
     # docs/audit.md, "Validation against exact answers": the amplification is unbiased
