@@ -278,3 +278,67 @@ def network_tables(
     log_cond = masked_log_conditionals(space, logits)
     dtype = "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
     return NetworkTables(space, log_cond[0], chosen.astype(np.int64), log_cond[1:], dtype)
+
+
+@dataclass(frozen=True)
+class PathLogits:
+    """The masked next-move logits of a network along given paths (teacher forcing).
+
+    Attributes
+    ----------
+    row, step : ndarray of int64, shape (N,)
+        Sequence and step of each internal prefix visited.
+    prefix : ndarray of int64, shape (N,)
+        The prefix ``h`` (``paths[row, step]``).
+    child : ndarray of int64, shape (N, K)
+        Its children (``K`` the largest branching; padded with 0 where ``valid`` is False).
+    valid : ndarray of bool, shape (N, K)
+    logits : torch tensor, shape (N, K)
+        The network's logits of the children's tokens (``-inf`` where not valid).
+    """
+
+    row: IntArray
+    step: IntArray
+    prefix: IntArray
+    child: IntArray
+    valid: np.ndarray
+    logits: Any
+
+
+def path_logits(
+    model: Any, tokens: TaskTokens, prompts: Sequence[Sequence[int]], paths: IntArray
+) -> PathLogits:
+    """One forward pass over ``prompt + y`` for every sequence: logits at each visited prefix.
+
+    ``paths[i]`` are the prefixes of rollout ``i``, root first, ``-1`` padded
+    (:func:`tilt.neural.pretrain.rollout_prefixes`, or the trainer's samples).
+    Sequences are right-padded with ``EOS`` (a causal model's earlier positions
+    do not see it).  Differentiable when gradients are enabled.
+    """
+    import torch
+
+    from tilt.neural.tokens import EOS
+
+    space = tokens.space
+    token = tokens.prefix_token
+    sequences = [
+        [*prompt, *(int(token[p]) for p in path if p >= 0)]
+        for prompt, path in zip(prompts, paths, strict=True)
+    ]
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), EOS, dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s)
+    logits = model(input_ids=ids).logits
+    internal = (paths >= 0) & (space.child_count[np.maximum(paths, 0)] > 0)
+    row, step = np.nonzero(internal)
+    prefix = paths[row, step]
+    position = np.array([len(p) for p in prompts])[row] + step
+    offsets = np.arange(int(space.child_count.max()))
+    valid = offsets[None, :] < space.child_count[prefix][:, None]
+    child = np.where(valid, space.child_start[prefix][:, None] + offsets[None, :], 0)
+    at = logits[torch.as_tensor(row), torch.as_tensor(position)]
+    chosen = at.gather(1, torch.as_tensor(token[child])).masked_fill(
+        ~torch.as_tensor(valid), -float("inf")
+    )
+    return PathLogits(row, step, prefix, child, valid, chosen)
