@@ -75,6 +75,8 @@ __all__ = [
     "predicted_optimum",
     "train_network",
     "total_variation",
+    "sampled_gradient",
+    "frozen_conditionals",
 ]
 
 TEACHERS = ("frozen", "live", "ema")
@@ -282,7 +284,19 @@ def _network_conditionals(
     return out
 
 
-def _sampled_gradient(
+def frozen_conditionals(tables: NetworkTables, demos: IntArray) -> tuple[FloatArray, IntArray]:
+    """The frozen teacher's conditionals and the row of each sample's demonstration.
+
+    A sample without a demonstration (``-1``) gets a row of ``nan``: no loss.
+    """
+    rows = tables.rows_of(np.where(demos >= 0, demos, int(tables.demos[0])))
+    if (demos >= 0).all():
+        return tables.teacher_log_cond, rows
+    conds = np.vstack([tables.teacher_log_cond, np.full(tables.space.n_prefixes, np.nan)])
+    return conds, np.where(demos >= 0, rows, conds.shape[0] - 1)
+
+
+def sampled_gradient(
     objective: TrainObjective,
     tables: NetworkTables,
     log_cond: FloatArray,
@@ -412,13 +426,7 @@ def train_network(
 
     def teacher_conditionals(demos: IntArray, paths: IntArray) -> tuple[FloatArray, IntArray]:
         if options.teacher == "frozen":
-            rows = np.where(demos >= 0, demos, int(tables.demos[0]))
-            conds = tables.teacher_log_cond
-            row_of = tables.rows_of(rows)
-            if (demos < 0).any():  # no demonstration: a row of nan (no loss)
-                conds = np.vstack([conds, np.full(space.n_prefixes, np.nan)])
-                row_of = np.where(demos >= 0, row_of, conds.shape[0] - 1)
-            return conds, row_of
+            return frozen_conditionals(tables, demos)
         return _network_conditionals(teacher_net, tokens, demos, paths), np.arange(demos.size)
 
     optimiser = torch.optim.Adam(model.parameters(), lr=options.lr)
@@ -467,7 +475,7 @@ def train_network(
                 held = bound.held(log_cond)
                 _, gradient = bound.value_and_grad(log_cond, held)
             else:
-                gradient = _sampled_gradient(
+                gradient = sampled_gradient(
                     objective, tables, log_cond, teacher_conditionals, options, beta, base_demos, rng
                 )
             surrogate = (torch.as_tensor(gradient, dtype=logits.dtype) * logits).sum()
