@@ -159,8 +159,9 @@ def _write_network(folder: Path, model: Any, task: Any) -> None:
 
 def _setup(args: argparse.Namespace) -> None:
     import torch
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
 
+    hf_logging: Any = logging  # untyped module functions
     torch.set_num_threads(args.threads)
     hf_logging.disable_progress_bar()  # stderr carries errors and our own progress only
     hf_logging.set_verbosity_error()

@@ -83,9 +83,7 @@ def sample_network(
     return paths, log_p
 
 
-def _teacher_scores(
-    model: Any, tokens: TaskTokens, paths: IntArray, demos: IntArray
-) -> FloatArray:
+def _teacher_scores(model: Any, tokens: TaskTokens, paths: IntArray, demos: IntArray) -> FloatArray:
     """``log p(u_t | c_i, h_t)`` per move of ``paths[i]`` with ``demos[i]`` in context."""
     import torch
 

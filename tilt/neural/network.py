@@ -135,7 +135,7 @@ def build_gpt2(
         attn_pdrop=0.0,
     )
     seed_everything(seed)
-    model = GPT2LMHeadModel(config)
+    model: Any = GPT2LMHeadModel(config)
     model.eval()
     return model
 
@@ -179,7 +179,6 @@ def load_network(
         ``float32``/``float64``, or the model's vocabulary or context is too
         small for the task.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _torch_dtype(dtype)

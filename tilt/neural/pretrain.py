@@ -79,7 +79,7 @@ class FitReport:
 
 
 def rollout_prefixes(space: RolloutSpace) -> IntArray:
-    """Prefixes along every rollout, root first, shape (n_rollouts, max_depth + 1), ``-1`` padded."""
+    """Prefixes along every rollout, root first: shape (n_rollouts, max_depth + 1), -1 padded."""
     out = np.full((space.n_rollouts, space.max_depth + 1), -1, dtype=np.int64)
     cursor = space.rollout_prefix.astype(np.int64)
     depth = space.depth[cursor].astype(np.int64)
@@ -186,9 +186,7 @@ def pretrain(
             cs = sample_categorical(demos.log_prob[support], np.zeros(with_demo, np.int64), rng)
             ts = sample_categorical(teacher_rows, cs, rng)
             paths = np.concatenate([prefixes[ys], prefixes[ts]])
-            prompts = [tokens.context_ids(None)] * plain + [
-                prompts_of[int(support[c])] for c in cs
-            ]
+            prompts = [tokens.context_ids(None)] * plain + [prompts_of[int(support[c])] for c in cs]
             target = np.concatenate(
                 [np.broadcast_to(base_cond, (plain, space.n_prefixes)), teacher_cond[cs]]
             )

@@ -147,9 +147,9 @@ def _walk(
         lo, hi = int(space.level_start[d]), int(space.level_start[d + 1])
         children = np.arange(lo, hi)
         where = np.searchsorted(previous, space.parent[children])
-        pieces.append(logits[:, where, :].gather(2, token[children][None, :, None].expand(g, -1, 1))[
-            :, :, 0
-        ])
+        pieces.append(
+            logits[:, where, :].gather(2, token[children][None, :, None].expand(g, -1, 1))[:, :, 0]
+        )
         current = levels[d] if d < len(levels) else np.zeros(0, dtype=np.int64)
         if current.size == 0:
             continue

@@ -414,7 +414,9 @@ def train_network(
     base_demos = demonstrations(base, "own")
     network_model = NetworkContext(tables)
     exact = (
-        ExactObjective(objective, base, network_model, lambda p: demonstrations(p, "own"), 0.0, beta or 1.0)
+        ExactObjective(
+            objective, base, network_model, lambda p: demonstrations(p, "own"), 0.0, beta or 1.0
+        )
         if options.mode == "exact"
         else None
     )
@@ -476,7 +478,14 @@ def train_network(
                 _, gradient = bound.value_and_grad(log_cond, held)
             else:
                 gradient = sampled_gradient(
-                    objective, tables, log_cond, teacher_conditionals, options, beta, base_demos, rng
+                    objective,
+                    tables,
+                    log_cond,
+                    teacher_conditionals,
+                    options,
+                    beta,
+                    base_demos,
+                    rng,
                 )
             surrogate = (torch.as_tensor(gradient, dtype=logits.dtype) * logits).sum()
             optimiser.zero_grad()
