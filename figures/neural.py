@@ -5,7 +5,7 @@ and draws two figures into ``--out``:
 
 * ``neural_fit``: the TV of every training run from its predicted optimum
   against steps (log scale), and the realised accuracy, effective number of
-  correct rollouts, gap slope and pass@8 of each run against tilt's prediction
+  correct rollouts, gap slope, pass@8 and distinct@8 of each run against tilt's prediction
   from the network's frozen tables (the diagonal is a perfect prediction);
 * ``neural_live``: the live-teacher run -- its effective number of correct
   rollouts against steps, beside the iterated SD rounds of ``edge(2)`` from
@@ -35,12 +35,15 @@ _MEASURES = (
     ("effective_correct", "effective # correct"),
     ("gap_slope", "gap slope"),
     ("pass@8", "pass@8"),
+    ("distinct@8", "distinct@8"),
 )
 
 
 def _value(measures: dict, key: str) -> float:
     if key.startswith("pass@"):
         return float(measures["pass_at_k"][key[5:]])
+    if key.startswith("distinct@"):
+        return float(measures["distinct_at_k"][key[9:]])
     return float(measures[key])
 
 
@@ -49,7 +52,7 @@ def draw(results: dict, out: Path) -> list[Path]:
     runs = [r for r in results["runs"] if r["label"] not in ("sequence live", "sequence ema")]
     labels = sorted({r["label"] for r in runs}, key=[r["label"] for r in runs].index)
     color = {label: _COLORS[i % len(_COLORS)] for i, label in enumerate(labels)}
-    fig, axes = new_figure(ncols=5, nrows=1, width=3.0, height=3.0)
+    fig, axes = new_figure(ncols=6, nrows=1, width=2.8, height=3.0)
     ax = axes[0, 0]
     for r in runs:
         steps = [c["step"] for c in r["history"]]
@@ -71,6 +74,7 @@ def draw(results: dict, out: Path) -> list[Path]:
         low, high = min(xs + ys), max(xs + ys)
         pad = 0.05 * (high - low or 1.0)
         ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", lw=0.8)
+        ax.ticklabel_format(useOffset=False)
         ax.set_xlabel(f"predicted {name}")
         ax.set_ylabel(f"realised {name}")
     graph = results["space"]["graph"]

@@ -16,7 +16,6 @@ says how far the network landed: TV of its base from ``pi0`` and the
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -201,8 +200,3 @@ def pretrain(
     finally:
         model.eval()
     return losses
-
-
-def elapsed(start: float) -> float:
-    """Seconds since ``start`` (``time.perf_counter``)."""
-    return time.perf_counter() - start

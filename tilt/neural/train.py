@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -508,8 +508,3 @@ def train_network(
     return NeuralTrainResult(
         predicted, final, tuple(history), beta, time.perf_counter() - start_time, options
     )
-
-
-def distinct_keys(ks: Sequence[int]) -> tuple[int, ...]:
-    """``ks`` as a sorted tuple of positive ints."""
-    return tuple(sorted({int(k) for k in ks}))
