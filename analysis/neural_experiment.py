@@ -316,15 +316,16 @@ def summary(results: dict) -> str:
         "live teacher, per checkpoint:",
         "",
         "| step | acc | eff. #C | slope | teacher TV to edge(2) on student | teacher TV to start "
-        "| eff. #C of one more frozen round |",
-        "|---|---|---|---|---|---|---|",
+        "| teacher TV to student | eff. #C of one more frozen round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     live = next(r for r in results["runs"] if r["label"] == "sequence live")
     for c in live["history"]:
         lines.append(
             f"| {c['step']} | {c['accuracy']:.4f} | {c['effective_correct']:.2f} | "
             f"{c['gap_slope']:.3f} | {c['teacher_tv_to_context']:.4f} | "
-            f"{c['teacher_tv_to_start']:.4f} | {c['one_round_effective']:.2f} |"
+            f"{c['teacher_tv_to_start']:.4f} | {c.get('teacher_tv_to_student', math.nan):.4f} | "
+            f"{c['one_round_effective']:.2f} |"
         )
     rounds = results["iterated_edge"]
     lines += ["", "iterated SD with edge(2) from the network's base:", ""]

@@ -111,6 +111,13 @@ def draw(results: dict, out: Path) -> list[Path]:
         "s--",
         label="to the starting network's teacher",
     )
+    if all("teacher_tv_to_student" in c for c in live["history"]):
+        ax.plot(
+            steps,
+            [c["teacher_tv_to_student"] for c in live["history"]],
+            "^:",
+            label="to the current student (the demonstration's effect)",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("TV of the network's teacher (D-weighted)")
     ax.legend(loc="upper left")

@@ -162,7 +162,10 @@ class Checkpoint:
 
     ``teacher_tv_to_context`` (with ``watch_teacher``): the ``D``-weighted mean TV
     between the network's in-context teacher at this step and the context model
-    applied to the current student; ``one_round_effective``: the effective number
+    applied to the current student; ``teacher_tv_to_start``: the same from the
+    starting network's teacher; ``teacher_tv_to_student``: the same from the
+    current student itself (how much a demonstration still moves the network;
+    0 when it ignores its context); ``one_round_effective``: the effective number
     of correct rollouts of the sequence-SD optimum of the network's own tables
     at this step (one more frozen round from here).
     """
@@ -175,6 +178,7 @@ class Checkpoint:
     distinct_at_k: dict[int, float]
     teacher_tv_to_context: float | None = None
     teacher_tv_to_start: float | None = None
+    teacher_tv_to_student: float | None = None
     one_round_effective: float | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -187,7 +191,12 @@ class Checkpoint:
             "gap_slope": self.gap_slope,
             "distinct_at_k": {str(k): v for k, v in self.distinct_at_k.items()},
         }
-        for name in ("teacher_tv_to_context", "teacher_tv_to_start", "one_round_effective"):
+        for name in (
+            "teacher_tv_to_context",
+            "teacher_tv_to_start",
+            "teacher_tv_to_student",
+            "one_round_effective",
+        ):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -353,18 +362,21 @@ def _policy_of(log_cond: FloatArray, tables: NetworkTables) -> Policy:
 
 def _teacher_tv(
     tables: NetworkTables, student: Policy, context: ContextModel, start: NetworkTables
-) -> tuple[float, float]:
-    """``D``-weighted TV of the network's teacher from ``context`` on the student, and from the
-    starting network's teacher (``D`` the student's own demonstrations)."""
+) -> tuple[float, float, float]:
+    """``D``-weighted mean TV of the network's teachers ``tables`` from ``context`` applied to
+    the student, from the starting network's teachers, and from the student itself (``D`` the
+    student's own demonstrations)."""
     demos = demonstrations(student, "own")
     support = np.flatnonzero(demos.prob > 0)
     weight = demos.prob[support]
     mine = np.exp(tables.teacher_rows[tables.rows_of(support)])
-    modelled = np.exp(context.teacher_log_prob(student, support))
-    initial = np.exp(start.teacher_rows[start.rows_of(support)])
-    to_model = 0.5 * np.abs(mine - modelled).sum(axis=1)
-    to_start = 0.5 * np.abs(mine - initial).sum(axis=1)
-    return float(weight @ to_model), float(weight @ to_start)
+    others = (
+        np.exp(context.teacher_log_prob(student, support)),
+        np.exp(start.teacher_rows[start.rows_of(support)]),
+        student.prob[None, :],
+    )
+    tv = [float(weight @ (0.5 * np.abs(mine - other).sum(axis=1))) for other in others]
+    return tv[0], tv[1], tv[2]
 
 
 def train_network(
@@ -443,13 +455,14 @@ def train_network(
         if options.watch_teacher:
             assert context is not None
             now = network_tables(teacher_net, space)
-            to_model, to_start = _teacher_tv(now, q, context, tables)
+            to_model, to_start, to_student = _teacher_tv(now, q, context, tables)
             one = parse_train_objective("sequence").sd
             assert one is not None
             round_q = one.optimum(now.base, NetworkContext(now))
             extra = {
                 "teacher_tv_to_context": to_model,
                 "teacher_tv_to_start": to_start,
+                "teacher_tv_to_student": to_student,
                 "one_round_effective": math.exp(correct_entropy(round_q)),
             }
         point = Checkpoint(
