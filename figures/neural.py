@@ -5,7 +5,7 @@ and draws two figures into ``--out``:
 
 * ``neural_fit``: the TV of every training run from its predicted optimum
   against steps (log scale), and the realised accuracy, effective number of
-  correct rollouts, gap slope, pass@8 and distinct@8 of each run against tilt's prediction
+  correct rollouts, gap slope, 1 - pass@8 and distinct@8 of each run against tilt's prediction
   from the network's frozen tables (the diagonal is a perfect prediction);
 * ``neural_live``: the live-teacher run -- its effective number of correct
   rollouts against steps, beside the iterated SD rounds of ``edge(2)`` from
@@ -34,14 +34,14 @@ _MEASURES = (
     ("accuracy", "accuracy"),
     ("effective_correct", "effective # correct"),
     ("gap_slope", "gap slope"),
-    ("pass@8", "pass@8"),
+    ("pass@8", "1 - pass@8"),
     ("distinct@8", "distinct@8"),
 )
 
 
 def _value(measures: dict, key: str) -> float:
-    if key.startswith("pass@"):
-        return float(measures["pass_at_k"][key[5:]])
+    if key.startswith("pass@"):  # drawn as the miss probability 1 - pass@k, on log axes
+        return 1.0 - float(measures["pass_at_k"][key[5:]])
     if key.startswith("distinct@"):
         return float(measures["distinct_at_k"][key[9:]])
     return float(measures[key])
@@ -72,9 +72,13 @@ def draw(results: dict, out: Path) -> list[Path]:
             xs.append(x)
             ys.append(y)
         low, high = min(xs + ys), max(xs + ys)
-        pad = 0.05 * (high - low or 1.0)
+        pad = 0.0 if key.startswith("pass@") else 0.05 * (high - low or 1.0)
         ax.plot([low - pad, high + pad], [low - pad, high + pad], color="grey", lw=0.8)
-        ax.ticklabel_format(useOffset=False)
+        if key.startswith("pass@"):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        else:
+            ax.ticklabel_format(useOffset=False)
         ax.set_xlabel(f"predicted {name}")
         ax.set_ylabel(f"realised {name}")
     graph = results["space"]["graph"]
