@@ -21,7 +21,7 @@ draws them.  ``--quick``: grid3, a one-layer width-16 network, a few steps.
 Example::
 
     python -m analysis.neural_experiment --quick --out neural_quick
-    python -m analysis.neural_experiment --out neural  # slow: 20 to 30 minutes on 2 shared cores
+    python -m analysis.neural_experiment --all-seeds --out neural  # slow: 2,442 s, 2 busy cores
 """
 
 from __future__ import annotations
