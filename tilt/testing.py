@@ -361,15 +361,24 @@ def _check_instances() -> list[tuple[str, Policy]]:
     return out
 
 
-def check_context_model(model: ContextModel, atol: float = 1e-9) -> None:
+def check_context_model(
+    model: ContextModel,
+    atol: float = 1e-9,
+    policies: list[tuple[str, Policy]] | None = None,
+) -> None:
     """Check a context model the way tilt uses it; raise ``ValueError`` naming the first problem.
 
     On three small instances (``grid3``, ``diamonds`` with a random base, and a
-    policy with zero-mass rollouts), with own and uniform demonstrations:
+    policy with zero-mass rollouts), or on ``policies`` (``(label, policy)``
+    pairs: a model defined for fixed policies only, such as a network's
+    :class:`tilt.neural.NetworkContext`, is checked on its own), with own and
+    uniform demonstrations:
 
     * ``teacher_log_prob(policy, demos)`` returns log-probabilities of shape
       ``(len(demos), n_rollouts)``: no ``nan``/``+inf``, each row normalised
-      (probabilities or a transposed block are named as such);
+      (probabilities or a transposed block are named as such); every rollout the
+      policy can sample is a demonstration, or with ``policies`` every correct one
+      (the demonstrations tilt draws);
     * ``T_c(y) = 0`` wherever ``pi(y) = 0``;
     * ``tilt_score``, ``token_log_target`` and ``forward_log_prob``, if the model
       overrides them, agree with the generic forms through ``teacher_log_prob``
@@ -393,8 +402,10 @@ def check_context_model(model: ContextModel, atol: float = 1e-9) -> None:
     if not isinstance(model, ContextModel):
         raise TypeError(f"expected a ContextModel, got {type(model).__name__}")
     label = f"context model {getattr(model, 'name', type(model).__name__)!r}"
-    for where, policy in _check_instances():
+    for where, policy in _check_instances() if policies is None else policies:
         every = np.flatnonzero(np.isfinite(policy.log_prob))  # demonstrations pi can sample
+        if policies is not None:
+            every = every[policy.space.correct[every]]
         teacher = checked_teacher(model, policy, every)
         leak = np.isfinite(teacher[:, np.isneginf(policy.log_prob)])
         if leak.any():

@@ -52,6 +52,7 @@ COMMANDS = {
     "sample": "write an audit log of sampled rollouts from an instance",
     "audit": "estimate from a real run's log what SD does to the ratios",
     "symbolic": "check the closed forms symbolically (sympy)",
+    "neural": "a transformer as the model: tables, predictions, pretraining, training (torch)",
 }
 """The commands, each a module ``tilt.cli.NAME`` with ``main(argv)``."""
 

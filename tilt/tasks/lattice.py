@@ -96,7 +96,7 @@ def parse_lattice(name: str) -> LatticeSpec:
         lattice with more than :data:`LATTICE_MOVE_LIMIT` moves
         (:func:`lattice_move_count`); the message names the field and gives an example.
         The DP engine also refuses a lattice whose run would not fit in the available
-        memory (:func:`tilt.dp.space.lattice_table`).
+        memory (:func:`tilt.engines.dp.space.lattice_table`).
     """
     body = name[len(LATTICE_PREFIX) :] if name.startswith(LATTICE_PREFIX) else ""
     values: dict[str, float] = {}
@@ -266,7 +266,7 @@ NETWORKX_MOVE_LIMIT = 2_000_000
 """Most moves of a lattice built as a networkx graph (:func:`lattice_task`): about 390 bytes
 each (157 MB for the 402,592 moves of ``lattice:V=32,L=100,M=4``, maximum resident set
 size by ``/usr/bin/time -v``), before enumeration copies it; the DP engine
-(:func:`tilt.dp.space.lattice_table`) builds larger ones from numpy arrays."""
+(:func:`tilt.engines.dp.space.lattice_table`) builds larger ones from numpy arrays."""
 
 
 def lattice_task(spec: LatticeSpec) -> Task:

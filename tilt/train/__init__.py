@@ -7,6 +7,18 @@ tabular-softmax trainer").  :mod:`tilt.train._losses`, ``_estimators`` and
 ``_objectives`` are its private parts.
 """
 
+from tilt.train._estimators import (
+    conditionals_of_rows,
+    full_vocabulary_gradient,
+    leave_one_out,
+    leaves_of,
+    sample_categorical,
+    sample_paths,
+    sampled_token_coefficients,
+    score_function_gradient,
+    step_gradient,
+    step_log_teacher,
+)
 from tilt.train._losses import Held
 from tilt.train._objectives import (
     PER_PREFIX,
@@ -36,6 +48,16 @@ from tilt.train._trainer import (
 )
 
 __all__ = [
+    "conditionals_of_rows",
+    "sample_categorical",
+    "full_vocabulary_gradient",
+    "leave_one_out",
+    "leaves_of",
+    "sample_paths",
+    "sampled_token_coefficients",
+    "score_function_gradient",
+    "step_gradient",
+    "step_log_teacher",
     "Held",
     "Bound",
     "PER_PREFIX",
