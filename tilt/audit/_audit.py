@@ -49,6 +49,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tilt._numerics import FloatArray
+from tilt.audit._objective import (
+    AuditObjective,
+    Corrections,
+    resolve_objective,
+    rollout_corrections,
+)
 from tilt.audit._read import AuditInputError, Prompt, Rollout, read_prompts
 from tilt.measures import least_squares_slope
 from tilt.policy import Policy, as_generator
@@ -106,6 +112,14 @@ class PromptEstimate:
         Standard deviation of the centred tilt scores of the correct rollouts.
     mean_demos : float
         Mean number of demonstrations scored with each correct rollout.
+    objective_num, objective_den : float
+        The slope terms of the audited objective's log-ratio ``L = S + sum_t Delta``
+        (``docs/audit.md``); equal to ``slope_num``, ``slope_den`` for ``sequence``;
+        ``nan`` when a correct rollout has too few demonstrations for its correction.
+    objective_delta_entropy, objective_ess : float
+        The entropy change and effective sample size with weights ``exp(L^)``.
+    reference : bool
+        The teachers see one fixed reference demonstration (OPSD, SDFT).
     """
 
     prompt: str
@@ -119,11 +133,21 @@ class PromptEstimate:
     ess: float = math.nan
     tilt_spread: float = math.nan
     mean_demos: float = math.nan
+    objective_num: float = math.nan
+    objective_den: float = math.nan
+    objective_delta_entropy: float = math.nan
+    objective_ess: float = math.nan
+    reference: bool = False
 
     @property
     def usable(self) -> bool:
         """At least two correct rollouts: SDPO trains on this prompt."""
         return self.n_correct >= 2
+
+    @property
+    def sloped(self) -> bool:
+        """Whether the prompt gives a slope (three correct rollouts; two with a reference)."""
+        return bool(np.isfinite(self.slope_num))
 
     @property
     def slope(self) -> float:
@@ -162,34 +186,117 @@ def _scores(prompt: Prompt) -> tuple[FloatArray, list[RolloutScore]]:
     return values[correct], records
 
 
-def estimate_prompt(prompt: Prompt) -> tuple[PromptEstimate, list[RolloutScore]]:
-    """The estimates of one prompt (:class:`PromptEstimate`) and its per-rollout tilt scores."""
+def _entropy_change(x: FloatArray, log_ratio: FloatArray) -> tuple[float, float]:
+    """Self-normalised ``H(q(. | C)) - H(pi(. | C))`` with weights ``exp(L)``, and their ESS."""
+    k = x.size
+    weights = np.exp(log_ratio - log_ratio.max())
+    total = weights.sum()
+    q_mean_x = float(weights @ x) / total
+    q_mean_s = float(weights @ log_ratio) / total
+    log_mean_exp = float(log_ratio.max() + math.log(total / k))
+    delta_entropy = float(x.mean()) - q_mean_x - q_mean_s + log_mean_exp
+    return delta_entropy, float(total**2 / (weights @ weights))
+
+
+def estimate_prompt(
+    prompt: Prompt, objective: AuditObjective | None = None
+) -> tuple[PromptEstimate, list[RolloutScore]]:
+    """The estimates of one prompt (:class:`PromptEstimate`) and its per-rollout tilt scores.
+
+    ``objective`` (default ``sequence``) adds the slope and entropy terms of its
+    fixed point's log-ratio (:func:`rollout_corrections`).
+
+    Raises
+    ------
+    AuditInputError
+        When the objective needs per-token values or top-k lists the prompt lacks.
+    """
+    objective = objective if objective is not None else resolve_objective()
     correct = [r for r in prompt.rollouts if r.correct]
     k = len(correct)
     tilt, records = _scores(prompt)
-    base = PromptEstimate(prompt.prompt, len(prompt.rollouts), k)
+    reference = prompt.reference is not None
+    base = PromptEstimate(prompt.prompt, len(prompt.rollouts), k, reference=reference)
     if k < 2:
         return base, records
+    _check_inputs(correct, objective)
     x = np.array([r.logp for r in correct])
-    weights = np.exp(tilt - tilt.max())
-    total = weights.sum()
-    q_mean_x = float(weights @ x) / total
-    q_mean_s = float(weights @ tilt) / total
-    log_mean_exp = float(tilt.max() + math.log(total / k))
-    delta_entropy = float(x.mean()) - q_mean_x - q_mean_s + log_mean_exp
-    ess = float(total**2 / (weights @ weights))
-    spread = float(np.std(tilt - tilt.mean()))
+    delta_entropy, ess = _entropy_change(x, tilt)
     fields: dict[str, float] = {
         "delta_entropy": delta_entropy,
         "ess": ess,
-        "tilt_spread": spread,
+        "tilt_spread": float(np.std(tilt - tilt.mean())),
         "mean_demos": float(np.mean([len(r.teacher) for r in correct])),
     }
-    if k >= 3:
+    corrections = rollout_corrections(correct, objective)
+    log_ratio = tilt + corrections.value
+    if np.isfinite(log_ratio).all():
+        fields["objective_delta_entropy"], fields["objective_ess"] = _entropy_change(
+            x, log_ratio
+        )
+    if reference:
+        # c* is no rollout of the group: the plain within-prompt fit is unbiased,
+        # E[sum (x - xbar) L] = (k - 1) cov and E[sum (x - xbar)^2] = (k - 1) var
+        dx = x - x.mean()
+        fields.update(slope_num=float(dx @ tilt), slope_den=float(dx @ dx))
+        fields.update(objective_num=float(dx @ log_ratio), objective_den=float(dx @ dx))
+    elif k >= 3:
         fields.update(_slope_terms(correct, x))
+        fields["objective_num"] = fields["slope_num"] + _correction_term(correct, x, corrections)
+        fields["objective_den"] = fields["slope_den"]
         if correct[0].token_logp is not None:
             fields.update(_token_terms(correct))
     return PromptEstimate(prompt.prompt, len(prompt.rollouts), k, **fields), records
+
+
+def _check_inputs(correct: list[Rollout], objective: AuditObjective) -> None:
+    """Refuse a prompt whose logged values cannot give the objective's correction."""
+    if not objective.needs_demos:
+        return
+    for r in correct:
+        if not r.teacher or r.teacher[0].reference:
+            continue
+        if r.token_logp is None and objective.kind != "forward":
+            raise AuditInputError(
+                f"line {r.line}: objective {objective.spec} needs each teacher's per-token "
+                "log-probabilities ('token_logp' on the rollout and its teacher scores); this "
+                "log has none"
+            )
+        if objective.needs_top and any(s.top is None for s in r.teacher):
+            raise AuditInputError(
+                f"line {r.line}: objective {objective.spec} needs each teacher's top-k "
+                "next-token log-probabilities at every position ('top' on each teacher score, "
+                "with the rollout's 'tokens'); this log has none (token-forward, forward and "
+                "sequence do not need them)"
+            )
+
+
+def _correction_term(correct: list[Rollout], x: FloatArray, corrections: Corrections) -> float:
+    """The correction's slope numerator, unbiased for ``(k - 1) cov(B, log pi)`` to first order.
+
+    ``sum_j (x_j - m_(-j)) B_j`` centres on the mean of the other correct
+    rollouts, which contains ``j``'s demonstrations: ``B_j`` depends on them,
+    so the sum is off by ``-sum_(c in D_j) cov(x_c, B_j) / (k - 1)``.  That
+    covariance equals ``cov(x_c, B_j - B_j^(-c))`` (the leave-``c``-out value does
+    not depend on ``c``), estimated by ``(x_c - m_(-j,-c)) * influence``; the
+    remaining error is of second order in ``1/m``.  Times ``(k - 1)/k`` as the
+    sequence numerator.
+    """
+    value = corrections.value
+    if not np.isfinite(value).all():
+        return math.nan
+    k = len(correct)
+    where = _positions(correct)
+    total_x = float(x.sum())
+    total = 0.0
+    for j, r in enumerate(correct):
+        rest = (total_x - x[j]) / (k - 1)
+        total += (x[j] - rest) * value[j]
+        for s, moved in zip(r.teacher, corrections.influence[j], strict=True):
+            c = where[s.demo]
+            centre = (total_x - x[j] - x[c]) / (k - 2)
+            total += (x[c] - centre) * moved / (k - 1)
+    return total * (k - 1) / k
 
 
 def _positions(correct: list[Rollout]) -> dict[str, int]:
