@@ -6,9 +6,11 @@ slope of the tilt against the base's log-probability, with bootstrap intervals.
 """
 
 from tilt.audit._audit import (
+    MIN_DEMOS,
     MIN_ESS_FRACTION,
     MIN_PROMPTS,
     AuditResult,
+    Diagnostic,
     Interval,
     PromptEstimate,
     RolloutScore,
@@ -16,7 +18,14 @@ from tilt.audit._audit import (
     audit_prompts,
     estimate_prompt,
     iter_estimates,
+    stream_estimates,
     token_slope,
+)
+from tilt.audit._objective import (
+    AuditObjective,
+    Corrections,
+    resolve_objective,
+    rollout_corrections,
 )
 from tilt.audit._read import (
     LOGP_TOLERANCE,
@@ -24,6 +33,7 @@ from tilt.audit._read import (
     Prompt,
     Rollout,
     Score,
+    TopK,
     read_prompts,
 )
 
@@ -40,6 +50,14 @@ __all__ = [
     "MIN_ESS_FRACTION",
     "RolloutScore",
     "iter_estimates",
+    "stream_estimates",
+    "MIN_DEMOS",
+    "Diagnostic",
+    "AuditObjective",
+    "Corrections",
+    "resolve_objective",
+    "rollout_corrections",
+    "TopK",
     "Score",
     "Rollout",
     "Prompt",

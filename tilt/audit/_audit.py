@@ -42,6 +42,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ __all__ = [
     "MIN_ESS_FRACTION",
     "RolloutScore",
     "iter_estimates",
+    "stream_estimates",
+    "Diagnostic",
 ]
 
 MIN_PROMPTS = 30
@@ -380,8 +383,25 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class Diagnostic:
+    """One check an estimate relies on: whether it holds, what was seen, what would fix it."""
+
+    name: str
+    holds: bool
+    reading: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class AuditResult:
-    """Everything ``python -m tilt.audit`` reports."""
+    """Everything ``python -m tilt.audit`` reports.
+
+    ``amplification`` and ``delta_entropy`` are sequence SD's (today's audit);
+    ``objective_amplification`` and ``objective_delta_entropy`` are the audited
+    objective's (equal for ``sequence``; ``None`` where the log cannot give
+    them), each shown in the verdict only where its ``slope_checks`` or
+    ``entropy_checks`` all hold.
+    """
 
     n_prompts: int
     n_rollouts: int
@@ -396,6 +416,12 @@ class AuditResult:
     seed: int
     warnings: tuple[str, ...]
     prompts: tuple[PromptEstimate, ...] = field(repr=False)
+    objective: AuditObjective = field(default_factory=resolve_objective)
+    objective_amplification: Interval | None = None
+    objective_delta_entropy: Interval | None = None
+    objective_ess_fraction: float = math.nan
+    slope_checks: tuple[Diagnostic, ...] = ()
+    entropy_checks: tuple[Diagnostic, ...] = ()
 
     @property
     def effective_ratio(self) -> Interval:
@@ -403,13 +429,25 @@ class AuditResult:
         d = self.delta_entropy
         return Interval(math.exp(d.estimate), math.exp(d.low), math.exp(d.high))
 
+    @property
+    def objective_effective_ratio(self) -> Interval | None:
+        """``exp(Delta H)`` of the audited objective's fixed point."""
+        d = self.objective_delta_entropy
+        if d is None:
+            return None
+        return Interval(math.exp(d.estimate), math.exp(d.low), math.exp(d.high))
+
     def verdict(self) -> str:
-        """One line: ratios kept (interval contains 0) or amplified/damped by the estimate."""
-        a = self.amplification
+        """One line naming the objective: ratios kept, amplified or damped, with the effective
+        number where its checks hold; otherwise the check that failed and what would fix it."""
+        name = self.objective.describe()
+        a = self.objective_amplification
+        failed = [d for d in self.slope_checks if not d.holds]
+        if a is None or failed:
+            reasons = "; ".join(f"{d.reading}: {d.fix}" for d in failed) or "no estimate"
+            return f"{name}: no estimate shown: {reasons}"
         level = f"{100 * self.confidence:g}%"
         slope = f"gap slope {1 + a.estimate:.3f} [{1 + a.low:.3f}, {1 + a.high:.3f}]"
-        e = self.effective_ratio
-        eff = f"effective number of correct rollouts x{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]"
         if a.low <= 0 <= a.high:
             head = f"SD keeps the ratios among correct rollouts within the {level} interval"
         elif a.low > 0:
@@ -422,7 +460,19 @@ class AuditResult:
                 f"SD will narrow the gaps among correct rollouts: log-ratios damped to "
                 f"{1 + a.estimate:.3f}"
             )
-        return f"{head} ({slope}; {eff})"
+        e = self.objective_effective_ratio
+        bad = [d for d in self.entropy_checks if not d.holds]
+        if e is None or bad:
+            why = "; ".join(f"{d.reading}: {d.fix}" for d in bad) or "not estimable"
+            eff = f"effective number of correct rollouts not shown ({why})"
+        else:
+            eff = (
+                f"effective number of correct rollouts x{e.estimate:.3f} "
+                f"[{e.low:.3f}, {e.high:.3f}]"
+            )
+        note = self.objective.approximation
+        tail = f"; approximation: {note}" if note else ""
+        return f"{name}: {head} ({slope}; {eff}{tail})"
 
 
 def _percentiles(samples: FloatArray, confidence: float) -> tuple[float, float]:
@@ -454,22 +504,27 @@ def audit_prompts(
     bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int | np.random.Generator | None = 0,
+    objective: AuditObjective | None = None,
 ) -> AuditResult:
     """Pool per-prompt estimates into the report, with bootstrap intervals over prompts.
 
     The amplification is ``sum slope_num / sum slope_den`` over prompts with at
     least three correct rollouts (a ratio of sums: prompts weigh by their number
     of correct rollouts); ``Delta H`` is the mean over prompts with at least two.
-    Every prompt with two or more correct rollouts is resampled together.
+    The audited ``objective`` (the one the estimates were made for; default
+    ``sequence``) is pooled the same way over the prompts whose correction is
+    estimable.  Every prompt with two or more correct rollouts is resampled
+    together.
 
     Raises
     ------
     ValueError
         When no prompt has two correct rollouts, or none has three (no slope).
     """
+    objective = objective if objective is not None else resolve_objective()
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    if bootstrap < 1:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 1:
         raise ValueError(f"bootstrap must be a positive integer, got {bootstrap!r}")
     rng = as_generator(seed)
     seed_value = seed if isinstance(seed, int) else -1
@@ -480,7 +535,7 @@ def audit_prompts(
             f"no prompt has two correct rollouts ({len(every)} prompts read): SD has no signal "
             "and there is nothing to audit"
         )
-    sloped = [e for e in usable if np.isfinite(e.slope_num)]
+    sloped = [e for e in usable if e.sloped]
     if not sloped:
         raise ValueError(
             f"no prompt has three correct rollouts ({len(usable)} have two): the amplification "
@@ -491,32 +546,51 @@ def audit_prompts(
         values = np.array([getattr(e, name) for e in usable])
         return np.where(np.isfinite(values), values, 0.0)
 
+    def present(name: str) -> FloatArray:
+        return np.array([float(np.isfinite(getattr(e, name))) for e in usable])
+
     has_tokens = all(np.isfinite(e.token_num) for e in sloped)
     columns = {
-        "slope_num": column("slope_num"),
-        "slope_den": column("slope_den"),
-        "delta_entropy": column("delta_entropy"),
-        "count": np.ones(len(usable)),
+        name: column(name)
+        for name in (
+            "slope_num",
+            "slope_den",
+            "delta_entropy",
+            "objective_num",
+            "objective_den",
+            "objective_delta_entropy",
+        )
     }
+    columns["count"] = np.ones(len(usable))
+    columns["objective_count"] = present("objective_delta_entropy")
+    columns["objective_den"] *= present("objective_num")
     if has_tokens:
         columns["token_num"], columns["token_den"] = column("token_num"), column("token_den")
     sums = {name: float(values.sum()) for name, values in columns.items()}
     boot = _bootstrap(columns, bootstrap, rng)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope_boot = boot["slope_num"] / boot["slope_den"]
-        entropy_boot = boot["delta_entropy"] / boot["count"]
-    amplification = Interval(
-        sums["slope_num"] / sums["slope_den"], *_percentiles(slope_boot, confidence)
-    )
-    token = None
-    if has_tokens:
+
+    def ratio(num: str, den: str) -> Interval:
         with np.errstate(invalid="ignore", divide="ignore"):
-            token_boot = boot["token_num"] / boot["token_den"]
-        token = Interval(
-            sums["token_num"] / sums["token_den"], *_percentiles(token_boot, confidence)
-        )
-    delta = Interval(sums["delta_entropy"] / sums["count"], *_percentiles(entropy_boot, confidence))
+            samples = boot[num] / boot[den]
+        return Interval(sums[num] / sums[den], *_percentiles(samples, confidence))
+
+    amplification = ratio("slope_num", "slope_den")
+    token = ratio("token_num", "token_den") if has_tokens else None
+    delta = ratio("delta_entropy", "count")
+    with_objective = [e for e in sloped if np.isfinite(e.objective_num)]
+    objective_amplification = (
+        ratio("objective_num", "objective_den") if with_objective else None
+    )
+    objective_delta = (
+        ratio("objective_delta_entropy", "objective_count")
+        if sums["objective_count"] > 0
+        else None
+    )
     ess_fraction = float(np.median([e.ess / e.n_correct for e in usable]))
+    objective_ess = [
+        e.objective_ess / e.n_correct for e in usable if np.isfinite(e.objective_ess)
+    ]
+    objective_ess_fraction = float(np.median(objective_ess)) if objective_ess else math.nan
     warnings = _warnings(every, usable, sloped, ess_fraction)
     return AuditResult(
         n_prompts=len(every),
@@ -532,6 +606,12 @@ def audit_prompts(
         seed=seed_value,
         warnings=tuple(warnings),
         prompts=tuple(every),
+        objective=objective,
+        objective_amplification=objective_amplification,
+        objective_delta_entropy=objective_delta,
+        objective_ess_fraction=objective_ess_fraction,
+        slope_checks=_slope_checks(objective, sloped, with_objective),
+        entropy_checks=_entropy_checks(usable, objective_ess_fraction),
     )
 
 
@@ -541,40 +621,86 @@ def _warnings(
     sloped: list[PromptEstimate],
     ess_fraction: float,
 ) -> list[str]:
+    """What the checks (:class:`Diagnostic`) do not say: prompts that give no slope."""
     out = []
-    if len(sloped) < MIN_PROMPTS:
-        out.append(
-            f"only {len(sloped)} prompts have three or more correct rollouts: bootstrap "
-            f"intervals over fewer than {MIN_PROMPTS} prompts undercover (audit more prompts)"
-        )
     skipped = len(every) - len(sloped)
     if skipped > len(every) / 2:
         out.append(
             f"{skipped} of {len(every)} prompts have fewer than three correct rollouts and give "
             "no slope: sample more rollouts per prompt"
         )
-    if ess_fraction < MIN_ESS_FRACTION:
-        out.append(
-            f"median effective sample size of the weights exp(S) is {ess_fraction:.2f} of the "
-            "correct rollouts: the weights are heavy-tailed and the entropy change is unreliable "
-            "(more correct rollouts per prompt, or more demonstrations per rollout)"
-        )
-    demos = float(np.median([e.mean_demos for e in usable]))
-    if demos < MIN_DEMOS:
-        out.append(
-            f"rollouts are scored with {demos:g} demonstration(s) each (median): exp(S^) carries "
-            "the demonstration noise, which biases the entropy change (docs/audit.md); score each "
-            f"rollout with {MIN_DEMOS} or more correct siblings to estimate it"
-        )
-    numerators = np.abs([e.slope_num for e in sloped])
-    if numerators.sum() > 0 and len(sloped) >= 4:
-        top = float(numerators.max() / numerators.sum())
-        if top > MAX_PROMPT_SHARE:
-            out.append(
-                f"one prompt carries {100 * top:.0f}% of the slope's evidence: the tilt scores "
-                "are heavy-tailed and the interval may undercover"
-            )
     return out
+
+
+def _slope_checks(
+    objective: AuditObjective, sloped: list[PromptEstimate], with_objective: list[PromptEstimate]
+) -> tuple[Diagnostic, ...]:
+    """What the objective's slope relies on (``docs/audit.md``, "Where the estimator fails")."""
+    checks = []
+    if objective.needs_demos:
+        short = len(sloped) - len(with_objective)
+        demos = float(np.median([e.mean_demos for e in sloped]))
+        checks.append(
+            Diagnostic(
+                "demonstrations",
+                short == 0,
+                f"{short} of {len(sloped)} prompts have a correct rollout scored with fewer than "
+                f"2 demonstrations (median {demos:g}); {objective.spec}'s per-position correction "
+                "compares teachers with different demonstrations at the same positions",
+                "score each rollout with 2 or more correct siblings (the validation used every "
+                "sibling)",
+            )
+        )
+    n = len(with_objective)
+    checks.append(
+        Diagnostic(
+            "prompts",
+            n >= MIN_PROMPTS,
+            f"{n} prompts give the slope (bootstrap intervals over fewer than {MIN_PROMPTS} "
+            "undercover)",
+            f"audit {max(MIN_PROMPTS - n, 0)} more prompts with three or more correct rollouts",
+        )
+    )
+    numerators = np.abs([e.objective_num for e in with_objective])
+    share = float(numerators.max() / numerators.sum()) if numerators.sum() > 0 else 0.0
+    checks.append(
+        Diagnostic(
+            "evidence",
+            len(with_objective) < 4 or share <= MAX_PROMPT_SHARE,
+            f"one prompt carries {100 * share:.0f}% of the slope's evidence (heavy-tailed scores; "
+            f"the check needs at most {100 * MAX_PROMPT_SHARE:.0f}%)",
+            "audit more prompts (200 restored the coverage where 50 undercovered)",
+        )
+    )
+    return tuple(checks)
+
+
+def _entropy_checks(
+    usable: list[PromptEstimate], ess_fraction: float
+) -> tuple[Diagnostic, ...]:
+    """What the effective-number change relies on: light-tailed weights, enough demonstrations."""
+    checks = [
+        Diagnostic(
+            "weights",
+            bool(ess_fraction >= MIN_ESS_FRACTION),
+            f"median effective sample size of the weights exp(L) is {ess_fraction:.2f} of the "
+            f"correct rollouts (needs {MIN_ESS_FRACTION:g})",
+            "sample more rollouts per prompt",
+        )
+    ]
+    own = [e for e in usable if not e.reference]
+    if own:
+        demos = float(np.median([e.mean_demos for e in own]))
+        checks.append(
+            Diagnostic(
+                "demonstrations",
+                demos >= MIN_DEMOS,
+                f"rollouts are scored with {demos:g} demonstration(s) each (median; needs "
+                f"{MIN_DEMOS})",
+                f"score each rollout with {MIN_DEMOS} or more correct siblings",
+            )
+        )
+    return tuple(checks)
 
 
 def audit_lines(
@@ -583,18 +709,70 @@ def audit_lines(
     confidence: float = 0.95,
     seed: int | np.random.Generator | None = 0,
     threshold: float = 0.5,
+    objective: str | None = None,
+    preset: str | None = None,
 ) -> AuditResult:
-    """Read, validate and audit the lines of a log (see :func:`audit_prompts`)."""
-    estimates = (estimate_prompt(p)[0] for p in read_prompts(lines, threshold))
-    return audit_prompts(estimates, bootstrap, confidence, seed)
+    """Read, validate and audit the lines of a log (see :func:`audit_prompts`).
+
+    ``objective`` (a spec) or ``preset`` (a name of :data:`tilt.objectives.PRESETS`)
+    chooses what to audit; neither: what the log says it trained with
+    (``objective`` on its lines), else ``sequence``.  This is the whole audit
+    of a plain log: ``audit_lines(open("run.jsonl"), preset="sdpo")``.
+    """
+    chosen, stream = stream_estimates(lines, threshold, objective, preset)
+    estimates = [estimate for estimate, _ in stream]
+    return audit_prompts(estimates, bootstrap, confidence, seed, chosen)
+
+
+def stream_estimates(
+    lines: Iterable[str],
+    threshold: float = 0.5,
+    objective: str | None = None,
+    preset: str | None = None,
+) -> tuple[AuditObjective, Iterator[tuple[PromptEstimate, list[RolloutScore]]]]:
+    """The audited objective and, per prompt, its estimates and per-rollout tilt scores.
+
+    Reads the first prompt at once (the log's ``objective`` is on every line or
+    none, so its first line says it), the rest as the iterator is consumed.
+
+    Raises
+    ------
+    AuditInputError
+        On a bad line, or a preset whose demonstrations the log's teachers did not see.
+    ValueError
+        On both ``objective`` and ``preset``, or an unknown one.
+    """
+    prompts = read_prompts(lines, threshold)
+    first = next(prompts)
+    chosen = resolve_objective(objective, preset, first.objective)
+
+    def run() -> Iterator[tuple[PromptEstimate, list[RolloutScore]]]:
+        for prompt in itertools.chain([first], prompts):
+            _check_demos(chosen, prompt)
+            yield estimate_prompt(prompt, chosen)
+
+    return chosen, run()
+
+
+def _check_demos(objective: AuditObjective, prompt: Prompt) -> None:
+    """A preset fixes its demonstrations: a log whose teachers saw the other kind is refused."""
+    if objective.demos is None:
+        return
+    kind = "reference" if prompt.reference is not None else "own"
+    if kind != objective.demos:
+        seen = "one fixed reference" if kind == "reference" else "correct siblings"
+        raise AuditInputError(
+            f"line {prompt.line}: {objective.source} trains with {objective.demos} "
+            f"demonstrations but this log's teachers see {seen} (--objective "
+            f"{objective.spec} audits its objective on this log)"
+        )
 
 
 def iter_estimates(
     lines: Iterable[str], threshold: float = 0.5
 ) -> Iterator[tuple[PromptEstimate, list[RolloutScore]]]:
-    """Per prompt, its estimates and per-rollout tilt scores, streaming."""
-    for prompt in read_prompts(lines, threshold):
-        yield estimate_prompt(prompt)
+    """Per prompt, its estimates (for the objective the log names) and tilt scores, streaming."""
+    return stream_estimates(lines, threshold)[1]
 
 
 # --------------------------------------------------------------------------

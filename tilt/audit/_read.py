@@ -379,6 +379,7 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
     ids: set[str] = set()
     tokens: bool | None = None
     objective: tuple[int, str] | None = None
+    first_data_line = 0
     n = 0
     for n, raw in enumerate(lines, start=1):
         text = raw.strip()
@@ -388,6 +389,8 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
             prompt, rollout = _parse(text, threshold)
         except ValueError as exc:
             raise AuditInputError(f"line {n}: {exc}") from None
+        if first_data_line == 0:
+            first_data_line = n
         has_tokens = rollout.token_logp is not None
         if tokens is None:
             tokens = has_tokens
@@ -395,6 +398,15 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
             raise AuditInputError(
                 f"line {n}: {'has' if has_tokens else 'has no'} 'token_logp' but earlier lines "
                 f"{'do not' if has_tokens else 'do'}: give per-token values on every line or none"
+            )
+        if objective is None and rollout.objective is not None and n > first_data_line:
+            raise AuditInputError(
+                f"line {n}: has 'objective' but earlier lines do not: give it on every line or none"
+            )
+        if objective is not None and rollout.objective is None:
+            raise AuditInputError(
+                f"line {n}: has no 'objective' but line {objective[0]} does: give it on every "
+                "line or none"
             )
         if rollout.objective is not None:
             if objective is None:
