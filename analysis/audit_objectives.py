@@ -105,7 +105,14 @@ CONFIGS = {
 def _quick(config: Config) -> Config:
     graph = "grid3" if config.graph == "grid4" else config.graph
     return Config(
-        config.name, graph, config.context, config.strength, 30, 8, config.demos, config.top,
+        config.name,
+        graph,
+        config.context,
+        config.strength,
+        30,
+        8,
+        config.demos,
+        config.top,
         config.specs,
     )
 
@@ -120,9 +127,7 @@ def exact(config: Config, spec: str) -> tuple[float, float]:
     """The exact ``(amplification, entropy change)`` of ``spec``'s fixed point."""
     pi0 = _base(config.graph)
     model = make_context(config.context, config.strength)
-    demos = (
-        point_mass(pi0, reference_rollout(pi0)) if config.demos == "reference" else "own"
-    )
+    demos = point_mass(pi0, reference_rollout(pi0)) if config.demos == "reference" else "own"
     q = sd_optimum(pi0, model, spec, demos=demos)
     return weighted_gap_slope(q, pi0) - 1, correct_entropy(q) - correct_entropy(pi0)
 
@@ -173,9 +178,10 @@ def _chunk(name: str, quick: bool, first: int, count: int) -> list[Row]:
 def summarise(rows: Sequence[Row], quick: bool = False) -> list[Row]:
     """One row per configuration and objective: bias, sd, coverage, width, how often shown."""
     out = []
-    keys = sorted({(r["config"], r["spec"]) for r in rows}, key=lambda k: (
-        list(CONFIGS).index(k[0]), SPECS.index(k[1])
-    ))
+    keys = sorted(
+        {(r["config"], r["spec"]) for r in rows},
+        key=lambda k: (list(CONFIGS).index(k[0]), SPECS.index(k[1])),
+    )
     for name, spec in keys:
         config = _quick(CONFIGS[name]) if quick else CONFIGS[name]
         mine = [r for r in rows if r["config"] == name and r["spec"] == spec]
@@ -225,8 +231,10 @@ def sweep(
     reps = replicates if replicates is not None else (10 if quick else 200)
     chunk = max(1, min(25, reps))
     tasks = [
-        (f"{name} seeds {first}..{first + min(chunk, seed + reps - first) - 1}",
-         (name, quick, first, min(chunk, seed + reps - first)))
+        (
+            f"{name} seeds {first}..{first + min(chunk, seed + reps - first) - 1}",
+            (name, quick, first, min(chunk, seed + reps - first)),
+        )
         for name in (names or list(CONFIGS))
         for first in range(seed, seed + reps, chunk)
     ]

@@ -88,8 +88,9 @@ def test_token_forward_correction_is_the_jackknifed_log_of_a_mean_by_hand() -> N
 
 def test_one_teacher_gives_no_correction_and_a_reference_gives_zero() -> None:
     rollout = _two_teacher_rollout(P1, P2)
-    alone = Rollout(1, "0", True, rollout.logp, rollout.token_logp, rollout.teacher[:1],
-                    rollout.tokens)
+    alone = Rollout(
+        1, "0", True, rollout.logp, rollout.token_logp, rollout.teacher[:1], rollout.tokens
+    )
     assert math.isnan(rollout_corrections([alone], resolve_objective("jsd=0.5")).value[0])
     ref = Score("c", -1.0, rollout.teacher[0].token_logp, rollout.teacher[0].top, True)
     pinned = Rollout(1, "0", True, rollout.logp, rollout.token_logp, (ref,), rollout.tokens)
@@ -132,7 +133,9 @@ def test_jsd_conditionals_at_the_ends_are_the_closed_forms() -> None:
     geometric = weight @ np.log(teachers)
     geometric = geometric - np.logaddexp.reduce(geometric)
     assert jsd_conditionals(weight[:, None], log_t, 0.0)[:, 0] == pytest.approx(forward, abs=1e-12)
-    assert jsd_conditionals(weight[:, None], log_t, 1.0)[:, 0] == pytest.approx(geometric, abs=1e-12)
+    assert jsd_conditionals(weight[:, None], log_t, 1.0)[:, 0] == pytest.approx(
+        geometric, abs=1e-12
+    )
     near = jsd_conditionals(weight[:, None], log_t, 1e-6)[:, 0]
     assert near == pytest.approx(forward, abs=1e-5)
     near = jsd_conditionals(weight[:, None], log_t, 1 - 1e-6)[:, 0]
@@ -161,8 +164,17 @@ def test_the_reference_slope_is_unbiased_exactly() -> None:
     objectives = [resolve_objective(s) for s in ("sequence", "token", "jsd=0.5", "token-forward")]
     for a, b in itertools.product(range(correct.size), repeat=2):
         rollouts = tuple(
-            Rollout(i + 1, str(i), True, float(pi0.log_prob[y]), None,
-                    (Score("ref", float(teacher[y]), None, None, True),), None, None, "ref")
+            Rollout(
+                i + 1,
+                str(i),
+                True,
+                float(pi0.log_prob[y]),
+                None,
+                (Score("ref", float(teacher[y]), None, None, True),),
+                None,
+                None,
+                "ref",
+            )
             for i, y in enumerate((correct[a], correct[b]))
         )
         prompt = Prompt("p", 1, rollouts, "ref")
@@ -175,9 +187,7 @@ def test_the_reference_slope_is_unbiased_exactly() -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def _sample_text(
-    prompts: int, demos: int | None = None, top: int | None = 4, seed: int = 5
-) -> str:
+def _sample_text(prompts: int, demos: int | None = None, top: int | None = 4, seed: int = 5) -> str:
     options = SampleOptions(prompts, 8, demos, tokens=True, top=top)
     return sample_jsonl([_base("grid3")], make_context("edge", 2.0), options, seed=seed)
 
@@ -242,6 +252,8 @@ def test_the_objective_comes_from_the_log_unless_given(
     out = capsys.readouterr().out.splitlines()
     assert out[1] == "objective: jsd=0.5 (the log)"
     assert out[2].startswith("verdict: jsd=0.5 (the log): SD will widen the gaps")
+    # its weights carry the correction's noise: no effective number in the verdict
+    assert "effective number of correct rollouts not shown (jsd=0.5's weights" in out[2]
     assert main([str(path), "--bootstrap", "100", "--preset", "tinker", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["objective"]["spec"] == "token"
@@ -262,6 +274,7 @@ def test_one_demonstration_per_rollout_shows_no_per_token_estimate(
     assert "fewer than 2 demonstrations" in verdict
     assert "score each rollout with 2 or more correct siblings" in verdict
     assert "gap slope" not in verdict
+    assert "more prompts" not in verdict  # the prompts are there; the demonstrations are not
 
 
 def test_an_unreliable_effective_number_is_not_in_the_verdict(
@@ -320,10 +333,14 @@ HOSTILE = [
     (_text({**_line(), "tokens": None}), "line 1: 'top' needs 'tokens'"),
     (_text(_bad_teacher_top()), "'teacher[0].top[0]' lists probabilities that add up to"),
     (_text(_line(objective="jsd=2")), "line 1: 'objective': objective 'jsd=2' is out of range"),
-    (_text(_line(objective="token"), {**_line(rollout="x"), "objective": "jsd=0.5"}),
-     "line 2: 'objective' is 'jsd=0.5' but line 1 says 'token'"),
-    (_text(_line(), _line(rollout="x", objective="token")),
-     "line 2: has 'objective' but earlier lines do not"),
+    (
+        _text(_line(objective="token"), {**_line(rollout="x"), "objective": "jsd=0.5"}),
+        "line 2: 'objective' is 'jsd=0.5' but line 1 says 'token'",
+    ),
+    (
+        _text(_line(), _line(rollout="x", objective="token")),
+        "line 2: has 'objective' but earlier lines do not",
+    ),
     (_text(_line(reference="r")), "is not the prompt's reference 'r'"),
 ]
 

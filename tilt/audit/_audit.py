@@ -45,7 +45,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -225,7 +226,7 @@ def estimate_prompt(
     _check_inputs(correct, objective)
     x = np.array([r.logp for r in correct])
     delta_entropy, ess = _entropy_change(x, tilt)
-    fields: dict[str, float] = {
+    fields: dict[str, Any] = {
         "delta_entropy": delta_entropy,
         "ess": ess,
         "tilt_spread": float(np.std(tilt - tilt.mean())),
@@ -249,7 +250,8 @@ def estimate_prompt(
         fields["objective_den"] = fields["slope_den"]
         if correct[0].token_logp is not None:
             fields.update(_token_terms(correct))
-    return PromptEstimate(prompt.prompt, len(prompt.rollouts), k, **fields), records
+    estimate = PromptEstimate(prompt.prompt, len(prompt.rollouts), k, reference=reference)
+    return replace(estimate, **fields), records
 
 
 def _check_inputs(correct: list[Rollout], objective: AuditObjective) -> None:
@@ -611,7 +613,7 @@ def audit_prompts(
         objective_delta_entropy=objective_delta,
         objective_ess_fraction=objective_ess_fraction,
         slope_checks=_slope_checks(objective, sloped, with_objective),
-        entropy_checks=_entropy_checks(usable, objective_ess_fraction),
+        entropy_checks=_entropy_checks(usable, objective_ess_fraction, objective),
     )
 
 
@@ -651,7 +653,8 @@ def _slope_checks(
                 "sibling)",
             )
         )
-    n = len(with_objective)
+    # prompts that lack demonstrations fail the check above, not this one
+    n = len(with_objective) if with_objective else len(sloped)
     checks.append(
         Diagnostic(
             "prompts",
@@ -676,10 +679,23 @@ def _slope_checks(
 
 
 def _entropy_checks(
-    usable: list[PromptEstimate], ess_fraction: float
+    usable: list[PromptEstimate], ess_fraction: float, objective: AuditObjective
 ) -> tuple[Diagnostic, ...]:
-    """What the effective-number change relies on: light-tailed weights, enough demonstrations."""
-    checks = [
+    """What the effective-number change relies on: light-tailed weights, enough demonstrations,
+    and (for an objective with a per-position correction) weights free of the jackknife's noise."""
+    own = [e for e in usable if not e.reference]
+    checks = []
+    if objective.needs_demos and own:
+        checks.append(
+            Diagnostic(
+                "correction noise",
+                False,
+                f"{objective.spec}'s weights exp(L^) carry the noise of its per-position "
+                "correction, which biases the entropy change (docs/audit.md measures it)",
+                "read the amplification; more demonstrations per rollout shrink the noise",
+            )
+        )
+    checks += [
         Diagnostic(
             "weights",
             bool(ess_fraction >= MIN_ESS_FRACTION),
@@ -688,7 +704,6 @@ def _entropy_checks(
             "sample more rollouts per prompt",
         )
     ]
-    own = [e for e in usable if not e.reference]
     if own:
         demos = float(np.median([e.mean_demos for e in own]))
         checks.append(

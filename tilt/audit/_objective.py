@@ -112,9 +112,7 @@ class AuditObjective:
                 "continuations the rollout did not take)"
             )
         if self.name == "length-weighted":
-            return (
-                "siblings' expected inverse lengths taken equal (then it is token's fixed point)"
-            )
+            return "siblings' expected inverse lengths taken equal (then it is token's fixed point)"
         return None
 
     def describe(self) -> str:
@@ -189,7 +187,7 @@ def _buckets(rollout: Rollout, top: bool) -> FloatArray:
 
 
 def _weighted_mean(weights: FloatArray, values: FloatArray) -> FloatArray:
-    """``sum_i w[s, i] values[i, ...]`` with ``0 * -inf = 0`` and ``w > 0`` on ``-inf`` giving ``-inf``."""
+    """``sum_i w[s, i] values[i]``, (S, ...): ``0 * -inf`` is 0, ``w > 0`` on ``-inf`` gives it."""
     w = weights.reshape(weights.shape + (1,) * (values.ndim - 1))
     with np.errstate(invalid="ignore"):
         terms = np.where(w > 0, w * values[None], 0.0)
@@ -206,7 +204,9 @@ def _log_mean_exp(weights: FloatArray, values: FloatArray) -> FloatArray:
         return np.log((w * np.exp(values - top)[None]).sum(axis=1)) + top
 
 
-def _position_terms(objective: AuditObjective, weights: FloatArray, log_t: FloatArray) -> FloatArray:
+def _position_terms(
+    objective: AuditObjective, weights: FloatArray, log_t: FloatArray
+) -> FloatArray:
     """``Delta`` per subset of demonstrations and position, (S, T), from ``log_t`` (m, T, n)."""
     kind = objective.kind
     if kind == "token-forward":
@@ -226,9 +226,7 @@ def _position_terms(objective: AuditObjective, weights: FloatArray, log_t: Float
     raise ValueError(f"no per-position closed form for {objective.spec}")  # jsd: _jsd_terms
 
 
-def _jsd_terms(
-    a: float, blocks: list[tuple[FloatArray, FloatArray]]
-) -> list[FloatArray]:
+def _jsd_terms(a: float, blocks: list[tuple[FloatArray, FloatArray]]) -> list[FloatArray]:
     """``Delta`` of ``jsd=a`` for several rollouts at once: one per-prefix solve in all.
 
     Each block is ``(weights (S, m), log_t (m, T, n))``; every (subset, position)
@@ -322,8 +320,8 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
             totals[j] = terms.sum(axis=1)
     if pending:
         assert objective.param is not None
-        terms = _jsd_terms(objective.param, [(w, t) for _, w, t in pending])
-        for (j, _, _), block in zip(pending, terms, strict=True):
+        solved = _jsd_terms(objective.param, [(w, t) for _, w, t in pending])
+        for (j, _, _), block in zip(pending, solved, strict=True):
             totals[j] = block.sum(axis=1)
     for j, total in totals.items():
         m = total.size - 1

@@ -225,7 +225,9 @@ def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
     if record.get("objective") is not None:
         objective = record["objective"]
         if not isinstance(objective, str):
-            raise ValueError(f"'objective' must be a spec string such as 'jsd=0.5', got {objective!r}")
+            raise ValueError(
+                f"'objective' must be a spec string such as 'jsd=0.5', got {objective!r}"
+            )
         try:
             objective = parse_objective(objective).spec.strip()
         except ValueError as exc:

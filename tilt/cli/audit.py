@@ -28,7 +28,6 @@ from tilt.audit import (
     audit_prompts,
     stream_estimates,
 )
-from tilt.objectives import PRESETS, objective_forms
 from tilt.cli import (
     OneLineParser,
     check_output_file,
@@ -40,6 +39,7 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.cli import table as text_table
+from tilt.objectives import PRESETS, objective_forms
 
 __all__ = ["main"]
 

@@ -259,9 +259,10 @@ def jsd_conditionals(weight: FloatArray, log_cond: FloatArray, a: float) -> Floa
             f"{log_cond.shape}"
         )
     if a >= 1.0 - _END:
+        positive = weight[:, None, :] > 0
         with np.errstate(invalid="ignore"):
-            mean = np.where(weight[:, None, :] > 0, weight[:, None, :] * log_cond, 0.0).sum(axis=0)
-        mean = np.where((np.isneginf(log_cond) & (weight[:, None, :] > 0)).any(axis=0), -np.inf, mean)
+            mean = np.where(positive, weight[:, None, :] * log_cond, 0.0).sum(axis=0)
+        mean = np.where((np.isneginf(log_cond) & positive).any(axis=0), -np.inf, mean)
         return mean - column_logsumexp(mean)
     if a <= _END:
         with np.errstate(divide="ignore"):
