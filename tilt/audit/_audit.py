@@ -160,6 +160,13 @@ class PromptEstimate:
             return math.nan
         return self.slope_num / self.slope_den
 
+    @property
+    def objective_slope(self) -> float:
+        """This prompt's own amplification estimate for the audited objective (noisy)."""
+        if not (self.objective_den > 0):
+            return math.nan
+        return self.objective_num / self.objective_den
+
 
 @dataclass(frozen=True)
 class RolloutScore:

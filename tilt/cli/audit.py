@@ -254,26 +254,28 @@ def _report(result: AuditResult, source: str, per_prompt: bool) -> str:
             lines.append(f"check failed ({check.name}): {check.reading}: {check.fix}")
     lines += [f"warning: {w}" for w in result.warnings]
     if per_prompt:
-        lines += ["", _prompt_table(result.prompts)]
+        lines += ["", _prompt_table(result.prompts, spec)]
     return "\n".join(lines)
 
 
-def _prompt_table(prompts: Sequence[PromptEstimate]) -> str:
+def _prompt_table(prompts: Sequence[PromptEstimate], spec: str) -> str:
     rows = [
         [
             e.prompt,
             str(e.n_rollouts),
             str(e.n_correct),
             fmt(e.slope, 3),
+            fmt(e.objective_slope, 3),
             fmt(e.delta_entropy, 3),
             fmt(e.ess, 2),
             fmt(e.tilt_spread, 3),
-            "" if e.n_correct >= 3 else ("no slope" if e.usable else "skipped"),
+            "" if e.sloped else ("no slope" if e.usable else "skipped"),
         ]
         for e in prompts
     ]
     return text_table(
-        ["prompt", "rollouts", "correct", "slope", "dH", "ESS", "sd(S)", "note"], rows
+        ["prompt", "rollouts", "correct", "slope", f"slope {spec}", "dH", "ESS", "sd(S)", "note"],
+        rows,
     )
 
 
@@ -336,6 +338,7 @@ def _as_json(result: AuditResult, source: str, per_prompt: bool) -> dict[str, ob
                 "rollouts": e.n_rollouts,
                 "correct": e.n_correct,
                 "slope": clean(e.slope),
+                "objective_slope": clean(e.objective_slope),
                 "delta_entropy": clean(e.delta_entropy),
                 "ess": clean(e.ess),
                 "tilt_spread": clean(e.tilt_spread),
