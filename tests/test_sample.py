@@ -230,9 +230,7 @@ def test_top_lists_are_the_k_most_probable_moves(grid3: Policy, k: int) -> None:
         lists = [(r["top"], student)] + [
             (
                 s["top"],
-                _teacher_conditionals(
-                    grid3, "edge", 2.0, index[group[s["demo"]]["path"]]
-                ),
+                _teacher_conditionals(grid3, "edge", 2.0, index[group[s["demo"]]["path"]]),
             )
             for s in r["teacher"]
         ]
@@ -247,8 +245,10 @@ def test_top_lists_are_the_k_most_probable_moves(grid3: Policy, k: int) -> None:
                 assert len(top[t]) == min(k, len(exact))
                 for token, value in top[t].items():
                     assert value == pytest.approx(min(exact[token], 0.0), abs=1e-12)
-                    assert value >= max(exact.values()) - 1e-12 or len(top[t]) == len(exact) or (
-                        sorted(exact.values(), reverse=True)[len(top[t]) - 1] <= value + 1e-12
+                    assert (
+                        value >= max(exact.values()) - 1e-12
+                        or len(top[t]) == len(exact)
+                        or (sorted(exact.values(), reverse=True)[len(top[t]) - 1] <= value + 1e-12)
                     )
                 checked += 1
     assert checked > 100
@@ -258,7 +258,13 @@ def test_reference_demonstrations_and_the_objective_are_written(grid3: Policy) -
     # OPSD/SDFT: every rollout, correct or not, is scored with the one fixed reference, which is
     # the base's likeliest correct rollout unless a path is given
     records = _records(
-        grid3, "edge", 2.0, prompts=4, rollouts=6, top=2, demos="reference",
+        grid3,
+        "edge",
+        2.0,
+        prompts=4,
+        rollouts=6,
+        top=2,
+        demos="reference",
         objective="token-forward",
     )
     space = grid3.space

@@ -242,9 +242,7 @@ def estimate_prompt(
     corrections = rollout_corrections(correct, objective)
     log_ratio = tilt + corrections.value
     if np.isfinite(log_ratio).all():
-        fields["objective_delta_entropy"], fields["objective_ess"] = _entropy_change(
-            x, log_ratio
-        )
+        fields["objective_delta_entropy"], fields["objective_ess"] = _entropy_change(x, log_ratio)
     if reference:
         # c* is no rollout of the group: the plain within-prompt fit is unbiased,
         # E[sum (x - xbar) L] = (k - 1) cov and E[sum (x - xbar)^2] = (k - 1) var
@@ -587,18 +585,12 @@ def audit_prompts(
     token = ratio("token_num", "token_den") if has_tokens else None
     delta = ratio("delta_entropy", "count")
     with_objective = [e for e in sloped if np.isfinite(e.objective_num)]
-    objective_amplification = (
-        ratio("objective_num", "objective_den") if with_objective else None
-    )
+    objective_amplification = ratio("objective_num", "objective_den") if with_objective else None
     objective_delta = (
-        ratio("objective_delta_entropy", "objective_count")
-        if sums["objective_count"] > 0
-        else None
+        ratio("objective_delta_entropy", "objective_count") if sums["objective_count"] > 0 else None
     )
     ess_fraction = float(np.median([e.ess / e.n_correct for e in usable]))
-    objective_ess = [
-        e.objective_ess / e.n_correct for e in usable if np.isfinite(e.objective_ess)
-    ]
+    objective_ess = [e.objective_ess / e.n_correct for e in usable if np.isfinite(e.objective_ess)]
     objective_ess_fraction = float(np.median(objective_ess)) if objective_ess else math.nan
     warnings = _warnings(every, usable, sloped, ess_fraction)
     return AuditResult(

@@ -383,9 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         csv_out.add(records)
                     if reservoir is not None:
                         reservoir.add(records)
-            result = audit_prompts(
-                estimates, args.bootstrap, args.confidence, args.seed, objective
-            )
+            result = audit_prompts(estimates, args.bootstrap, args.confidence, args.seed, objective)
             source = "stdin" if args.file == "-" else args.file
             if reservoir is not None:
                 from tilt.cli._audit_plot import render

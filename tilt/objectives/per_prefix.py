@@ -255,8 +255,7 @@ def jsd_conditionals(weight: FloatArray, log_cond: FloatArray, a: float) -> Floa
         raise ValueError(f"jsd coefficient a must lie in [0, 1], got {a!r}")
     if weight.ndim != 2 or log_cond.ndim != 3 or log_cond.shape[::2] != weight.shape:
         raise ValueError(
-            f"weight must be (K, G) and log_cond (K, n, G), got {weight.shape} and "
-            f"{log_cond.shape}"
+            f"weight must be (K, G) and log_cond (K, n, G), got {weight.shape} and {log_cond.shape}"
         )
     if a >= 1.0 - _END:
         positive = weight[:, None, :] > 0
