@@ -21,6 +21,7 @@ import pytest
 from scipy.optimize import minimize
 
 from tilt.audit import (
+    audit_lines,
     audit_prompts,
     estimate_prompt,
     read_prompts,
@@ -30,7 +31,7 @@ from tilt.audit import (
 from tilt.audit._read import Prompt, Rollout, Score
 from tilt.cli.audit import main
 from tilt.context import make_context, point_mass, reference_rollout
-from tilt.measures import weighted_gap_slope
+from tilt.measures import correct_entropy, weighted_gap_slope
 from tilt.objectives import jsd_conditionals, sd_optimum
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
@@ -285,8 +286,28 @@ def test_an_unreliable_effective_number_is_not_in_the_verdict(
     assert main([str(ROOT / "docs" / "examples" / "audit_grid4.jsonl")]) == 0
     verdict = capsys.readouterr().out.splitlines()[2]
     assert "effective number of correct rollouts not shown" in verdict
-    assert "score each rollout with 4 or more correct siblings" in verdict
+    assert "score each rollout with every correct sibling" in verdict
     assert "x0.359" not in verdict
+
+
+def test_the_effective_number_is_quoted_where_its_checks_hold() -> None:
+    # sequence SD, every correct sibling scored, 32 rollouts per prompt (docs/audit.md: the
+    # setting where the entropy change covered 0.92): the verdict quotes it, and its interval
+    # holds the exact x0.785 of grid3 with edge(2) (docs/audit.md's worked example)
+    pi0 = _base("grid3")
+    model = make_context("edge", 2.0)
+    text = sample_jsonl([pi0], model, SampleOptions(30, 32, None), seed=1)
+    result = audit_lines(text.splitlines(), bootstrap=200)
+    assert all(c.holds for c in (*result.slope_checks, *result.entropy_checks))
+    ratio = result.objective_effective_ratio
+    assert ratio is not None
+    q = sd_optimum(pi0, model, "sequence")
+    assert ratio.contains(math.exp(correct_entropy(q) - correct_entropy(pi0)))
+    assert f"effective number of correct rollouts x{ratio.estimate:.3f}" in result.verdict()
+    # four siblings out of about 27: the check fails and the verdict says what would fix it
+    fewer = sample_jsonl([pi0], model, SampleOptions(30, 32, 4), seed=1)
+    verdict = audit_lines(fewer.splitlines(), bootstrap=200).verdict()
+    assert "score each rollout with every correct sibling" in verdict
 
 
 def test_a_reference_log_is_audited_under_a_reference_preset(

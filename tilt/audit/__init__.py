@@ -7,6 +7,7 @@ slope of the tilt against the base's log-probability, with bootstrap intervals.
 
 from tilt.audit._audit import (
     MIN_DEMOS,
+    MIN_ENTROPY_CORRECT,
     MIN_ESS_FRACTION,
     MIN_PROMPTS,
     AuditResult,
@@ -52,6 +53,7 @@ __all__ = [
     "iter_estimates",
     "stream_estimates",
     "MIN_DEMOS",
+    "MIN_ENTROPY_CORRECT",
     "Diagnostic",
     "AuditObjective",
     "Corrections",
