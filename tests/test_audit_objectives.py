@@ -408,3 +408,18 @@ def test_a_log_without_top_lists_is_refused_for_objectives_that_need_them(
     assert "not allowed with argument" in capsys.readouterr().err
     assert _run([str(path), "--objective", "nope"]) == 2
     assert "unknown SD objective 'nope'" in capsys.readouterr().err
+
+
+def test_short_top_k_lists_show_no_estimate_for_objectives_that_read_them() -> None:
+    # top-1 lists where 2-3 moves are available leave about a third of the teachers' mass in
+    # the tail (docs/audit.md: biased token by +0.035 on grid4): the check fails for token and
+    # names the fix; token-forward reads only the sampled tokens and is unaffected
+    text = _sample_text(40, top=1)
+    token = audit_lines(text.splitlines(), bootstrap=100, objective="token")
+    (failed,) = [c for c in token.slope_checks if not c.holds]
+    assert failed.name == "top-k"
+    assert token.verdict().endswith("log longer top-k lists")
+    forward = audit_lines(text.splitlines(), bootstrap=100, objective="token-forward")
+    assert all(c.holds for c in forward.slope_checks)
+    full = audit_lines(_sample_text(40).splitlines(), bootstrap=100, objective="token")
+    assert [c.name for c in full.slope_checks if not c.holds] == []

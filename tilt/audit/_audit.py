@@ -94,6 +94,11 @@ MIN_ENTROPY_CORRECT = 24
 change (self-normalised weights over small groups are biased: with every sibling scored it
 covered 0.92 at 32 rollouts per prompt, about 25 correct, and 0.57-0.68 at 8; docs/audit.md)."""
 
+MAX_TAIL = 0.01
+"""A mean tail mass of the teachers' top-k lists above this: the verdict shows no estimate for an
+objective that reads the lists (top-1 lists on grid4, tail about 0.35, biased token by +0.035
+and length-weighted by +0.056; full lists leave none; docs/audit.md)."""
+
 MAX_PROMPT_SHARE = 0.25
 """One prompt carrying more than this share of the slope's numerator (in absolute value): the
 audit warns that the tilt scores are heavy-tailed."""
@@ -129,6 +134,9 @@ class PromptEstimate:
         The entropy change and effective sample size with weights ``exp(L^)``.
     reference : bool
         The teachers see one fixed reference demonstration (OPSD, SDFT).
+    tail_mass : float
+        The mean mass the teachers' top-k lists leave in the tail (``nan`` when the
+        objective reads no lists).
     """
 
     prompt: str
@@ -147,6 +155,7 @@ class PromptEstimate:
     objective_delta_entropy: float = math.nan
     objective_ess: float = math.nan
     reference: bool = False
+    tail_mass: float = math.nan
 
     @property
     def usable(self) -> bool:
@@ -245,6 +254,7 @@ def estimate_prompt(
         "mean_demos": float(np.mean([len(r.teacher) for r in correct])),
     }
     corrections = rollout_corrections(correct, objective)
+    fields["tail_mass"] = corrections.tail
     log_ratio = tilt + corrections.value
     if np.isfinite(log_ratio).all():
         fields["objective_delta_entropy"], fields["objective_ess"] = _entropy_change(x, log_ratio)
@@ -655,6 +665,19 @@ def _slope_checks(
                 "compares teachers with different demonstrations at the same positions",
                 "score each rollout with 2 or more correct siblings (the validation used every "
                 "sibling)",
+            )
+        )
+    if objective.needs_top:
+        tails = [e.tail_mass for e in with_objective if np.isfinite(e.tail_mass)]
+        tail = float(np.mean(tails)) if tails else 0.0
+        checks.append(
+            Diagnostic(
+                "top-k",
+                tail <= MAX_TAIL,
+                f"the teachers' top-k lists leave {tail:.3f} of their mass in the tail (mean; "
+                f"the check allows {MAX_TAIL:g}): {objective.spec}'s correction lumps it into "
+                "one bucket, which biases it (docs/audit.md measures top-1 lists)",
+                "log longer top-k lists",
             )
         )
     # prompts that lack demonstrations fail the check above, not this one

@@ -152,8 +152,9 @@ def _tail(listed: FloatArray) -> float:
     return math.log(rest) if rest > TAIL_FLOOR else -math.inf
 
 
-def _buckets(rollout: Rollout, top: bool) -> FloatArray:
-    """Teachers' next-token log-probabilities per position over common buckets, (m, T, n).
+def _buckets(rollout: Rollout, top: bool) -> tuple[FloatArray, float]:
+    """Teachers' next-token log-probabilities per position over common buckets, (m, T, n),
+    and the mean tail mass (over teachers and positions; 0 without ``top``).
 
     Bucket 0 is the sampled token (its value from ``token_logp``); with ``top``
     the next buckets are the tokens every teacher lists at that position, and
@@ -165,11 +166,12 @@ def _buckets(rollout: Rollout, top: bool) -> FloatArray:
         raise ValueError(f"line {rollout.line}: per-token values missing")
     sampled = np.array(values)  # (m, T)
     if not top:
-        return sampled[:, :, None]
+        return sampled[:, :, None], 0.0
     tokens = rollout.tokens
     assert tokens is not None  # the reader requires tokens with top lists
     m, length = sampled.shape
     columns: list[list[list[float]]] = []
+    tail_mass = 0.0
     for t in range(length):
         lists = [s.top[t] for s in scores if s.top is not None]
         common = set(lists[0]).intersection(*lists[1:]) - {tokens[t]}
@@ -177,13 +179,15 @@ def _buckets(rollout: Rollout, top: bool) -> FloatArray:
         rows = []
         for i, listed in enumerate(lists):
             row = [float(sampled[i, t])] + [listed[u] for u in order]
-            rows.append(row + [_tail(np.array(row))])
+            tail = _tail(np.array(row))
+            tail_mass += math.exp(tail)
+            rows.append([*row, tail])
         columns.append(rows)
     width = max(len(rows[0]) for rows in columns)
     out = np.full((m, length, width), -np.inf)
     for t, rows in enumerate(columns):
         out[:, t, : len(rows[0])] = np.array(rows)
-    return out
+    return out, tail_mass / (m * length)
 
 
 def _weighted_mean(weights: FloatArray, values: FloatArray) -> FloatArray:
@@ -278,10 +282,15 @@ class Corrections:
         scores), ``D_m - D_(-i)``: how much the plug-in moves when ``i`` is
         left out; the slope uses it to remove the covariance between a
         demonstration's ``log pi`` and the correction it helped compute.
+    tail : float
+        The mean tail mass the top-k lists leave (over rollouts, positions and
+        teachers): what the corrections lump into one bucket; ``nan`` when the
+        objective reads no lists.
     """
 
     value: FloatArray
     influence: tuple[FloatArray, ...]
+    tail: float = math.nan
 
 
 def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> Corrections:
@@ -302,6 +311,7 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
         return Corrections(out, tuple(influence))
     pending: list[tuple[int, FloatArray, FloatArray]] = []
     totals: dict[int, FloatArray] = {}
+    tails: list[float] = []
     for j, r in enumerate(rollouts):
         m = len(r.teacher)
         if r.teacher and r.teacher[0].reference:
@@ -313,11 +323,14 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
         if objective.kind == "forward":
             log_t = np.array([s.logp for s in r.teacher])[:, None]
             totals[j] = (_log_mean_exp(weights, log_t) - _weighted_mean(weights, log_t)).sum(1)
-        elif objective.kind == "jsd":
-            pending.append((j, weights, _buckets(r, True)))
         else:
-            terms = _position_terms(objective, weights, _buckets(r, objective.needs_top))
-            totals[j] = terms.sum(axis=1)
+            log_t, tail = _buckets(r, objective.needs_top)
+            if objective.needs_top:
+                tails.append(tail)
+            if objective.kind == "jsd":
+                pending.append((j, weights, log_t))
+            else:
+                totals[j] = _position_terms(objective, weights, log_t).sum(axis=1)
     if pending:
         assert objective.param is not None
         solved = _jsd_terms(objective.param, [(w, t) for _, w, t in pending])
@@ -327,4 +340,4 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
         m = total.size - 1
         out[j] = float(m * total[0] - (m - 1) * total[1:].mean())
         influence[j] = total[0] - total[1:]
-    return Corrections(out, tuple(influence))
+    return Corrections(out, tuple(influence), float(np.mean(tails)) if tails else math.nan)
