@@ -1,8 +1,13 @@
 """Audits of real runs: what SD does to the ratios, estimated from a log.
 
-:func:`audit_prompts` reads sampled rollouts with their log-probabilities under
+:func:`audit_lines` reads sampled rollouts with their log-probabilities under
 the student and the teacher (``docs/audit.md``) and estimates the within-prompt
-slope of the tilt against the base's log-probability, with bootstrap intervals.
+slope of the fixed point's log-ratio against the base's log-probability, with
+bootstrap intervals, for sequence SD or any objective of
+:data:`tilt.objectives.OBJECTIVES` (``objective=``, ``preset=``): the
+per-token ones from the teachers' per-position top-k log-probabilities
+(:func:`rollout_corrections`).  On a plain log:
+``audit_lines(open("run.jsonl"), preset="sdpo").verdict()``.
 """
 
 from tilt.audit._audit import (
