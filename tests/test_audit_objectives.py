@@ -423,3 +423,11 @@ def test_short_top_k_lists_show_no_estimate_for_objectives_that_read_them() -> N
     assert all(c.holds for c in forward.slope_checks)
     full = audit_lines(_sample_text(40).splitlines(), bootstrap=100, objective="token")
     assert [c.name for c in full.slope_checks if not c.holds] == []
+
+
+def test_sequence_level_forward_is_not_quoted() -> None:
+    # the log of a mean of whole-sequence probabilities is not validated: no estimate, a reason
+    result = audit_lines(_sample_text(40).splitlines(), bootstrap=50, objective="forward")
+    verdict = result.verdict()
+    assert verdict.startswith("forward (--objective): no estimate shown: ")
+    assert "audit token-forward" in verdict

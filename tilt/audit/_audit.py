@@ -653,6 +653,17 @@ def _slope_checks(
 ) -> tuple[Diagnostic, ...]:
     """What the objective's slope relies on (``docs/audit.md``, "Where the estimator fails")."""
     checks = []
+    if objective.kind == "forward":
+        checks.append(
+            Diagnostic(
+                "estimator",
+                False,
+                "forward's correction, log E_c T_c(y) - E_c log T_c(y) over whole rollouts, is a "
+                "log of a mean of heavy-tailed sequence probabilities that a handful of "
+                "demonstrations does not pin down (not validated)",
+                "audit token-forward, the per-token forward KL trainers run",
+            )
+        )
     if objective.needs_demos:
         short = len(sloped) - len(with_objective)
         demos = float(np.median([e.mean_demos for e in sloped]))
