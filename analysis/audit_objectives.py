@@ -99,7 +99,7 @@ CONFIGS = {
         Config("reference", "grid4", "edge", 2.0, 100, 8, "reference", 4, SPECS),
     )
 }
-"""The full validation; ``--quick`` runs each on grid3 with 30 prompts."""
+"""The full validation; ``--quick`` runs each on grid3 with 30 prompts, 4 replicates."""
 
 
 def _quick(config: Config) -> Config:
@@ -227,8 +227,8 @@ def sweep(
     jobs: int | None = 1,
     progress: bool = False,
 ) -> list[Row]:
-    """Summary rows of the configurations ``names`` (default all; ``quick``: 10 replicates)."""
-    reps = replicates if replicates is not None else (10 if quick else 200)
+    """Summary rows of the configurations ``names`` (default all; ``quick``: 4 replicates)."""
+    reps = replicates if replicates is not None else (4 if quick else 200)
     chunk = max(1, min(25, reps))
     tasks = [
         (
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m analysis.audit_objectives",
         description="Bias and coverage of tilt.audit --objective against exact fixed points.",
     )
-    parser.add_argument("--quick", action="store_true", help="grid3, 30 prompts, 10 replicates")
+    parser.add_argument("--quick", action="store_true", help="grid3, 30 prompts, 4 replicates")
     parser.add_argument("--replicates", type=positive_int, help="replicates per configuration")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="only these")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="first seed (default 0)")
