@@ -200,7 +200,8 @@ def test_report_json_and_per_prompt(tmp_path: Path, capsys: pytest.CaptureFixtur
     path = _log(tmp_path)
     assert main([str(path), "--per-prompt"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[1].startswith("verdict: SD will widen the gaps")
+    assert out.splitlines()[1] == "objective: sequence (default)"
+    assert out.splitlines()[2].startswith("verdict: sequence (default): SD will widen the gaps")
     assert "amplification (token)" in out
     assert sum(1 for line in out.splitlines() if line.split()[:1] == ["17"]) == 1
     assert main([str(path), "--json", "--per-prompt"]) == 0

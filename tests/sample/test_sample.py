@@ -192,3 +192,104 @@ def _assert_close(mine: object, theirs: object) -> None:
             _assert_close(a, b)
     else:
         assert mine == theirs
+
+
+# --------------------------------------------------------------------------
+# per-token audits: top-k lists, reference demonstrations, the objective
+
+
+def _teacher_conditionals(pi0: Policy, model_name: str, strength: float, demo: int) -> np.ndarray:
+    """``log T_c(node[p] | parent[p])`` per prefix, from the teacher's rollout probabilities."""
+    space = pi0.space
+    row = make_context(model_name, strength).teacher_log_prob(pi0, np.array([demo]))[0]
+    mass = space.subtree_logsumexp(row)
+    out = np.zeros(space.n_prefixes)
+    out[1:] = mass[1:] - mass[space.parent[1:]]
+    return out
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_top_lists_are_the_k_most_probable_moves(grid3: Policy, k: int) -> None:
+    # every listed value is the exact conditional of that move at that position, the list holds
+    # the min(k, available) most probable moves, and the sampled move's value is token_logp's
+    space = grid3.space
+    paths = space.path_labels()
+    index = {p: i for i, p in enumerate(paths)}
+    student = grid3.log_conditionals()
+    records = _records(grid3, "edge", 2.0, prompts=6, rollouts=5, paths=True, top=k)
+    checked = 0
+    for r in records:
+        y = index[r["path"]]
+        prefixes = []
+        p = int(space.rollout_prefix[y])
+        while p > 0:
+            prefixes.append(p)
+            p = int(space.parent[p])
+        prefixes.reverse()
+        assert r["tokens"] == [int(space.node[p]) for p in prefixes]
+        group = [g for g in records if g["prompt"] == r["prompt"]]
+        lists = [(r["top"], student)] + [
+            (
+                s["top"],
+                _teacher_conditionals(grid3, "edge", 2.0, index[group[s["demo"]]["path"]]),
+            )
+            for s in r["teacher"]
+        ]
+        for top, conditionals in lists:
+            assert len(top) == len(prefixes)
+            for t, p in enumerate(prefixes):
+                h = int(space.parent[p])
+                children = range(
+                    int(space.child_start[h]), int(space.child_start[h] + space.child_count[h])
+                )
+                exact = {str(int(space.node[c])): float(conditionals[c]) for c in children}
+                assert len(top[t]) == min(k, len(exact))
+                for token, value in top[t].items():
+                    assert value == pytest.approx(min(exact[token], 0.0), abs=1e-12)
+                    assert (
+                        value >= max(exact.values()) - 1e-12
+                        or len(top[t]) == len(exact)
+                        or (sorted(exact.values(), reverse=True)[len(top[t]) - 1] <= value + 1e-12)
+                    )
+                checked += 1
+    assert checked > 100
+
+
+def test_reference_demonstrations_and_the_objective_are_written(grid3: Policy) -> None:
+    # OPSD/SDFT: every rollout, correct or not, is scored with the one fixed reference, which is
+    # the base's likeliest correct rollout unless a path is given
+    records = _records(
+        grid3,
+        "edge",
+        2.0,
+        prompts=4,
+        rollouts=6,
+        top=2,
+        demos="reference",
+        objective="token-forward",
+    )
+    space = grid3.space
+    # the likeliest correct rollout, ties (1e-12 in log space) to the smallest path string
+    top = np.where(space.correct, grid3.log_prob, -np.inf)
+    best = min(p for p, v in zip(space.path_labels(), top, strict=True) if v >= top.max() - 1e-12)
+    for r in records:
+        assert r["reference"] == best
+        assert [s["demo"] for s in r["teacher"]] == [best]
+        assert r["objective"] == "token-forward"
+    path = "(0, 0)>(1, 0)>(2, 0)>(2, 1)>(2, 2)"
+    other = _records(grid3, "edge", 2.0, prompts=1, rollouts=3, demos="reference", reference=path)
+    assert {r["reference"] for r in other} == {path}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"top": 0}, "top must be a positive integer"),
+        ({"demos": "uniform"}, "demos must be 'own' or 'reference'"),
+        ({"reference": "(0, 0)"}, "reference needs demos='reference'"),
+        ({"objective": "jsd=2"}, "out of range"),
+    ],
+)
+def test_bad_sample_options_name_the_argument(options: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SampleOptions(**options)

@@ -19,8 +19,17 @@ import numpy as np
 from tilt import _read_limits
 from tilt._numerics import FloatArray
 from tilt._read_limits import bounded_lines, load_json
+from tilt.objectives import parse_objective
 
-__all__ = ["AuditInputError", "Score", "Rollout", "Prompt", "read_prompts", "LOGP_TOLERANCE"]
+__all__ = [
+    "AuditInputError",
+    "Score",
+    "Rollout",
+    "Prompt",
+    "TopK",
+    "read_prompts",
+    "LOGP_TOLERANCE",
+]
 
 LOGP_TOLERANCE = 1e-6
 """A log-probability may exceed 0 by this much (rounding of a log-softmax); more is an error."""
@@ -29,17 +38,31 @@ TOKEN_SUM_TOLERANCE = 1e-4
 """Per-token log-probabilities must sum to ``logp`` within this, relative to ``max(1, |logp|)``."""
 
 
+TOP_SUM_TOLERANCE = 1e-6
+"""A position's listed probabilities may add up to at most ``1 + this`` (rounding)."""
+
+TopK = tuple[dict[str, float], ...]
+"""Per position of a rollout, the listed next tokens and their log-probabilities (top-k)."""
+
+
 class AuditInputError(ValueError):
     """A line of the audit log is wrong; the message names the line and the reason."""
 
 
 @dataclass(frozen=True)
 class Score:
-    """The teacher's log-probability of a rollout with one demonstration in context."""
+    """The teacher's log-probability of a rollout with one demonstration in context.
+
+    ``top``: per position, the teacher's top-k next tokens with their
+    log-probabilities (the rest of the mass is the tail); ``reference``: the
+    demonstration is the prompt's fixed reference (OPSD, SDFT), not a sibling.
+    """
 
     demo: str
     logp: float
     token_logp: FloatArray | None
+    top: TopK | None = None
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,15 +75,26 @@ class Rollout:
     logp: float
     token_logp: FloatArray | None
     teacher: tuple[Score, ...]
+    tokens: tuple[str, ...] | None = None
+    top: TopK | None = None
+    reference: str | None = None
+    objective: str | None = None
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """The rollouts of one prompt, in file order."""
+    """The rollouts of one prompt, in file order.
+
+    ``reference``: the id of the prompt's fixed demonstration when its
+    teachers see one (OPSD, SDFT); ``None`` when they see correct siblings.
+    ``objective``: the spec the run says it trained with (``None``: not said).
+    """
 
     prompt: str
     line: int
     rollouts: tuple[Rollout, ...]
+    reference: str | None = None
+    objective: str | None = None
 
     @property
     def n_correct(self) -> int:
@@ -114,6 +148,53 @@ def _tokens(value: object, field: str, total: float) -> FloatArray:
     return out
 
 
+def _top(value: object, field: str, tokens: tuple[str, ...], token_logp: FloatArray) -> TopK:
+    """Per position a ``{token: log-probability}`` object; the sampled token's value must agree."""
+    if not isinstance(value, list) or len(value) != len(tokens):
+        raise ValueError(
+            f"{field!r} must be a list of {len(tokens)} objects (one per token), got "
+            f"{_describe(value)}"
+        )
+    out = []
+    for t, entry in enumerate(value):
+        where = f"{field}[{t}]"
+        if not isinstance(entry, dict) or not entry:
+            raise ValueError(f"{where!r} must be a non-empty object {{token: logp}}, got {entry!r}")
+        raw = list(entry.values())
+        if all(type(v) is float for v in raw) and max(raw) <= 0.0:  # the common case, fast
+            position = {str(k): v for k, v in entry.items()}
+        else:
+            position = {str(k): _log_prob(v, f"{where}.{k}") for k, v in entry.items()}
+        total = math.fsum(map(math.exp, position.values()))
+        if total > 1 + TOP_SUM_TOLERANCE:
+            raise ValueError(
+                f"{where!r} lists probabilities that add up to {total!r} > 1 (a top-k list is "
+                "part of one distribution)"
+            )
+        sampled = position.get(tokens[t])
+        if sampled is not None and abs(sampled - float(token_logp[t])) > TOKEN_SUM_TOLERANCE:
+            raise ValueError(
+                f"{where!r} gives the sampled token {tokens[t]!r} log-probability {sampled!r} "
+                f"but the per-token value is {float(token_logp[t])!r}"
+            )
+        out.append(position)
+    return tuple(out)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return repr(value)
+
+
+def _token_ids(value: object, n: int | None) -> tuple[str, ...]:
+    if n is None:
+        raise ValueError("'tokens' needs 'token_logp' (the sampled tokens' log-probabilities)")
+    if not isinstance(value, list) or len(value) != n:
+        raise ValueError(f"'tokens' must be a list of {n} token ids, got {_describe(value)}")
+    return tuple(_identifier(v, f"tokens[{i}]", "") for i, v in enumerate(value))
+
+
 def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
     """Parse one line into ``(prompt id, rollout)``; raise ``ValueError`` with the reason."""
     record = load_json(
@@ -131,6 +212,28 @@ def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
     token_logp = None
     if record.get("token_logp") is not None:
         token_logp = _tokens(record["token_logp"], "token_logp", logp)
+    tokens = None
+    if record.get("tokens") is not None:
+        tokens = _token_ids(record["tokens"], None if token_logp is None else token_logp.size)
+    top = None
+    if record.get("top") is not None:
+        if tokens is None or token_logp is None:
+            raise ValueError("'top' needs 'tokens' (the sampled token ids) and 'token_logp'")
+        top = _top(record["top"], "top", tokens, token_logp)
+    reference = None
+    if record.get("reference") is not None:
+        reference = _identifier(record["reference"], "reference", "")
+    objective = None
+    if record.get("objective") is not None:
+        objective = record["objective"]
+        if not isinstance(objective, str):
+            raise ValueError(
+                f"'objective' must be a spec string such as 'jsd=0.5', got {objective!r}"
+            )
+        try:
+            objective = parse_objective(objective).spec.strip()
+        except ValueError as exc:
+            raise ValueError(f"'objective': {exc}") from None
     teacher = record.get("teacher", [])
     if not isinstance(teacher, list):
         raise ValueError(f"'teacher' must be a list of {{demo, logp}} objects, got {teacher!r}")
@@ -144,7 +247,12 @@ def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
             if field not in entry:
                 raise ValueError(f"missing field {field!r} in {where}")
         demo = _identifier(entry["demo"], "demo", f"{where}: ")
-        if demo == rollout:
+        if reference is not None and demo != reference:
+            raise ValueError(
+                f"{where}: demonstration {demo!r} is not the prompt's reference {reference!r} (a "
+                "prompt with a reference scores every rollout with it)"
+            )
+        if demo == rollout and reference is None:
             raise ValueError(
                 f"{where}: rollout {rollout!r} is its own demonstration (SDPO excludes itself)"
             )
@@ -164,8 +272,17 @@ def _parse(text: str, threshold: float) -> tuple[str, Rollout]:
                 )
         elif token_logp is not None:
             raise ValueError(f"{where} has no 'token_logp' but the rollout has per-token values")
-        scores.append(Score(demo, t_logp, t_tokens))
-    return prompt, Rollout(0, rollout, correct, logp, token_logp, tuple(scores))
+        t_top = None
+        if entry.get("top") is not None:
+            if tokens is None or t_tokens is None:
+                raise ValueError(f"{where}.top needs the rollout's 'tokens' and 'token_logp'")
+            t_top = _top(entry["top"], f"{where}.top", tokens, t_tokens)
+        scores.append(Score(demo, t_logp, t_tokens, t_top, reference is not None))
+    if len({s.top is None for s in scores}) > 1:
+        raise ValueError("'top' is given for some teacher scores of this rollout but not all")
+    return prompt, Rollout(
+        0, rollout, correct, logp, token_logp, tuple(scores), tokens, top, reference, objective
+    )
 
 
 def _correctness(record: dict[str, object], threshold: float) -> bool:
@@ -199,7 +316,26 @@ def _check_prompt(prompt: Prompt) -> None:
     """Demonstrations must be correct rollouts of the prompt; scored where SDPO would score."""
     correct = {r.rollout for r in prompt.rollouts if r.correct}
     known = {r.rollout for r in prompt.rollouts}
+    if prompt.reference is not None:
+        for r in prompt.rollouts:
+            if r.reference != prompt.reference:
+                raise AuditInputError(
+                    f"line {r.line}: reference {r.reference!r} differs from the reference "
+                    f"{prompt.reference!r} of prompt {prompt.prompt!r} on line {prompt.line} (one "
+                    "fixed demonstration per prompt)"
+                )
+            if r.correct and not r.teacher:
+                raise AuditInputError(
+                    f"line {r.line}: correct rollout {r.rollout!r} of prompt {prompt.prompt!r} has "
+                    "no teacher score with the reference in context"
+                )
+        return
     for r in prompt.rollouts:
+        if r.reference is not None:
+            raise AuditInputError(
+                f"line {r.line}: reference {r.reference!r} but the first line of prompt "
+                f"{prompt.prompt!r} (line {prompt.line}) has none (give it on every line)"
+            )
         for s in r.teacher:
             if s.demo not in known:
                 raise AuditInputError(
@@ -267,6 +403,8 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
     first_line = 0
     ids: set[str] = set()
     tokens: bool | None = None
+    objective: tuple[int, str] | None = None
+    first_data_line = 0
     n = 0
     for n, raw in _numbered(lines):
         text = raw.strip()
@@ -276,6 +414,8 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
             prompt, rollout = _parse(text, threshold)
         except ValueError as exc:
             raise AuditInputError(f"line {n}: {exc}") from None
+        if first_data_line == 0:
+            first_data_line = n
         has_tokens = rollout.token_logp is not None
         if tokens is None:
             tokens = has_tokens
@@ -284,10 +424,27 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
                 f"line {n}: {'has' if has_tokens else 'has no'} 'token_logp' but earlier lines "
                 f"{'do not' if has_tokens else 'do'}: give per-token values on every line or none"
             )
+        if objective is None and rollout.objective is not None and n > first_data_line:
+            raise AuditInputError(
+                f"line {n}: has 'objective' but earlier lines do not: give it on every line or none"
+            )
+        if objective is not None and rollout.objective is None:
+            raise AuditInputError(
+                f"line {n}: has no 'objective' but line {objective[0]} does: give it on every "
+                "line or none"
+            )
+        if rollout.objective is not None:
+            if objective is None:
+                objective = (n, rollout.objective)
+            elif rollout.objective != objective[1]:
+                raise AuditInputError(
+                    f"line {n}: 'objective' is {rollout.objective!r} but line {objective[0]} says "
+                    f"{objective[1]!r}: one run trains with one objective"
+                )
         rollout = replace(rollout, line=n)
         if prompt != current_prompt:
             if current_prompt is not None:
-                finished = Prompt(current_prompt, first_line, tuple(current))
+                finished = _prompt(current_prompt, first_line, current, objective)
                 _check_prompt(finished)
                 yield finished
                 done.add(current_prompt)
@@ -305,6 +462,15 @@ def read_prompts(lines: Iterable[str], threshold: float = 0.5) -> Iterator[Promp
         current.append(rollout)
     if current_prompt is None:
         raise AuditInputError("the file has no rollouts: it is empty or blank")
-    finished = Prompt(current_prompt, first_line, tuple(current))
+    finished = _prompt(current_prompt, first_line, current, objective)
     _check_prompt(finished)
     yield finished
+
+
+def _prompt(
+    prompt: str, line: int, rollouts: list[Rollout], objective: tuple[int, str] | None
+) -> Prompt:
+    reference = rollouts[0].reference
+    return Prompt(
+        prompt, line, tuple(rollouts), reference, None if objective is None else objective[1]
+    )

@@ -21,7 +21,13 @@ from typing import IO
 
 import numpy as np
 
-from tilt.audit import AuditResult, PromptEstimate, RolloutScore, audit_prompts, iter_estimates
+from tilt.audit import (
+    AuditResult,
+    PromptEstimate,
+    RolloutScore,
+    audit_prompts,
+    stream_estimates,
+)
 from tilt.cli import (
     OneLineParser,
     check_output_file,
@@ -33,6 +39,7 @@ from tilt.cli import (
 )
 from tilt.cli import table as text_table
 from tilt.cli._args import Count
+from tilt.objectives import PRESETS, objective_forms
 
 __all__ = ["main"]
 
@@ -59,6 +66,18 @@ def _parser() -> OneLineParser:
         type=finite_float,
         default=0.5,
         help="a 'reward' at or above it is correct (SDPO's default 0.5)",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--objective",
+        metavar="SPEC",
+        help=f"the objective whose fixed point to audit: {objective_forms()} (default: the log's "
+        "'objective', else sequence)",
+    )
+    which.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a trainer's default objective and demonstrations (tilt.objectives.PRESETS)",
     )
     parser.add_argument("--per-prompt", action="store_true", help="also a table per prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -166,81 +185,99 @@ class _Reservoir:
         return self.points[: min(self.seen, self.size)]
 
 
+def _interval_row(label: str, value: object, reading: str) -> list[str]:
+    from tilt.audit import Interval
+
+    if not isinstance(value, Interval):
+        return [label, "n/a", "", reading]
+    return [label, fmt(value.estimate), f"[{fmt(value.low)}, {fmt(value.high)}]", reading]
+
+
 def _report(result: AuditResult, source: str, per_prompt: bool) -> str:
     level = f"{100 * result.confidence:g}%"
+    spec = result.objective.spec
     lines = [
         f"{source}: {result.n_prompts:,} prompts, {result.n_rollouts:,} rollouts; "
         f"{result.n_usable:,} prompts with >= 2 correct rollouts (SD trains on them), "
-        f"{result.n_sloped:,} with >= 3 (the slope)",
+        f"{result.n_sloped:,} with a slope",
+        f"objective: {result.objective.describe()}",
         f"verdict: {result.verdict()}",
         "",
     ]
-    rows = []
     a = result.amplification
-    rows.append(
-        [
-            "amplification (sequence)",
-            fmt(a.estimate),
-            f"[{fmt(a.low)}, {fmt(a.high)}]",
-            f"gap slope {1 + a.estimate:.4f}",
-        ]
-    )
-    t = result.token_amplification
-    if t is not None:
+    rows = [_interval_row("amplification (sequence)", a, f"gap slope {1 + a.estimate:.4f}")]
+    if result.objective.spec != "sequence":
+        o = result.objective_amplification
         rows.append(
-            [
-                "amplification (token)",
-                fmt(t.estimate),
-                f"[{fmt(t.low)}, {fmt(t.high)}]",
-                "per-token score on log pi(u|h)",
-            ]
+            _interval_row(
+                f"amplification ({spec})",
+                o,
+                f"gap slope {1 + o.estimate:.4f}" if o is not None else "not estimable",
+            )
         )
-    else:
-        rows.append(["amplification (token)", "n/a", "", "no per-token log-probabilities"])
+    rows.append(
+        _interval_row(
+            "amplification (token)",
+            result.token_amplification,
+            "per-token score on log pi(u|h)"
+            if result.token_amplification is not None
+            else "no per-token values (or a reference)",
+        )
+    )
     d, e = result.delta_entropy, result.effective_ratio
     rows.append(
-        [
-            "entropy change H(C), nats",
-            fmt(d.estimate),
-            f"[{fmt(d.low)}, {fmt(d.high)}]",
+        _interval_row(
+            "entropy change, sequence",
+            d,
             f"effective number x{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]",
-        ]
+        )
     )
+    if result.objective.spec != "sequence":
+        od, oe = result.objective_delta_entropy, result.objective_effective_ratio
+        rows.append(
+            _interval_row(
+                f"entropy change, {spec}",
+                od,
+                f"effective number x{oe.estimate:.3f} [{oe.low:.3f}, {oe.high:.3f}]"
+                if oe is not None
+                else "not estimable",
+            )
+        )
     rows.append(
-        [
-            "median ESS / correct",
-            fmt(result.median_ess_fraction, 3),
-            "",
-            "importance weights exp(S^)",
-        ]
+        ["median ESS / correct", fmt(result.objective_ess_fraction, 3), "", "weights exp(L^)"]
     )
     lines.append(text_table(["estimate", "value", f"{level} interval", "reading"], rows))
     lines.append(
         f"\nintervals: percentile bootstrap over prompts, {result.bootstrap} resamples, seed "
         f"{result.seed}"
     )
+    for check in (*result.slope_checks, *result.entropy_checks):
+        if not check.holds:
+            lines.append(f"check failed ({check.name}): {check.reading}: {check.fix}")
     lines += [f"warning: {w}" for w in result.warnings]
     if per_prompt:
-        lines += ["", _prompt_table(result.prompts)]
+        lines += ["", _prompt_table(result.prompts, spec)]
     return "\n".join(lines)
 
 
-def _prompt_table(prompts: Sequence[PromptEstimate]) -> str:
+def _prompt_table(prompts: Sequence[PromptEstimate], spec: str) -> str:
     rows = [
         [
             e.prompt,
             str(e.n_rollouts),
             str(e.n_correct),
             fmt(e.slope, 3),
+            fmt(e.objective_slope, 3),
             fmt(e.delta_entropy, 3),
             fmt(e.ess, 2),
             fmt(e.tilt_spread, 3),
-            "" if e.n_correct >= 3 else ("no slope" if e.usable else "skipped"),
+            "" if e.sloped else ("no slope" if e.usable else "skipped"),
         ]
         for e in prompts
     ]
     return text_table(
-        ["prompt", "rollouts", "correct", "slope", "dH", "ESS", "sd(S)", "note"], rows
+        ["prompt", "rollouts", "correct", "slope", f"slope {spec}", "dH", "ESS", "sd(S)", "note"],
+        rows,
     )
 
 
@@ -267,6 +304,32 @@ def _as_json(result: AuditResult, source: str, per_prompt: bool) -> dict[str, ob
         "confidence": result.confidence,
         "bootstrap": result.bootstrap,
         "seed": result.seed,
+        "objective": {
+            "spec": result.objective.spec,
+            "source": result.objective.source,
+            "demos": result.objective.demos,
+            "approximation": result.objective.approximation,
+            "amplification": (
+                None
+                if result.objective_amplification is None
+                else result.objective_amplification.as_dict()
+            ),
+            "delta_entropy": (
+                None
+                if result.objective_delta_entropy is None
+                else result.objective_delta_entropy.as_dict()
+            ),
+            "effective_number_ratio": (
+                None
+                if result.objective_effective_ratio is None
+                else result.objective_effective_ratio.as_dict()
+            ),
+            "median_ess_fraction": clean(result.objective_ess_fraction),
+            "checks": [
+                {"name": c.name, "holds": c.holds, "reading": c.reading, "fix": c.fix}
+                for c in (*result.slope_checks, *result.entropy_checks)
+            ],
+        },
         "verdict": result.verdict(),
         "warnings": list(result.warnings),
     }
@@ -277,6 +340,7 @@ def _as_json(result: AuditResult, source: str, per_prompt: bool) -> dict[str, ob
                 "rollouts": e.n_rollouts,
                 "correct": e.n_correct,
                 "slope": clean(e.slope),
+                "objective_slope": clean(e.objective_slope),
                 "delta_entropy": clean(e.delta_entropy),
                 "ess": clean(e.ess),
                 "tilt_spread": clean(e.tilt_spread),
@@ -312,13 +376,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             estimates = []
             with _lines(args.file) as lines:
-                for estimate, records in iter_estimates(lines, args.success_threshold):
+                objective, stream = stream_estimates(
+                    lines, args.success_threshold, args.objective, args.preset
+                )
+                for estimate, records in stream:
                     estimates.append(estimate)
                     if csv_out is not None:
                         csv_out.add(records)
                     if reservoir is not None:
                         reservoir.add(records)
-            result = audit_prompts(estimates, args.bootstrap, args.confidence, args.seed)
+            result = audit_prompts(estimates, args.bootstrap, args.confidence, args.seed, objective)
             source = "stdin" if args.file == "-" else args.file
             if reservoir is not None:
                 from tilt.cli._audit_plot import render

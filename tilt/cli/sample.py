@@ -60,6 +60,18 @@ def _parser() -> OneLineParser:
     )
     s.add_argument("--tokens", action="store_true", help="also write per-move log-probabilities")
     s.add_argument("--paths", action="store_true", help="also write each rollout's path")
+    s.add_argument(
+        "--top",
+        type=Count(1, 10**6),
+        metavar="K",
+        help="also write per position the student's and each teacher's K most probable next "
+        "moves (implies --tokens; K below the branching truncates, as a top-k log does)",
+    )
+    s.add_argument(
+        "--objective",
+        metavar="SPEC",
+        help="write on every line the objective the run trained with (tilt.audit defaults to it)",
+    )
     s.add_argument("--out", required=True, metavar="FILE.jsonl", help="file to write")
     return parser
 
@@ -70,10 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         check_output_file(args.out, inputs=[args.graph])
-        if args.demos != "own":
+        if args.demos not in ("own", "reference"):
             raise ValueError(
-                "tilt.sample draws demonstrations from each group's own correct rollouts: "
-                f"--demos {args.demos} is not available here (leave --demos at own)"
+                "tilt.sample draws demonstrations from each group's own correct rollouts (own) "
+                f"or scores with one fixed reference: --demos {args.demos} is not available here"
             )
         if args.instances > 1 and args.base != "random":
             raise ValueError(
@@ -86,7 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for i in range(1, args.instances)
         ]
         options = SampleOptions(
-            args.prompts, args.rollouts, args.demos_per_rollout, args.tokens, args.paths
+            args.prompts,
+            args.rollouts,
+            args.demos_per_rollout,
+            args.tokens,
+            args.paths,
+            top=args.top,
+            demos=args.demos,
+            reference=args.reference,
+            objective=args.objective,
         )
         text = sample_jsonl(bases, instance.model, options, seed=args.seed)
         write_atomic(args.out, text)

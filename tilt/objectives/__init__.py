@@ -30,6 +30,7 @@ from tilt.context import ContextModel
 from tilt.objectives._common import Demos, check_anchor, resolve_demos, tilt_score
 from tilt.objectives.forward import sd_forward
 from tilt.objectives.per_prefix import (
+    jsd_conditionals,
     sd_discount,
     sd_jsd,
     sd_length_weighted,
@@ -75,6 +76,7 @@ __all__ = [
     "sd_jsd",
     "sd_discount",
     "sd_length_weighted",
+    "jsd_conditionals",
     "Demos",
 ]
 

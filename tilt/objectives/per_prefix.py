@@ -53,6 +53,7 @@ __all__ = [
     "sd_jsd",
     "sd_discount",
     "sd_length_weighted",
+    "jsd_conditionals",
 ]
 
 _END = 1e-14
@@ -235,6 +236,37 @@ def _classes_of(key: NDArray[np.uint64]) -> tuple[IntArray, IntArray]:
     first = np.empty(values.size, dtype=np.int64)
     first[inverse] = np.arange(key.size)  # any position of each class will do
     return first, inverse
+
+
+def jsd_conditionals(weight: FloatArray, log_cond: FloatArray, a: float) -> FloatArray:
+    """The per-prefix ``jsd=a`` fixed point of ``G`` independent groups: ``log q``, shape (n, G).
+
+    Group ``g`` has ``K`` teachers with weights ``weight[:, g]`` (summing to 1)
+    and next-move log-probabilities ``log_cond[:, :, g]`` over ``n`` moves
+    (``-inf`` pads a group with fewer moves); ``q(. | g)`` minimises
+    ``sum_k weight[k, g] GJSD_a(T_k, q)``.  ``a = 1`` is the per-token reverse KL
+    (``q ∝ exp sum_k w_k log T_k``), ``a = 0`` the forward mean ``sum_k w_k T_k``.
+    :mod:`tilt.audit` solves it at each logged position of a rollout.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    log_cond = np.asarray(log_cond, dtype=np.float64)
+    a = float(a)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"jsd coefficient a must lie in [0, 1], got {a!r}")
+    if weight.ndim != 2 or log_cond.ndim != 3 or log_cond.shape[::2] != weight.shape:
+        raise ValueError(
+            f"weight must be (K, G) and log_cond (K, n, G), got {weight.shape} and {log_cond.shape}"
+        )
+    if a >= 1.0 - _END:
+        positive = weight[:, None, :] > 0
+        with np.errstate(invalid="ignore"):
+            mean = np.where(positive, weight[:, None, :] * log_cond, 0.0).sum(axis=0)
+        mean = np.where((np.isneginf(log_cond) & positive).any(axis=0), -np.inf, mean)
+        return mean - column_logsumexp(mean)
+    if a <= _END:
+        with np.errstate(divide="ignore"):
+            return np.log(np.einsum("kg,kng->ng", weight, np.exp(log_cond)))
+    return _jsd_block(weight, log_cond, a)
 
 
 _BLOCK = 1 << 20

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilt._numerics import FloatArray, IntArray
-from tilt.context import ContextModel
+from tilt.context import ContextModel, reference_rollout
+from tilt.objectives import parse_objective
 from tilt.policy import Policy, as_generator
 from tilt.space import RolloutSpace
 
@@ -56,6 +57,18 @@ class SampleOptions:
         Also write per-move log-probabilities of student and teacher.
     paths : bool
         Also write each rollout's path (node labels joined by ``>``).
+    top : int or None
+        Also write, per position, the student's and each teacher's ``top`` most
+        probable next moves with their log-probabilities (``tokens`` implied);
+        ``None``: no top-k lists.  A move's token id is its head node's index.
+    demos : str
+        ``own`` (each group's other correct rollouts, as SDPO) or ``reference``
+        (every rollout scored with one fixed correct rollout, as OPSD and SDFT).
+    reference : str or None
+        With ``demos='reference'``: the reference path (node labels joined by
+        ``>``); ``None``: the base's likeliest correct rollout.
+    objective : str or None
+        Written on every line as the spec the run trained with (``None``: not written).
     """
 
     prompts: int = 64
@@ -63,6 +76,10 @@ class SampleOptions:
     demos_per_rollout: int | None = 1
     tokens: bool = False
     paths: bool = False
+    top: int | None = None
+    demos: str = "own"
+    reference: str | None = None
+    objective: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("prompts", "rollouts"):
@@ -72,6 +89,20 @@ class SampleOptions:
         m = self.demos_per_rollout
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
             raise ValueError(f"demos_per_rollout must be a positive integer or None, got {m!r}")
+        k = self.top
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ValueError(f"top must be a positive integer or None, got {k!r}")
+        if self.demos not in ("own", "reference"):
+            raise ValueError(f"demos must be 'own' or 'reference', got {self.demos!r}")
+        if self.reference is not None and self.demos != "reference":
+            raise ValueError("reference needs demos='reference'")
+        if self.objective is not None:
+            parse_objective(self.objective)  # raises ValueError naming the accepted forms
+
+    @property
+    def per_token(self) -> bool:
+        """Whether per-move values are written (``tokens`` or ``top``)."""
+        return self.tokens or self.top is not None
 
 
 def _path_prefixes(space: RolloutSpace, rollout: int) -> IntArray:
@@ -132,13 +163,21 @@ def sample_records(
     rng = as_generator(seed)
     cumulative = [np.cumsum(b.prob) for b in bases]
     labels = space.path_labels() if options.paths else None
+    references = None
+    if options.demos == "reference":
+        references = [reference_rollout(b, options.reference) for b in bases]
     block = max(1, _BLOCK_ENTRIES // (space.n_rollouts * options.rollouts))
     for first in range(0, options.prompts, block):
         groups = [
             _draw_group(space, cumulative[p % len(bases)], options, rng)
             for p in range(first, min(first + block, options.prompts))
         ]
-        teachers = _teacher_rows(bases, model, first, groups, options.tokens)
+        if references is not None:
+            groups = [
+                (drawn, [np.array([-1 - references[(first + i) % len(bases)]])] * drawn.size)
+                for i, (drawn, _) in enumerate(groups)
+            ]
+        teachers = _teacher_rows(bases, model, first, groups, options.per_token)
         for offset, (drawn, demos) in enumerate(groups):
             prompt = first + offset
             which = prompt % len(bases)
@@ -188,7 +227,7 @@ def _teacher_rows(
     for offset, (drawn, demos) in enumerate(groups):
         which = (first + offset) % len(bases)
         for d in demos:
-            wanted.setdefault(which, set()).update(int(c) for c in drawn[d])
+            wanted.setdefault(which, set()).update(_demo_rollout(drawn, int(c)) for c in d)
     log_prob: dict[tuple[int, int], FloatArray] = {}
     log_cond: dict[tuple[int, int], FloatArray] = {}
     for which in sorted(wanted):
@@ -199,6 +238,40 @@ def _teacher_rows(
             if tokens:
                 log_cond[which, int(c)] = _conditionals(bases[which].space, row)
     return _Teachers(log_prob, log_cond)
+
+
+def _demo_rollout(drawn: IntArray, position: int) -> int:
+    """The rollout index of a demonstration: a group position, or ``-1 - index`` (a reference)."""
+    return int(drawn[position]) if position >= 0 else -1 - position
+
+
+def _top(
+    log_cond: FloatArray,
+    space: RolloutSpace,
+    prefixes: IntArray,
+    k: int,
+    cache: dict[tuple[int, int], dict[str, float]],
+    key: int,
+) -> list[object]:
+    """Per move of a rollout, the ``k`` most probable next moves ``{node index: log q}``
+    (ties to the smaller node index); ``cache`` holds each ``(key, prefix)`` once."""
+    out: list[object] = []
+    for p in prefixes:
+        h = int(space.parent[p])
+        listed = cache.get((key, h))
+        if listed is None:
+            start = int(space.child_start[h])
+            children = np.arange(start, start + int(space.child_count[h]))
+            values = log_cond[children]
+            order = np.lexsort((space.node[children], -values))[:k]
+            listed = {
+                str(int(space.node[children[i]])): min(float(values[i]), 0.0)
+                for i in order
+                if np.isfinite(values[i])
+            }
+            cache[key, h] = listed
+        out.append(listed)
+    return out
 
 
 def _group_records(
@@ -212,7 +285,9 @@ def _group_records(
     labels: list[str] | None,
 ) -> Iterator[dict[str, object]]:
     space = base.space
-    student_cond = base.log_conditionals() if options.tokens else None
+    student_cond = base.log_conditionals() if options.per_token else None
+    reference_id = None
+    cache: dict[tuple[int, int], dict[str, float]] = {}
     for j, y in enumerate(int(v) for v in drawn):
         record: dict[str, object] = {
             "prompt": prompt,
@@ -220,18 +295,32 @@ def _group_records(
             "correct": bool(space.correct[y]),
             "logp": min(float(base.log_prob[y]), 0.0),
         }
-        prefixes = _path_prefixes(space, y) if options.tokens else None
+        if options.objective is not None:
+            record["objective"] = options.objective
+        prefixes = _path_prefixes(space, y) if options.per_token else None
         if student_cond is not None and prefixes is not None:
             record["token_logp"] = _token_values(student_cond[prefixes])
+            if options.top is not None:
+                record["tokens"] = [int(space.node[p]) for p in prefixes]
+                record["top"] = _top(student_cond, space, prefixes, options.top, cache, -1)
         scores = []
         for d in demos[j]:
-            key = (which, int(drawn[d]))
+            c = _demo_rollout(drawn, int(d))
+            key = (which, c)
+            if d < 0:
+                if reference_id is None:
+                    reference_id = space.path_labels(np.array([c]))[0]
+                record["reference"] = reference_id
             score: dict[str, object] = {
-                "demo": int(d),
+                "demo": int(d) if d >= 0 else reference_id,
                 "logp": min(float(teachers.log_prob[key][y]), 0.0),
             }
             if prefixes is not None:
                 score["token_logp"] = _token_values(teachers.log_cond[key][prefixes])
+                if options.top is not None:
+                    score["top"] = _top(
+                        teachers.log_cond[key], space, prefixes, options.top, cache, c
+                    )
             scores.append(score)
         record["teacher"] = scores
         if labels is not None:
