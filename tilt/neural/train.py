@@ -480,7 +480,7 @@ def train_network(
         if on_checkpoint is not None:
             on_checkpoint(point, model)
 
-    model.train()
+    model.eval()  # dropout off: the policy sampled, trained and measured is the same network
     plain = [tokens.context_ids(None)]
     try:
         for step in range(options.steps):
