@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _repo import ROOT
 from scipy.optimize import minimize
 
 from tilt.audit import (
@@ -37,8 +38,6 @@ from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 from tilt.space import enumerate_rollouts
 from tilt.tasks.graphs import named_task
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @functools.lru_cache(maxsize=2)
