@@ -21,7 +21,8 @@ draws them.  ``--quick``: grid3, a one-layer width-16 network, a few steps.
 Example::
 
     python -m analysis.neural_experiment --quick --out neural_quick
-    python -m analysis.neural_experiment --all-seeds --out neural  # slow: 2,442 s, 2 busy cores
+    python -m analysis.neural_experiment --out neural  # slow: 1,228 s on 2 busy cores
+    python -m analysis.neural_experiment --all-seeds --out neural  # slow: 2,442 s (over 30 min)
 """
 
 from __future__ import annotations

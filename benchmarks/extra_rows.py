@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sd",
         action="append",
         metavar="SPEC",
-        help="extra row (repeatable; default: the three of issue 10)",
+        help="extra row (repeatable; default: token-forward, jsd=0.5, discount=0.5)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command (default 3)")
     parser.add_argument("--out", default=str(HERE / "extra_rows"), help="output folder")

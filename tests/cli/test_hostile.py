@@ -1,4 +1,4 @@
-"""Hostile inputs: files, options, library calls, output destinations, signals (issue 13).
+"""Hostile inputs: files, options, library calls, output destinations, signals.
 
 Every case that a user can hit from a command line asserts the exit status, that
 no traceback appears, that the message is one line naming the problem, and that
