@@ -97,6 +97,7 @@ def test_the_objectives_validation_writes_one_row_per_objective(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_every_objective_covers_at_100_prompts_of_8() -> None:
     # docs/audit.md, "Validation of the objectives": on grid4 (edge 2), 100 prompts of 8, every
     # sibling scored, 200 replicates: every exact objective is unbiased within a quarter of its
