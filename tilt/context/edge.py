@@ -6,7 +6,15 @@ import math
 
 import numpy as np
 
-from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, column_logsumexp, log_expm1
+from tilt._numerics import (
+    LINEAR_RANGE,
+    FloatArray,
+    IntArray,
+    column_logsumexp,
+    jit,
+    log_expm1,
+    tree_edge_step,
+)
 from tilt.context._pairwise import log_mixture
 from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
 from tilt.context.demos import edge_marginals
@@ -81,6 +89,15 @@ class EdgeContext(ContextModel):
         def compute() -> FloatArray:
             space = policy.space
             m = edge_marginals(demos)
+            if jit(space.n_prefixes):  # one pass, the boosts l taken on the way
+                return tree_edge_step(
+                    space.child_start,
+                    space.child_count,
+                    space.move,
+                    m,
+                    policy.log_conditionals(),
+                    self.gamma,
+                )
             step = np.zeros(space.n_prefixes)
             step[1:] = self.gamma * m[space.move[1:]]
             expected_log_z = space.sibling_sum(_child_values(space, m, self._log_boost(policy)))
