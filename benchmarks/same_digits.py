@@ -115,7 +115,8 @@ def worst_difference(
         if len(a) != len(b):
             return math.inf, f"{where}: lengths {len(a)} and {len(b)}"
         pairs = [
-            worst_difference(x, y, f"{where}[{i}]", ties) for i, (x, y) in enumerate(zip(a, b))
+            worst_difference(x, y, f"{where}[{i}]", ties)
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
         ]
         return max(pairs, default=(0.0, where))
     numbers = (int, float)

@@ -43,7 +43,12 @@ EXTRA = ["--sd", "token-forward", "--sd", "jsd=0.5", "--sd", "discount=0.5"]
 PAIRS = {
     # name: (reference, command, target ratio or None, target seconds or None)
     "grid6": (["bare", "grid6"], COMPARE + ["--graph", "grid6"], 2.5, None),
-    "grid6-extra": (COMPARE + ["--graph", "grid6"], COMPARE + ["--graph", "grid6", *EXTRA], 1.25, None),
+    "grid6-extra": (
+        COMPARE + ["--graph", "grid6"],
+        COMPARE + ["--graph", "grid6", *EXTRA],
+        1.25,
+        None,
+    ),
     "lattice": (
         [sys.executable, "-c", "import tilt.compare"],
         COMPARE + ["--graph", "lattice:V=64,L=1000"],
@@ -159,7 +164,9 @@ def measure_pair(
         "command": _label(command),
         "runs": runs,
         "median": median,
-        "ratio": {key: median["command"][key] / median["reference"][key] for key in median["command"]},
+        "ratio": {
+            key: median["command"][key] / median["reference"][key] for key in median["command"]
+        },
         "ratio_per_run": per_run,
     }
 

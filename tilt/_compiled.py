@@ -38,15 +38,15 @@ def _reroute_pass(
     child_start: _I,
     child_count: _I,
     correct_leaf: _F,
-    units: _I,
+    units: NDArray[np.int32],
     n_units: int,
-    log_cond: _F,
+    cond: _F,
     total_leaf: _F,
 ) -> tuple[_F, _F]:
     """``(flow, bonus)`` by unit: the correct mass through each unit's moves, and the
     re-route gain ``M(h without m) w(m) / w(h without m)`` summed over every move ``m`` of a
-    sibling group (``w``: the conditionals ``exp(log_cond)``, or, when ``total_leaf`` is
-    given, the total masses below each child, summed from it).  One bottom-up pass."""
+    sibling group (``w``: the conditionals ``cond``, or, when ``total_leaf`` is given, the
+    total masses below each child, summed from it).  One bottom-up pass."""
     n = child_count.size
     below = np.empty(n)  # correct mass below each prefix
     use_total = total_leaf.size > 0
@@ -80,7 +80,7 @@ def _reroute_pass(
         if count < 2:
             continue
         for j in range(count):
-            weight[j] = total[start + j] if use_total else math.exp(log_cond[start + j])
+            weight[j] = total[start + j] if use_total else cond[start + j]
         if count == 2:  # each one's sibling (as numpy's others_sum)
             other_weight[0], other_weight[1] = weight[1], weight[0]
             other_mass[0], other_mass[1] = below[start + 1], below[start]

@@ -229,17 +229,17 @@ def tree_reroute(
     child_start: IntArray,
     child_count: IntArray,
     correct_leaf: FloatArray,
-    units: IntArray,
+    units: NDArray[np.int32],
     n_units: int,
-    log_cond: FloatArray | None = None,
+    cond: FloatArray | None = None,
     total_leaf: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """``(flow, bonus)`` per unit of the OOD pass (:mod:`tilt.measures.ood`), compiled.
 
     ``correct_leaf`` (one per rollout) is each correct rollout's mass, 0 elsewhere;
     ``units`` the unit of each prefix ``p > 0`` (shape ``(n_prefixes - 1,)``).
-    Within a sibling group the moves weigh their conditionals ``exp(log_cond)``, or,
-    given ``total_leaf`` (every rollout's mass, any common scale), the mass below each.
+    Within a sibling group the moves weigh their conditionals ``cond``, or, given
+    ``total_leaf`` (every rollout's mass, any common scale), the mass below each.
     """
     empty = np.zeros(0)
     flow, bonus = _compiled().reroute_pass(
@@ -248,7 +248,7 @@ def tree_reroute(
         correct_leaf,
         units,
         n_units,
-        empty if log_cond is None else log_cond,
+        empty if cond is None else cond,
         empty if total_leaf is None else total_leaf,
     )
     return flow, bonus
@@ -306,7 +306,9 @@ def tree_edge_step(
     return out
 
 
-def tree_group_shift(child_start: IntArray, child_count: IntArray, values: FloatArray) -> float | None:
+def tree_group_shift(
+    child_start: IntArray, child_count: IntArray, values: FloatArray
+) -> float | None:
     """:func:`linear_shift_of` the values of the groups of two or more siblings, one block per
     group size, as :meth:`~tilt.space.RolloutSpace.sibling_groups_by_size` gives them, compiled
     (no gather of the blocks)."""

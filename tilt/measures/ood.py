@@ -83,15 +83,15 @@ class BlockedEdges:
     move_unit: IntArray
     labels: tuple[str, ...]
     undirected: bool
-    _prefix_units: IntArray | None = field(default=None, repr=False)
-    _group_units: tuple[IntArray, ...] | None = field(default=None, repr=False)
+    _prefix_units: NDArray[np.int32] | None = field(default=None, repr=False)
+    _group_units: tuple[NDArray[np.int32], ...] | None = field(default=None, repr=False)
 
     @property
     def n_edges(self) -> int:
         """How many edges are blocked in turn."""
         return len(self.labels)
 
-    def prefix_units(self, space: RolloutSpace) -> IntArray:
+    def prefix_units(self, space: RolloutSpace) -> NDArray[np.int32]:
         """Per prefix ``p > 0`` of ``space`` (the space these edges were built for), the
         blocked edge its last move belongs to, or ``n_edges`` (a sink bin) for none;
         remembered."""
@@ -100,7 +100,7 @@ class BlockedEdges:
         assert self._prefix_units is not None
         return self._prefix_units
 
-    def group_units(self, space: RolloutSpace) -> tuple[IntArray, ...]:
+    def group_units(self, space: RolloutSpace) -> tuple[NDArray[np.int32], ...]:
         """Per block of ``space.sibling_groups_by_size``, as :meth:`prefix_units` for each
         child, same shape; remembered."""
         if self._group_units is None:
@@ -112,12 +112,12 @@ class BlockedEdges:
         assert self._group_units is not None
         return self._group_units
 
-    def _with_sink(self, moves: NDArray[np.int32]) -> IntArray:
-        unit = self.move_unit[moves]
+    def _with_sink(self, moves: NDArray[np.int32]) -> NDArray[np.int32]:
+        unit = self.move_unit.astype(np.int32)[moves]  # an edge per move: far below 2^31
         unit[unit < 0] = self.n_edges
         return unit
 
-    def per_edge(self, units: IntArray, weights: FloatArray) -> FloatArray:
+    def per_edge(self, units: NDArray[np.int32], weights: FloatArray) -> FloatArray:
         """Sum ``weights`` by blocked edge (``units`` from :meth:`prefix_units` or
         :meth:`group_units`), shape (n_edges,)."""
         total = np.bincount(units.ravel(), weights.ravel(), minlength=self.n_edges + 1)
@@ -185,9 +185,7 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
     if jit(space.n_prefixes):  # both readings in one compiled pass
         flow, bonus = _compiled_pass(policy, edges)
     else:
-        correct_mass = space.subtree_sum(
-            np.exp(policy.correct_log_prob()), space.correct_rollouts
-        )
+        correct_mass = space.subtree_sum(np.exp(policy.correct_log_prob()), space.correct_rollouts)
         flow = edges.per_edge(edges.prefix_units(space), correct_mass[1:])
     fail = np.minimum(policy.incorrect_mass + flow, 1.0)
     success = np.maximum(policy.accuracy - flow, 0.0)
@@ -226,20 +224,22 @@ def _compiled_pass(policy: Policy, edges: BlockedEdges) -> tuple[FloatArray, Flo
     correct_leaf = np.zeros(space.n_rollouts)
     correct_leaf[space.correct_rollouts] = np.exp(policy.correct_log_prob())
     log_cond = policy.remembered("log-conditionals")
-    total_leaf = None
+    cond, total_leaf = None, None
     if log_cond is None:
         top = linear_shift(policy.log_prob)
         if top is None:
-            log_cond = policy.log_conditionals()
+            cond = np.exp(policy.log_conditionals())
         else:
             total_leaf = np.exp(policy.log_prob - top)
+    else:
+        cond = np.exp(log_cond)
     flow, bonus = tree_reroute(
         space.child_start,
         space.child_count,
         correct_leaf,
         edges.prefix_units(space),
         edges.n_edges + 1,  # the last unit: the sink of moves no correct rollout uses
-        log_cond,
+        cond,
         total_leaf,
     )
     return flow[:-1], bonus[:-1]
@@ -288,9 +288,9 @@ class OODPass:
 
 WORST_TIE = 1e-12
 """Edges whose ``ood_pass@k`` lies within this of the least are tied for the worst case: the
-first of them (in the order of the labels) is reported, so that the label does not depend on
-rounding (on a symmetric graph mirror-image edges have equal values up to the last bits,
-which differ between summation orders, with and without the compiled kernels)."""
+first of them (in the order of the labels) is named, with the least value, so that the name
+does not depend on rounding (on a symmetric graph mirror-image edges have equal values up to
+the last bits, which differ between summation orders, with and without compiled kernels)."""
 
 
 def _first_worst(values: FloatArray) -> int:
@@ -315,7 +315,7 @@ def ood_pass_at_ks(policy: Policy, ks: Sequence[int], reading: str = "fail") -> 
             OODPass(
                 k,
                 float(values.mean()) if values.size else math.nan,
-                float(values[worst]) if values.size else math.nan,
+                float(values.min()) if values.size else math.nan,
                 labels[worst] if values.size else "",
                 int(values.size),
                 reading,
