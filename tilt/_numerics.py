@@ -37,6 +37,7 @@ __all__ = [
     "tree_sibling_log_softmax",
     "tree_edge_step",
     "tree_group_shift",
+    "tree_kernel_block",
 ]
 
 
@@ -318,3 +319,16 @@ def tree_group_shift(
         return None
     peak = float(tops.max())
     return peak if peak - float(low) <= LINEAR_RANGE else None
+
+
+def tree_kernel_block(
+    child_start: IntArray,
+    child_count: IntArray,
+    move: NDArray[np.int32],
+    cond: FloatArray,
+    factor: FloatArray,
+    out: FloatArray,
+) -> None:
+    """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
+    (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
+    _compiled().kernel_block(child_start, child_count, move, cond, factor, out)
