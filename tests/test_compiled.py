@@ -116,7 +116,7 @@ def test_ood_pass_and_widening(space, monkeypatch):
         for a, b in zip(compiled, plain, strict=True):
             _close(a, b)
         base_copy = Policy(space, base.log_prob.copy())
-        pair = _both(monkeypatch, lambda: widening_fraction(fresh(), base_copy))
+        pair = _both(monkeypatch, lambda base_copy=base_copy: widening_fraction(fresh(), base_copy))
         assert pair[0] == pytest.approx(pair[1], abs=TOL, nan_ok=True)
 
 
@@ -172,9 +172,7 @@ def test_a_small_command_does_not_import_numba():
         "    compare.main(['--graph', 'grid3', '--sd', 'jsd=0.5'])\n"
         "print('numba' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
 
