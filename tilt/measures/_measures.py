@@ -256,6 +256,8 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
         d = policy.correct_log_prob()[keep] - x
     d_rank, d_order = _tie_classes(d, tol)
     n_d = int(d_rank[d_order[-1]]) + 1
+    if n_d == 1:  # one class of d (RL): no gap widens
+        return 0.0
     if jit(x.size):  # a Fenwick tree over the d classes, swept in x order
         return sweep_dominated_total(x_rank, d_rank, w, x_order, n_d) / total
     # points with the same (x class, d class) are one point of summed weight; the count is
