@@ -29,6 +29,7 @@ __all__ = [
     "edge_step",
     "group_range",
     "kernel_block",
+    "edge_token_mean",
 ]
 
 _F = NDArray[np.float64]
@@ -290,6 +291,49 @@ def _kernel_block(
                 out[p, c] += (out[q, c] * weight) * factor[row, c]
 
 
+def _edge_token_mean(
+    child_start: _I,
+    child_count: _I,
+    move: NDArray[np.int32],
+    move_mass: _F,
+    own: _F,
+    boost: float,
+) -> _F:
+    """``log(pi(u | h) R(h) + m(v, u) s(u))`` per prefix, each group divided by its sum
+    (``s(u) = k pi / (1 + k pi)``, ``k = boost = e^gamma - 1``, ``R = 1 - sum m s``): the
+    ``edge`` model's token-forward target in the linear domain; an only child 0."""
+    n = child_count.size
+    out = np.zeros(n)
+    width = 1
+    for p in range(n):
+        width = max(width, child_count[p])
+    cond = np.empty(width)
+    boosted = np.empty(width)
+    for p in range(n):
+        count = child_count[p]
+        if count < 2:
+            continue
+        start = child_start[p]
+        total = 0.0
+        for j in range(count):
+            c = math.exp(own[start + j])
+            b = boost * c
+            b /= b + 1.0
+            b *= move_mass[move[start + j]]
+            cond[j] = c
+            boosted[j] = b
+            total += b
+        rest = max(1.0 - total, 0.0)
+        norm = 0.0
+        for j in range(count):
+            cond[j] = cond[j] * rest + boosted[j]
+            norm += cond[j]
+        for j in range(count):
+            x = cond[j] / norm
+            out[start + j] = math.log(x) if x > 0.0 else -math.inf
+    return out
+
+
 _jit = numba.njit(cache=True, nogil=True)
 reroute_pass = _jit(_reroute_pass)
 dominated_total = _jit(_dominated_total)
@@ -300,3 +344,4 @@ group_range = _jit(_group_range)
 _log1p_exp = _jit(_log1p_exp)
 edge_step = _jit(_edge_step)
 kernel_block = _jit(_kernel_block)
+edge_token_mean = _jit(_edge_token_mean)

@@ -38,6 +38,8 @@ __all__ = [
     "tree_edge_step",
     "tree_group_shift",
     "tree_kernel_block",
+    "tree_edge_token_mean",
+    "tree_group_low",
 ]
 
 
@@ -332,3 +334,26 @@ def tree_kernel_block(
     """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
     (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
     _compiled().kernel_block(child_start, child_count, move, cond, factor, out)
+
+
+def tree_edge_token_mean(
+    child_start: IntArray,
+    child_count: IntArray,
+    move: NDArray[np.int32],
+    move_mass: FloatArray,
+    own: FloatArray,
+    gamma: float,
+) -> FloatArray:
+    """The ``edge`` model's token-forward target ``log(pi R + m s)``, each group normalised,
+    in the linear domain (every nonzero ``pi`` above ``e^-600``, ``gamma <= 700``), compiled."""
+    out: FloatArray = _compiled().edge_token_mean(
+        child_start, child_count, move, move_mass, own, math.expm1(gamma)
+    )
+    return out
+
+
+def tree_group_low(child_start: IntArray, child_count: IntArray, values: FloatArray) -> float:
+    """The least value above ``-inf`` over the groups of two or more siblings (0 when there
+    is none), compiled."""
+    _, groups, low = _compiled().group_range(child_start, child_count, values)
+    return float(low) if math.isfinite(low) else 0.0
