@@ -25,11 +25,8 @@ __all__ = [
     "dominated_total",
     "subtree_sum",
     "path_sum",
-    "sibling_log_softmax",
     "edge_step",
-    "group_range",
     "kernel_block",
-    "edge_token_mean",
 ]
 
 _F = NDArray[np.float64]
@@ -167,59 +164,6 @@ def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
     return out
 
 
-def _sibling_log_softmax(
-    child_start: _I, child_count: _I, logits: _F, top: float, fallback: _F
-) -> _F:
-    """The log-softmax of every group of two or more siblings (every only child 0), in the
-    linear domain shifted by ``top`` (every finite logit within 600 nats of it); a group of
-    ``-inf`` logits takes ``fallback``'s entries when it is given (``nan`` otherwise)."""
-    n = child_count.size
-    out = np.zeros(n)
-    use_fallback = fallback.size > 0
-    for p in range(n):
-        count = child_count[p]
-        if count < 2:
-            continue
-        start = child_start[p]
-        acc = 0.0
-        for j in range(count):
-            acc += math.exp(logits[start + j] - top)
-        if acc == 0.0 and use_fallback:
-            for j in range(count):
-                out[start + j] = fallback[start + j]
-            continue
-        norm = (math.log(acc) if acc > 0.0 else -math.inf) + top
-        for j in range(count):
-            out[start + j] = logits[start + j] - norm
-    return out
-
-
-def _group_range(child_start: _I, child_count: _I, values: _F) -> tuple[_F, _F, float]:
-    """Over the groups of two or more siblings: per group size ``n``, the largest value
-    (``nan`` if one is ``nan``) and how many groups; and the least value above ``-inf``."""
-    width = 0
-    for p in range(child_count.size):
-        width = max(width, child_count[p])
-    top = np.full(width + 1, -math.inf)
-    groups = np.zeros(width + 1)
-    low = math.inf
-    for p in range(child_count.size):
-        count = child_count[p]
-        if count < 2:
-            continue
-        groups[count] += 1.0
-        start = child_start[p]
-        for j in range(count):
-            x = values[start + j]
-            if x != x:
-                top[count] = math.nan
-            elif x > top[count]:
-                top[count] = x
-            if -math.inf < x < low:
-                low = x
-    return top, groups, low
-
-
 def _log1p_exp(x: float) -> float:
     """``log(1 + e^x)`` as numpy's ``logaddexp(0, x)`` computes it."""
     if x == 0.0:
@@ -291,57 +235,11 @@ def _kernel_block(
                 out[p, c] += (out[q, c] * weight) * factor[row, c]
 
 
-def _edge_token_mean(
-    child_start: _I,
-    child_count: _I,
-    move: NDArray[np.int32],
-    move_mass: _F,
-    own: _F,
-    boost: float,
-) -> _F:
-    """``log(pi(u | h) R(h) + m(v, u) s(u))`` per prefix, each group divided by its sum
-    (``s(u) = k pi / (1 + k pi)``, ``k = boost = e^gamma - 1``, ``R = 1 - sum m s``): the
-    ``edge`` model's token-forward target in the linear domain; an only child 0."""
-    n = child_count.size
-    out = np.zeros(n)
-    width = 1
-    for p in range(n):
-        width = max(width, child_count[p])
-    cond = np.empty(width)
-    boosted = np.empty(width)
-    for p in range(n):
-        count = child_count[p]
-        if count < 2:
-            continue
-        start = child_start[p]
-        total = 0.0
-        for j in range(count):
-            c = math.exp(own[start + j])
-            b = boost * c
-            b /= b + 1.0
-            b *= move_mass[move[start + j]]
-            cond[j] = c
-            boosted[j] = b
-            total += b
-        rest = max(1.0 - total, 0.0)
-        norm = 0.0
-        for j in range(count):
-            cond[j] = cond[j] * rest + boosted[j]
-            norm += cond[j]
-        for j in range(count):
-            x = cond[j] / norm
-            out[start + j] = math.log(x) if x > 0.0 else -math.inf
-    return out
-
-
 _jit = numba.njit(cache=True, nogil=True)
 reroute_pass = _jit(_reroute_pass)
 dominated_total = _jit(_dominated_total)
 subtree_sum = _jit(_subtree_sum)
 path_sum = _jit(_path_sum)
-sibling_log_softmax = _jit(_sibling_log_softmax)
-group_range = _jit(_group_range)
 _log1p_exp = _jit(_log1p_exp)
 edge_step = _jit(_edge_step)
 kernel_block = _jit(_kernel_block)
-edge_token_mean = _jit(_edge_token_mean)

@@ -34,12 +34,8 @@ __all__ = [
     "tree_subtree_sum",
     "tree_path_sum",
     "sweep_dominated_total",
-    "tree_sibling_log_softmax",
     "tree_edge_step",
-    "tree_group_shift",
     "tree_kernel_block",
-    "tree_edge_token_mean",
-    "tree_group_low",
 ]
 
 
@@ -278,21 +274,6 @@ def sweep_dominated_total(
     return float(_compiled().dominated_total(x_rank, d_rank, weight, x_order, n_d))
 
 
-def tree_sibling_log_softmax(
-    child_start: IntArray,
-    child_count: IntArray,
-    logits: FloatArray,
-    top: float,
-    fallback: FloatArray | None = None,
-) -> FloatArray:
-    """The log-softmax of every sibling group, shifted by ``top`` (:func:`linear_shift_of`
-    of the groups' logits), compiled; a group of ``-inf`` logits takes ``fallback``'s."""
-    out: FloatArray = _compiled().sibling_log_softmax(
-        child_start, child_count, logits, top, np.zeros(0) if fallback is None else fallback
-    )
-    return out
-
-
 def tree_edge_step(
     child_start: IntArray,
     child_count: IntArray,
@@ -309,20 +290,6 @@ def tree_edge_step(
     return out
 
 
-def tree_group_shift(
-    child_start: IntArray, child_count: IntArray, values: FloatArray
-) -> float | None:
-    """:func:`linear_shift_of` the values of the groups of two or more siblings, one block per
-    group size, as :meth:`~tilt.space.RolloutSpace.sibling_groups_by_size` gives them, compiled
-    (no gather of the blocks)."""
-    top, groups, low = _compiled().group_range(child_start, child_count, values)
-    tops = top[groups > 0]
-    if tops.size == 0 or not np.isfinite(tops).all():
-        return None
-    peak = float(tops.max())
-    return peak if peak - float(low) <= LINEAR_RANGE else None
-
-
 def tree_kernel_block(
     child_start: IntArray,
     child_count: IntArray,
@@ -334,26 +301,3 @@ def tree_kernel_block(
     """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
     (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
     _compiled().kernel_block(child_start, child_count, move, cond, factor, out)
-
-
-def tree_edge_token_mean(
-    child_start: IntArray,
-    child_count: IntArray,
-    move: NDArray[np.int32],
-    move_mass: FloatArray,
-    own: FloatArray,
-    gamma: float,
-) -> FloatArray:
-    """The ``edge`` model's token-forward target ``log(pi R + m s)``, each group normalised,
-    in the linear domain (every nonzero ``pi`` above ``e^-600``, ``gamma <= 700``), compiled."""
-    out: FloatArray = _compiled().edge_token_mean(
-        child_start, child_count, move, move_mass, own, math.expm1(gamma)
-    )
-    return out
-
-
-def tree_group_low(child_start: IntArray, child_count: IntArray, values: FloatArray) -> float:
-    """The least value above ``-inf`` over the groups of two or more siblings (0 when there
-    is none), compiled."""
-    _, groups, low = _compiled().group_range(child_start, child_count, values)
-    return float(low) if math.isfinite(low) else 0.0

@@ -30,9 +30,7 @@ from tilt._numerics import (
     linear_shift,
     linear_shift_of,
     others_sum,
-    tree_group_shift,
     tree_path_sum,
-    tree_sibling_log_softmax,
     tree_subtree_sum,
 )
 from tilt.tasks import Task
@@ -275,16 +273,6 @@ class RolloutSpace:
         of groups of each size at a time.
         """
         values = np.asarray(logits, dtype=np.float64)
-        if jit(self.n_prefixes):
-            top = tree_group_shift(self.child_start, self.child_count, values)
-            if top is not None:  # every finite logit within LINEAR_RANGE of the largest
-                return tree_sibling_log_softmax(
-                    self.child_start,
-                    self.child_count,
-                    values,
-                    top,
-                    None if fallback is None else np.asarray(fallback, dtype=np.float64),
-                )
         out = np.zeros(self.n_prefixes)
         blocks = [values[children] for _, children in self.sibling_groups_by_size]
         top = linear_shift_of(blocks)

@@ -14,8 +14,6 @@ from tilt._numerics import (
     jit,
     log_expm1,
     tree_edge_step,
-    tree_edge_token_mean,
-    tree_group_low,
 )
 from tilt.context._pairwise import log_mixture
 from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
@@ -145,10 +143,6 @@ class EdgeContext(ContextModel):
         space = policy.space
         m = edge_marginals(demos)
         own = policy.log_conditionals()
-        if self.gamma <= 700.0 and jit(space.n_prefixes):
-            args = (space.child_start, space.child_count)
-            if tree_group_low(*args, own) > -LINEAR_RANGE:  # the linear domain, compiled
-                return tree_edge_token_mean(*args, space.move, m, own, self.gamma)
         out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
         blocks = [own[children] for _, children in space.sibling_groups_by_size]
         # linear domain where pi(u | h) R(h) cannot underflow (every nonzero conditional
