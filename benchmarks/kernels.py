@@ -114,14 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     steps: dict[str, Callable[[], object]] = {
         "path sum": lambda: space.path_sum(values),
         "subtree sum": lambda: space.subtree_sum(leaf),
-        "sibling log-softmax": lambda: space.sibling_log_softmax(values),
         "OOD pass, base (kept conditionals)": lambda: _failure_and_success(
             fresh(base, True), "reroute"
         ),
         "OOD pass, RL (masses)": lambda: _failure_and_success(fresh(rl, False), "reroute"),
         "widening fraction, token SD": lambda: widening_fraction(token, base),
         "edge step (tilt score)": lambda: model.tilt_score(fresh(base, True), demos),
-        "edge token-forward target": lambda: model.token_mean_log_target(fresh(base, True), demos),
     }
     rows: dict[str, dict[str, float]] = {}
     for name, compute in steps.items():
