@@ -75,12 +75,68 @@ def time_step(compute: Callable[[], object], repeats: int) -> dict[str, float]:
     }
 
 
+_FIRST_CALLS = """
+import json, time
+start = time.process_time()
+import numba  # noqa: F401
+after_numba = time.process_time()
+import numpy as np
+from tilt import _compiled as c
+after_module = time.process_time()
+start_, count = np.array([1, 3, 0, 0, 0]), np.array([2, 0, 2, 0, 0])
+parent, move = np.array([-1, 0, 0, 1, 1], dtype=np.int32), np.zeros(5, dtype=np.int32)
+units = np.zeros(4, dtype=np.int32)
+c.reroute_pass(start_, count, np.ones(3), units, 1, np.ones(5), np.zeros(0))
+c.reroute_pass(start_, count, np.ones(3), units, 1, np.zeros(0), np.ones(3))
+c.dominated_total(np.arange(3), np.arange(3), np.ones(3), np.arange(3), 3)
+c.subtree_sum(start_, count, np.ones(3))
+c.path_sum(parent, np.ones(5))
+c.edge_step(start_, count, move, np.ones(1), np.zeros(5), 2.0, 1.8)
+c.kernel_block(start_, count, move, np.ones(5), np.ones((1, 2)), np.empty((5, 2)))
+end = time.process_time()
+print(json.dumps({"import numba": after_numba - start, "import tilt._compiled":
+    after_module - after_numba, "first call of every kernel": end - after_module}))
+"""
+
+
+def compile_cost() -> dict[str, dict[str, float]]:
+    """CPU seconds to import numba and tilt._compiled and make the first call of every kernel
+    on tiny inputs, in a fresh process: with an empty cache (numba compiles) and again with
+    the cache it left (numba loads the machine code)."""
+    import subprocess
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+        for label in ("empty cache (compile)", "cached (load)"):
+            done = subprocess.run(
+                [sys.executable, "-c", _FIRST_CALLS], env=env, capture_output=True, text=True,
+                check=True,
+            )  # fmt: skip
+            out[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graph", default="grid6", help="named graph (default grid6)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
     parser.add_argument("--out", default=str(HERE / "kernels"), help="output folder")
+    parser.add_argument(
+        "--compile-cost",
+        action="store_true",
+        help="only time numba's import, compilation and cache load (fresh processes)",
+    )
     args = parser.parse_args(argv)
+    if args.compile_cost:
+        cost = compile_cost()
+        for label, parts in cost.items():
+            print(f"{label:22s} " + ", ".join(f"{k} {v:.2f} s" for k, v in parts.items()))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compile_cost.json").write_text(json.dumps(cost, indent=2) + "\n")
+        return 0
 
     from tilt.cli import reuse_freed_memory
     from tilt.context import EdgeContext, KernelContext, demonstrations
