@@ -100,3 +100,22 @@ def test_extra_rows_runs_both_commands(tmp_path):
     for spec in ("token-forward", "jsd=0.5", "discount=0.5"):
         assert f"fixed point SD {spec}" in stages
         assert f"measures of SD {spec}" in stages
+
+
+def test_speed_bare_pass_and_labels():
+    speed = _load("speed")
+    speed.bare_pass("grid3")  # raises unless its log-softmax and path sum are normalised
+    assert speed._label(["bare", "grid6"]) == "bare pass on grid6"
+    assert set(speed.PAIRS) >= {"grid6", "grid6-extra", "lattice", "grid5-kernel"}
+
+
+def test_same_digits_compares_numbers_and_names_ties():
+    same = _load("same_digits")
+    old = {"a": [1.0, {"b": 0.5, "ood_worst_move": {"1": "x-y"}}], "c": "s", "d": None}
+    new = {"a": [1.0 + 1e-15, {"b": 0.5, "ood_worst_move": {"1": "y-z"}}], "c": "s", "d": None}
+    ties: list[str] = []
+    worst, _ = same.worst_difference(old, new, "", ties)
+    assert worst <= 1e-14
+    assert ties == [".a[1].ood_worst_move.1: x-y / y-z"]
+    assert same.worst_difference({"c": "s"}, {"c": "t"})[0] == math.inf
+    assert same.worst_difference({"a": 1.0}, {"a": 1.1})[0] == pytest.approx(0.1)

@@ -7,7 +7,9 @@ nothing here imports from tilt.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +28,13 @@ __all__ = [
     "others_sum",
     "dot",
     "log_expm1",
+    "JIT_MIN_SIZE",
+    "jit",
+    "tree_reroute",
+    "tree_subtree_sum",
+    "tree_path_sum",
+    "sweep_dominated_total",
+    "tree_kernel_block",
 ]
 
 
@@ -177,3 +186,101 @@ def logsumexp_rows(values: FloatArray) -> FloatArray:
     total = values.sum(axis=1)
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(peak), safe + np.log(total), -np.inf)
+
+
+# --------------------------------------------------------------------------
+# compiled kernels (tilt._compiled, numba), behind one gate
+
+JIT_MIN_SIZE = 1 << 20
+"""Smallest input (prefixes, or points of a sweep) that the compiled kernels serve: below it
+numpy's per-call overhead is small, and importing numba (about 0.3 s, more on a first
+compilation) would cost more than it saves.  ``TILT_JIT_MIN_SIZE`` overrides it (0: always,
+as the tests do); ``TILT_NO_JIT=1`` turns the kernels off."""
+
+
+def _kernels() -> ModuleType | None:
+    """:mod:`tilt._compiled`, or ``None`` when numba is absent or ``TILT_NO_JIT`` is set."""
+    if os.environ.get("TILT_NO_JIT", "") not in ("", "0"):
+        return None
+    try:
+        from tilt import _compiled
+    except ImportError:  # numba is not installed: every caller keeps its numpy path
+        return None
+    return _compiled
+
+
+def jit(size: int) -> bool:
+    """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
+    limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
+    least = int(limit) if limit.strip().isdigit() else JIT_MIN_SIZE
+    return size >= least and _kernels() is not None
+
+
+def _compiled() -> ModuleType:
+    kernels = _kernels()
+    if kernels is None:  # pragma: no cover - callers ask jit() first
+        raise RuntimeError("the compiled kernels are not available (numba, TILT_NO_JIT)")
+    return kernels
+
+
+def tree_reroute(
+    child_start: IntArray,
+    child_count: IntArray,
+    correct_leaf: FloatArray,
+    units: NDArray[np.int32],
+    n_units: int,
+    cond: FloatArray | None = None,
+    total_leaf: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """``(flow, bonus)`` per unit of the OOD pass (:mod:`tilt.measures.ood`), compiled.
+
+    ``correct_leaf`` (one per rollout) is each correct rollout's mass, 0 elsewhere;
+    ``units`` the unit of each prefix ``p > 0`` (shape ``(n_prefixes - 1,)``).
+    Within a sibling group the moves weigh their conditionals ``cond``, or, given
+    ``total_leaf`` (every rollout's mass, any common scale), the mass below each.
+    """
+    empty = np.zeros(0)
+    flow, bonus = _compiled().reroute_pass(
+        child_start,
+        child_count,
+        correct_leaf,
+        units,
+        n_units,
+        empty if cond is None else cond,
+        empty if total_leaf is None else total_leaf,
+    )
+    return flow, bonus
+
+
+def tree_subtree_sum(child_start: IntArray, child_count: IntArray, leaf: FloatArray) -> FloatArray:
+    """Per prefix, the sum of ``leaf`` (one value per rollout) below it, compiled."""
+    out: FloatArray = _compiled().subtree_sum(child_start, child_count, leaf)
+    return out
+
+
+def tree_path_sum(parent: NDArray[np.int32], values: FloatArray) -> FloatArray:
+    """``out[p] = out[parent[p]] + values[p]`` down the tree, compiled."""
+    out: FloatArray = _compiled().path_sum(parent, values)
+    return out
+
+
+def sweep_dominated_total(
+    x_rank: IntArray, d_rank: IntArray, weight: FloatArray, x_order: IntArray, n_d: int
+) -> float:
+    """``sum of w[i] w[j]`` over the pairs with ``x_rank[j] < x_rank[i]`` and
+    ``d_rank[j] < d_rank[i]`` (``x_order`` sorts ``x_rank``; ``n_d`` classes of ``d``),
+    compiled: a Fenwick tree over ``d`` swept in ``x`` order."""
+    return float(_compiled().dominated_total(x_rank, d_rank, weight, x_order, n_d))
+
+
+def tree_kernel_block(
+    child_start: IntArray,
+    child_count: IntArray,
+    move: NDArray[np.int32],
+    cond: FloatArray,
+    factor: FloatArray,
+    out: FloatArray,
+) -> None:
+    """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
+    (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
+    _compiled().kernel_block(child_start, child_count, move, cond, factor, out)

@@ -27,9 +27,12 @@ from tilt._numerics import (
     FloatArray,
     IntArray,
     column_logsumexp,
+    jit,
     linear_shift,
     linear_shift_of,
     others_sum,
+    tree_path_sum,
+    tree_subtree_sum,
 )
 from tilt.tasks import Task
 
@@ -173,6 +176,8 @@ class RolloutSpace:
         ``out[..., p] = out[..., parent[p]] + per_prefix[..., p]``, one depth at a
         time; leading axes (for example one row per demonstration) are batched.
         """
+        if np.ndim(per_prefix) == 1 and jit(self.n_prefixes):
+            return tree_path_sum(self.parent, np.asarray(per_prefix, dtype=np.float64))
         out = np.array(per_prefix, dtype=np.float64, copy=True)
         for d in range(1, self.max_depth + 1):
             lo, hi = self.level_start[d], self.level_start[d + 1]
@@ -185,6 +190,12 @@ class RolloutSpace:
         With ``rollouts`` (indices), ``per_rollout`` holds their values only and
         every other rollout counts 0.
         """
+        if jit(self.n_prefixes):
+            leaf = np.asarray(per_rollout, dtype=np.float64)
+            if rollouts is not None:
+                leaf = np.zeros(self.n_rollouts)
+                leaf[rollouts] = per_rollout
+            return tree_subtree_sum(self.child_start, self.child_count, leaf)
         out = np.zeros(self.n_prefixes)
         out[self.rollout_prefix if rollouts is None else self.rollout_prefix[rollouts]] = (
             per_rollout

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilt._checks import check_instance, check_k
-from tilt._numerics import FloatArray, IntArray, dot, logsumexp
+from tilt._numerics import FloatArray, IntArray, dot, jit, logsumexp, sweep_dominated_total
 from tilt.measures.ood import OODPass, ood_pass_at_ks
 from tilt.policy import Policy
 from tilt.space import check_same_space
@@ -255,10 +255,15 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     with np.errstate(invalid="ignore"):
         d = policy.correct_log_prob()[keep] - x
     d_rank, d_order = _tie_classes(d, tol)
+    n_d = int(d_rank[d_order[-1]]) + 1
+    if n_d == 1:  # one class of d (RL): no gap widens
+        return 0.0
+    if jit(x.size):  # a Fenwick tree over the d classes, swept in x order
+        return sweep_dominated_total(x_rank, d_rank, w, x_order, n_d) / total
     # points with the same (x class, d class) are one point of summed weight; the count is
     # symmetric in the two coordinates, so the pairs come out sorted by the coordinate with
     # more classes and the sweep runs over the bits of the other
-    n_x, n_d = int(x_rank[x_order[-1]]) + 1, int(d_rank[d_order[-1]]) + 1
+    n_x = int(x_rank[x_order[-1]]) + 1
     if n_x <= n_d:
         major, minor, n_minor, order = d_rank, x_rank, n_x, d_order
     else:

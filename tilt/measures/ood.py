@@ -43,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilt._checks import check_k
-from tilt._numerics import FloatArray, IntArray, others_sum
+from tilt._numerics import FloatArray, IntArray, jit, linear_shift, others_sum, tree_reroute
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
 
@@ -83,15 +83,15 @@ class BlockedEdges:
     move_unit: IntArray
     labels: tuple[str, ...]
     undirected: bool
-    _prefix_units: IntArray | None = field(default=None, repr=False)
-    _group_units: tuple[IntArray, ...] | None = field(default=None, repr=False)
+    _prefix_units: NDArray[np.int32] | None = field(default=None, repr=False)
+    _group_units: tuple[NDArray[np.int32], ...] | None = field(default=None, repr=False)
 
     @property
     def n_edges(self) -> int:
         """How many edges are blocked in turn."""
         return len(self.labels)
 
-    def prefix_units(self, space: RolloutSpace) -> IntArray:
+    def prefix_units(self, space: RolloutSpace) -> NDArray[np.int32]:
         """Per prefix ``p > 0`` of ``space`` (the space these edges were built for), the
         blocked edge its last move belongs to, or ``n_edges`` (a sink bin) for none;
         remembered."""
@@ -100,7 +100,7 @@ class BlockedEdges:
         assert self._prefix_units is not None
         return self._prefix_units
 
-    def group_units(self, space: RolloutSpace) -> tuple[IntArray, ...]:
+    def group_units(self, space: RolloutSpace) -> tuple[NDArray[np.int32], ...]:
         """Per block of ``space.sibling_groups_by_size``, as :meth:`prefix_units` for each
         child, same shape; remembered."""
         if self._group_units is None:
@@ -112,12 +112,12 @@ class BlockedEdges:
         assert self._group_units is not None
         return self._group_units
 
-    def _with_sink(self, moves: NDArray[np.int32]) -> IntArray:
-        unit = self.move_unit[moves]
+    def _with_sink(self, moves: NDArray[np.int32]) -> NDArray[np.int32]:
+        unit = self.move_unit.astype(np.int32)[moves]  # an edge per move: far below 2^31
         unit[unit < 0] = self.n_edges
         return unit
 
-    def per_edge(self, units: IntArray, weights: FloatArray) -> FloatArray:
+    def per_edge(self, units: NDArray[np.int32], weights: FloatArray) -> FloatArray:
         """Sum ``weights`` by blocked edge (``units`` from :meth:`prefix_units` or
         :meth:`group_units`), shape (n_edges,)."""
         total = np.bincount(units.ravel(), weights.ravel(), minlength=self.n_edges + 1)
@@ -182,13 +182,19 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
         return known
     space = policy.space
     edges = blocked_edges(space)
-    correct_mass = space.subtree_sum(np.exp(policy.correct_log_prob()), space.correct_rollouts)
-    flow = edges.per_edge(edges.prefix_units(space), correct_mass[1:])
+    if jit(space.n_prefixes):  # both readings in one compiled pass
+        flow, bonus = _compiled_pass(policy, edges)
+    else:
+        correct_mass = space.subtree_sum(np.exp(policy.correct_log_prob()), space.correct_rollouts)
+        flow = edges.per_edge(edges.prefix_units(space), correct_mass[1:])
     fail = np.minimum(policy.incorrect_mass + flow, 1.0)
     success = np.maximum(policy.accuracy - flow, 0.0)
     policy.memo("ood-fail", lambda: (fail, success))
     if reading == "fail":
         return fail, success
+    if jit(space.n_prefixes):
+        rerouted = (np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0))
+        return policy.memo("ood-reroute", lambda: rerouted)
     # only a prefix with siblings gains: an only child's move leaves its parent a dead end
     log_cond = policy.log_conditionals()
     bonus = np.zeros(edges.n_edges)
@@ -204,6 +210,39 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
         bonus += edges.per_edge(units, gain)
     rerouted = (np.clip(fail - bonus, 0.0, 1.0), np.clip(success + bonus, 0.0, 1.0))
     return policy.memo("ood-reroute", lambda: rerouted)
+
+
+def _compiled_pass(policy: Policy, edges: BlockedEdges) -> tuple[FloatArray, FloatArray]:
+    """``(flow, bonus)`` per blocked edge from one compiled bottom-up pass.
+
+    The moves of a sibling group weigh their conditionals where the policy keeps them
+    (a softmax), else the masses below them, summed in the linear domain when every
+    rollout's log-probability lies within ``LINEAR_RANGE`` of the largest (no term
+    underflows), else the conditionals recomputed in log space.
+    """
+    space = policy.space
+    correct_leaf = np.zeros(space.n_rollouts)
+    correct_leaf[space.correct_rollouts] = np.exp(policy.correct_log_prob())
+    log_cond = policy.remembered("log-conditionals")
+    cond, total_leaf = None, None
+    if log_cond is None:
+        top = linear_shift(policy.log_prob)
+        if top is None:
+            cond = np.exp(policy.log_conditionals())
+        else:
+            total_leaf = np.exp(policy.log_prob - top)
+    else:
+        cond = np.exp(log_cond)
+    flow, bonus = tree_reroute(
+        space.child_start,
+        space.child_count,
+        correct_leaf,
+        edges.prefix_units(space),
+        edges.n_edges + 1,  # the last unit: the sink of moves no correct rollout uses
+        cond,
+        total_leaf,
+    )
+    return flow[:-1], bonus[:-1]
 
 
 def ood_success(policy: Policy, reading: str = "reroute") -> FloatArray:
@@ -247,6 +286,20 @@ class OODPass:
     reading: str = "fail"
 
 
+WORST_TIE = 1e-12
+"""Edges whose ``ood_pass@k`` lies within this of the least are tied for the worst case: the
+first of them (in the order of the labels) is named, with the least value, so that the name
+does not depend on rounding (on a symmetric graph mirror-image edges have equal values up to
+the last bits, which differ between summation orders, with and without compiled kernels)."""
+
+
+def _first_worst(values: FloatArray) -> int:
+    """The first index whose value is within ``WORST_TIE`` of the least (0 when empty)."""
+    if values.size == 0:
+        return 0
+    return int(np.argmax(values <= values.min() + WORST_TIE))
+
+
 def ood_pass_at_ks(policy: Policy, ks: Sequence[int], reading: str = "fail") -> list[OODPass]:
     """:func:`ood_pass_at_k` for several ``k`` from one pass over the prefix tree."""
     ks = [check_k(k) for k in ks]
@@ -257,12 +310,12 @@ def ood_pass_at_ks(policy: Policy, ks: Sequence[int], reading: str = "fail") -> 
     out = []
     for k in ks:
         values: NDArray[np.float64] = 0.0 - np.expm1(k * log_fail)  # 0.0, not -0.0, at fail = 1
-        worst = int(np.argmin(values)) if values.size else 0
+        worst = _first_worst(values)
         out.append(
             OODPass(
                 k,
                 float(values.mean()) if values.size else math.nan,
-                float(values[worst]) if values.size else math.nan,
+                float(values.min()) if values.size else math.nan,
                 labels[worst] if values.size else "",
                 int(values.size),
                 reading,

@@ -1,0 +1,200 @@
+"""Compiled inner loops (numba) of the passes over the prefix tree and of the widening sweep.
+
+Private to :mod:`tilt._numerics`, the only module that imports it (lazily, and
+only for inputs large enough to repay numba's import; ``TILT_NO_JIT=1`` or a
+missing numba keeps every caller on its plain-numpy path).  Every kernel here
+has a numpy twin in the module that calls it, which gives the same values to
+rounding (``tests/test_compiled.py`` checks both to 1e-12); the loops add in the
+same order as the numpy paths wherever that order is cheap to keep.
+
+The functions are written as plain Python over numpy arrays and compiled with
+``numba.njit(cache=True)``: the machine code is kept in ``__pycache__`` (or
+``NUMBA_CACHE_DIR``), so only the first run on a machine pays the compilation.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "reroute_pass",
+    "dominated_total",
+    "subtree_sum",
+    "path_sum",
+    "kernel_block",
+]
+
+_F = NDArray[np.float64]
+_I = NDArray[np.int64]
+
+
+def _reroute_pass(
+    child_start: _I,
+    child_count: _I,
+    correct_leaf: _F,
+    units: NDArray[np.int32],
+    n_units: int,
+    cond: _F,
+    total_leaf: _F,
+) -> tuple[_F, _F]:
+    """``(flow, bonus)`` by unit: the correct mass through each unit's moves, and the
+    re-route gain ``M(h without m) w(m) / w(h without m)`` summed over every move ``m`` of a
+    sibling group (``w``: the conditionals ``cond``, or, when ``total_leaf`` is given, the
+    total masses below each child, summed from it).  One bottom-up pass."""
+    n = child_count.size
+    below = np.empty(n)  # correct mass below each prefix
+    use_total = total_leaf.size > 0
+    total = np.empty(n if use_total else 0)
+    bonus = np.zeros(n_units)
+    width = 1
+    for p in range(n):
+        width = max(width, child_count[p])
+    weight = np.empty(width)
+    other_weight = np.empty(width)
+    other_mass = np.empty(width)
+    leaf = correct_leaf.size
+    for p in range(n - 1, -1, -1):
+        count = child_count[p]
+        if count == 0:
+            leaf -= 1
+            below[p] = correct_leaf[leaf]
+            if use_total:
+                total[p] = total_leaf[leaf]
+            continue
+        start = child_start[p]
+        acc = 0.0
+        for j in range(count):
+            acc += below[start + j]
+        below[p] = acc
+        if use_total:
+            acc = 0.0
+            for j in range(count):
+                acc += total[start + j]
+            total[p] = acc
+        if count < 2:
+            continue
+        for j in range(count):
+            weight[j] = total[start + j] if use_total else cond[start + j]
+        if count == 2:  # each one's sibling (as numpy's others_sum)
+            other_weight[0], other_weight[1] = weight[1], weight[0]
+            other_mass[0], other_mass[1] = below[start + 1], below[start]
+        else:  # the terms before plus the terms after, each summed in order
+            acc, acc_mass = 0.0, 0.0
+            for j in range(count):
+                other_weight[j], other_mass[j] = acc, acc_mass
+                acc += weight[j]
+                acc_mass += below[start + j]
+            acc, acc_mass = 0.0, 0.0
+            for j in range(count - 1, -1, -1):
+                other_weight[j] += acc
+                other_mass[j] += acc_mass
+                acc += weight[j]
+                acc_mass += below[start + j]
+        for j in range(count):
+            if other_weight[j] > 0:
+                bonus[units[start + j - 1]] += other_mass[j] * weight[j] / other_weight[j]
+    flow = np.zeros(n_units)
+    for p in range(1, n):  # in prefix order, as numpy's bincount
+        flow[units[p - 1]] += below[p]
+    return flow, bonus
+
+
+def _dominated_total(x_rank: _I, d_rank: _I, w: _F, order: _I, n_d: int) -> float:
+    """``sum of w[i] w[j]`` over the pairs with ``x_rank[j] < x_rank[i]`` and
+    ``d_rank[j] < d_rank[i]``: ``order`` sorts ``x_rank``; a Fenwick tree over the
+    ``d`` classes holds the weight of the points of smaller ``x`` class."""
+    tree = np.zeros(n_d + 1)
+    total = 0.0
+    n = order.size
+    i = 0
+    while i < n:
+        end = i
+        x = x_rank[order[i]]
+        while end < n and x_rank[order[end]] == x:
+            end += 1
+        for k in range(i, end):  # query: the weight of d classes below d_rank[point]
+            point = order[k]
+            j = d_rank[point]
+            acc = 0.0
+            while j > 0:
+                acc += tree[j]
+                j -= j & -j
+            total += w[point] * acc
+        for k in range(i, end):  # then insert this x class
+            point = order[k]
+            j = d_rank[point] + 1
+            while j <= n_d:
+                tree[j] += w[point]
+                j += j & -j
+        i = end
+    return total
+
+
+def _subtree_sum(child_start: _I, child_count: _I, leaf_value: _F) -> _F:
+    """Per prefix, the sum of ``leaf_value`` (one per rollout, in leaf order) below it;
+    the children of each prefix added in order, as numpy's per-level bincount."""
+    n = child_count.size
+    out = np.empty(n)
+    leaf = leaf_value.size
+    for p in range(n - 1, -1, -1):
+        count = child_count[p]
+        if count == 0:
+            leaf -= 1
+            out[p] = leaf_value[leaf]
+        else:
+            start = child_start[p]
+            acc = 0.0
+            for j in range(count):
+                acc += out[start + j]
+            out[p] = acc
+    return out
+
+
+def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
+    """``out[p] = out[parent[p]] + values[p]`` in prefix order (``out[0] = values[0]``)."""
+    out = np.empty(values.size)
+    out[0] = values[0]
+    for p in range(1, values.size):
+        out[p] = out[parent[p]] + values[p]
+    return out
+
+
+def _kernel_block(
+    child_start: _I,
+    child_count: _I,
+    move: NDArray[np.int32],
+    cond: _F,
+    factor: _F,
+    out: _F,
+) -> None:
+    """The kernel model's ``r_c(p)`` for a block of ``k`` demonstrations, into ``out`` (shape
+    ``(n_prefixes, k)``): ``r_c = 1`` at a leaf, ``r_c(h) = sum over the children q of h of
+    (r_c(q) pi(q | h)) factor[move(q), c]``, the children added in order."""
+    n, k = out.shape
+    for p in range(n - 1, -1, -1):
+        count = child_count[p]
+        if count == 0:
+            for c in range(k):
+                out[p, c] = 1.0
+            continue
+        start = child_start[p]
+        weight = cond[start]
+        row = move[start]
+        for c in range(k):
+            out[p, c] = (out[start, c] * weight) * factor[row, c]
+        for j in range(1, count):
+            q = start + j
+            weight = cond[q]
+            row = move[q]
+            for c in range(k):
+                out[p, c] += (out[q, c] * weight) * factor[row, c]
+
+
+_jit = numba.njit(cache=True, nogil=True)
+reroute_pass = _jit(_reroute_pass)
+dominated_total = _jit(_dominated_total)
+subtree_sum = _jit(_subtree_sum)
+path_sum = _jit(_path_sum)
+kernel_block = _jit(_kernel_block)
