@@ -1,6 +1,6 @@
 """What extra SD rows cost in ``tilt.compare``: the command with and without them, run in turn.
 
-Issue 10 asks that ``python -m tilt.compare --graph grid6`` with ``--sd
+The target: ``python -m tilt.compare --graph grid6`` with ``--sd
 token-forward --sd jsd=0.5 --sd discount=0.5`` added stay within 1.5x of the
 run without them.  This runs both commands as subprocesses, alternating (so a
 change in the machine's load hits both alike), ``--repeats`` times each, and

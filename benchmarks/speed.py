@@ -1,4 +1,4 @@
-"""Issue 25's targets as ratios measured in one run: every command against a bare pass.
+"""The speed targets as ratios measured in one run: every command against a bare pass.
 
 The *bare pass* is the least any exact method must do on a prefix tree: a fresh
 process that enumerates the space (``tilt.space.enumerate_rollouts``), then takes one

@@ -1,6 +1,6 @@
 """The trainer on every objective spec: exact fixed points, real per-token losses, estimators.
 
-Issue 10: ``train`` and ``python -m tilt.train --objective SPEC`` accept every spec of
+``train`` and ``python -m tilt.train --objective SPEC`` accept every spec of
 ``tilt.objectives.OBJECTIVES``; exact mode lands on each closed form (TV < 1e-9);
 per-prefix objectives minimise the per-token loss itself at held prefix weights, and the
 sampled estimators are the ones real trainers run (``docs/objectives.md``, "Sources").
