@@ -13,7 +13,7 @@ from tilt.audit import audit_lines  # noqa: E402
 from tilt.cli.neural import main  # noqa: E402
 from tilt.measures import weighted_gap_slope  # noqa: E402
 from tilt.neural import AuditLogOptions, NetworkContext, TaskTokens, audit_jsonl  # noqa: E402
-from tilt.objectives import sd_sequence  # noqa: E402
+from tilt.objectives import sd_optimum, sd_sequence  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,43 @@ def test_the_command_writes_the_log(network_dir, tmp_path, capsys):
     assert main(argv) == 0
     assert len(out.read_text().splitlines()) == 40
     assert "wrote 40 rollouts" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def token_log(tiny, space):
+    # every other rollout of the group scored (7 of 8) and the whole next-move distributions
+    options = AuditLogOptions(
+        prompts=200, rollouts=8, demos_per_rollout=7, top=True, objective="jsd=0.5"
+    )
+    return audit_jsonl(tiny, TaskTokens(space), options, seed=0)
+
+
+def test_the_per_token_fields_are_whole_distributions(token_log, space):
+    records = [json.loads(line) for line in token_log.splitlines()[:40]]
+    for record in records:
+        assert record["objective"] == "jsd=0.5"
+        assert len(record["tokens"]) == len(record["token_logp"]) == len(record["top"])
+        for token, logp, listed in zip(
+            record["tokens"], record["token_logp"], record["top"], strict=True
+        ):
+            assert listed[str(token)] == pytest.approx(logp, abs=1e-12)
+            assert sum(np.exp(list(listed.values()))) == pytest.approx(1.0, abs=1e-9)
+        for score in record["teacher"]:
+            assert len(score["top"]) == len(record["tokens"])
+
+
+@pytest.mark.parametrize(("spec", "how"), [("jsd=0.5", {"preset": "sdpo"}), ("token-forward", {})])
+def test_the_per_token_audit_lands_on_the_network_s_exact_fixed_point(
+    token_log, tables32, spec, how
+):
+    # the estimand of the audit of a per-token objective is the pi-weighted gap slope of that
+    # objective's fixed point minus 1; the exact value is read off the network's own tables;
+    # the tolerance is the audit's 95% bootstrap interval (seed 0; docs/neural.md reports
+    # the seeds 0 to 4)
+    base = tables32.base
+    exact = weighted_gap_slope(sd_optimum(base, NetworkContext(tables32), spec), base) - 1.0
+    result = audit_lines(token_log.splitlines(), **(how or {"objective": spec}))
+    amplification = result.objective_amplification
+    assert amplification is not None
+    assert amplification.low <= exact <= amplification.high
+    assert spec in result.verdict()

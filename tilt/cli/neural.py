@@ -121,6 +121,17 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--prompts", type=positive_int, default=100)
     a.add_argument("--rollouts", type=positive_int, default=8)
     a.add_argument("--demos-per-rollout", type=positive_int, default=4)
+    a.add_argument(
+        "--top",
+        action="store_true",
+        help="also write the per-token fields of per-token audits (tokens; the student's and "
+        "every teacher's whole next-move distribution per position)",
+    )
+    a.add_argument(
+        "--objective",
+        metavar="SPEC",
+        help="the objective the run trains with, written on every line (tilt.audit's default)",
+    )
     a.add_argument("--seed", type=non_negative_int, default=0)
     a.add_argument("--out", required=True, metavar="FILE.jsonl")
     _common(a)
@@ -369,7 +380,9 @@ def _audit_log(args: argparse.Namespace) -> int:
     from tilt.neural.tokens import TaskTokens
 
     check_output_file(args.out)
-    options = AuditLogOptions(args.prompts, args.rollouts, args.demos_per_rollout)
+    options = AuditLogOptions(
+        args.prompts, args.rollouts, args.demos_per_rollout, args.top, args.objective
+    )
     _setup(args)
     model, _task, space = _load(args)
     write_atomic(args.out, audit_jsonl(model, TaskTokens(space), options, args.seed))
