@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(HERE) not in sys.path:  # the shared worker launcher, also when loaded by path
-    sys.path.insert(0, str(HERE))
+    sys.path.append(str(HERE))  # after site-packages: no benchmark shadows a package
 from _worker import run_worker  # noqa: E402
 
 DEFAULT_SD = ("token-forward", "jsd=0.5", "discount=0.5")

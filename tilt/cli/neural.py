@@ -38,7 +38,7 @@ from tilt.engines import EnumeratedInstance
 
 __all__ = ["main"]
 
-PROG = "tilt.neural"
+PROG = "python -m tilt.neural"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -9,10 +9,10 @@ of each kernel (numba's compilation or cache load) is made before the timing.
 
 Usage::
 
-    python benchmarks/kernels.py                 # grid6, 3 repeats
-    python benchmarks/kernels.py --graph grid5
+    python benchmarks/jit_kernels.py                 # grid6, 3 repeats
+    python benchmarks/jit_kernels.py --graph grid5
 
-Writes ``results.json`` into ``--out`` (default ``benchmarks/kernels/``).
+Writes ``results.json`` into ``--out`` (default ``benchmarks/jit_kernels/``).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--graph", default="grid6", help="named graph (default grid6)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each (default 3)")
-    parser.add_argument("--out", default=str(HERE / "kernels"), help="output folder")
+    parser.add_argument("--out", default=str(HERE / "jit_kernels"), help="output folder")
     parser.add_argument(
         "--compile-cost",
         action="store_true",
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "command": " ".join(["python benchmarks/kernels.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python benchmarks/jit_kernels.py", *(argv or sys.argv[1:])]),
         "graph": args.graph,
         "load_average_at_end": os.getloadavg(),
         "steps": rows,
