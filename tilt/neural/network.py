@@ -144,8 +144,9 @@ def save_network(folder: str | os.PathLike[str], model: Any, task: NetworkTask) 
     """Write ``model`` (``save_pretrained``) and ``tilt_task.json`` into ``folder``."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging
 
+    hf_logging: Any = logging  # untyped module functions
     hf_logging.disable_progress_bar()  # a library call prints nothing on stderr
     model.save_pretrained(path)
     (path / TASK_FILE).write_text(task.to_json())
