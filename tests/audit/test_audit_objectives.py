@@ -192,6 +192,12 @@ def _sample_text(prompts: int, demos: int | None = None, top: int | None = 4, se
     return sample_jsonl([_base("grid3")], make_context("edge", 2.0), options, seed=seed)
 
 
+APPROXIMATE = {"discount=0.5": 0.05, "length-weighted": 0.05}
+"""The two approximate estimators (equal sibling values, equal lengths): on a large log their
+interval is narrower than their bias, so they are held to a bound on the bias instead (grid3,
+600 prompts of 8: length-weighted +0.041; docs/audit.md)."""
+
+
 def _covers(prompts: int, specs: dict[str, bool]) -> None:
     pi0 = _base("grid3")
     model = make_context("edge", 2.0)
@@ -204,7 +210,10 @@ def _covers(prompts: int, specs: dict[str, bool]) -> None:
         exact = weighted_gap_slope(sd_optimum(pi0, model, spec), pi0) - 1
         a = result.objective_amplification
         assert a is not None
-        assert a.contains(exact), (spec, a, exact)
+        if spec in APPROXIMATE:
+            assert abs(a.estimate - exact) <= APPROXIMATE[spec], (spec, a, exact)
+        else:
+            assert a.contains(exact), (spec, a, exact)
         if apart:  # the correction moves the interval off sequence SD's exact value
             assert not a.contains(sequence), (spec, a, sequence)
         assert all(c.holds for c in result.slope_checks)
