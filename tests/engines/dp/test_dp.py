@@ -38,7 +38,7 @@ from tilt.context import (
     point_mass,
     reference_rollout,
 )
-from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table, markov_reason
+from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table, why_no_markov_form
 from tilt.engines.dp import measures as dpm
 from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
@@ -446,7 +446,7 @@ def test_every_markov_objective_matches_tilt_objectives(instance, name, gamma, s
     """The DP engine against the enumeration engine's :mod:`tilt.objectives` (the lead's code)."""
     model = make_context(name, gamma)
     space, base = _pair(instance, with_depth=True)
-    reason = markov_reason(spec, model)
+    reason = why_no_markov_form(spec, model)
     if reason is not None:
         assert name == "kernel"
         with pytest.raises(ValueError, match="kernel"):
@@ -473,7 +473,7 @@ def test_reference_demonstrations_match_enumeration(instance, name, gamma, spec)
     assert ">".join(ours) == path  # the same reference, ties broken the same way
     np.testing.assert_array_equal(dpp.reference_edges(base, path), edges)
     demos = dpp.point_mass(space, edges)
-    if markov_reason(spec, model, "reference") is not None:
+    if why_no_markov_form(spec, model, "reference") is not None:
         assert name == "kernel"
         return
     dp = to_policy(dp_optimum(base, model, spec, demos, 0.5), instance.space)
@@ -780,7 +780,7 @@ def test_bad_lattice_specs(spec: str, fragment: str) -> None:
     ],
 )
 def test_non_markov_methods_are_refused(model, spec, fragment) -> None:  # type: ignore[no-untyped-def]
-    assert markov_reason(spec, model) is not None
+    assert why_no_markov_form(spec, model) is not None
     space = acyclic_space(named_task("diamonds"), with_depth=True)
     with pytest.raises(ValueError, match=fragment) as info:
         dp_optimum(dpp.base_policy(space), model, spec)

@@ -22,7 +22,7 @@ Modules, in the order data flows:
 """
 
 from tilt.engines.dp.measures import DistinctAtK, distinct_at_k, measure, ood_reroute
-from tilt.engines.dp.objectives import dp_optimum, markov_reason, needs_depth, parse_spec
+from tilt.engines.dp.objectives import dp_optimum, needs_depth, parse_spec, why_no_markov_form
 from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.policy import MarkovPolicy, base_policy, demonstrations, log_rollout_count
 from tilt.engines.dp.space import AcyclicSpace, MoveTable, acyclic_space, lattice_table, move_table
@@ -40,7 +40,7 @@ __all__ = [
     "log_rollout_count",
     "rl_optimum",
     "dp_optimum",
-    "markov_reason",
+    "why_no_markov_form",
     "needs_depth",
     "parse_spec",
     "measure",

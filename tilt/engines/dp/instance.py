@@ -23,7 +23,7 @@ from tilt._numerics import FloatArray
 from tilt.context import ContextModel, make_context
 from tilt.engines._spec import InstanceSpec, Method
 from tilt.engines.dp.measures import first_move_names, first_move_strategies, measure_with_distinct
-from tilt.engines.dp.objectives import dp_optimum, markov_reason, needs_depth
+from tilt.engines.dp.objectives import dp_optimum, needs_depth, why_no_markov_form
 from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.policy import (
     MarkovPolicy,
@@ -102,7 +102,7 @@ class DPInstance:
 
     def unavailable(self, objective: Objective, demos: str) -> str | None:
         """Why ``objective`` has no Markov form here, or ``None``."""
-        return markov_reason(objective, self.model, demos)
+        return why_no_markov_form(objective, self.model, demos)
 
     def rl_optimum(self, policy: MarkovPolicy, beta: float) -> MarkovPolicy:
         """RL's optimum as a chain (``beta = inf``: the policy itself)."""
@@ -204,7 +204,11 @@ def dp_instance(
     blocked = [
         (m, reason)
         for m in methods
-        if (reason := markov_reason(m.objective, model, spec.demos if m.demos is None else m.demos))
+        if (
+            reason := why_no_markov_form(
+                m.objective, model, spec.demos if m.demos is None else m.demos
+            )
+        )
     ]
     required = [b for b in blocked if b[0].required]
     if engine == "dp" and blocked and (required or len(blocked) == len(methods)):

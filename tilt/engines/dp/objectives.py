@@ -3,7 +3,7 @@
 A spec is the string of :mod:`tilt.objectives` (``sequence``, ``token``,
 ``forward``, ``token-forward``, ``jsd=a``, ``discount=g``, ``length-weighted``,
 ``hybrid=beta``), parsed by the shared :func:`tilt.objectives.parse_objective`.
-:func:`markov_reason` says why an objective has no Markov form on an acyclic
+:func:`why_no_markov_form` says why an objective has no Markov form on an acyclic
 space (``None`` when it has one); :func:`dp_optimum` computes it.  Each
 objective is one entry of :data:`DP_OBJECTIVES`.
 """
@@ -24,7 +24,7 @@ __all__ = [
     "ObjectiveSpec",
     "parse_spec",
     "DP_OBJECTIVES",
-    "markov_reason",
+    "why_no_markov_form",
     "needs_depth",
     "dp_optimum",
 ]
@@ -67,7 +67,7 @@ DP_OBJECTIVES: dict[str, Optimum] = {
 _PER_PREFIX = ("token", "token-forward", "jsd", "discount", "length-weighted")
 
 
-def markov_reason(spec: object, model: ContextModel, demos: str = "own") -> str | None:
+def why_no_markov_form(spec: object, model: ContextModel, demos: str = "own") -> str | None:
     """Why ``spec`` with ``model`` (and ``demos``) has no Markov form here, or ``None``.
 
     Every demonstration kind has one (``own``, ``uniform``, ``tempered`` are chains
@@ -107,10 +107,10 @@ def dp_optimum(
     Raises
     ------
     ValueError
-        With the one-line reason of :func:`markov_reason` when it has no Markov form.
+        With the one-line reason of :func:`why_no_markov_form` when it has no Markov form.
     """
     parsed = parse_spec(spec)
-    reason = markov_reason(parsed, model)
+    reason = why_no_markov_form(parsed, model)
     if reason is not None:
         raise ValueError(reason)
     if anchor > 0 and not OBJECTIVES[parsed.name].takes_anchor:
