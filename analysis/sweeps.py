@@ -512,9 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def body() -> int:
-        from tilt.cli import check_output_folder
+        from tilt.cli import check_output_file
 
-        check_output_folder(args.out)
+        check_output_file(args.out)
         shared = {
             "graph": args.graph,
             "base": args.base,

@@ -21,7 +21,7 @@ from tilt.cli._args import (
     non_negative_int,
     positive_int,
 )
-from tilt.cli._files import check_output_file, check_output_folder, write_atomic
+from tilt.cli._files import check_output_file, write_atomic
 from tilt.cli._run import Terminated, reuse_freed_memory, run_main, silence_stdout
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "reuse_freed_memory",
     "Terminated",
     "check_output_file",
-    "check_output_folder",
     "write_atomic",
     "fmt",
     "table",

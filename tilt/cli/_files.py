@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tilt.cli._run import _CAUGHT_SIGNALS
 
-__all__ = ["check_output_file", "check_output_folder", "write_atomic"]
+__all__ = ["check_output_file", "write_atomic"]
 
 
 def check_output_file(
@@ -97,11 +97,6 @@ def _same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) ->
         return os.path.samefile(first, second)
     except OSError:
         return os.path.realpath(first) == os.path.realpath(second)
-
-
-def check_output_folder(path: str | os.PathLike[str]) -> None:
-    """Raise ``ValueError`` early unless ``path`` can be written (:func:`check_output_file`)."""
-    check_output_file(path)
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:

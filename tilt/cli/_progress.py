@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["Progress", "progress_callback", "progress_bar"]
+__all__ = ["Progress", "progress_bar"]
 
 
 def progress_bar(description: str, total: int | None = None, unit: str = "step") -> Any:
@@ -58,8 +58,3 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def progress_callback(description: str, unit: str = "step") -> Progress:
-    """A :class:`Progress` for ``description``."""
-    return Progress(description, unit)

@@ -32,7 +32,7 @@ from tilt.cli import (
     write_atomic,
 )
 from tilt.cli._args import add_k_argument, add_objective_arguments
-from tilt.cli._progress import progress_callback
+from tilt.cli._progress import Progress
 from tilt.context import CONTEXTS, DEFAULT_STRENGTH
 from tilt.engines import EnumeratedInstance
 
@@ -245,7 +245,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         tokens, n_layer=args.layers, n_embd=args.width, n_head=args.heads, seed=args.seed
     )
     seed_everything(args.seed)
-    bar = progress_callback("pretrain")
+    bar = Progress("pretrain")
     update, close = bar, bar.close
     start = time.perf_counter()
     try:
@@ -334,7 +334,7 @@ def _train(args: argparse.Namespace) -> int:
             _write_network(root / f"step-{point.step:06d}", net, task)
             saved.append(root / f"step-{point.step:06d}")
 
-    bar = progress_callback(f"train {options.objective}")
+    bar = Progress(f"train {options.objective}")
     update, close = bar, bar.close
     try:
         result = train_network(model, tables, options, args.seed, context, update, on_checkpoint)

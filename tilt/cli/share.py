@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from tilt.cli import OneLineParser, finite_float, fmt, run_main, table
 from tilt.cli._args import Count
-from tilt.cli._progress import progress_callback
+from tilt.cli._progress import Progress
 
 __all__ = ["main", "SCHEMA"]
 
@@ -240,7 +240,7 @@ def _body(argv: Sequence[str] | None) -> int:
     split = split_suite(suite, args.split, args.seed)
     objectives = args.objective or ["rl", "sequence", "token"]
     model = make_context(args.context, args.strength)
-    bar = progress_callback("training")
+    bar = Progress("training")
 
     def progress(name: str, step: int, total: int) -> None:
         bar(step, total, name)

@@ -12,7 +12,7 @@ import numpy as np
 
 from tilt.cli import OneLineParser, fmt, non_negative_int, run_main, table
 from tilt.cli._args import Count, add_objective_arguments, add_sd_arguments
-from tilt.cli._progress import progress_callback
+from tilt.cli._progress import Progress
 from tilt.context import DEFAULT_STRENGTH, make_context
 from tilt.objectives import SD_METHODS
 from tilt.space import DEFAULT_MAX_ROLLOUTS
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.max_rollouts,
         )
         ks = sorted(set(args.k))
-        progress = progress_callback("prompts", unit="prompt")
+        progress = Progress("prompts", unit="prompt")
         result = run_suite(suite, config, ks, args.jobs, args.scheduler, args.top, progress)
         if args.json:
             print(json.dumps(as_json(result), indent=2, allow_nan=False))

@@ -24,7 +24,7 @@ from tilt.cli import (
     table,
 )
 from tilt.cli._args import Count, add_instance_arguments, add_k_argument, build_instance
-from tilt.cli._progress import progress_callback
+from tilt.cli._progress import Progress
 from tilt.cli._run import SPACE_HINT
 from tilt.cli._train_share import add_share_arguments, check_share_route, run_share
 from tilt.measures import measure
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"RL training needs --beta > 0 (got {args.beta:g}): the limit beta -> 0 puts zero "
                 "mass on every incorrect rollout, which no finite logits reach"
             )
-        progress = progress_callback("training")
+        progress = Progress("training")
         if check_share_route(args):
             return run_share(args, progress)
         instance = build_instance(args)
