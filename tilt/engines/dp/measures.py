@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from tilt.engines.dp.passes import (
     backward_logsumexp,
     backward_max,
     backward_mean,
+    kernels,
     linear_weights,
     tilted_conditionals,
 )
@@ -87,6 +89,9 @@ def _flows(policy: MarkovPolicy) -> _Flows:
         cond = policy.correct_cond
         chain = policy.correct_prob
         reach = np.exp(policy.log_correct_reach)
+        compiled = kernels(policy.space)
+        if compiled is not None:
+            return _Flows(cond, chain, compiled.edge_flow(policy.space.out_start, reach, chain))
         return _Flows(cond, chain, reach[policy.space.edge_tail] * chain)
 
     return policy.memo("flows", compute)
@@ -97,6 +102,8 @@ def correct_entropy(policy: MarkovPolicy) -> float:
     if not np.isfinite(policy.log_correct_below[0]):
         return 0.0
     flows = _flows(policy)
+    # numpy's dot, not a compiled sum: exp(H) (the effective number) turns the last bits of
+    # H into relative error, so H keeps numpy's summation order
     live = flows.flow > 0
     return float(max(0.0, -np.dot(flows.flow, np.where(live, flows.cond, 0.0))))
 
@@ -175,6 +182,9 @@ def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatAr
 def _centred_dot(space: AcyclicSpace, prob: FloatArray, y: FloatArray, weight: FloatArray) -> float:
     """``sum_e weight_e dy_e`` with ``dy`` the centred increments of ``Y = sum of y`` under
     the chain ``prob`` (:func:`_increments`), one layer at a time (no edge-sized temporaries)."""
+    compiled = kernels(space)
+    if compiled is not None:
+        return float(compiled.centred_dot(space.out_start, space.edge_head, prob, y, weight))
     mean = np.zeros(space.n_states)
     head = space.edge_head
     total = 0.0
@@ -218,7 +228,7 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
         zero = np.zeros(space.n_edges)
         return base.memo(key, lambda: build(zero, _log_correct_count(space)[0]))
     keep = _keep(policy, base)
-    return build(keep, backward_logsumexp(space, keep, leaf)[0])
+    return build(keep, backward_logsumexp(space, keep, leaf, compiled=True)[0])
 
 
 def _ratio_conditionals(space: AcyclicSpace, below: FloatArray) -> FloatArray:
@@ -346,6 +356,19 @@ def _ood(
     ks: Sequence[int],
 ) -> list[OODPass]:
     """Mean and worst of ``1 - fail^k`` over the moves, chunk by chunk."""
+    compiled = kernels(space)
+    if compiled is not None:
+        sums, least, at = compiled.ood_powers(fail, np.asarray(ks, dtype=np.int64))
+        return [
+            OODPass(
+                k,
+                float(sums[i]) / fail.size,
+                float(least[i]),
+                _move_at(space, moves, int(at[i])),
+                int(moves.size),
+            )
+            for i, k in enumerate(ks)
+        ]
     total = dict.fromkeys(ks, 0.0)
     worst: dict[int, tuple[float, int]] = dict.fromkeys(ks, (math.inf, 0))
     for lo in range(0, fail.size, _CHUNK):
@@ -367,6 +390,10 @@ def _ood(
         )
         for k in ks
     ]
+
+
+def _move_at(space: AcyclicSpace, moves: np.ndarray, at: int) -> str:
+    return space.move_label(int(moves[at]))
 
 
 def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
@@ -449,6 +476,9 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     """
     space = policy.space
     flows = _flows(policy)
+    compiled = kernels(space)
+    if compiled is not None:
+        return _reroute_compiled(policy, flows, compiled)
     keep_p, first_p = _complement(space, policy.prob)
     keep_t, first_t = _complement(space, flows.chain)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
@@ -467,16 +497,49 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     tails = space.edge_tail[maybe]
     small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
     tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
-    if tiny.size:  # redo from the logs: exact whatever the spread (the gain is at most 1)
-        num = _others_logsumexp(space, flows.cond, tiny)
-        den = _others_logsumexp(space, policy.log_cond, tiny)
-        with np.errstate(invalid="ignore"):
-            gain = np.exp(log_through[space.edge_tail[tiny]] + num - den)
-        change[tiny] = np.where(np.isneginf(den), 0.0, gain) - through[tiny]
+    if tiny.size:
+        _redo_tiny(policy, flows, log_through, change, tiny)
     moves, _ = _used_moves(space)
     acc = policy.accuracy + _by_move(space, change)
     np.minimum(acc, 1.0, out=acc)
     return moves, np.maximum(acc, 0.0, out=acc)
+
+
+def _reroute_compiled(
+    policy: MarkovPolicy, flows: _Flows, compiled: ModuleType
+) -> tuple[np.ndarray, FloatArray]:
+    """:func:`reroute_accuracy` by one compiled pass over the states (the tiny complements
+    still redone from the logs here)."""
+    space = policy.space
+    log_through = policy.log_correct_below[0] + policy.log_correct_reach
+    change, tiny = compiled.reroute_change(
+        space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
+    )
+    if tiny.size:
+        _redo_tiny(policy, flows, log_through, change, tiny)
+    moves, _ = _used_moves(space)
+    acc = policy.accuracy + _by_move(space, change)
+    np.minimum(acc, 1.0, out=acc)
+    return moves, np.maximum(acc, 0.0, out=acc)
+
+
+def _redo_tiny(
+    policy: MarkovPolicy,
+    flows: _Flows,
+    log_through: FloatArray,
+    change: FloatArray,
+    tiny: np.ndarray,
+) -> None:
+    """``change`` of the edges ``tiny`` (complements below ``_TINY``) from the logs: exact
+    whatever the spread (the gain is at most 1)."""
+    space = policy.space
+    num = _others_logsumexp(space, flows.cond, tiny)
+    den = _others_logsumexp(space, policy.log_cond, tiny)
+    with np.errstate(invalid="ignore"):
+        gain = np.exp(log_through[space.edge_tail[tiny]] + num - den)
+    change[tiny] = (
+        np.where(np.isneginf(den), 0.0, gain) - np.exp(log_through)[space.edge_tail[tiny]]
+    )
 
 
 def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
@@ -613,7 +676,7 @@ def distinct_at_k(
     else:
         finite = np.isfinite(policy.log_cond)
         positive = linear_weights(space, np.where(finite, 0.0, -np.inf), finite.astype(float))
-        count = backward_logsumexp(space, positive, leaf)[0]
+        count = backward_logsumexp(space, positive, leaf, compiled=True)[0]
     if count <= math.log(limit) + 1e-9:
         top = _top_rollouts(policy, -math.inf, limit)
         assert top is not None  # at most limit rollouts have q(y) > 0
@@ -621,7 +684,7 @@ def distinct_at_k(
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    p2 = math.exp(backward_logsumexp(space, policy.linear.squared(space), leaf)[0])
+    p2 = math.exp(backward_logsumexp(space, policy.linear.squared(space), leaf, compiled=True)[0])
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
     t2 = min(max(0.0, p2 - float((top_p * top_p).sum())) + 4e-16 * p2, math.exp(log_tau) * t1)

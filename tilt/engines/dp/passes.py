@@ -13,11 +13,12 @@ shift per state.  Either way no value underflows to ``-inf`` unless it is ``-inf
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, jit
 from tilt.engines.dp.space import AcyclicSpace
 
 __all__ = [
@@ -199,6 +200,16 @@ def linear_weights(
     return LinearWeights(log_weight, prob, shift, unsafe_tail, np.ones(space.n_layers, dtype=bool))
 
 
+def kernels(space: AcyclicSpace) -> ModuleType | None:
+    """:mod:`tilt.engines.dp._compiled` when the compiled passes serve ``space`` (the gate
+    :func:`tilt._numerics.jit` on its number of edges), else ``None`` (the numpy paths)."""
+    if not jit(space.n_edges):
+        return None
+    from tilt.engines.dp import _compiled
+
+    return _compiled
+
+
 def _value_shift(values: FloatArray) -> float | None:
     """The largest value when every finite one lies within ``SAFE_RANGE`` of it (or none is
     finite: ``-inf``), else ``None``."""
@@ -216,10 +227,17 @@ def backward_logsumexp(
     edge_log_weight: FloatArray | LinearWeights,
     leaf_log_value: FloatArray,
     discount: float = 1.0,
+    *,
+    compiled: bool = False,
 ) -> FloatArray:
     """``B(s) = log sum_{e out of s} exp(w_e + discount * B(head e))``; ``B = f`` at a leaf.
 
     With ``discount = 1`` this is ``log sum over paths from s of exp(sum of w + f(leaf))``.
+    ``compiled``: the compiled pass may run (:func:`kernels`), the same values to
+    rounding but not to the last bit; the default keeps numpy's digits, which the
+    accuracy of every policy and the conditionals of every optimum need (the beta of RL
+    matched to SD's accuracy is ill-conditioned: a last-bit change in the accuracy moves
+    it by 1e-11).
 
     Notes
     -----
@@ -232,6 +250,22 @@ def backward_logsumexp(
     """
     weights = linear_weights(space, edge_log_weight)
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
+    passes = kernels(space) if compiled else None
+    if passes is not None:
+        passes.backward_logsumexp(
+            space.layer_start,
+            space.out_start,
+            space.edge_head,
+            weights.prob,
+            weights.log_weight,
+            weights.shift,
+            weights.unsafe_tail,
+            float(weights.power),
+            float(discount),
+            SAFE_RANGE,
+            out,
+        )
+        return out
     with np.errstate(divide="ignore"):
         _backward_layers(space, weights, out, discount)
     return out
@@ -277,6 +311,24 @@ def forward_logsumexp(
     unsafe = weights.unsafe_head | bool(weights.shift.any())
     out = np.full(space.n_states, -np.inf)
     out[0] = 0.0
+    compiled = kernels(space)
+    if compiled is not None:
+        in_start, in_edge = space.memo(
+            "in_edges", lambda: compiled.in_edges(space.edge_head, space.n_states)
+        )
+        compiled.forward_logsumexp(
+            space.layer_start,
+            in_start,
+            in_edge,
+            space.edge_tail,
+            prob,
+            w,
+            unsafe,
+            float(weights.power),
+            SAFE_RANGE,
+            out,
+        )
+        return out
     tail = space.edge_tail
     layers, los, his = space.head_spans
     with np.errstate(divide="ignore"):
@@ -330,6 +382,10 @@ def _group_logsumexp(
 def backward_mean(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatArray:
     """``E[X | s]`` per state, ``X`` the sum of ``x_e`` along the path from ``s`` to its leaf,
     under the chain with conditionals ``prob`` (``x`` must be finite where ``prob > 0``)."""
+    compiled = kernels(space)
+    if compiled is not None:
+        mean: FloatArray = compiled.backward_mean(space.out_start, space.edge_head, prob, x)
+        return mean
     out = np.zeros(space.n_states)
     head = space.edge_head
     for e0, e1, internal, starts, _ in reversed(space.tail_layers):
@@ -343,6 +399,12 @@ def backward_max(space: AcyclicSpace, edge_value: FloatArray, leaf_value: FloatA
     ``nan`` edge values count as ``-inf`` (no path).
     """
     out = np.where(space.leaf, leaf_value, -np.inf).astype(np.float64)
+    compiled = kernels(space)
+    if compiled is not None:
+        compiled.backward_max(
+            space.out_start, space.edge_head, np.asarray(edge_value, dtype=np.float64), out
+        )
+        return out
     plus_inf = bool((edge_value == np.inf).any())
     if np.isnan(edge_value).any():
         edge_value = np.where(np.isnan(edge_value), -np.inf, edge_value)

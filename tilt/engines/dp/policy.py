@@ -26,6 +26,7 @@ from tilt.engines.dp.passes import (
     backward_logsumexp,
     forward_logsumexp,
     group_normalise,
+    kernels,
     linear_weights,
     tilted_conditionals,
 )
@@ -110,6 +111,12 @@ class MarkovPolicy:
         """
         space = self.space
         below = self.log_correct_below
+        compiled = kernels(space)
+        if compiled is not None:  # the same operations: the same bits
+            out: FloatArray = compiled.correct_cond(
+                space.out_start, space.edge_head, self.log_cond, below
+            )
+            return out
         norm = below[space.edge_tail]
         with np.errstate(invalid="ignore"):
             out = self.log_cond + below[space.edge_head] - norm
@@ -338,6 +345,6 @@ def log_rollout_counts(space: AcyclicSpace, correct_only: bool = False) -> Float
 
     def compute() -> FloatArray:
         leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
-        return backward_logsumexp(space, np.zeros(space.n_edges), leaf)
+        return backward_logsumexp(space, np.zeros(space.n_edges), leaf, compiled=True)
 
     return space.memo(f"log_rollout_counts:{correct_only}", compute)
