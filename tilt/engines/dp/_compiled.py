@@ -25,14 +25,13 @@ from numpy.typing import NDArray
 __all__ = [
     "backward_logsumexp",
     "forward_logsumexp",
-    "in_edges",
+    "head_spans",
     "backward_max",
     "backward_mean",
     "centred_dot",
     "correct_cond",
     "edge_flow",
     "reroute_change",
-    "ood_powers",
 ]
 
 _F = NDArray[np.float64]
@@ -75,6 +74,8 @@ def _backward_logsumexp(
     layer_start: _I,
     out_start: _I,
     edge_head: _I,
+    head_lo: _I,
+    head_hi: _I,
     prob: _F,
     log_weight: _F,
     shift: _F,
@@ -85,7 +86,9 @@ def _backward_logsumexp(
     out: _F,
 ) -> None:
     """``out[s] = log sum_e exp(power w_e + discount out[head e])`` over the internal states,
-    layers last to first (``out`` holds the leaf values, ``-inf`` elsewhere)."""
+    layers last to first (``out`` holds the leaf values, ``-inf`` elsewhere).  The heads of
+    the edges leaving layer ``l`` lie in ``head_lo[l]:head_hi[l] + 1`` (:func:`head_spans`):
+    one shift for the layer when their values span at most ``safe_range`` nats."""
     n_layers = layer_start.size - 1
     scratch = np.empty(0)
     for layer in range(n_layers - 1, -1, -1):
@@ -93,13 +96,13 @@ def _backward_logsumexp(
         e0, e1 = out_start[s0], out_start[s1]
         if e0 == e1:
             continue
-        lo, hi = edge_head[e0], edge_head[e0]
+        lo, hi = head_lo[layer], head_hi[layer]
+        # the heads' span (one layer on a lattice), else the heads edge by edge
+        narrow = hi - lo + 1 <= 4 * (e1 - e0)
         top, low = -np.inf, np.inf
         bad = False
-        for e in range(e0, e1):
-            h = edge_head[e]
-            lo, hi = min(lo, h), max(hi, h)
-            v = out[h]
+        for i in range(lo, hi + 1) if narrow else range(e0, e1):
+            v = out[i] if narrow else out[edge_head[i]]
             if discount != 1.0 and v != -np.inf:
                 v = discount * v
             if v != v or v == np.inf:
@@ -119,107 +122,125 @@ def _backward_logsumexp(
                 if out_start[s + 1] > out_start[s]:
                     out[s] = -np.inf
             continue
-        # the exponential per state of the heads' span (narrow on a layered DAG)
-        if scratch.size < hi - lo + 1:
-            scratch = np.empty(hi - lo + 1)
-        for h in range(lo, hi + 1):
-            v = out[h]
-            if discount != 1.0 and v != -np.inf:
-                v = discount * v
-            scratch[h - lo] = math.exp(v - top)
         offset = top + shift[layer]
+        if narrow:  # the exponential per state of the span
+            if scratch.size < hi - lo + 1:
+                scratch = np.empty(hi - lo + 1)
+            for h in range(lo, hi + 1):
+                v = out[h]
+                if discount != 1.0 and v != -np.inf:
+                    v = discount * v
+                scratch[h - lo] = math.exp(v - top)
         for s in range(s0, s1):
             a, b = out_start[s], out_start[s + 1]
             if b == a:
                 continue
             total = 0.0
             for e in range(a, b):
-                total += prob[e] * scratch[edge_head[e] - lo]
+                if narrow:
+                    total += prob[e] * scratch[edge_head[e] - lo]
+                else:
+                    v = out[edge_head[e]]
+                    if discount != 1.0 and v != -np.inf:
+                        v = discount * v
+                    total += prob[e] * math.exp(v - top)
             out[s] = math.log(total) + offset if total > 0 else -np.inf
 
 
-def _in_edges(edge_head: _I, n_states: int) -> tuple[_I, _I]:
-    """``(in_start, in_edge)``: the edges sorted by head (stable), by a counting sort."""
-    in_start = np.zeros(n_states + 1, dtype=np.int64)
-    for e in range(edge_head.size):
-        in_start[edge_head[e] + 1] += 1
-    for s in range(n_states):
-        in_start[s + 1] += in_start[s]
-    fill = in_start[:-1].copy()
-    in_edge = np.empty(edge_head.size, dtype=np.int64)
-    for e in range(edge_head.size):
-        h = edge_head[e]
-        in_edge[fill[h]] = e
-        fill[h] += 1
-    return in_start, in_edge
+def _head_spans(layer_start: _I, out_start: _I, edge_head: _I) -> tuple[_I, _I]:
+    """``(lo, hi)`` per layer: the least and largest head of the edges leaving it (``hi < lo``
+    for a layer without edges)."""
+    n_layers = layer_start.size - 1
+    lo = np.zeros(n_layers, dtype=np.int64)
+    hi = np.full(n_layers, -1, dtype=np.int64)
+    for layer in range(n_layers):
+        e0, e1 = out_start[layer_start[layer]], out_start[layer_start[layer + 1]]
+        if e0 == e1:
+            continue
+        least, most = edge_head[e0], edge_head[e0]
+        for e in range(e0 + 1, e1):
+            least, most = min(least, edge_head[e]), max(most, edge_head[e])
+        lo[layer], hi[layer] = least, most
+    return lo, hi
+
+
+def _merge(peak: _F, total: _F, h: int, shift: float, part: float) -> None:
+    """Add ``exp(shift) part`` to the sum ``exp(peak[h]) total[h]`` (kept shifted by its
+    largest shift)."""
+    if part == 0.0:
+        return
+    if peak[h] == -np.inf:
+        peak[h], total[h] = shift, part
+    elif shift > peak[h]:
+        total[h] = total[h] * math.exp(peak[h] - shift) + part
+        peak[h] = shift
+    else:
+        total[h] += part * math.exp(shift - peak[h])
+
+
+_merge_into = _jit(_merge)
 
 
 def _forward_logsumexp(
     layer_start: _I,
-    in_start: _I,
-    in_edge: _I,
-    edge_tail: _I,
+    out_start: _I,
+    edge_head: _I,
+    head_lo: _I,
+    head_hi: _I,
     prob: _F,
     log_weight: _F,
-    unsafe_head: _B,
+    unsafe: _B,
     power: float,
     safe_range: float,
     out: _F,
 ) -> None:
-    """``out[h] = log sum over the edges into h of exp(power w_e + out[tail e])``, layers first
-    to last (``out`` is 0 at the source, ``-inf`` elsewhere); ``prob = exp(w)`` unshifted."""
+    """``out[h] = log sum over the edges into h of exp(power w_e + out[tail e])``, pushed
+    layer by layer along the edges (sorted by tail: one sequential read); ``out`` is 0 at
+    the source.  A layer whose values span at most ``safe_range`` nats (and whose weights are
+    safe: not ``unsafe``) adds ``prob_e exp(out[tail] - M)`` with one shift ``M`` and one
+    exponential per state; the sums that reach a head from several layers are merged with
+    one exponential per head and layer.  Other layers add edge by edge in log space."""
+    n_states = out.size
     n_layers = layer_start.size - 1
-    scratch = np.empty(0)
-    for layer in range(1, n_layers):
+    peak = np.full(n_states, -np.inf)
+    total = np.zeros(n_states)
+    part = np.zeros(0)
+    peak[0], total[0] = 0.0, 1.0
+    for layer in range(n_layers):
         s0, s1 = layer_start[layer], layer_start[layer + 1]
-        i0, i1 = in_start[s0], in_start[s1]
-        if i0 == i1:
-            continue
-        lo, hi = edge_tail[in_edge[i0]], edge_tail[in_edge[i0]]
         top, low = -np.inf, np.inf
         bad = False
-        for i in range(i0, i1):
-            t = edge_tail[in_edge[i]]
-            lo, hi = min(lo, t), max(hi, t)
-            v = out[t]
+        for s in range(s0, s1):
+            v = peak[s] + math.log(total[s]) if total[s] > 0 else -np.inf
+            out[s] = v
             if v != v or v == np.inf:
                 bad = True
             elif v != -np.inf:
                 top, low = max(top, v), min(low, v)
-        linear = not unsafe_head[layer] and not bad and (top == -np.inf or top - low <= safe_range)
-        if linear and hi - lo + 1 > scratch.size:
-            scratch = np.empty(hi - lo + 1)
-        if linear:
-            for t in range(lo, hi + 1):
-                scratch[t - lo] = math.exp(out[t] - top)
-        for h in range(s0, s1):
-            a, b = in_start[h], in_start[h + 1]
-            if b == a:
+        e0, e1 = out_start[s0], out_start[s1]
+        if e0 == e1 or top == -np.inf:
+            continue
+        lo, hi = head_lo[layer], head_hi[layer]
+        narrow = hi - lo + 1 <= 4 * (e1 - e0)
+        if not unsafe[layer] and not bad and top - low <= safe_range and narrow:
+            if part.size < hi - lo + 1:
+                part = np.zeros(hi - lo + 1)
+            for s in range(s0, s1):
+                scaled = math.exp(out[s] - top)
+                for e in range(out_start[s], out_start[s + 1]):
+                    part[edge_head[e] - lo] += prob[e] * scaled
+            for h in range(lo, hi + 1):
+                _merge_into(peak, total, h, top, part[h - lo])
+                part[h - lo] = 0.0
+            continue
+        for s in range(s0, s1):
+            if out[s] == -np.inf:
                 continue
-            if linear:
-                if top == -np.inf:
-                    out[h] = -np.inf
+            for e in range(out_start[s], out_start[s + 1]):
+                x = power * log_weight[e] + out[s]
+                if x == -np.inf or x != x:
                     continue
-                total = 0.0
-                for i in range(a, b):
-                    e = in_edge[i]
-                    total += prob[e] * scratch[edge_tail[e] - lo]
-                out[h] = math.log(total) + top if total > 0 else -np.inf
-                continue
-            peak = -np.inf
-            for i in range(a, b):
-                e = in_edge[i]
-                x = power * log_weight[e] + out[edge_tail[e]]
-                if x > peak or x != x:
-                    peak = x
-            if peak == -np.inf or peak == np.inf or peak != peak:
-                out[h] = peak
-                continue
-            total = 0.0
-            for i in range(a, b):
-                e = in_edge[i]
-                total += math.exp(power * log_weight[e] + out[edge_tail[e]] - peak)
-            out[h] = peak + math.log(total)
+                _merge_into(peak, total, edge_head[e], x, 1.0)
 
 
 def _backward_max(out_start: _I, edge_head: _I, edge_value: _F, out: _F) -> None:
@@ -314,23 +335,16 @@ def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:
     return out
 
 
-def _above_half(a: int, b: int, prob: _F) -> tuple[int, float]:
-    """The first edge of ``a:b`` with the largest ``prob`` when that is above 1/2 (else -1),
-    and the sum of the others' ``prob``."""
-    best, peak = a, prob[a]
-    for e in range(a + 1, b):
-        if prob[e] > peak:
-            best, peak = e, prob[e]
-    if not peak > 0.5:
-        return -1, 0.0
-    others = 0.0
+def _others(a: int, b: int, values: _F, skip: int) -> float:
+    """The sum of ``values[a:b]`` but ``values[skip]``."""
+    total = 0.0
     for e in range(a, b):
-        if e != best:
-            others += prob[e]
-    return best, others
+        if e != skip:
+            total += values[e]
+    return total
 
 
-_first_above_half = _jit(_above_half)
+_sum_others = _jit(_others)
 
 
 def _reroute_change(
@@ -343,90 +357,57 @@ def _reroute_change(
 ) -> tuple[_F, _I]:
     """``(change, tiny)`` of :func:`tilt.engines.dp.measures.reroute_accuracy`: per edge
     ``through(tail) ((1 - t_e) / (1 - q_e) - 1)``, each complement ``1 - x`` taken as the sum
-    of the other edges for the one edge of a state above 1/2; ``tiny`` lists the edges whose
-    complement is below ``tiny_below`` (redone from the logs by the caller)."""
+    of the other edges for the one edge of a state above 1/2 (the first largest); ``tiny``
+    lists the edges whose complement is below ``tiny_below`` (redone from the logs by the
+    caller)."""
     n = out_start.size - 1
     change = np.empty(prob.size)
-    tiny = np.empty(0, dtype=np.int64)
+    tiny = np.empty(16, dtype=np.int64)
     n_tiny = 0
     for s in range(n):
         a, b = out_start[s], out_start[s + 1]
         if b == a:
             continue
-        first_p, others_p = _first_above_half(a, b, prob)
-        first_t, others_t = _first_above_half(a, b, chain)
+        first_p, first_t = a, a
+        for e in range(a + 1, b):
+            if prob[e] > prob[first_p]:
+                first_p = e
+            if chain[e] > chain[first_t]:
+                first_t = e
         here = through[s]
         for e in range(a, b):
-            keep_p = others_p if e == first_p else 1.0 - prob[e]
-            keep_t = others_t if e == first_t else 1.0 - chain[e]
-            ratio = keep_t / keep_p
-            if e == first_p and keep_p == 0.0:
-                ratio = 0.0
+            change[e] = 0.0 if here == 0.0 else ((1.0 - chain[e]) / (1.0 - prob[e]) - 1.0) * here
+        if not (prob[first_p] > 0.5 or chain[first_t] > 0.5):
+            continue
+        # the largest move of a state, above 1/2: its complement from the others
+        if not prob[first_p] > 0.5:
+            first_p = -1
+        if not chain[first_t] > 0.5:
+            first_t = -1
+        for which in range(2):
+            e = first_p if which == 0 else first_t
+            if e < 0 or (which == 1 and e == first_p):
+                continue
+            keep_p = _sum_others(a, b, prob, e) if e == first_p else 1.0 - prob[e]
+            keep_t = _sum_others(a, b, chain, e) if e == first_t else 1.0 - chain[e]
+            ratio = 0.0 if e == first_p and keep_p == 0.0 else keep_t / keep_p
             change[e] = 0.0 if here == 0.0 else (ratio - 1.0) * here
             if (
-                e in (first_p, first_t)
-                and (keep_p < tiny_below or keep_t < tiny_below)
+                (keep_p < tiny_below or keep_t < tiny_below)
                 and np.isfinite(log_through[s])
                 and b - a > 1
             ):
                 if n_tiny == tiny.size:
-                    grown = np.empty(2 * tiny.size + 16, dtype=np.int64)
-                    grown[:n_tiny] = tiny[:n_tiny]
+                    grown = np.empty(2 * tiny.size, dtype=np.int64)
+                    grown[:n_tiny] = tiny
                     tiny = grown
                 tiny[n_tiny] = e
                 n_tiny += 1
     return change, tiny[:n_tiny].copy()
 
 
-def _ood_powers(fail: _F, ks: _I) -> tuple[_F, _F, _I]:
-    """Per ``k``: the sum of ``1 - fail^k`` over the moves (``fail`` clipped to [0, 1]), its
-    least value and the first move where it is least.  ``fail^k`` by repeated squaring, the
-    squares and products in the order of :func:`tilt.engines.dp.measures._power` (the same
-    bits); the sums by blocks of 256 terms, the blocks' sums compensated."""
-    n_k = ks.size
-    top = 0
-    for j in range(n_k):
-        top = max(top, ks[j])
-    n_bits = 1
-    while (1 << n_bits) <= top:
-        n_bits += 1
-    square = np.empty(n_bits)
-    total = np.zeros(n_k)
-    carry = np.zeros(n_k)
-    block = np.zeros(n_k)
-    worst = np.full(n_k, np.inf)
-    where = np.zeros(n_k, dtype=np.int64)
-    for i in range(fail.size):
-        x = fail[i]
-        x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
-        square[0] = x
-        for bit in range(1, n_bits):
-            square[bit] = square[bit - 1] * square[bit - 1]
-        for j in range(n_k):
-            k = ks[j]
-            result = 1.0
-            started = False
-            bit = 0
-            while k:
-                if k & 1:
-                    result = result * square[bit] if started else square[bit]
-                    started = True
-                k >>= 1
-                bit += 1
-            value = 1.0 - result
-            block[j] += value
-            if value < worst[j]:
-                worst[j] = value
-                where[j] = i
-        if (i & 255) == 255 or i == fail.size - 1:
-            for j in range(n_k):
-                total[j], carry[j] = _add(total[j], carry[j], block[j])
-                block[j] = 0.0
-    return total + carry, worst, where
-
-
 backward_logsumexp = _jit(_backward_logsumexp)
-in_edges = _jit(_in_edges)
+head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
 backward_max = _jit(_backward_max)
 backward_mean = _jit(_backward_mean)
@@ -434,4 +415,3 @@ centred_dot = _jit(_centred_dot)
 correct_cond = _jit(_correct_cond)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)
-ood_powers = _jit(_ood_powers)

@@ -210,6 +210,15 @@ def kernels(space: AcyclicSpace) -> ModuleType | None:
     return _compiled
 
 
+def _head_spans(space: AcyclicSpace, compiled: ModuleType) -> tuple[IntArray, IntArray]:
+    """The least and largest head of the edges leaving each layer (cached)."""
+    spans: tuple[IntArray, IntArray] = space.memo(
+        "head_spans",
+        lambda: compiled.head_spans(space.layer_start, space.out_start, space.edge_head),
+    )
+    return spans
+
+
 def _value_shift(values: FloatArray) -> float | None:
     """The largest value when every finite one lies within ``SAFE_RANGE`` of it (or none is
     finite: ``-inf``), else ``None``."""
@@ -252,10 +261,13 @@ def backward_logsumexp(
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
     passes = kernels(space) if compiled else None
     if passes is not None:
+        head_lo, head_hi = _head_spans(space, passes)
         passes.backward_logsumexp(
             space.layer_start,
             space.out_start,
             space.edge_head,
+            head_lo,
+            head_hi,
             weights.prob,
             weights.log_weight,
             weights.shift,
@@ -313,17 +325,16 @@ def forward_logsumexp(
     out[0] = 0.0
     compiled = kernels(space)
     if compiled is not None:
-        in_start, in_edge = space.memo(
-            "in_edges", lambda: compiled.in_edges(space.edge_head, space.n_states)
-        )
+        head_lo, head_hi = _head_spans(space, compiled)
         compiled.forward_logsumexp(
             space.layer_start,
-            in_start,
-            in_edge,
-            space.edge_tail,
+            space.out_start,
+            space.edge_head,
+            head_lo,
+            head_hi,
             prob,
             w,
-            unsafe,
+            weights.unsafe_tail | bool(weights.shift.any()),
             float(weights.power),
             SAFE_RANGE,
             out,
