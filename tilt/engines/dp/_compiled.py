@@ -28,8 +28,10 @@ __all__ = [
     "head_spans",
     "backward_max",
     "backward_mean",
+    "backward_spread",
     "centred_dot",
     "correct_cond",
+    "chain_moments",
     "edge_flow",
     "reroute_change",
 ]
@@ -40,6 +42,20 @@ _B = NDArray[np.bool_]
 
 # division by zero gives inf or nan as in numpy (the callers' rules take over), not an error
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+def _add_compensated(total: float, carry: float, x: float) -> tuple[float, float]:
+    """Neumaier's compensated sum: ``(total + x, carry)`` with the lost low bits in ``carry``
+    (a long sum then has the error of one rounding, as numpy's pairwise sum nearly has)."""
+    new = total + x
+    if abs(total) >= abs(x):
+        carry += (total - new) + x
+    else:
+        carry += (x - new) + total
+    return new, carry
+
+
+_add = _jit(_add_compensated)
 
 
 def _state_logsumexp(
@@ -259,6 +275,33 @@ def _backward_max(out_start: _I, edge_head: _I, edge_value: _F, out: _F) -> None
         out[s] = best
 
 
+def _backward_spread(out_start: _I, edge_head: _I, a: _F, b: _F, leaf: _F) -> tuple[float, float]:
+    """``(max, -min)`` over the paths from state 0 of ``sum of (a_e - b_e) + leaf``: the two
+    max-plus passes of ``d = a - b`` and ``-d`` at once (``nan`` differences count as
+    ``-inf`` in both), with the additions of :func:`_backward_max` (the same bits)."""
+    n = out_start.size - 1
+    high = leaf.copy()
+    low = leaf.copy()
+    for s in range(n - 1, -1, -1):
+        first, last = out_start[s], out_start[s + 1]
+        if last == first:
+            continue
+        best, worst = -np.inf, -np.inf
+        for e in range(first, last):
+            d = a[e] - b[e]
+            if d != d:
+                continue
+            h = edge_head[e]
+            x = d + high[h]
+            if x > best:
+                best = x
+            y = -d + low[h]
+            if y > worst:
+                worst = y
+        high[s], low[s] = best, worst
+    return high[0], low[0]
+
+
 def _backward_mean(out_start: _I, edge_head: _I, prob: _F, x: _F) -> _F:
     """``E[X | s]``, ``X`` the sum of ``x_e`` down to the leaf, under the chain ``prob``."""
     n = out_start.size - 1
@@ -274,38 +317,74 @@ def _backward_mean(out_start: _I, edge_head: _I, prob: _F, x: _F) -> _F:
     return out
 
 
-def _centred_dot(out_start: _I, edge_head: _I, prob: _F, y: _F, weight: _F) -> float:
-    """``sum_e weight_e (y_e + E[Y | head] - E[Y | tail])`` under the chain ``prob``."""
+def _centred_dot(
+    out_start: _I, edge_head: _I, prob: _F, a: _F, b: _F, support: _B, weight: _F
+) -> float:
+    """``sum_e weight_e (y_e + E[Y | head] - E[Y | tail])`` under the chain ``prob``, with
+    ``y = a - b`` on ``support`` and 0 elsewhere (no edge-sized temporary)."""
     n = out_start.size - 1
     mean = np.zeros(n)
     total, carry = 0.0, 0.0
     for s in range(n - 1, -1, -1):
-        a, b = out_start[s], out_start[s + 1]
-        if b == a:
+        first, last = out_start[s], out_start[s + 1]
+        if last == first:
             continue
         acc = 0.0
-        for e in range(a, b):
-            acc += prob[e] * (y[e] + mean[edge_head[e]])
+        for e in range(first, last):
+            y = a[e] - b[e] if support[e] else 0.0
+            acc += prob[e] * (y + mean[edge_head[e]])
         mean[s] = acc
         part = 0.0
-        for e in range(a, b):
-            part += weight[e] * (y[e] + mean[edge_head[e]] - acc)
+        for e in range(first, last):
+            y = a[e] - b[e] if support[e] else 0.0
+            part += weight[e] * (y + mean[edge_head[e]] - acc)
         total, carry = _add(total, carry, part)
     return total + carry
 
 
-def _add_compensated(total: float, carry: float, x: float) -> tuple[float, float]:
-    """Neumaier's compensated sum: ``(total + x, carry)`` with the lost low bits in ``carry``
-    (a long sum then has the error of one rounding, as numpy's pairwise sum nearly has)."""
-    new = total + x
-    if abs(total) >= abs(x):
-        carry += (total - new) + x
-    else:
-        carry += (x - new) + total
-    return new, carry
-
-
-_add = _jit(_add_compensated)
+def _chain_moments(
+    layer_start: _I, out_start: _I, edge_head: _I, prob: _F, reach: _F, x: _F
+) -> tuple[_B, _F, float, bool, float]:
+    """``(support, scaled, var, branching, bound)`` of the chain ``prob`` with reach ``reach``
+    (linear) and ``X`` the sum of ``x`` on the edges of positive flow ``F``: ``scaled = F dx``
+    with ``dx`` the centred increments, ``var = sum F dx^2``, whether some state has two
+    edges of positive flow, and the sum over layers of the largest ``|x|`` (as
+    :func:`tilt.engines.dp.measures._chain`, in two passes)."""
+    n = out_start.size - 1
+    support = np.empty(prob.size, dtype=np.bool_)
+    scaled = np.empty(prob.size)
+    mean = np.zeros(n)
+    for s in range(n - 1, -1, -1):
+        acc = 0.0
+        for e in range(out_start[s], out_start[s + 1]):
+            live = reach[s] * prob[e] > 0
+            support[e] = live
+            acc += prob[e] * ((x[e] if live else 0.0) + mean[edge_head[e]])
+        if out_start[s + 1] > out_start[s]:
+            mean[s] = acc
+    var, carry = 0.0, 0.0
+    branching = False
+    for s in range(n):
+        count = 0
+        part = 0.0
+        for e in range(out_start[s], out_start[s + 1]):
+            dx = (x[e] if support[e] else 0.0) + mean[edge_head[e]] - mean[s]
+            value = (reach[s] * prob[e]) * dx
+            scaled[e] = value
+            part += value * dx
+            count += support[e]
+        branching = branching or count >= 2
+        var, carry = _add(var, carry, part)
+    bound = 0.0
+    for layer in range(layer_start.size - 1):
+        e0, e1 = out_start[layer_start[layer]], out_start[layer_start[layer + 1]]
+        if e1 == e0:
+            continue
+        most = abs(x[e0]) if support[e0] else 0.0
+        for e in range(e0 + 1, e1):
+            most = max(most, abs(x[e]) if support[e] else 0.0)
+        bound += most
+    return support, scaled, var + carry, branching, bound
 
 
 def _correct_cond(out_start: _I, edge_head: _I, log_cond: _F, below: _F) -> _F:
@@ -411,7 +490,9 @@ head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
 backward_max = _jit(_backward_max)
 backward_mean = _jit(_backward_mean)
+backward_spread = _jit(_backward_spread)
 centred_dot = _jit(_centred_dot)
 correct_cond = _jit(_correct_cond)
+chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

@@ -148,6 +148,12 @@ def _chain(
         prob, reach = chain.prob, chain.log_reach
     else:
         prob, reach = known.correct_prob, known.log_correct_reach
+    compiled = kernels(space)
+    if compiled is not None:
+        support, scaled, var, branching, bound = compiled.chain_moments(
+            space.layer_start, space.out_start, space.edge_head, prob, np.exp(reach), x
+        )
+        return _chain_usable(space, prob, support, scaled, var, branching, bound, x, log_count)
     flow = np.exp(reach)[space.edge_tail] * prob
     support = flow > 0
     x = np.where(support, x, 0.0)
@@ -163,6 +169,22 @@ def _chain(
     # Var X <= spread^2 / 4, so a variance above the threshold proves the spread
     e0s = np.array([entry[0] for entry in space.tail_layers], dtype=np.int64)
     bound = float(np.maximum.reduceat(np.abs(x), e0s).sum()) if e0s.size else 0.0
+    return _chain_usable(space, prob, support, scaled, var, branching, bound, x, log_count)
+
+
+def _chain_usable(
+    space: AcyclicSpace,
+    prob: FloatArray,
+    support: np.ndarray,
+    scaled: FloatArray,
+    var: float,
+    branching: bool,
+    bound: float,
+    x: FloatArray,
+    log_count: float,
+) -> _Chain:
+    """The :class:`_Chain`, usable when some state branches, ``log pi0`` is not constant on
+    the counted rollouts (``x``: its increments on the support) and two rollouts count."""
     spread = var > (0.5e-9 * (1.0 + bound)) ** 2
     if not spread:
         leaf = np.where(space.correct, 0.0, -np.inf)
@@ -182,9 +204,6 @@ def _increments(space: AcyclicSpace, prob: FloatArray, x: FloatArray) -> FloatAr
 def _centred_dot(space: AcyclicSpace, prob: FloatArray, y: FloatArray, weight: FloatArray) -> float:
     """``sum_e weight_e dy_e`` with ``dy`` the centred increments of ``Y = sum of y`` under
     the chain ``prob`` (:func:`_increments`), one layer at a time (no edge-sized temporaries)."""
-    compiled = kernels(space)
-    if compiled is not None:
-        return float(compiled.centred_dot(space.out_start, space.edge_head, prob, y, weight))
     mean = np.zeros(space.n_states)
     head = space.edge_head
     total = 0.0
@@ -253,6 +272,19 @@ def _slope(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> float:
     if not chain.usable:
         return math.nan
     # Cov(X, Y) = Var X + Cov(X, D), D = log q - log pi0: D's increments are small
+    space = policy.space
+    compiled = kernels(space)
+    if compiled is not None:
+        cov = compiled.centred_dot(
+            space.out_start,
+            space.edge_head,
+            chain.prob,
+            policy.log_cond,
+            base.log_cond,
+            chain.support,
+            chain.scaled,
+        )
+        return 1.0 + float(cov) / chain.var
     diff = np.subtract(
         policy.log_cond, base.log_cond, out=np.zeros(base.log_cond.size), where=chain.support
     )
@@ -282,6 +314,12 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
+    compiled = kernels(space)
+    if compiled is not None:  # both passes at once, no edge-sized temporaries
+        top, low = compiled.backward_spread(
+            space.out_start, space.edge_head, policy.log_cond, base.log_cond, leaf
+        )
+        return math.inf if math.isinf(low) else float(top + low)
     with np.errstate(invalid="ignore"):
         diff = policy.log_cond - base.log_cond
     top = backward_max(space, diff, leaf)[0]

@@ -146,6 +146,9 @@ def _flag(
     unsafe_tail = np.zeros(space.n_layers, dtype=bool)
     unsafe_head = np.zeros(space.n_layers, dtype=bool)
     if not shift.any():
+        if not log_weight.size or log_weight.min() >= -SAFE_RANGE / power:
+            # no weight below the range (nor -inf): every layer is safe, no edge to find
+            return LinearWeights(log_weight, prob, shift, unsafe_tail, unsafe_head, power)
         low = np.flatnonzero((log_weight < -SAFE_RANGE / power) & (log_weight != -np.inf))
         unsafe_tail[space.state_layer[space.edge_tail[low]]] = True
         unsafe_head[space.state_layer[space.edge_head[low]]] = True
