@@ -34,6 +34,8 @@ __all__ = [
     "chain_moments",
     "edge_flow",
     "reroute_change",
+    "node_layers",
+    "state_edges",
 ]
 
 _F = NDArray[np.float64]
@@ -485,6 +487,85 @@ def _reroute_change(
     return change, tiny[:n_tiny].copy()
 
 
+def _node_layers(indptr: _I, move_head: _I, source: int, target: int) -> tuple[_I, _I, _B, _I]:
+    """Kahn's algorithm on the nodes reachable from ``source`` (``target`` not expanded):
+    ``(order, sizes, seen, indegree)``, the nodes layer by layer (each layer sorted) and the
+    layers' sizes; a node of ``seen`` left out of ``order`` (positive ``indegree``) is on a
+    cycle, and so is the source when ``sizes`` is empty (as
+    :func:`tilt.engines.dp.space._node_layers`)."""
+    n = indptr.size - 1
+    seen = np.zeros(n, dtype=np.bool_)
+    seen[source] = True
+    stack = np.empty(n, dtype=np.int64)
+    stack[0], top = source, 1
+    while top:
+        top -= 1
+        v = stack[top]
+        if v == target:
+            continue
+        for m in range(indptr[v], indptr[v + 1]):
+            h = move_head[m]
+            if not seen[h]:
+                seen[h] = True
+                stack[top] = h
+                top += 1
+    indegree = np.zeros(n, dtype=np.int64)
+    for v in range(n):
+        if seen[v] and v != target:
+            for m in range(indptr[v], indptr[v + 1]):
+                indegree[move_head[m]] += 1
+    order = np.empty(n, dtype=np.int64)
+    sizes = np.empty(n, dtype=np.int64)
+    if indegree[source]:
+        return order[:0], sizes[:0], seen, indegree
+    order[0], done, n_layers, start = source, 1, 0, 0
+    while done > start:
+        end = done
+        sizes[n_layers] = end - start
+        n_layers += 1
+        for i in range(start, end):
+            v = order[i]
+            if v == target:
+                continue
+            for m in range(indptr[v], indptr[v + 1]):
+                h = move_head[m]
+                indegree[h] -= 1
+                if indegree[h] == 0:
+                    order[done] = h
+                    done += 1
+        order[end:done] = np.sort(order[end:done])
+        start = end
+    return order[:done].copy(), sizes[:n_layers].copy(), seen, indegree
+
+
+def _state_edges(
+    indptr: _I, move_head: _I, state_node: _I, expandable: _B, state_of: _I
+) -> tuple[_I, _I, _I, _I]:
+    """``(edge_tail, edge_head, edge_move, out_start)`` of a state DAG whose states are
+    nodes (``state_of`` maps a node to its state): the moves of every expandable state in
+    state order, each in the order of the move table."""
+    n = state_node.size
+    out_start = np.zeros(n + 1, dtype=np.int64)
+    for s in range(n):
+        v = state_node[s]
+        out_start[s + 1] = out_start[s] + (indptr[v + 1] - indptr[v] if expandable[s] else 0)
+    n_edges = out_start[n]
+    edge_tail = np.empty(n_edges, dtype=np.int64)
+    edge_head = np.empty(n_edges, dtype=np.int64)
+    edge_move = np.empty(n_edges, dtype=np.int64)
+    for s in range(n):
+        if not expandable[s]:
+            continue
+        v = state_node[s]
+        e = out_start[s]
+        for m in range(indptr[v], indptr[v + 1]):
+            edge_tail[e] = s
+            edge_head[e] = state_of[move_head[m]]
+            edge_move[e] = m
+            e += 1
+    return edge_tail, edge_head, edge_move, out_start
+
+
 backward_logsumexp = _jit(_backward_logsumexp)
 head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
@@ -496,3 +577,5 @@ correct_cond = _jit(_correct_cond)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)
+node_layers = _jit(_node_layers)
+state_edges = _jit(_state_edges)

@@ -18,8 +18,8 @@ from types import ModuleType
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, jit
-from tilt.engines.dp.space import AcyclicSpace
+from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray
+from tilt.engines.dp.space import AcyclicSpace, compiled_passes
 
 __all__ = [
     "segment_logsumexp",
@@ -206,11 +206,7 @@ def linear_weights(
 def kernels(space: AcyclicSpace) -> ModuleType | None:
     """:mod:`tilt.engines.dp._compiled` when the compiled passes serve ``space`` (the gate
     :func:`tilt._numerics.jit` on its number of edges), else ``None`` (the numpy paths)."""
-    if not jit(space.n_edges):
-        return None
-    from tilt.engines.dp import _compiled
-
-    return _compiled
+    return compiled_passes(space.n_edges)
 
 
 def _head_spans(space: AcyclicSpace, compiled: ModuleType) -> tuple[IntArray, IntArray]:

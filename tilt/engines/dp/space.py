@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import ModuleType
 from typing import TypeVar
 
 import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
+from tilt._numerics import jit
 from tilt.space import TooLargeError, memory_shortfall
 from tilt.tasks import Task
 
@@ -359,8 +361,28 @@ def _reachable(table: MoveTable) -> NDArray[np.bool_]:
     return seen
 
 
+def compiled_passes(size: int) -> ModuleType | None:
+    """:mod:`tilt.engines.dp._compiled` when the compiled passes serve an input of ``size``
+    state edges or moves (the gate :func:`tilt._numerics.jit`), else ``None`` (numpy)."""
+    if not jit(size):
+        return None
+    from tilt.engines.dp import _compiled
+
+    return _compiled
+
+
 def _node_layers(table: MoveTable) -> list[IntArray]:
     """Kahn's algorithm on the part reachable from the source (the target not expanded)."""
+    compiled = compiled_passes(table.move_tail.size)
+    if compiled is not None:
+        order, sizes, seen, indegree = compiled.node_layers(
+            table.indptr, table.move_head, table.source, table.target
+        )
+        if not sizes.size:
+            raise ValueError(_cycle_message(table, np.flatnonzero(seen)))
+        if order.size < int(seen.sum()):
+            raise ValueError(_cycle_message(table, np.flatnonzero(seen & (indegree > 0))))
+        return np.split(order, np.cumsum(sizes)[:-1])
     seen = _reachable(table)
     live = seen[table.move_tail] & (table.move_tail != table.target)
     indegree = np.bincount(table.move_head[live], minlength=table.n_nodes)
@@ -442,6 +464,22 @@ def acyclic_space(
     expandable = state_node != table.target
     if with_depth and horizon is not None:
         expandable &= state_layer < horizon
+    compiled = None if with_depth else compiled_passes(table.move_tail.size)
+    if compiled is not None:
+        degree = table.indptr[state_node + 1] - table.indptr[state_node]
+        count = int(degree[expandable].sum())
+        if count > max_edges:
+            raise ValueError(_too_many(table, count, max_edges))
+        check_edges_fit(table.name, count)
+        state_of = np.full(table.n_nodes, -1, dtype=np.int64)
+        state_of[state_node] = np.arange(n_states)
+        edge_tail, edge_head, moves, out_start = compiled.state_edges(
+            table.indptr, table.move_head, state_node, expandable, state_of
+        )
+        return _space(
+            table, with_depth, state_node, state_layer, layer_start, edge_tail, edge_head,
+            moves, out_start,
+        )  # fmt: skip
     tails = np.flatnonzero(expandable)
     owner, moves = _gather_moves(table, state_node[tails])
     if moves.size > max_edges:
@@ -461,6 +499,32 @@ def acyclic_space(
         edge_head = state_of[head_node]
     out_start = np.zeros(n_states + 1, dtype=np.int64)
     np.cumsum(np.bincount(edge_tail, minlength=n_states), out=out_start[1:])
+    return _space(
+        table,
+        with_depth,
+        state_node,
+        state_layer,
+        layer_start,
+        edge_tail,
+        edge_head,
+        moves,
+        out_start,
+    )
+
+
+def _space(
+    table: MoveTable,
+    with_depth: bool,
+    state_node: IntArray,
+    state_layer: IntArray,
+    layer_start: IntArray,
+    edge_tail: IntArray,
+    edge_head: IntArray,
+    moves: IntArray,
+    out_start: IntArray,
+) -> AcyclicSpace:
+    """The :class:`AcyclicSpace` of these arrays, once some rollout is correct."""
+    horizon = table.horizon
     correct = (state_node == table.target) & (np.diff(out_start) == 0)
     if not correct.any():
         within = "" if horizon is None else f" within a horizon of {horizon} moves"
