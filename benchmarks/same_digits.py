@@ -16,6 +16,7 @@ Usage::
     git archive OLD | (mkdir /tmp/old && tar x -C /tmp/old)
     python benchmarks/same_digits.py --against /tmp/old              # new (auto, jit, numpy) vs old
     python benchmarks/same_digits.py --quick                         # small instances only
+    python benchmarks/same_digits.py --against /tmp/old --match lattice  # the lattices only
 
 Exit status 0 when every instance agrees, 1 otherwise (the worst difference and
 its place are printed per instance).
@@ -140,10 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--tol", type=float, default=1e-12, help="tolerance (default 1e-12)")
     parser.add_argument("--quick", action="store_true", help="leave out grid6 and the big lattice")
+    parser.add_argument(
+        "--match", metavar="TEXT",
+        help="only the instances whose arguments contain TEXT (for example lattice)",
+    )  # fmt: skip
     parser.add_argument("--out", help="write every result as JSON here")
     args = parser.parse_args(argv)
     reference = Path(args.against).resolve() if args.against else ROOT
     instances = INSTANCES[:-4] if args.quick else INSTANCES
+    if args.match:
+        instances = [i for i in instances if any(args.match in word for word in i)]
     failed, rows = 0, []
     for instance in instances:
         theirs = run_json(reference, instance, args.reference_setting)

@@ -1,0 +1,269 @@
+"""The DP engine's compiled passes (``tilt.engines.dp._compiled``, numba) against its numpy paths.
+
+Each quantity is computed twice in one process: with ``TILT_JIT_MIN_SIZE=0`` (the kernels
+serve every input, however small) and with ``TILT_NO_JIT=1`` (the numpy paths, as on a
+machine without numba).  Spaces: small token lattices, the catalogue's DAGs and random
+DAGs, with their logits and with logits hundreds of nats apart (conditionals below
+``e^-350``, outside the linear-domain range, and complements below ``1e-280``), so that
+both the linear-domain layers and the log-space fallbacks of each kernel run.
+
+Tolerance ``1e-12`` relative to ``max(1, |value|)`` (the engine's, ``test_dp.py``): the
+kernels sum in another order than numpy's ``reduceat`` and take ``exp`` and ``log`` from
+another library, so they agree to rounding, not to the bit; the max-plus passes, the
+conditioned chain and the state DAG itself are the same operations and agree exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tilt.context import EdgeContext
+from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table
+from tilt.engines.dp import measures as dpm
+from tilt.engines.dp import passes as dp_passes
+from tilt.engines.dp import policy as dpp
+from tilt.engines.dp.optima import rl_optimum
+from tilt.engines.dp.space import AcyclicSpace, MoveTable
+from tilt.tasks.graphs import named_task
+from tilt.testing import dag_instances
+
+pytest.importorskip("numba")
+
+TOL = 1e-12
+KS = (1, 3, 64)
+LATTICES = ["lattice:V=4,L=6,seed=0", "lattice:V=3,L=5,seed=1,M=3", "lattice:V=8,L=4,seed=2"]
+SCALES = [1.0, 300.0]  # the lattices' logits, and the same times 300 (hundreds of nats apart)
+
+
+@contextlib.contextmanager
+def _setting(compiled: bool) -> Iterator[None]:
+    """The kernels on every input (``compiled``) or off, restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        if compiled:
+            patch.delenv("TILT_NO_JIT", raising=False)
+            patch.setenv("TILT_JIT_MIN_SIZE", "0")
+        else:
+            patch.setenv("TILT_NO_JIT", "1")
+        yield
+
+
+def _both(compute: Callable[[], object]) -> tuple[object, object]:
+    with _setting(True):
+        compiled = compute()
+    with _setting(False):
+        plain = compute()
+    return compiled, plain
+
+
+def _close(a: object, b: object, where: str = "", tol: float = TOL) -> None:
+    """Every number of ``a`` within ``tol * max(1, |b|)`` of ``b``; infinities and nans equal."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _close(a[key], b[key], f"{where}.{key}", tol)
+        return
+    if isinstance(a, str):
+        assert a == b, where
+        return
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert x.shape == y.shape, where
+    same = (x == y) | (np.isnan(x) & np.isnan(y))
+    assert np.array_equal(np.isinf(x), np.isinf(y)), where
+    with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity
+        gap = np.abs(np.where(same, 0.0, x - y))
+    assert np.all(same | (gap <= tol * np.maximum(1.0, np.abs(y)))), (where, float(gap.max()))
+
+
+def _table(name: str, scale: float) -> MoveTable:
+    table = lattice_table(name)
+    return MoveTable(
+        table.name,
+        table.labels,
+        table.source,
+        table.target,
+        table.horizon,
+        table.move_tail,
+        table.move_head,
+        table.move_logit * scale,
+    )
+
+
+def _policies(
+    space: AcyclicSpace, logits: np.ndarray | None = None
+) -> dict[str, dpp.MarkovPolicy]:
+    """The base (the edge softmax of ``logits``, default the space's) and the optima of
+    ``python -m tilt.compare`` (fresh: nothing cached)."""
+    base = dpp.edge_softmax(space, space.moves.move_logit if logits is None else logits)
+    model = EdgeContext(2.0)
+    return {
+        "base": base,
+        "rl0": rl_optimum(base, 0.0),
+        "rl": rl_optimum(base, 0.7),
+        "sequence": dp_optimum(base, model, "sequence"),
+        "token": dp_optimum(base, model, "token"),
+    }
+
+
+def _passes(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, object]:
+    """Every pass the kernels stand in for, on every policy of :func:`_policies`."""
+    out: dict[str, object] = {}
+    policies = _policies(space, logits)
+    base = policies["base"]
+    correct = np.where(space.correct, 0.0, -np.inf)
+    wrong = np.where(space.leaf & ~space.correct, 0.0, -np.inf)
+    unnormalised = base.log_cond + np.linspace(-3.0, 5.0, space.n_edges)  # shifted layers
+    for key, q in policies.items():
+        lin = q.linear
+        out[f"{key} backward"] = dp_passes.backward_logsumexp(space, lin, correct, compiled=True)
+        out[f"{key} backward wrong"] = dp_passes.backward_logsumexp(
+            space, lin, wrong, compiled=True
+        )
+        out[f"{key} backward discounted"] = dp_passes.backward_logsumexp(
+            space, lin, correct, 0.5, compiled=True
+        )
+        out[f"{key} backward squared"] = dp_passes.backward_logsumexp(
+            space, lin.squared(space), correct, compiled=True
+        )
+        out[f"{key} forward"] = dp_passes.forward_logsumexp(space, lin)
+        out[f"{key} max"] = dp_passes.backward_max(space, q.log_cond, correct)
+        finite = np.where(np.isfinite(q.log_cond), q.log_cond, 0.0)
+        out[f"{key} mean"] = dp_passes.backward_mean(space, q.prob, finite)
+        out[f"{key} conditioned chain"] = q.correct_cond
+        out[f"{key} re-route"] = dpm.reroute_accuracy(q)[1]
+        out[f"{key} measures"] = dpm.measure(q, base, KS).as_dict()
+        out[f"{key} slope conditioning"] = _slope_conditioning(q, base)
+    out["shifted backward"] = dp_passes.backward_logsumexp(
+        space, unnormalised, correct, compiled=True
+    )
+    out["shifted forward"] = dp_passes.forward_logsumexp(space, unnormalised)
+    return out
+
+
+def _slope_conditioning(q: dpp.MarkovPolicy, base: dpp.MarkovPolicy) -> dict[str, float]:
+    """Per gap slope ``1 + Cov(X, D) / Var X``, ``Cov(X, D) = sum_e F_e dx_e (d_e + M(head) -
+    M(tail))`` with ``M`` the mean of ``D`` below: ``sum_e |F_e dx_e| (|d_e| + |M(head)| +
+    |M(tail)|) / Var X``, by how much rounding each term (``eps`` of its parts) can move the
+    slope, over ``eps``."""
+    out = {}
+    space = q.space
+    for key, uniform in (("gap_slope", True), ("weighted_gap_slope", False)):
+        chain = dpm._counted_chain(q, base, uniform)
+        with np.errstate(invalid="ignore"):
+            diff = np.where(chain.support, q.log_cond - base.log_cond, 0.0)
+        mean = np.abs(dp_passes.backward_mean(space, chain.prob, diff))
+        size = np.abs(diff) + mean[space.edge_head] + mean[space.edge_tail]
+        terms = float(np.abs(chain.scaled * size).sum())
+        out[key] = terms / chain.var if chain.usable else 0.0
+    return out
+
+
+EXACT = ("max", "conditioned chain")
+"""Passes that make the same operations in the same order as numpy: the same bits, given the
+same conditionals (those of the base and of RL, which no compiled pass computes; SD's
+conditionals depend on the demonstrations' reach, a forward pass, so they differ by
+rounding)."""
+
+
+def _check(compiled: dict[str, object], plain: dict[str, object]) -> None:
+    assert compiled.keys() == plain.keys()
+    for key, value in compiled.items():
+        if key.endswith("slope conditioning"):
+            continue
+        if key.endswith("measures"):  # the gap slopes to their conditioning (SD on logits
+            # 300 times the lattice's: Var log pi0 near 1e-26, a condition number of 8e12)
+            measures = dict(value)  # type: ignore[call-overload]
+            expected = dict(plain[key])  # type: ignore[call-overload]
+            kappa = plain[key.replace("measures", "slope conditioning")]
+            for slope in ("gap_slope", "weighted_gap_slope"):
+                tol = TOL + 16 * np.finfo(float).eps * kappa[slope]  # type: ignore[index]
+                _close(measures.pop(slope), expected.pop(slope), f"{key}.{slope}", tol)
+            _close(measures, expected, key)
+            continue
+        if key.endswith(EXACT) and key.split()[0] in ("base", "rl0", "rl"):
+            np.testing.assert_array_equal(value, plain[key], err_msg=key)
+        else:
+            _close(value, plain[key], key)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", LATTICES)
+def test_passes_agree_on_lattices(name: str, scale: float) -> None:
+    def run() -> dict[str, object]:
+        return _passes(acyclic_space(_table(name, scale)))
+
+    compiled, plain = _both(run)
+    _check(compiled, plain)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["diamonds", "routes"])
+def test_passes_agree_on_named_dags(name: str) -> None:
+    compiled, plain = _both(lambda: _passes(acyclic_space(named_task(name))))
+    _check(compiled, plain)  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dag_instances(logit_strategy=st.sampled_from([-900.0, -400.0, -30.0, 0.0, 1.0, 400.0, 900.0]))
+)
+def test_passes_agree_on_random_dags_with_extreme_logits(instance) -> None:  # type: ignore[no-untyped-def]
+    def run() -> dict[str, object]:
+        return _passes(acyclic_space(instance.task), instance.move_logit)
+
+    compiled, plain = _both(run)
+    _check(compiled, plain)  # type: ignore[arg-type]
+
+
+def test_log_space_fallbacks_agree() -> None:
+    # every layer in log space (SAFE_RANGE below 0) and every re-route complement from the
+    # logs (_TINY above 1): the kernels' fallbacks against numpy's
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dp_passes, "SAFE_RANGE", -1.0)
+        patch.setattr(dpm, "_TINY", 2.0)
+        compiled, plain = _both(lambda: _passes(acyclic_space(_table(LATTICES[0], 300.0))))
+    _check(compiled, plain)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", [*LATTICES, "diamonds", "routes", "diamonds-depth"])
+def test_the_state_dag_is_the_same(name: str) -> None:
+    def build() -> AcyclicSpace:
+        if name.startswith("lattice:"):
+            return acyclic_space(lattice_table(name))
+        if name == "diamonds-depth":  # (depth, node) states: the numpy build, kernels' layers
+            return acyclic_space(named_task("diamonds"), with_depth=True)
+        return acyclic_space(named_task(name))
+
+    compiled, plain = _both(build)
+    for field in ("state_node", "state_depth", "layer_start", "edge_tail", "edge_head"):
+        np.testing.assert_array_equal(
+            getattr(compiled, field), getattr(plain, field), err_msg=field
+        )
+    np.testing.assert_array_equal(compiled.edge_move, plain.edge_move)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(compiled.out_start, plain.out_start)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(compiled.correct, plain.correct)  # type: ignore[attr-defined]
+
+
+def test_a_cycle_is_refused_in_the_same_words() -> None:
+    table = MoveTable(
+        "cycle",
+        ("s", "a", "b", "t"),
+        0,
+        3,
+        None,
+        np.array([0, 1, 2, 2], dtype=np.int64),
+        np.array([1, 2, 1, 3], dtype=np.int64),
+        np.zeros(4),
+    )
+
+    def message() -> str:
+        with pytest.raises(ValueError, match="cycle") as info:
+            acyclic_space(table)
+        return str(info.value)
+
+    compiled, plain = _both(message)
+    assert compiled == plain
