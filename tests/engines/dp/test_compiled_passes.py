@@ -64,7 +64,8 @@ def _both(compute: Callable[[], object]) -> tuple[object, object]:
 def _close(a: object, b: object, where: str = "", tol: float = TOL) -> None:
     """Every number of ``a`` within ``tol * max(1, |b|)`` of ``b``; infinities and nans equal."""
     if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        assert isinstance(b, dict), where
+        assert a.keys() == b.keys(), where
         for key in a:
             _close(a[key], b[key], f"{where}.{key}", tol)
         return
@@ -94,9 +95,7 @@ def _table(name: str, scale: float) -> MoveTable:
     )
 
 
-def _policies(
-    space: AcyclicSpace, logits: np.ndarray | None = None
-) -> dict[str, dpp.MarkovPolicy]:
+def _policies(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, dpp.MarkovPolicy]:
     """The base (the edge softmax of ``logits``, default the space's) and the optima of
     ``python -m tilt.compare`` (fresh: nothing cached)."""
     base = dpp.edge_softmax(space, space.moves.move_logit if logits is None else logits)
