@@ -310,22 +310,25 @@ def _backward_layers(
 
 
 def forward_logsumexp(
-    space: AcyclicSpace, edge_log_weight: FloatArray | LinearWeights
+    space: AcyclicSpace, edge_log_weight: FloatArray | LinearWeights, *, compiled: bool = False
 ) -> FloatArray:
     """``A(s) = log sum over paths from the source to s of exp(sum of w)``; ``A(source) = 0``.
 
     Linear-domain layers as in :func:`backward_logsumexp` when the weights need
     no shift (conditionals: ``w <= 0``); otherwise every layer in log space.
+    ``compiled``: the compiled pass may run (the same values to rounding, not to the
+    bit), as in :func:`backward_logsumexp`; the default keeps numpy's digits, which the
+    demonstrations' reach needs (it feeds the edge marginals, so SD's conditionals).
     """
     weights = linear_weights(space, edge_log_weight)
     w, prob = weights.log_weight, weights.prob
     unsafe = weights.unsafe_head | bool(weights.shift.any())
     out = np.full(space.n_states, -np.inf)
     out[0] = 0.0
-    compiled = kernels(space)
-    if compiled is not None:
-        head_lo, head_hi = _head_spans(space, compiled)
-        compiled.forward_logsumexp(
+    passes = kernels(space) if compiled else None
+    if passes is not None:
+        head_lo, head_hi = _head_spans(space, passes)
+        passes.forward_logsumexp(
             space.layer_start,
             space.out_start,
             space.edge_head,

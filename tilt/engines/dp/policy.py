@@ -77,7 +77,7 @@ class MarkovPolicy:
     @cached_property
     def log_reach(self) -> FloatArray:
         """``log q(reach s)`` per state (forward pass)."""
-        return forward_logsumexp(self.space, self.linear)
+        return forward_logsumexp(self.space, self.linear, compiled=True)
 
     @cached_property
     def log_correct_below(self) -> FloatArray:
@@ -135,6 +135,19 @@ class MarkovPolicy:
         """``log q(reach s | C) = log q(reach s) + B(s) - B(source)`` per state."""
         with np.errstate(invalid="ignore"):
             out = self.log_reach + self.log_correct_below - self.log_correct_below[0]
+        out[np.isnan(out)] = -np.inf
+        return out
+
+    @cached_property
+    def exact_correct_reach(self) -> FloatArray:
+        """:attr:`log_correct_reach` with numpy's digits (:attr:`log_reach` may come from the
+        compiled pass): the reach of the demonstrations drawn from this policy, which feeds
+        the edge marginals and so SD's conditionals and the beta matched to SD's accuracy."""
+        if kernels(self.space) is None:
+            return self.log_correct_reach
+        reach = forward_logsumexp(self.space, self.linear)
+        with np.errstate(invalid="ignore"):
+            out = reach + self.log_correct_below - self.log_correct_below[0]
         out[np.isnan(out)] = -np.inf
         return out
 
@@ -308,7 +321,7 @@ def demonstrations(
         if kind == "own" or (kind == "tempered" and alpha == 1.0):
             # D = q(. | C): the conditioned chain, whose reach is known without a pass
             demos = MarkovPolicy(space, policy.correct_cond)
-            demos.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
+            demos.__dict__["log_reach"] = policy.exact_correct_reach  # the cached_property's slot
             return demos
         if kind == "own":
             weight = lc
@@ -318,7 +331,10 @@ def demonstrations(
             weight = np.where(np.isfinite(lc), alpha * lc, -np.inf)
         leaf = np.where(space.correct, 0.0, -np.inf)
         cond, _ = tilted_conditionals(space, weight, leaf)
-        return MarkovPolicy(space, cond)
+        demos = MarkovPolicy(space, cond)
+        # numpy's digits (not the compiled pass): the reach feeds SD's conditionals
+        demos.__dict__["log_reach"] = forward_logsumexp(space, demos.linear)
+        return demos
 
     return policy.memo(f"demos:{kind}:{alpha!r}", compute)
 
