@@ -74,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
             fresh(base, "log_correct_below")
         ),
         "re-route accuracy": lambda: dpm.reroute_accuracy(base),
-        "OOD pass@k, k = 1, 8, 64 (one reading)": lambda: dpm.ood_blocked(base, (1, 8, 64)),
         "gap chains (uniform, weighted) and slopes": lambda: (
             dpm.gap_slope(fresh(rl), fresh(base, "log_correct_below", "log_reach")),
             dpm.weighted_gap_slope(fresh(rl), fresh(base, "log_correct_below", "log_reach")),

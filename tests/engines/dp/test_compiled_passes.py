@@ -266,29 +266,3 @@ def test_a_cycle_is_refused_in_the_same_words() -> None:
 
     compiled, plain = _both(message)
     assert compiled == plain
-
-
-@pytest.mark.parametrize("size", [1, 7, 2048, 2049 + 8 * 300 + 5])
-def test_ood_powers_agree(size: int) -> None:
-    # values outside [0, 1] (clipped), exact ties for the worst move (the first one wins),
-    # and sizes around the kernel's chunk of 2048 and its eight lanes
-    rng = np.random.default_rng(size)
-    fail = rng.random(size)
-    fail[:: max(1, size // 5)] = 1.0  # every fifth value: ties for the worst (0)
-    fail[-1] = 1.5
-    fail[0] = -0.25
-    space = acyclic_space(lattice_table("lattice:V=2,L=2"))
-    ks = [1, 3, 8, 64]
-
-    def run() -> list[tuple[float, float, int]]:
-        with pytest.MonkeyPatch.context() as patch:
-            # the worst move's index, not its label (the moves here are made up)
-            patch.setattr(AcyclicSpace, "move_label", lambda self, move: str(move))
-            out = dpm._ood(fail, np.arange(size), space, ks)
-        return [(p.mean, p.worst, int(p.worst_move)) for p in out]
-
-    compiled, plain = _both(run)
-    for (mean, worst, at), (mean0, worst0, at0) in zip(compiled, plain, strict=True):  # type: ignore[call-overload]
-        assert abs(mean - mean0) <= TOL
-        assert worst == worst0
-        assert at == at0

@@ -34,7 +34,6 @@ __all__ = [
     "chain_moments",
     "edge_flow",
     "reroute_change",
-    "ood_powers",
     "node_layers",
     "state_edges",
 ]
@@ -488,74 +487,6 @@ def _reroute_change(
     return change, tiny[:n_tiny].copy()
 
 
-def _ood_powers(fail: _F, ks: _I) -> tuple[_F, _F, _I]:
-    """Per ``k`` of ``ks``: the sum of ``1 - fail^k`` over the moves (``fail`` clipped to
-    [0, 1]), its least value and the first move where it is least (as
-    :func:`tilt.engines.dp.measures._ood`).  ``fail^k`` by repeated squaring, the squares
-    and products in the order of :func:`tilt.engines.dp.measures._power` (the same bits),
-    chunk by chunk in loops over the moves that the compiler vectorises; each chunk summed
-    in eight lanes, the chunks' sums compensated."""
-    n_k = ks.size
-    top = 0
-    for j in range(n_k):
-        top = max(top, ks[j])
-    n_bits = 1
-    while (1 << n_bits) <= top:
-        n_bits += 1
-    chunk = 2048
-    square = np.empty(chunk)
-    result = np.empty((n_k, chunk))
-    started = np.zeros(n_k, dtype=np.bool_)
-    total = np.zeros(n_k)
-    carry = np.zeros(n_k)
-    worst = np.full(n_k, np.inf)
-    where = np.zeros(n_k, dtype=np.int64)
-    lane = np.zeros(8)
-    for lo in range(0, fail.size, chunk):
-        m = min(chunk, fail.size - lo)
-        for i in range(m):
-            square[i] = min(max(fail[lo + i], 0.0), 1.0)
-        started[:] = False
-        for bit in range(n_bits):
-            if bit:
-                for i in range(m):
-                    square[i] = square[i] * square[i]
-            for j in range(n_k):
-                if not (ks[j] >> bit) & 1:
-                    continue
-                row = result[j]
-                if started[j]:
-                    for i in range(m):
-                        row[i] = row[i] * square[i]
-                else:
-                    row[:m] = square[:m]
-                    started[j] = True
-        for j in range(n_k):
-            row = result[j]
-            lane[:] = 0.0
-            least = np.inf
-            whole = m - m % 8
-            for i in range(0, whole, 8):
-                for t in range(8):
-                    value = 1.0 - row[i + t]
-                    lane[t] += value
-                    least = min(least, value)
-            part = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + (
-                (lane[4] + lane[5]) + (lane[6] + lane[7])
-            )
-            for i in range(whole, m):
-                value = 1.0 - row[i]
-                part += value
-                least = min(least, value)
-            total[j], carry[j] = _add(total[j], carry[j], part)
-            if least < worst[j]:  # the first move where the chunk's least is
-                for i in range(m):
-                    if 1.0 - row[i] == least:
-                        worst[j], where[j] = least, lo + i
-                        break
-    return total + carry, worst, where
-
-
 def _node_layers(indptr: _I, move_head: _I, source: int, target: int) -> tuple[_I, _I, _B, _I]:
     """Kahn's algorithm on the nodes reachable from ``source`` (``target`` not expanded):
     ``(order, sizes, seen, indegree)``, the nodes layer by layer (each layer sorted) and the
@@ -646,6 +577,5 @@ correct_cond = _jit(_correct_cond)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)
-ood_powers = _jit(_ood_powers)
 node_layers = _jit(_node_layers)
 state_edges = _jit(_state_edges)

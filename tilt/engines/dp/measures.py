@@ -394,19 +394,6 @@ def _ood(
     ks: Sequence[int],
 ) -> list[OODPass]:
     """Mean and worst of ``1 - fail^k`` over the moves, chunk by chunk."""
-    compiled = kernels(space)
-    if compiled is not None:  # the same powers (the same worst move), one pass
-        sums, least, at = compiled.ood_powers(fail, np.asarray(ks, dtype=np.int64))
-        return [
-            OODPass(
-                k,
-                float(sums[i]) / fail.size,
-                float(least[i]),
-                space.move_label(int(moves[at[i]])),
-                int(moves.size),
-            )
-            for i, k in enumerate(ks)
-        ]
     total = dict.fromkeys(ks, 0.0)
     worst: dict[int, tuple[float, int]] = dict.fromkeys(ks, (math.inf, 0))
     for lo in range(0, fail.size, _CHUNK):
