@@ -30,6 +30,7 @@ __all__ = [
     "log_expm1",
     "JIT_MIN_SIZE",
     "jit",
+    "jit_allowed",
     "tree_reroute",
     "tree_subtree_sum",
     "tree_path_sum",
@@ -209,11 +210,21 @@ def _kernels() -> ModuleType | None:
     return _compiled
 
 
-def jit(size: int) -> bool:
-    """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
+def jit_allowed(size: int) -> bool:
+    """Whether compiled kernels may serve an input of ``size`` entries: ``TILT_NO_JIT`` unset
+    and ``size`` at least ``TILT_JIT_MIN_SIZE`` (or :data:`JIT_MIN_SIZE`).  Imports nothing:
+    a module of kernels of its own (:mod:`tilt.context._kernel_compiled`) asks this, then
+    imports itself, falling back to numpy when numba is missing."""
+    if os.environ.get("TILT_NO_JIT", "") not in ("", "0"):
+        return False
     limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
     least = int(limit) if limit.strip().isdigit() else JIT_MIN_SIZE
-    return size >= least and _kernels() is not None
+    return size >= least
+
+
+def jit(size: int) -> bool:
+    """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
+    return jit_allowed(size) and _kernels() is not None
 
 
 def _compiled() -> ModuleType:

@@ -26,6 +26,7 @@ __all__ = [
     "log_mixture",
     "incidence_rows",
     "kernel_pass",
+    "reached_conditionals",
 ]
 
 
@@ -105,6 +106,16 @@ def incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
     return out
 
 
+def reached_conditionals(space: RolloutSpace, log_mass: FloatArray) -> FloatArray:
+    """``pi(p | parent)`` from the prefix log-masses, 0 below a zero-mass parent (and at the
+    root)."""
+    cond = np.zeros(space.n_prefixes)
+    parent = space.parent[1:]
+    reached = np.isfinite(log_mass[parent])
+    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
+    return cond
+
+
 def kernel_pass(
     gamma: float,
     space: RolloutSpace,
@@ -123,10 +134,7 @@ def kernel_pass(
     at a time, prefix-major (``(width, k)``), so each level is a contiguous block.
     Needs ``gamma * max_depth <= LINEAR_RANGE`` (no overflow).
     """
-    cond = np.zeros(space.n_prefixes)
-    parent = space.parent[1:]
-    reached = np.isfinite(log_mass[parent])
-    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
+    cond = reached_conditionals(space, log_mass)
     boost = math.expm1(gamma)
     moves = space.move
     level_start = space.level_start
