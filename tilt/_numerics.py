@@ -35,7 +35,6 @@ __all__ = [
     "tree_subtree_sum",
     "tree_path_sum",
     "sweep_dominated_total",
-    "tree_kernel_block",
 ]
 
 
@@ -282,16 +281,3 @@ def sweep_dominated_total(
     ``d_rank[j] < d_rank[i]`` (``x_order`` sorts ``x_rank``; ``n_d`` classes of ``d``),
     compiled: a Fenwick tree over ``d`` swept in ``x`` order."""
     return float(_compiled().dominated_total(x_rank, d_rank, weight, x_order, n_d))
-
-
-def tree_kernel_block(
-    child_start: IntArray,
-    child_count: IntArray,
-    move: NDArray[np.int32],
-    cond: FloatArray,
-    factor: FloatArray,
-    out: FloatArray,
-) -> None:
-    """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
-    (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
-    _compiled().kernel_block(child_start, child_count, move, cond, factor, out)

@@ -14,6 +14,9 @@ only: each compiled function costs its own load (about 0.2 s) in every process t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -28,8 +31,7 @@ _I = NDArray[np.int64]
 _M = NDArray[np.uint64]
 
 
-@intrinsic
-def _popcount(typingctx, word):  # type: ignore[no-untyped-def]  # numba's intrinsic protocol
+def _popcount_intrinsic(typingctx, word):  # type: ignore[no-untyped-def]  # numba's protocol
     """The number of set bits of a ``uint64`` (LLVM's ``ctpop``: one instruction)."""
     signature = types.int64(types.uint64)
 
@@ -38,6 +40,9 @@ def _popcount(typingctx, word):  # type: ignore[no-untyped-def]  # numba's intri
         return builder.call(function, args)
 
     return signature, codegen
+
+
+_popcount = cast("Callable[[Any], int]", intrinsic(_popcount_intrinsic))
 
 
 def _stop_pass(
