@@ -38,9 +38,14 @@ class KernelContext(ContextModel):
         Z(c) = r_c(root)
         token: E_c log T_c(u | h) = log pi(u | h) + gamma m(v, u) + E_c log r_c(hu) - E_c log r_c(h)
 
-    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix.  The
-    forward mixture needs every pair: one ``(n_rollouts x n_moves) @ (n_moves x k)``
-    product per block of demonstrations.
+    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix; one pass gives
+    ``log Z(c)`` and ``E_c log r_c`` together, remembered on the policy, so the sequence,
+    token and forward targets of one policy share it.  Compiled (large inputs), the pass
+    folds every chain of only children (``r_c`` kept, and its log taken, only at the root
+    and the prefixes with two or more children: :mod:`tilt.context._kernel_tree`).  The
+    forward mixture needs every pair: compiled, a population count of shared moves per
+    pair and a table of ``exp(gamma j)``; in numpy, one
+    ``(n_rollouts x n_moves) @ (n_moves x k)`` product per block of demonstrations.
     """
 
     name = "kernel"
