@@ -4,8 +4,11 @@ prefix tree with the chains of only children folded, and its sums over rollout p
 Private to :mod:`tilt.context._kernel_tree`, the only module that imports it (lazily, behind
 the gate of :func:`tilt._numerics.jit`: ``TILT_NO_JIT=1`` or a missing numba keeps every caller
 on its plain-numpy path, which gives the same values to rounding; ``tests/context`` checks
-both to 1e-12).  Moves are sets of bits, one ``uint64`` word per 64 moves: the number of moves
-two sets share is a population count, and ``(1 + b)^count`` one entry of a table.
+both to 1e-12).  The pass multiplies each chain's factors ``1 + b [move in E(c)]`` into one
+vector per edge before adding it to its stop (loops over contiguous demonstrations, which
+LLVM vectorises).  The pair sums take each rollout's moves as bits, one ``uint64`` word per
+64 moves: the number of moves two rollouts share is a population count, and
+``exp(gamma j)`` one entry of a table.
 
 Compiled with ``numba.njit(cache=True)``: the machine code is kept in ``__pycache__`` (or
 ``NUMBA_CACHE_DIR``), so only the first run on a machine pays the compilation.  Two functions
