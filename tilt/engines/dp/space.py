@@ -26,7 +26,7 @@ import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt._numerics import jit
+from tilt._numerics import jit_allowed
 from tilt.space import TooLargeError, memory_shortfall
 from tilt.tasks import Task
 
@@ -363,11 +363,14 @@ def _reachable(table: MoveTable) -> NDArray[np.bool_]:
 
 def compiled_passes(size: int) -> ModuleType | None:
     """:mod:`tilt.engines.dp._compiled` when the compiled passes serve an input of ``size``
-    state edges or moves (the gate :func:`tilt._numerics.jit`), else ``None`` (numpy)."""
-    if not jit(size):
+    state edges or moves (the gate of :func:`tilt._numerics.jit`: numba installed,
+    ``TILT_NO_JIT`` unset, ``size`` at least ``TILT_JIT_MIN_SIZE``), else ``None`` (numpy)."""
+    if not jit_allowed(size):
         return None
-    from tilt.engines.dp import _compiled
-
+    try:
+        from tilt.engines.dp import _compiled
+    except ImportError:  # numba is not installed: the numpy paths
+        return None
     return _compiled
 
 
