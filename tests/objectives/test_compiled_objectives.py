@@ -130,3 +130,31 @@ def test_distinct_columns_against_numpy(monkeypatch):
         # the same partition of the columns into classes
         pairs = set(zip(inverse.tolist(), inverse_np.tolist(), strict=True))
         assert len(pairs) == first.size
+
+
+def test_distinct_groups_from_rows(space, monkeypatch):
+    """The search from the two per-prefix rows finds the classes of the gathered key
+    (:meth:`~tilt.context.TeacherClasses.group_key_rows`), on the edge model's classes and
+    on random rows with repeats."""
+    from tilt.context import demonstrations
+    from tilt.objectives.per_prefix import _kernels
+
+    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
+    kernels = _kernels(1)
+    assert kernels is not None
+    rng = np.random.default_rng(1)
+    base = base_policy(space, "random", seed=2)
+    classes = EdgeContext(2.0).teacher_classes(base, demonstrations(base, "own"))
+    own, mass = classes.group_key_rows()
+    random_rows = (
+        rng.integers(0, 3, size=space.n_prefixes).astype(float),
+        rng.integers(0, 2, size=space.n_prefixes).astype(float),
+    )
+    for first_row, second_row in [(own, mass), random_rows]:
+        for _, children in space.sibling_groups_by_size:
+            key = np.concatenate([first_row[children], second_row[children]])
+            first, inverse = kernels.distinct_groups(first_row, second_row, children)
+            assert np.array_equal(key[:, first][:, inverse], key)
+            _, inverse_np = distinct_columns(key)
+            assert first.size == np.unique(inverse_np).size
+            assert len(set(zip(inverse.tolist(), inverse_np.tolist(), strict=True))) == first.size

@@ -331,6 +331,10 @@ class EdgeClasses(TeacherClasses):
             [self._policy.log_conditionals()[children], self._move_mass[children]]
         )
 
+    def group_key_rows(self) -> tuple[FloatArray, ...]:
+        """The own conditionals and the demonstration move masses, per prefix."""
+        return self._policy.log_conditionals(), self._move_mass
+
     def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
         own = self._policy.log_conditionals()[children]
         boost = self._model._log_boost(self._policy)[children]

@@ -159,16 +159,21 @@ def sd_jsd(
     # own conditionals are right there, and where no teacher reaches (no signal)
     log_cond = policy.log_conditionals().copy()
     compiled = _kernels(space.n_prefixes)
+    rows = classes.group_key_rows() if compiled is not None else None
+    if rows is not None:
+        rows = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in rows)
     for _, every in space.sibling_groups_by_size:
         width = -(-every.shape[1] // max(1, every.size // _BLOCK))
         for start in range(0, every.shape[1], width):
             children = every[:, start : start + width]  # (n, G): sibling-major
             # groups with equal inputs have equal solutions: solve each distinct one once
-            key = classes.group_key(children)
             if compiled is None:
-                first, inverse = distinct_columns(key)
+                first, inverse = distinct_columns(classes.group_key(children))
+            elif rows is not None and len(rows) == 2:  # read from the rows: no key gathered
+                first, inverse = compiled.distinct_groups(*rows, children)
             else:
-                first, inverse = compiled.distinct_columns(np.ascontiguousarray(key, np.float64))
+                key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
+                first, inverse = compiled.distinct_columns(key)
             distinct = children[:, first]
             weight, teacher = classes.sibling_blocks(distinct)
             total = weight.sum(axis=0)
@@ -179,7 +184,10 @@ def sd_jsd(
             solved[:, signal] = _jsd_block(
                 weight[:, signal] / total[signal], teacher[:, :, signal], a
             )
-            log_cond[children] = solved[:, inverse]
+            if compiled is None:
+                log_cond[children] = solved[:, inverse]
+            else:
+                compiled.scatter_columns(log_cond, children, solved, inverse)
     # every solved group is normalised (projected onto the simplex at each Newton step)
     return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
