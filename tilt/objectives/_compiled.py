@@ -45,6 +45,21 @@ def _discount_pass(
         if count == 1:
             value[p] = target[start] + g * value[start]
             continue
+        if count == 2:  # log(e^a + e^b) = top + log1p(e^(low - top)): one exp, one log
+            a = target[start] + g * value[start]
+            b = target[start + 1] + g * value[start + 1]
+            top, low = (a, b) if a >= b else (b, a)
+            if top == -math.inf or math.isnan(top) or math.isnan(low):
+                silent = silent or top == -math.inf
+                value[p] = -math.inf if top == -math.inf else math.nan
+                log_cond[start] = math.nan
+                log_cond[start + 1] = math.nan
+                continue
+            norm = top + math.log1p(math.exp(low - top))
+            value[p] = norm
+            log_cond[start] = a - norm
+            log_cond[start + 1] = b - norm
+            continue
         top = -math.inf
         for j in range(count):
             x = target[start + j] + g * value[start + j]
