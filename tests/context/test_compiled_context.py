@@ -89,7 +89,7 @@ def test_near_groups_take_the_demonstrations(monkeypatch):
         base = base_policy(space, "random", seed=1, scale=3.0)
         model = EdgeContext(2.0)
 
-        def target(base=base, space=space):
+        def target(base=base, space=space, model=model):
             fresh = Policy(space, base.log_prob.copy())
             return model.token_mean_log_target(fresh, demonstrations(fresh, "own"))
 

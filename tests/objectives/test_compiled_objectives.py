@@ -102,7 +102,8 @@ def test_discount_with_a_silent_group(space, monkeypatch):
             space.child_start, space.child_count, target, g
         )
         value_np, log_cond_np, silent_np = _discount_pass(space, target, g)
-        assert silent and silent_np
+        assert silent
+        assert silent_np
         _close(value, value_np)
         _close(log_cond, log_cond_np)
 

@@ -198,8 +198,8 @@ class EdgeContext(ContextModel):
                     out,
                 )
                 if near.size:  # 1 - M lost its digits there: numpy's blocks
-                    block = children[:, near]
-                    out[block] = self._mean_block(space, demos, block, own[block], None)
+                    groups = children[:, near]
+                    out[groups] = self._mean_block(space, demos, groups, own[groups], None)
             return out
         if compiled is not None:
             blocks = [own[children] for _, children in space.sibling_groups_by_size]

@@ -23,9 +23,7 @@ _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
 
-def _discount_pass(
-    child_start: _I, child_count: _I, target: _F, g: float
-) -> tuple[_F, _F, bool]:
+def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float) -> tuple[_F, _F, bool]:
     """``(value, log_cond, silent)`` of the ``discount=g`` pass, prefix by prefix bottom-up.
 
     ``x(q) = target(q) + g V(q)`` for each child ``q`` of ``h``; ``V(h) = x`` of an only
@@ -126,7 +124,7 @@ def _distinct_columns(columns: _F) -> tuple[_I, _I]:
                 f0 = first[e]
                 same = True
                 for f in range(rows):
-                    if not columns[f, c] == columns[f, f0]:
+                    if columns[f, c] != columns[f, f0]:
                         same = False
                         break
                 if same:
