@@ -91,7 +91,11 @@ c.reroute_pass(start_, count, np.ones(3), units, 1, np.zeros(0), np.ones(3))
 c.dominated_total(np.arange(3), np.arange(3), np.ones(3), np.arange(3), 3)
 c.subtree_sum(start_, count, np.ones(3))
 c.path_sum(parent, np.ones(5))
-c.kernel_block(start_, count, move, np.ones(5), np.ones((1, 2)), np.empty((5, 2)))
+from tilt.context import _kernel_compiled as k
+k.stop_pass(np.array([0, 2, 4, 4]), np.array([1, 2, 3, 4]), np.array([1, -1, -1, -1]),
+    np.ones(4), start_, count, move, np.ones((1, 2)), np.empty((3, 2)))
+k.pair_sum(np.ones((1, 2), np.uint64), np.ones((1, 3), np.uint64), np.ones(3), np.ones(2),
+    np.empty(2))
 end = time.process_time()
 print(json.dumps({"import numba": after_numba - start, "import tilt._compiled":
     after_module - after_numba, "first call of every kernel": end - after_module}))
@@ -139,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tilt.cli import reuse_freed_memory
     from tilt.context import EdgeContext, KernelContext, demonstrations
-    from tilt.context._pairwise import kernel_pass
-    from tilt.context.generic import support_of
+    from tilt.context.kernel import _kernel_pass
     from tilt.measures import widening_fraction
     from tilt.measures.ood import _failure_and_success
     from tilt.objectives import rl_optimum, sd_optimum
@@ -183,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     small = enumerate_rollouts(named_task("grid5"))
     small_base = base_policy(small)
     small_demos = demonstrations(small_base, "own")
-    support = support_of(small_demos)
-    weight = small_demos.prob[support]
-    mass = small_base.prefix_log_mass()
     kernel = KernelContext(0.5)
-    name = "kernel model pass with prefixes (grid5)"
+    name = "kernel model's shared pass: log Z and E_c log r_c at every prefix (grid5)"
     rows[name] = time_step(
-        lambda: kernel_pass(kernel.gamma, small, mass, support, weight, True),
+        lambda: _kernel_pass(kernel.gamma, Policy(small, small_base.log_prob), small_demos),
+        max(1, args.repeats),
+    )
+    name = "kernel model's forward target (grid5)"
+    rows[name] = time_step(
+        lambda: kernel.forward_log_prob(Policy(small, small_base.log_prob), small_demos),
         max(1, args.repeats),
     )
     print(_line(name, rows[name]), flush=True)

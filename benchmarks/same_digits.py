@@ -51,6 +51,10 @@ INSTANCES = [
     ["--graph", "grid5"],
     ["--graph", "grid5", *EXTRA],
     ["--graph", "grid5", "--context", "kernel"],
+    ["--graph", "grid4", "--context", "kernel", "--demos", "tempered", "--base", "random"],
+    ["--graph", "routes", "--context", "kernel", "--demos", "uniform", "--strength", "3"],
+    ["--graph", "diamonds", "--context", "kernel", "--demos", "reference", *EXTRA],
+    ["--graph", "grid4", "--context", "kernel", "--strength", "30"],
     ["--graph", "grid5", "--base", "random", "--seed", "1", "--strength", "800"],
     ["--graph", "lattice:V=8,L=16,seed=0"],
     ["--graph", "lattice:V=32,L=128,seed=0", "--sd", "token-forward"],
@@ -142,9 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tol", type=float, default=1e-12, help="tolerance (default 1e-12)")
     parser.add_argument("--quick", action="store_true", help="leave out grid6 and the big lattice")
     parser.add_argument("--out", help="write every result as JSON here")
+    parser.add_argument(
+        "--match", metavar="TEXT", help="only the instances whose options contain TEXT"
+    )
     args = parser.parse_args(argv)
     reference = Path(args.against).resolve() if args.against else ROOT
     instances = INSTANCES[:-4] if args.quick else INSTANCES
+    if args.match:
+        instances = [i for i in instances if args.match in " ".join(i)]
     failed, rows = 0, []
     for instance in instances:
         theirs = run_json(reference, instance, args.reference_setting)

@@ -23,7 +23,6 @@ __all__ = [
     "dominated_total",
     "subtree_sum",
     "path_sum",
-    "kernel_block",
 ]
 
 _F = NDArray[np.float64]
@@ -161,40 +160,8 @@ def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
     return out
 
 
-def _kernel_block(
-    child_start: _I,
-    child_count: _I,
-    move: NDArray[np.int32],
-    cond: _F,
-    factor: _F,
-    out: _F,
-) -> None:
-    """The kernel model's ``r_c(p)`` for a block of ``k`` demonstrations, into ``out`` (shape
-    ``(n_prefixes, k)``): ``r_c = 1`` at a leaf, ``r_c(h) = sum over the children q of h of
-    (r_c(q) pi(q | h)) factor[move(q), c]``, the children added in order."""
-    n, k = out.shape
-    for p in range(n - 1, -1, -1):
-        count = child_count[p]
-        if count == 0:
-            for c in range(k):
-                out[p, c] = 1.0
-            continue
-        start = child_start[p]
-        weight = cond[start]
-        row = move[start]
-        for c in range(k):
-            out[p, c] = (out[start, c] * weight) * factor[row, c]
-        for j in range(1, count):
-            q = start + j
-            weight = cond[q]
-            row = move[q]
-            for c in range(k):
-                out[p, c] += (out[q, c] * weight) * factor[row, c]
-
-
 _jit = numba.njit(cache=True, nogil=True)
 reroute_pass = _jit(_reroute_pass)
 dominated_total = _jit(_dominated_total)
 subtree_sum = _jit(_subtree_sum)
 path_sum = _jit(_path_sum)
-kernel_block = _jit(_kernel_block)

@@ -30,11 +30,11 @@ __all__ = [
     "log_expm1",
     "JIT_MIN_SIZE",
     "jit",
+    "jit_allowed",
     "tree_reroute",
     "tree_subtree_sum",
     "tree_path_sum",
     "sweep_dominated_total",
-    "tree_kernel_block",
 ]
 
 
@@ -209,11 +209,21 @@ def _kernels() -> ModuleType | None:
     return _compiled
 
 
-def jit(size: int) -> bool:
-    """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
+def jit_allowed(size: int) -> bool:
+    """Whether compiled kernels may serve an input of ``size`` entries: ``TILT_NO_JIT`` unset
+    and ``size`` at least ``TILT_JIT_MIN_SIZE`` (or :data:`JIT_MIN_SIZE`).  Imports nothing:
+    a module of kernels of its own (:mod:`tilt.context._kernel_compiled`) asks this, then
+    imports itself, falling back to numpy when numba is missing."""
+    if os.environ.get("TILT_NO_JIT", "") not in ("", "0"):
+        return False
     limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
     least = int(limit) if limit.strip().isdigit() else JIT_MIN_SIZE
-    return size >= least and _kernels() is not None
+    return size >= least
+
+
+def jit(size: int) -> bool:
+    """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
+    return jit_allowed(size) and _kernels() is not None
 
 
 def _compiled() -> ModuleType:
@@ -271,16 +281,3 @@ def sweep_dominated_total(
     ``d_rank[j] < d_rank[i]`` (``x_order`` sorts ``x_rank``; ``n_d`` classes of ``d``),
     compiled: a Fenwick tree over ``d`` swept in ``x`` order."""
     return float(_compiled().dominated_total(x_rank, d_rank, weight, x_order, n_d))
-
-
-def tree_kernel_block(
-    child_start: IntArray,
-    child_count: IntArray,
-    move: NDArray[np.int32],
-    cond: FloatArray,
-    factor: FloatArray,
-    out: FloatArray,
-) -> None:
-    """The ``kernel`` model's bottom-up ``r_c(p)`` for a block of demonstrations into ``out``
-    (``(n_prefixes, k)``; ``factor`` is ``(n_moves, k)``), compiled."""
-    _compiled().kernel_block(child_start, child_count, move, cond, factor, out)

@@ -16,9 +16,7 @@ from tilt._numerics import (
     LINEAR_RANGE,
     FloatArray,
     IntArray,
-    jit,
     logsumexp_rows,
-    tree_kernel_block,
 )
 from tilt.space import RolloutSpace
 
@@ -26,6 +24,7 @@ __all__ = [
     "log_mixture",
     "incidence_rows",
     "kernel_pass",
+    "reached_conditionals",
 ]
 
 
@@ -105,6 +104,16 @@ def incidence_rows(space: RolloutSpace, rollouts: IntArray) -> FloatArray:
     return out
 
 
+def reached_conditionals(space: RolloutSpace, log_mass: FloatArray) -> FloatArray:
+    """``pi(p | parent)`` from the prefix log-masses, 0 below a zero-mass parent (and at the
+    root)."""
+    cond = np.zeros(space.n_prefixes)
+    parent = space.parent[1:]
+    reached = np.isfinite(log_mass[parent])
+    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
+    return cond
+
+
 def kernel_pass(
     gamma: float,
     space: RolloutSpace,
@@ -123,10 +132,7 @@ def kernel_pass(
     at a time, prefix-major (``(width, k)``), so each level is a contiguous block.
     Needs ``gamma * max_depth <= LINEAR_RANGE`` (no overflow).
     """
-    cond = np.zeros(space.n_prefixes)
-    parent = space.parent[1:]
-    reached = np.isfinite(log_mass[parent])
-    cond[1:][reached] = np.exp(log_mass[1:][reached] - log_mass[parent][reached])
+    cond = reached_conditionals(space, log_mass)
     boost = math.expm1(gamma)
     moves = space.move
     level_start = space.level_start
@@ -142,10 +148,6 @@ def kernel_pass(
         count = np.diff(np.r_[offsets, hi - lo])
         slot_groups.append([np.flatnonzero(count > j) for j in range(1, int(count.max(initial=1)))])
     all_positive = bool(np.all(cond[1:] > 0))
-    if jit(space.n_prefixes * support.size):  # every prefix of a block of demos, compiled
-        return _kernel_pass_compiled(
-            space, cond, boost, incidence_t, weight, expected, all_positive
-        )
     below_buffer = np.empty(widest * cols)
     above_buffer = np.empty(widest * cols)
     for c0 in range(0, support.size, cols):
@@ -178,41 +180,6 @@ def kernel_pass(
     if expected is not None:
         expected /= float(weight.sum())
     return log_z, expected
-
-
-def _kernel_pass_compiled(
-    space: RolloutSpace,
-    cond: FloatArray,
-    boost: float,
-    incidence_t: FloatArray,
-    weight: FloatArray,
-    expected: FloatArray | None,
-    all_positive: bool,
-) -> tuple[FloatArray, FloatArray | None]:
-    """:func:`kernel_pass` with ``r_c`` of every prefix for a block of demonstrations from
-    one compiled bottom-up pass (the same products and sums, in the same order), then
-    the logs of the whole block at once."""
-    size = incidence_t.shape[1]
-    cols = int(min(size, max(8, KERNEL_PASS_BLOCK // max(space.n_prefixes, 1))))
-    log_z = np.empty(size)
-    block = np.empty((space.n_prefixes, cols))
-    for c0 in range(0, size, cols):
-        factor = 1.0 + boost * incidence_t[:, c0 : c0 + cols]  # (n_moves, k)
-        k = factor.shape[1]
-        r = block if k == cols else np.empty((space.n_prefixes, k))  # contiguous
-        tree_kernel_block(space.child_start, space.child_count, space.move, cond, factor, r)
-        if expected is not None:
-            expected += np.einsum("ij,j->i", _log_rows(r, all_positive), weight[c0 : c0 + k])
-        with np.errstate(divide="ignore"):
-            log_z[c0 : c0 + k] = np.log(r[0])
-    if expected is not None:
-        expected /= float(weight.sum())
-    return log_z, expected
-
-
-KERNEL_PASS_BLOCK = 1 << 22
-"""Entries of one block of the compiled kernel pass (every prefix by some demonstrations:
-32 MiB)."""
 
 
 def _log_rows(values: FloatArray, all_positive: bool) -> FloatArray:

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from tilt._numerics import LINEAR_RANGE, FloatArray, IntArray, logsumexp_rows
-from tilt.context._pairwise import kernel_pass, log_mixture
+from tilt.context._kernel_tree import kernel_kernels, kernel_mixture, stop_pass
+from tilt.context._pairwise import kernel_pass, log_mixture, reached_conditionals
 from tilt.context.base import ContextModel, MarkovForm, check_strength, digest
 from tilt.context.demos import edge_marginals
 from tilt.context.generic import (
@@ -37,9 +38,14 @@ class KernelContext(ContextModel):
         Z(c) = r_c(root)
         token: E_c log T_c(u | h) = log pi(u | h) + gamma m(v, u) + E_c log r_c(hu) - E_c log r_c(h)
 
-    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix.  The
-    forward mixture needs every pair: one ``(n_rollouts x n_moves) @ (n_moves x k)``
-    product per block of demonstrations.
+    Cost ``O(|supp D| x n_prefixes)``, no rollout-by-demonstration matrix; one pass gives
+    ``log Z(c)`` and ``E_c log r_c`` together, remembered on the policy, so the sequence,
+    token and forward targets of one policy share it.  Compiled (large inputs), the pass
+    folds every chain of only children (``r_c`` kept, and its log taken, only at the root
+    and the prefixes with two or more children: :mod:`tilt.context._kernel_tree`).  The
+    forward mixture needs every pair: compiled, a population count of shared moves per
+    pair and a table of ``exp(gamma j)``; in numpy, one
+    ``(n_rollouts x n_moves) @ (n_moves x k)`` product per block of demonstrations.
     """
 
     name = "kernel"
@@ -91,7 +97,7 @@ class KernelContext(ContextModel):
         space = policy.space
         support = support_of(demos)
         if self._linear_ok(space) and within_generic_limit(space, support.size):
-            log_z, _ = _kernel_pass(self.gamma, policy, demos, want_prefixes=False)
+            log_z, _ = _kernel_pass(self.gamma, policy, demos)
             return support, log_z
         return self._log_z_dense(policy, demos)
 
@@ -108,8 +114,7 @@ class KernelContext(ContextModel):
         space = policy.space
         if not self._linear_ok(space):
             return generic_token_log_target(self, policy, demos)
-        _, expected = _kernel_pass(self.gamma, policy, demos, want_prefixes=True)
-        assert expected is not None  # asked for with want_prefixes=True
+        _, expected = _kernel_pass(self.gamma, policy, demos)
         own = policy.log_conditionals()
         log_mass = policy.prefix_log_mass()
         parent = space.parent[1:]
@@ -131,30 +136,55 @@ class KernelContext(ContextModel):
         space = policy.space
         support, log_z = self._log_z(policy, demos)
         check_pairs(space, support.size, f"the forward mixture of the {self.describe()} model")
-        incidence = space.move_incidence()
         log_w = demos.log_prob[support] - log_z
+        if self._linear_ok(space):
+            kernels = kernel_kernels(space.n_rollouts * support.size)
+            if kernels is not None:
+                return policy.log_prob + kernel_mixture(kernels, self.gamma, space, support, log_w)
+        incidence = space.move_incidence()
         return policy.log_prob + log_mixture(self.gamma * incidence, incidence[support], log_w)
 
 
-def _kernel_pass(
-    gamma: float, policy: Policy, demos: Policy, want_prefixes: bool
-) -> tuple[FloatArray, FloatArray | None]:
-    """:func:`tilt.context._pairwise.kernel_pass` for ``D``'s support, size-checked and cached.
+def _kernel_pass(gamma: float, policy: Policy, demos: Policy) -> tuple[FloatArray, FloatArray]:
+    """``(log Z(c), E_c log r_c(p))``: :func:`tilt.context._pairwise.kernel_pass` for ``D``'s
+    support, size-checked, shared and remembered.
 
-    Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and,
-    when ``want_prefixes``, ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix.
-    Remembered on the policy for the latest demonstrations and each ``gamma``
-    (the optima of one instance share it).
+    Returns ``log Z(c)`` for ``c`` in the support of ``D`` (in support order) and
+    ``sum_c D(c) log r_c(p) / sum_c D(c)`` per prefix, both from one pass: the sequence
+    target needs the first, the token target the second, the forward target the first
+    again, so the first of them to run pays for all three (the expectation costs the logs
+    at the stops, a fraction of the pass; ``n_prefixes`` floats to keep).  Remembered on the
+    policy for the latest demonstrations and each ``gamma`` (``compare`` lets it go with the
+    row's other arrays, :meth:`~tilt.policy.Policy.release`).  Compiled with the chains of
+    only children folded (:func:`tilt.context._kernel_tree.stop_pass`) for inputs the gate
+    of :func:`tilt._numerics.jit` admits.
     """
     space = policy.space
     key = f"kernel_pass@{gamma!r}_{digest(demos.log_prob)}"
-    for known in (key, key + "_log_z") if not want_prefixes else (key,):
-        hit: tuple[FloatArray, FloatArray | None] | None = policy.remembered(known)
-        if hit is not None:
-            return hit
+    hit: tuple[FloatArray, FloatArray] | None = policy.remembered(key)
+    if hit is not None:
+        return hit
     support = support_of(demos)
     check_generic(space, support.size, f"the kernel(gamma={gamma:g}) model")
-    value = kernel_pass(
-        gamma, space, policy.prefix_log_mass(), support, demos.prob[support], want_prefixes
-    )
-    return policy.memo(key + ("" if want_prefixes else "_log_z"), lambda: value)
+
+    def compute() -> tuple[FloatArray, FloatArray]:
+        kernels = kernel_kernels(space.n_prefixes * support.size)
+        if kernels is not None:
+            return stop_pass(
+                kernels,
+                gamma,
+                space,
+                reached_conditionals(space, policy.prefix_log_mass()),
+                support,
+                demos.prob[support],
+            )
+        log_z, expected = kernel_pass(
+            gamma, space, policy.prefix_log_mass(), support, demos.prob[support], True
+        )
+        assert expected is not None  # asked for with want_prefixes=True
+        return log_z, expected
+
+    value = compute()
+    for array in value:
+        array.flags.writeable = False
+    return policy.memo(key, lambda: value)
