@@ -49,6 +49,7 @@ INSTANCES = [
     ["--graph", "grid4", "--strength", "800", *EXTRA],
     ["--graph", "grid4", "--demos", "tempered", "--anchor", "0.5", "--beta", "0.3"],
     ["--graph", "grid5"],
+    ["--graph", "grid5", *EXTRA],
     ["--graph", "grid5", "--context", "kernel"],
     ["--graph", "grid4", "--context", "kernel", "--demos", "tempered", "--base", "random"],
     ["--graph", "routes", "--context", "kernel", "--demos", "uniform", "--strength", "3"],

@@ -183,7 +183,9 @@ class Policy:
         log_prefix = space.path_sum(values)
         policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])
         if softmax:
-            if np.isneginf(values).any():  # below a zero conditional: uniform, as recomputed
+            # below a zero conditional: uniform, as recomputed (a nan would have reached a
+            # rollout through the path sums, which from_log_weights refuses)
+            if float(values.min()) == -np.inf:
                 unreachable = np.flatnonzero(np.isneginf(log_prefix[space.parent[1:]])) + 1
                 values[unreachable] = -np.log(space.child_count[space.parent[unreachable]])
             policy.memo("log-conditionals", lambda: values)

@@ -139,6 +139,10 @@ def edge_log_marginals(demos: Policy) -> FloatArray:
         with np.errstate(divide="ignore"):
             out = np.log(m)  # exact to rounding wherever m is a normal float
         small = m < 1e-300
+        if small.any() and _no_underflow(demos.log_prob):
+            # every demonstration's probability is a normal float: m(e) = 0 only where none
+            # makes the move, whose flows are all -inf (no pass over the tree for those)
+            small &= m > 0.0
         if small.any():  # where m underflowed: the log-sum-exp of its prefixes' flows
             flow = space.subtree_logsumexp(demos.log_prob)
             moves = space.move[1:]
@@ -148,3 +152,14 @@ def edge_log_marginals(demos: Policy) -> FloatArray:
         return out
 
     return demos.memo("edge-log-marginals", compute)
+
+
+_NORMAL = -700.0
+"""``exp`` of a log-probability above this is a normal float (they end at ``e^-708``)."""
+
+
+def _no_underflow(log_prob: FloatArray) -> bool:
+    """Whether ``exp`` keeps every finite value of ``log_prob`` a normal float: then a sum of
+    them is 0 only when every term is ``-inf``."""
+    least = float(np.min(log_prob, initial=0.0, where=log_prob != -np.inf))
+    return least > _NORMAL

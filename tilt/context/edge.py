@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
 
-from tilt._numerics import FloatArray, IntArray, column_logsumexp, log_expm1
+from tilt._numerics import FloatArray, IntArray, column_logsumexp, jit, log_expm1
 from tilt.context._pairwise import log_mixture
 from tilt.context.base import ContextModel, MarkovForm, boost_gain, check_strength, digest
 from tilt.context.demos import edge_log_marginals, edge_marginals
@@ -121,7 +122,7 @@ class EdgeContext(ContextModel):
             step[0] = 0.0
             return step
 
-        return policy.memo(f"edge_step@{self.gamma!r}_{digest(demos.log_prob)}", compute)
+        return policy.memo(f"edge_step@{self.gamma!r}_{_digest_of(demos)}", compute)
 
     def tilt_score(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
@@ -163,49 +164,94 @@ class EdgeContext(ContextModel):
         log_m = edge_log_marginals(demos)  # the boosted terms: m may underflow, log m not
         own = policy.log_conditionals()
         out = np.zeros(space.n_prefixes)  # an only child: every teacher gives it 1
-        blocks = [own[children] for _, children in space.sibling_groups_by_size]
+        compiled = _kernels(space.n_prefixes)
         # linear domain where no term underflows: pi(u | h) R(h) and m / Z_u with every
         # nonzero conditional and marginal above e^(gamma - 700) (R(h) >= e^-gamma: R is
         # (1 - M) + sum m / Z_u, Z_u <= e^gamma), and e^gamma - 1 finite
-        low = min((float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0)
+        if compiled is None:
+            blocks = [own[children] for _, children in space.sibling_groups_by_size]
+            low = min(
+                (float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0
+            )
+        else:
+            low = min(
+                (
+                    compiled.group_floor(children[0], n, own)
+                    for n, children in space.sibling_groups_by_size
+                ),
+                default=0.0,
+            )
         low = min(low, float(np.min(log_m, initial=0.0, where=log_m != -np.inf)))
         linear = self.gamma <= _LINEAR_GAMMA and low - self.gamma > -_LINEAR_FLOOR
+        if compiled is not None and linear:  # group by group, as the blocks below
+            for n, children in space.sibling_groups_by_size:
+                near = compiled.edge_mean_target(
+                    children[0],
+                    n,
+                    space.move,
+                    own,
+                    m,
+                    math.expm1(self.gamma),
+                    _MARGINAL_ROUNDING,
+                    _NONE_DIRECT,
+                    space.parent,
+                    out,
+                )
+                if near.size:  # 1 - M lost its digits there: numpy's blocks
+                    groups = children[:, near]
+                    out[groups] = self._mean_block(space, demos, groups, own[groups], None)
+            return out
+        if compiled is not None:
+            blocks = [own[children] for _, children in space.sibling_groups_by_size]
         boost = None if linear else self._log_boost(policy)
         for (_, children), block in zip(space.sibling_groups_by_size, blocks, strict=True):
-            mass = m[space.move[children]]
-            # R(h) = (1 - sum m) + sum m / Z_u: the "no boosted move" classes plus what each
-            # boosting teacher leaves the other moves, summed as terms (1 - sum m s cancelled
-            # to 0 once s rounded to 1, e^-50 at gamma = 50, giving log q = -inf)
-            # 1 - M is the demonstrations whose next move from v is not available; M sums
-            # marginals that add to 1 in exact arithmetic when every demonstration through v
-            # can go on: a rounding residue (a few ulps) is 0, not a class of mass 1e-16
-            # (it outweighed m / Z_u = e^-50 at gamma = 50: 13 nats off)
-            none = 1.0 - mass.sum(axis=0)
-            none[none <= _MARGINAL_ROUNDING * mass.shape[0]] = 0.0
-            with np.errstate(divide="ignore"):
-                log_none = np.log(none)
-            # at the root every demonstration's first move is available: none is exactly 0
-            near = np.flatnonzero((none < _NONE_DIRECT) & (space.parent[children[0]] != 0))
-            if near.size:  # 1 - M has lost its digits there: sum the demonstrations instead
-                log_none[near] = _log_none(space, demos, children[:, near])
-                none[near] = np.exp(log_none[near])
-            with np.errstate(divide="ignore"):
-                if boost is None:
-                    cond = np.exp(block)
-                    lift = math.expm1(self.gamma) * cond  # Z_u - 1
-                    inverse_z = 1.0 / (1.0 + lift)  # 1 / Z_u
-                    boosted = mass * lift * inverse_z  # m(v, u) s(u), s = 1 - 1 / Z_u
-                    cond *= none + (mass * inverse_z).sum(axis=0)
-                    cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
-                    cond /= cond.sum(axis=0)
-                    out[children] = np.log(cond, out=cond)
-                else:  # all in logs (1 / Z_u = e^-1000 at gamma = 1000); minus each log-sum-exp
-                    log_mass = log_m[space.move[children]]
-                    log_z = boost[children]
-                    log_rest = np.logaddexp(log_none, np.logaddexp.reduce(log_mass - log_z, axis=0))
-                    logs = np.logaddexp(block + log_rest, log_mass + np.log(-np.expm1(-log_z)))
-                    out[children] = logs - column_logsumexp(logs)
+            out[children] = self._mean_block(space, demos, children, block, boost)
         return out
+
+    def _mean_block(
+        self,
+        space: RolloutSpace,
+        demos: Policy,
+        children: IntArray,
+        block: FloatArray,
+        boost: FloatArray | None,
+    ) -> FloatArray:
+        """:meth:`token_mean_log_target` of the sibling groups ``children`` (n, G) with own
+        log-conditionals ``block``: in the linear domain, or in logs given the boosts."""
+        m = edge_marginals(demos)
+        mass = m[space.move[children]]
+        # R(h) = (1 - sum m) + sum m / Z_u: the "no boosted move" classes plus what each
+        # boosting teacher leaves the other moves, summed as terms (1 - sum m s cancelled
+        # to 0 once s rounded to 1, e^-50 at gamma = 50, giving log q = -inf)
+        # 1 - M is the demonstrations whose next move from v is not available; M sums
+        # marginals that add to 1 in exact arithmetic when every demonstration through v
+        # can go on: a rounding residue (a few ulps) is 0, not a class of mass 1e-16
+        # (it outweighed m / Z_u = e^-50 at gamma = 50: 13 nats off)
+        none = 1.0 - mass.sum(axis=0)
+        none[none <= _MARGINAL_ROUNDING * mass.shape[0]] = 0.0
+        with np.errstate(divide="ignore"):
+            log_none = np.log(none)
+        # at the root every demonstration's first move is available: none is exactly 0
+        near = np.flatnonzero((none < _NONE_DIRECT) & (space.parent[children[0]] != 0))
+        if near.size:  # 1 - M has lost its digits there: sum the demonstrations instead
+            log_none[near] = _log_none(space, demos, children[:, near])
+            none[near] = np.exp(log_none[near])
+        with np.errstate(divide="ignore"):
+            if boost is None:
+                cond = np.exp(block)
+                lift = math.expm1(self.gamma) * cond  # Z_u - 1
+                inverse_z = 1.0 / (1.0 + lift)  # 1 / Z_u
+                boosted = mass * lift * inverse_z  # m(v, u) s(u), s = 1 - 1 / Z_u
+                cond *= none + (mass * inverse_z).sum(axis=0)
+                cond += boosted  # sums to R + (1 - R) = 1: divided by its sum, to rounding
+                cond /= cond.sum(axis=0)
+                return np.log(cond, out=cond)
+            # all in logs (1 / Z_u = e^-1000 at gamma = 1000); minus each log-sum-exp
+            log_mass = edge_log_marginals(demos)[space.move[children]]
+            log_z = boost[children]
+            log_rest = np.logaddexp(log_none, np.logaddexp.reduce(log_mass - log_z, axis=0))
+            logs = np.logaddexp(block + log_rest, log_mass + np.log(-np.expm1(-log_z)))
+            return logs - column_logsumexp(logs)
 
     def forward_log_prob(self, policy: Policy, demos: Policy) -> FloatArray:
         space = policy.space
@@ -214,6 +260,22 @@ class EdgeContext(ContextModel):
         weights = self._step_weights(policy)
         incidence = space.move_incidence()
         return policy.log_prob + log_mixture(weights, incidence[support], demos.log_prob[support])
+
+
+def _kernels(size: int) -> ModuleType | None:
+    """:mod:`tilt.context._compiled` when the compiled kernels serve ``size`` prefixes
+    (:func:`tilt._numerics.jit`), else ``None`` (the numpy paths)."""
+    if not jit(size):
+        return None
+    import tilt.context._compiled as compiled
+
+    return compiled
+
+
+def _digest_of(demos: Policy) -> str:
+    """:func:`~tilt.context.base.digest` of the demonstrations' log-probabilities, remembered
+    on them (each row that asks for the step would hash 5 M rollouts again on grid6)."""
+    return demos.memo("digest", lambda: digest(demos.log_prob))
 
 
 def _log_none(space: RolloutSpace, demos: Policy, children: IntArray) -> FloatArray:
@@ -268,6 +330,10 @@ class EdgeClasses(TeacherClasses):
         return np.concatenate(
             [self._policy.log_conditionals()[children], self._move_mass[children]]
         )
+
+    def group_key_rows(self) -> tuple[FloatArray, ...]:
+        """The own conditionals and the demonstration move masses, per prefix."""
+        return self._policy.log_conditionals(), self._move_mass
 
     def sibling_blocks(self, children: IntArray) -> tuple[FloatArray, FloatArray]:
         own = self._policy.log_conditionals()[children]

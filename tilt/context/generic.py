@@ -118,6 +118,15 @@ class TeacherClasses:
         weight, log_cond = self.sibling_blocks(children)
         return np.concatenate([weight, log_cond.reshape(-1, children.shape[1])])
 
+    def group_key_rows(self) -> tuple[FloatArray, ...] | None:
+        """Per-prefix arrays that make up :meth:`group_key`, or ``None``.
+
+        When given, ``group_key(children)`` is ``concatenate([row[children] for row in
+        rows])``: a solver may compare groups from these arrays without gathering the
+        key.  ``None`` (the default) when the key is not of that form.
+        """
+        return None
+
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
     """Raise :class:`TooLargeError` when ``n_classes x n_prefixes`` exceeds :data:`CLASS_LIMIT`."""

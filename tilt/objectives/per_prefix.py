@@ -24,6 +24,7 @@ loops only over depth and Newton iterations.
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +35,7 @@ from tilt._numerics import (
     IntArray,
     column_logsumexp,
     group_logsumexp,
+    jit,
     linear_shift_of,
 )
 from tilt.context import ContextModel
@@ -46,6 +48,7 @@ from tilt.objectives._common import (
     resolve_demos,
 )
 from tilt.policy import Policy
+from tilt.space import RolloutSpace
 
 __all__ = [
     "sd_token",
@@ -155,12 +158,22 @@ def sd_jsd(
     # an only child has q = 1 wherever a teacher reaches its parent, as pi does: the policy's
     # own conditionals are right there, and where no teacher reaches (no signal)
     log_cond = policy.log_conditionals().copy()
+    compiled = _kernels(space.n_prefixes)
+    rows = classes.group_key_rows() if compiled is not None else None
+    if rows is not None:
+        rows = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in rows)
     for _, every in space.sibling_groups_by_size:
         width = -(-every.shape[1] // max(1, every.size // _BLOCK))
         for start in range(0, every.shape[1], width):
             children = every[:, start : start + width]  # (n, G): sibling-major
             # groups with equal inputs have equal solutions: solve each distinct one once
-            first, inverse = distinct_columns(classes.group_key(children))
+            if compiled is None:
+                first, inverse = distinct_columns(classes.group_key(children))
+            elif rows is not None and len(rows) == 2:  # read from the rows: no key gathered
+                first, inverse = compiled.distinct_groups(*rows, children)
+            else:
+                key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
+                first, inverse = compiled.distinct_columns(key)
             distinct = children[:, first]
             weight, teacher = classes.sibling_blocks(distinct)
             total = weight.sum(axis=0)
@@ -171,7 +184,10 @@ def sd_jsd(
             solved[:, signal] = _jsd_block(
                 weight[:, signal] / total[signal], teacher[:, :, signal], a
             )
-            log_cond[children] = solved[:, inverse]
+            if compiled is None:
+                log_cond[children] = solved[:, inverse]
+            else:
+                compiled.scatter_columns(log_cond, children, solved, inverse)
     # every solved group is normalised (projected onto the simplex at each Newton step)
     return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
@@ -469,6 +485,28 @@ def sd_discount(
         return sd_token(policy, model, demos)
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
+    compiled = _kernels(space.n_prefixes)
+    if compiled is not None:  # the same pass, prefix by prefix
+        value, log_cond, silent = compiled.discount_pass(
+            space.child_start, space.child_count, target, g
+        )
+    else:
+        value, log_cond, silent = _discount_pass(space, target, g)
+    if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
+        value *= g
+        value += target
+        del target, log_cond
+        value[0] = 0.0
+        return from_prefix_logits(policy, value)
+    del target, value  # before the policy's path sums: three prefix arrays at most
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+
+
+def _discount_pass(
+    space: RolloutSpace, target: FloatArray, g: float
+) -> tuple[FloatArray, FloatArray, bool]:
+    """``(V, log q, silent)`` of :func:`sd_discount`: one block of sibling groups per size
+    and depth, bottom-up (``silent``: some group has no signal)."""
     value = np.zeros(space.n_prefixes)
     # an only child has q = 1; a group's log-softmax is x - V(parent), with V its normaliser
     log_cond = np.zeros(space.n_prefixes)
@@ -493,14 +531,17 @@ def sd_discount(
             with np.errstate(invalid="ignore"):
                 log_cond[children] = group - norm
             silent = silent or bool(np.isneginf(norm).any())
-    if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
-        value *= g
-        value += target
-        del target, log_cond
-        value[0] = 0.0
-        return from_prefix_logits(policy, value)
-    del target, value  # before the policy's path sums: three prefix arrays at most
-    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+    return value, log_cond, silent
+
+
+def _kernels(size: int) -> ModuleType | None:
+    """:mod:`tilt.objectives._compiled` when the compiled kernels serve ``size`` prefixes
+    (:func:`tilt._numerics.jit`), else ``None`` (the numpy paths)."""
+    if not jit(size):
+        return None
+    import tilt.objectives._compiled as compiled
+
+    return compiled
 
 
 def sd_length_weighted(
