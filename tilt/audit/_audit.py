@@ -275,7 +275,7 @@ def estimate_prompt(
         fields["objective_num"] = fields["slope_num"] + _correction_term(correct, x, corrections)
         fields["objective_den"] = fields["slope_den"]
         if corrections.low is not None and corrections.high is not None:
-            fields.update(_shift_terms(x, corrections.low, corrections.high))
+            fields.update(_shift_terms(correct, x, corrections.low, corrections.high))
         if correct[0].token_logp is not None:
             fields.update(_token_terms(correct))
     estimate = PromptEstimate(prompt.prompt, len(prompt.rollouts), k, reference=reference)
@@ -290,18 +290,42 @@ def _lengths(prompt: Prompt, objective: AuditObjective) -> tuple[int, int] | Non
     return (min(sizes), max(sizes)) if sizes else None
 
 
-def _shift_terms(x: FloatArray, low: FloatArray, high: FloatArray) -> dict[str, float]:
-    """The least and the largest change of the objective's slope numerator when each rollout's
-    correction moves anywhere within ``[low, high]`` (its weight in the numerator is
-    ``(k - 1)/k (x_j - mean of the others)``, as in :func:`_correction_term`)."""
+def _shift_terms(
+    correct: list[Rollout],
+    x: FloatArray,
+    low: tuple[FloatArray, ...],
+    high: tuple[FloatArray, ...],
+) -> dict[str, float]:
+    """The least and the largest change of the objective's slope numerator that the
+    approximation's error allows.
+
+    Rollout ``j``'s correction weighs ``(k - 1)/k (x_j - mean of the others)`` in the
+    numerator (as in :func:`_correction_term`).  The exact term of a prefix and move
+    ``hu`` is one number for every rollout through it, so the errors are grouped by
+    ``hu`` (the tokens up to and including ``u``): each group's error, anywhere
+    within the widest range its rollouts' plug-ins give, moves the numerator by the
+    sum of their weights, whose signs partly cancel.
+    """
     k = x.size
     weight = (x - (x.sum() - x) / (k - 1)) * (k - 1) / k
-    with np.errstate(invalid="ignore"):  # 0 * inf: a rollout of weight 0 moves nothing
-        ends = np.nan_to_num(np.stack([weight * low, weight * high]), nan=0.0)
-    return {
-        "objective_shift_low": float(ends.min(axis=0).sum()),
-        "objective_shift_high": float(ends.max(axis=0).sum()),
-    }
+    nodes: dict[tuple[object, ...], list[float]] = {}
+    for j, r in enumerate(correct):
+        if low[j].size == 0:
+            continue
+        assert r.tokens is not None  # the bounded objective reads top lists, which need tokens
+        for t in range(low[j].size):
+            node = nodes.setdefault(tuple(r.tokens[: t + 1]), [0.0, 0.0, 0.0])
+            node[0] += float(weight[j])
+            node[1] = min(node[1], float(low[j][t]))
+            node[2] = max(node[2], float(high[j][t]))
+    shift_low = shift_high = 0.0
+    for total, least, largest in nodes.values():
+        if total == 0.0:  # 0 * inf: no weight moves nothing
+            continue
+        ends = (total * least, total * largest)
+        shift_low += min(ends)
+        shift_high += max(ends)
+    return {"objective_shift_low": shift_low, "objective_shift_high": shift_high}
 
 
 def _check_inputs(correct: list[Rollout], objective: AuditObjective) -> None:

@@ -382,18 +382,19 @@ class Corrections:
         The mean tail mass the top-k lists leave (over rollouts, positions and
         teachers): what the corrections lump into one bucket; ``nan`` when the
         objective reads no lists.
-    low, high : ndarray, shape (k,) or None
-        For an objective whose approximation is bounded (``length-weighted``), the
-        least and the largest amount by which the exact correction can differ from
-        ``value`` (:func:`length_weighted_range`, summed over the positions, from
-        every demonstration's plug-in); ``None`` for the others.
+    low, high : tuple of ndarray or None
+        For an objective whose approximation is bounded (``length-weighted``), per
+        rollout and position, the least and the largest amount by which the exact
+        term can differ from the estimate's (:func:`length_weighted_range`, from
+        every demonstration's plug-in; empty for a rollout without a correction);
+        ``None`` for the others.
     """
 
     value: FloatArray
     influence: tuple[FloatArray, ...]
     tail: float = math.nan
-    low: FloatArray | None = None
-    high: FloatArray | None = None
+    low: tuple[FloatArray, ...] | None = None
+    high: tuple[FloatArray, ...] | None = None
 
 
 def rollout_corrections(
@@ -468,10 +469,11 @@ class _Bounds:
     def add(self, j: int, mean_log_t: FloatArray) -> None:
         self.blocks.append((j, mean_log_t))
 
-    def ranges(self) -> tuple[FloatArray, FloatArray]:
-        low, high = np.zeros(self.count), np.zeros(self.count)
+    def ranges(self) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]]:
+        low = [np.zeros(0) for _ in range(self.count)]
+        high = [np.zeros(0) for _ in range(self.count)]
         if not self.blocks or self.lengths is None:
-            return low, high
+            return tuple(low), tuple(high)
         width = max(g.shape[1] for _, g in self.blocks)
         g = np.full((sum(b.shape[0] for _, b in self.blocks), width), -np.inf)
         depth = np.concatenate([np.arange(b.shape[0]) for _, b in self.blocks])
@@ -482,10 +484,10 @@ class _Bounds:
         each_low, each_high = length_weighted_range(g, depth, self.lengths)
         start = 0
         for j, b in self.blocks:
-            low[j] = each_low[start : start + b.shape[0]].sum()
-            high[j] = each_high[start : start + b.shape[0]].sum()
+            low[j] = each_low[start : start + b.shape[0]]
+            high[j] = each_high[start : start + b.shape[0]]
             start += b.shape[0]
-        return low, high
+        return tuple(low), tuple(high)
 
 
 def _bounds(
