@@ -13,7 +13,10 @@ and compares with the exact answers
 One summary row per configuration and objective: mean estimate, bias,
 standard deviation, coverage of the nominal 95% interval, mean width, how
 often the verdict showed the estimate (its checks held), and the same for the
-entropy change.  Configurations (``CONFIGS``):
+entropy change; for ``length-weighted`` also the coverage and width of the
+interval the verdict quotes (widened by the approximation's largest error),
+with the graph's true range of lengths and with each prompt's own (the
+command line's default).  Configurations (``CONFIGS``):
 
 * ``grid4``: grid4, ``edge(2)``, 100 prompts x 8 rollouts, top-4 lists (the
   full next-move distribution: at most 3 moves are available);
@@ -132,8 +135,20 @@ def exact(config: Config, spec: str) -> tuple[float, float]:
     return weighted_gap_slope(q, pi0) - 1, correct_entropy(q) - correct_entropy(pi0)
 
 
-def replicate(config: Config, seed: int, bootstrap: int = 1000) -> list[Row]:
-    """One sampled log audited for every objective of ``config``: one row per objective."""
+@lru_cache(maxsize=8)
+def _lengths(graph: str) -> tuple[int, int]:
+    """The shortest and the longest rollout of ``graph`` (in moves): the true range, which the
+    audit's bound for ``length-weighted`` assumes."""
+    space = _base(graph).space
+    depth = space.depth[space.rollout_prefix]
+    return int(depth.min()), int(depth.max())
+
+
+def replicate(
+    config: Config, seed: int, bootstrap: int = 1000, specs: Sequence[str] | None = None
+) -> list[Row]:
+    """One sampled log audited for every objective of ``config`` (or those of ``specs``): one
+    row per objective."""
     pi0 = _base(config.graph)
     model = make_context(config.context, config.strength)
     options = SampleOptions(
@@ -145,8 +160,8 @@ def replicate(config: Config, seed: int, bootstrap: int = 1000) -> list[Row]:
     )
     prompts = list(read_prompts(sample_jsonl([pi0], model, options, seed=seed).splitlines()))
     rows = []
-    for spec in config.specs:
-        objective = resolve_objective(spec)
+    for spec in config.specs if specs is None else [s for s in config.specs if s in specs]:
+        objective = resolve_objective(spec, lengths=_lengths(config.graph))
         estimates = [estimate_prompt(p, objective)[0] for p in prompts]
         row: Row = {"config": config.name, "spec": spec, "seed": seed}
         try:
@@ -164,15 +179,30 @@ def replicate(config: Config, seed: int, bootstrap: int = 1000) -> list[Row]:
                     interval.low,
                     interval.high,
                 )
+        if result.objective_bound is not None:
+            row["bound_low"], row["bound_high"] = (
+                result.objective_bound.low,
+                result.objective_bound.high,
+            )
+            # the command line's default: each prompt's own shortest and longest rollout
+            plain = resolve_objective(spec)
+            own = [estimate_prompt(p, plain)[0] for p in prompts]
+            bound = audit_prompts(own, bootstrap=bootstrap, seed=seed, objective=plain)
+            assert bound.objective_bound is not None
+            row["own_low"], row["own_high"] = bound.objective_bound.low, bound.objective_bound.high
         row["shown"] = all(c.holds for c in result.slope_checks)
         row["dH_shown"] = row["shown"] and all(c.holds for c in result.entropy_checks)
         rows.append(row)
     return rows
 
 
-def _chunk(name: str, quick: bool, first: int, count: int) -> list[Row]:
+def _chunk(
+    name: str, quick: bool, first: int, count: int, specs: tuple[str, ...] | None = None
+) -> list[Row]:
     config = _quick(CONFIGS[name]) if quick else CONFIGS[name]
-    return [row for seed in range(first, first + count) for row in replicate(config, seed)]
+    return [
+        row for seed in range(first, first + count) for row in replicate(config, seed, specs=specs)
+    ]
 
 
 def summarise(rows: Sequence[Row], quick: bool = False) -> list[Row]:
@@ -213,6 +243,22 @@ def summarise(rows: Sequence[Row], quick: bool = False) -> list[Row]:
                 if done
                 else math.nan
             )
+        bounded = [r for r in mine if "bound_low" in r]
+        for key, name in (("bound", "bound"), ("own", "bound_own_lengths")):
+            summary[f"coverage_{name}"] = (
+                float(
+                    np.mean(
+                        [r[f"{key}_low"] <= truth["slope"] <= r[f"{key}_high"] for r in bounded]
+                    )
+                )
+                if bounded
+                else math.nan
+            )
+            summary[f"width_{name}"] = (
+                float(np.mean([r[f"{key}_high"] - r[f"{key}_low"] for r in bounded]))
+                if bounded
+                else math.nan
+            )
         summary["shown"] = float(np.mean([bool(r.get("shown")) for r in mine]))
         summary["dH_shown"] = float(np.mean([bool(r.get("dH_shown")) for r in mine]))
         out.append(summary)
@@ -226,14 +272,17 @@ def sweep(
     seed: int = 0,
     jobs: int | None = 1,
     progress: bool = False,
+    specs: Sequence[str] | None = None,
 ) -> list[Row]:
-    """Summary rows of the configurations ``names`` (default all; ``quick``: 4 replicates)."""
+    """Summary rows of the configurations ``names`` (default all; ``quick``: 4 replicates),
+    for the objectives ``specs`` (default each configuration's)."""
     reps = replicates if replicates is not None else (4 if quick else 200)
     chunk = max(1, min(25, reps))
+    chosen = None if specs is None else tuple(specs)
     tasks = [
         (
             f"{name} seeds {first}..{first + min(chunk, seed + reps - first) - 1}",
-            (name, quick, first, min(chunk, seed + reps - first)),
+            (name, quick, first, min(chunk, seed + reps - first), chosen),
         )
         for name in (names or list(CONFIGS))
         for first in range(seed, seed + reps, chunk)
@@ -250,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="grid3, 30 prompts, 4 replicates")
     parser.add_argument("--replicates", type=positive_int, help="replicates per configuration")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGS), help="only these")
+    parser.add_argument("--specs", nargs="+", choices=SPECS, help="only these objectives")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="first seed (default 0)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="worker processes")
     parser.add_argument("--out", required=True, metavar="FILE.csv", help="table to write")
@@ -257,7 +307,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         check_output_file(args.out)
-        rows = sweep(args.only, args.quick, args.replicates, args.seed, args.jobs, progress=True)
+        rows = sweep(
+            args.only,
+            args.quick,
+            args.replicates,
+            args.seed,
+            args.jobs,
+            progress=True,
+            specs=args.specs,
+        )
         write_atomic(args.out, rows_to_csv(rows))
         for r in rows:
             print(
@@ -266,6 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"coverage {r['coverage_slope']:.3f} shown {r['shown']:.2f} | dH exact "
                 f"{r['exact_dH']:+.3f} bias {r['bias_dH']:+.3f} coverage {r['coverage_dH']:.3f} "
                 f"shown {r['dH_shown']:.2f}"
+                + (
+                    f" | bounded coverage {r['coverage_bound']:.3f} width {r['width_bound']:.3f}"
+                    f" (each prompt's own lengths: {r['coverage_bound_own_lengths']:.3f}, "
+                    f"{r['width_bound_own_lengths']:.3f})"
+                    if math.isfinite(r["coverage_bound"])
+                    else ""
+                )
             )
         print(f"wrote {len(rows)} rows to {args.out}")
         return 0

@@ -25,6 +25,7 @@ from tilt.audit import (
     audit_lines,
     audit_prompts,
     estimate_prompt,
+    length_weighted_range,
     read_prompts,
     resolve_objective,
     rollout_corrections,
@@ -34,6 +35,7 @@ from tilt.cli.audit import main
 from tilt.context import make_context, point_mass, reference_rollout
 from tilt.measures import correct_entropy, weighted_gap_slope
 from tilt.objectives import jsd_conditionals, sd_optimum
+from tilt.objectives._common import model_output, resolve_demos
 from tilt.policy import Policy, base_policy
 from tilt.sample import SampleOptions, sample_jsonl
 from tilt.space import enumerate_rollouts
@@ -194,8 +196,15 @@ def _sample_text(prompts: int, demos: int | None = None, top: int | None = 4, se
 
 APPROXIMATE = {"discount=0.5": 0.05, "length-weighted": 0.05}
 """The two approximate estimators (equal sibling values, equal lengths): on a large log their
-interval is narrower than their bias, so they are held to a bound on the bias instead (grid3,
-600 prompts of 8: length-weighted +0.041; docs/audit.md)."""
+plain interval is narrower than their bias, so they are held to a bound on the bias (grid3,
+600 prompts of 8: length-weighted +0.041; docs/audit.md); length-weighted's interval with its
+approximation's largest error (the verdict's) must also cover."""
+
+
+def _lengths(graph: str) -> tuple[int, int]:
+    space = _base(graph).space
+    depth = space.depth[space.rollout_prefix]
+    return int(depth.min()), int(depth.max())
 
 
 def _covers(prompts: int, specs: dict[str, bool]) -> None:
@@ -204,12 +213,16 @@ def _covers(prompts: int, specs: dict[str, bool]) -> None:
     parsed = list(read_prompts(_sample_text(prompts, seed=1).splitlines()))
     sequence = weighted_gap_slope(sd_optimum(pi0, model, "sequence"), pi0) - 1
     for spec, apart in specs.items():
-        objective = resolve_objective(spec)
+        objective = resolve_objective(spec, lengths=_lengths("grid3"))
         estimates = [estimate_prompt(p, objective)[0] for p in parsed]
         result = audit_prompts(estimates, bootstrap=300, seed=1, objective=objective)
         exact = weighted_gap_slope(sd_optimum(pi0, model, spec), pi0) - 1
         a = result.objective_amplification
         assert a is not None
+        assert (result.objective_bound is not None) == objective.bounded
+        if result.objective_bound is not None:
+            assert result.objective_bound.contains(exact), (spec, result.objective_bound, exact)
+            assert result.objective_bound.low <= a.low <= a.high <= result.objective_bound.high
         if spec in APPROXIMATE:
             assert abs(a.estimate - exact) <= APPROXIMATE[spec], (spec, a, exact)
         else:
@@ -223,7 +236,7 @@ def test_intervals_cover_the_exact_fixed_points() -> None:
     # seeded, so deterministic: 150 prompts of 8 on grid3 (edge 2), every sibling scored, full
     # top lists; each objective's exact amplification lies in the audit's own 95% interval, and
     # token-forward's and jsd=0.5's (0.22 and 0.31 against sequence's 0.49) exclude sequence's
-    _covers(150, {"token": False, "token-forward": True, "jsd=0.5": True})
+    _covers(150, {"token": False, "token-forward": True, "jsd=0.5": True, "length-weighted": False})
 
 
 @pytest.mark.slow
@@ -439,3 +452,87 @@ def test_sequence_level_forward_is_not_quoted() -> None:
     verdict = result.verdict()
     assert verdict.startswith("forward (--objective): no estimate shown: ")
     assert "audit token-forward" in verdict
+
+
+# --------------------------------------------------------------------------
+# length-weighted: the range of its approximation's error
+
+
+def _exact_term(g: np.ndarray, rho: np.ndarray) -> float:
+    """``kappa / rho[0] + N`` with ``kappa`` the root of ``sum_u exp(g_u + kappa / rho_u) = 1``: a
+    plain scalar bisection over a bracket found by doubling (200 halvings)."""
+    normaliser = float(np.log(np.exp(g).sum()))
+    low, high = 0.0, 1.0
+    while np.log(np.exp(g + high / rho).sum()) < 0:
+        high *= 2
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if np.log(np.exp(g + mid / rho).sum()) > 0:
+            high = mid
+        else:
+            low = mid
+    return high / rho[0] + normaliser
+
+
+def test_length_weighted_range_holds_every_length_and_reaches_both_ends() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 6))
+        teachers = rng.dirichlet(np.ones(n), size=int(rng.integers(2, 5)))
+        g = np.log(teachers).mean(axis=0)
+        depth = int(rng.integers(0, 6))
+        shortest, longest = int(rng.integers(1, 8)), int(rng.integers(8, 20))
+        low, high = length_weighted_range(g[None], np.array([depth]), (shortest, longest))
+        lo_rho, hi_rho = 1 / longest, 1 / max(depth + 1, shortest)
+        for _ in range(20):  # any expected inverse lengths in the range
+            rho = rng.uniform(lo_rho, hi_rho, size=n)
+            assert low[0] - 1e-12 <= _exact_term(g, rho) <= high[0] + 1e-12
+        # the ends: the sampled move's rho at one end, every sibling's at the other
+        top = _exact_term(g, np.r_[lo_rho, np.full(n - 1, hi_rho)])
+        bottom = _exact_term(g, np.r_[hi_rho, np.full(n - 1, lo_rho)])
+        assert high[0] == pytest.approx(top, abs=1e-12)
+        assert low[0] == pytest.approx(bottom, abs=1e-12)
+        assert low[0] <= 0 <= high[0]
+
+
+def test_length_weighted_range_is_zero_with_equal_lengths_and_refuses_bad_lengths() -> None:
+    g = np.log(np.array([[0.3, 0.5, 0.1]]))
+    low, high = length_weighted_range(g, np.array([2]), (7, 7))
+    assert abs(low[0]) <= 1e-15
+    assert abs(high[0]) <= 1e-15
+    with pytest.raises(ValueError, match="deeper than the longest"):
+        length_weighted_range(g, np.array([9]), (2, 5))
+    with pytest.raises(ValueError, match="lengths"):
+        length_weighted_range(g, np.array([0]), (5, 2))
+    with pytest.raises(ValueError, match="lengths"):
+        resolve_objective("length-weighted", lengths=(0, 3))
+
+
+@pytest.mark.parametrize("graph", ["grid3", "grid4", "routes", "diamonds"])
+def test_the_exact_length_weighted_term_lies_in_its_range_at_every_prefix(graph: str) -> None:
+    # the exact fixed point (tilt's bottom-up solve) against the range computed from the true
+    # mean teacher log-probabilities of every sibling and the space's true lengths
+    pi0 = _base(graph)
+    space = pi0.space
+    model = make_context("edge", 2.0)
+    q = sd_optimum(pi0, model, "length-weighted")
+    g = model_output(model, "token_log_target", pi0, resolve_demos(pi0, "own", 1.0))
+    term = q.log_conditionals() - g
+    lengths = _lengths(graph)
+    children: dict[int, list[int]] = {}
+    for child in range(1, space.n_prefixes):
+        children.setdefault(int(space.parent[child]), []).append(child)
+    checked = 0
+    for parent, kids in children.items():
+        if len(kids) < 2 or not np.isfinite(g[kids]).all():
+            continue
+        normaliser = float(np.log(np.exp(g[kids]).sum()))
+        for first in kids:
+            order = [first] + [k for k in kids if k != first]
+            low, high = length_weighted_range(
+                g[order][None], np.array([space.depth[parent]]), lengths
+            )
+            value = term[first] + normaliser
+            assert low[0] - 1e-10 <= value <= high[0] + 1e-10, (graph, parent, first)
+            checked += 1
+    assert checked > 0

@@ -30,6 +30,7 @@ from tilt.audit._audit import (
 from tilt.audit._objective import (
     AuditObjective,
     Corrections,
+    length_weighted_range,
     resolve_objective,
     rollout_corrections,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Corrections",
     "resolve_objective",
     "rollout_corrections",
+    "length_weighted_range",
     "TopK",
     "Score",
     "Rollout",

@@ -137,6 +137,10 @@ class PromptEstimate:
     tail_mass : float
         The mean mass the teachers' top-k lists leave in the tail (``nan`` when the
         objective reads no lists).
+    objective_shift_low, objective_shift_high : float
+        For an objective whose approximation is bounded (``length-weighted``), the
+        least and the largest change of ``objective_num`` that the approximation's
+        error allows (0 for the others).
     """
 
     prompt: str
@@ -156,6 +160,8 @@ class PromptEstimate:
     objective_ess: float = math.nan
     reference: bool = False
     tail_mass: float = math.nan
+    objective_shift_low: float = 0.0
+    objective_shift_high: float = 0.0
 
     @property
     def usable(self) -> bool:
@@ -253,7 +259,7 @@ def estimate_prompt(
         "tilt_spread": float(np.std(tilt - tilt.mean())),
         "mean_demos": float(np.mean([len(r.teacher) for r in correct])),
     }
-    corrections = rollout_corrections(correct, objective)
+    corrections = rollout_corrections(correct, objective, _lengths(prompt, objective))
     fields["tail_mass"] = corrections.tail
     log_ratio = tilt + corrections.value
     if np.isfinite(log_ratio).all():
@@ -268,10 +274,58 @@ def estimate_prompt(
         fields.update(_slope_terms(correct, x))
         fields["objective_num"] = fields["slope_num"] + _correction_term(correct, x, corrections)
         fields["objective_den"] = fields["slope_den"]
+        if corrections.low is not None and corrections.high is not None:
+            fields.update(_shift_terms(correct, x, corrections.low, corrections.high))
         if correct[0].token_logp is not None:
             fields.update(_token_terms(correct))
     estimate = PromptEstimate(prompt.prompt, len(prompt.rollouts), k, reference=reference)
     return replace(estimate, **fields), records
+
+
+def _lengths(prompt: Prompt, objective: AuditObjective) -> tuple[int, int] | None:
+    """The lengths that bound the approximation: the objective's, else the prompt's own."""
+    if not objective.bounded or objective.lengths is not None:
+        return objective.lengths
+    sizes = [r.token_logp.size for r in prompt.rollouts if r.token_logp is not None]
+    return (min(sizes), max(sizes)) if sizes else None
+
+
+def _shift_terms(
+    correct: list[Rollout],
+    x: FloatArray,
+    low: tuple[FloatArray, ...],
+    high: tuple[FloatArray, ...],
+) -> dict[str, float]:
+    """The least and the largest change of the objective's slope numerator that the
+    approximation's error allows.
+
+    Rollout ``j``'s correction weighs ``(k - 1)/k (x_j - mean of the others)`` in the
+    numerator (as in :func:`_correction_term`).  The exact term of a prefix and move
+    ``hu`` is one number for every rollout through it, so the errors are grouped by
+    ``hu`` (the tokens up to and including ``u``): each group's error, anywhere
+    within the widest range its rollouts' plug-ins give, moves the numerator by the
+    sum of their weights, whose signs partly cancel.
+    """
+    k = x.size
+    weight = (x - (x.sum() - x) / (k - 1)) * (k - 1) / k
+    nodes: dict[tuple[object, ...], list[float]] = {}
+    for j, r in enumerate(correct):
+        if low[j].size == 0:
+            continue
+        assert r.tokens is not None  # the bounded objective reads top lists, which need tokens
+        for t in range(low[j].size):
+            node = nodes.setdefault(tuple(r.tokens[: t + 1]), [0.0, 0.0, 0.0])
+            node[0] += float(weight[j])
+            node[1] = min(node[1], float(low[j][t]))
+            node[2] = max(node[2], float(high[j][t]))
+    shift_low = shift_high = 0.0
+    for total, least, largest in nodes.values():
+        if total == 0.0:  # 0 * inf: no weight moves nothing
+            continue
+        ends = (total * least, total * largest)
+        shift_low += min(ends)
+        shift_high += max(ends)
+    return {"objective_shift_low": shift_low, "objective_shift_high": shift_high}
 
 
 def _check_inputs(correct: list[Rollout], objective: AuditObjective) -> None:
@@ -422,7 +476,10 @@ class AuditResult:
     ``objective_amplification`` and ``objective_delta_entropy`` are the audited
     objective's (equal for ``sequence``; ``None`` where the log cannot give
     them), each shown in the verdict only where its ``slope_checks`` or
-    ``entropy_checks`` all hold.
+    ``entropy_checks`` all hold.  ``objective_bound`` (``length-weighted``) is
+    ``objective_amplification``'s interval widened by every value the
+    approximation's error can take within the rollout lengths
+    (:func:`tilt.audit.length_weighted_range`): the interval the verdict quotes.
     """
 
     n_prompts: int
@@ -440,6 +497,7 @@ class AuditResult:
     prompts: tuple[PromptEstimate, ...] = field(repr=False)
     objective: AuditObjective = field(default_factory=resolve_objective)
     objective_amplification: Interval | None = None
+    objective_bound: Interval | None = None
     objective_delta_entropy: Interval | None = None
     objective_ess_fraction: float = math.nan
     slope_checks: tuple[Diagnostic, ...] = ()
@@ -463,7 +521,7 @@ class AuditResult:
         """One line naming the objective: ratios kept, amplified or damped, with the effective
         number where its checks hold; otherwise the check that failed and what would fix it."""
         name = self.objective.describe()
-        a = self.objective_amplification
+        a = self.objective_bound or self.objective_amplification
         if a is not None and math.isnan(a.estimate):
             return (
                 f"{name}: no verdict on the gaps: every correct rollout has the same "
@@ -499,6 +557,18 @@ class AuditResult:
             )
         note = self.objective.approximation
         tail = f"; approximation: {note}" if note else ""
+        plain = self.objective_amplification
+        if self.objective_bound is not None and plain is not None:
+            lengths = self.objective.lengths
+            span = (
+                f"rollouts of {lengths[0]} to {lengths[1]} tokens"
+                if lengths is not None
+                else "each prompt's shortest to longest logged rollout; --lengths sets them"
+            )
+            tail += (
+                f" (under it {1 + plain.estimate:.3f} [{1 + plain.low:.3f}, "
+                f"{1 + plain.high:.3f}]); the interval includes its largest error for {span}"
+            )
         return f"{name}: {head} ({slope}; {eff}{tail})"
 
 
@@ -593,6 +663,11 @@ def audit_prompts(
     columns["objective_den"] *= present("objective_num")
     if has_tokens:
         columns["token_num"], columns["token_den"] = column("token_num"), column("token_den")
+    if objective.bounded:
+        for end in ("low", "high"):
+            columns[f"objective_{end}"] = columns["objective_num"] + np.array(
+                [getattr(e, f"objective_shift_{end}") for e in usable]
+            )
     sums = {name: float(values.sum()) for name, values in columns.items()}
     boot = _bootstrap(columns, bootstrap, rng)
 
@@ -608,6 +683,11 @@ def audit_prompts(
     delta = ratio("delta_entropy", "count")
     with_objective = [e for e in sloped if np.isfinite(e.objective_num)]
     objective_amplification = ratio("objective_num", "objective_den") if with_objective else None
+    objective_bound = None
+    if objective.bounded and objective_amplification is not None:
+        low = ratio("objective_low", "objective_den").low
+        high = ratio("objective_high", "objective_den").high
+        objective_bound = Interval(objective_amplification.estimate, low, high)
     objective_delta = (
         ratio("objective_delta_entropy", "objective_count") if sums["objective_count"] > 0 else None
     )
@@ -631,6 +711,7 @@ def audit_prompts(
         prompts=tuple(every),
         objective=objective,
         objective_amplification=objective_amplification,
+        objective_bound=objective_bound,
         objective_delta_entropy=objective_delta,
         objective_ess_fraction=objective_ess_fraction,
         slope_checks=_slope_checks(objective, sloped, with_objective),
@@ -789,15 +870,17 @@ def audit_lines(
     threshold: float = 0.5,
     objective: str | None = None,
     preset: str | None = None,
+    lengths: tuple[int, int] | None = None,
 ) -> AuditResult:
     """Read, validate and audit the lines of a log (see :func:`audit_prompts`).
 
     ``objective`` (a spec) or ``preset`` (a name of :data:`tilt.objectives.PRESETS`)
     chooses what to audit; neither: what the log says it trained with
-    (``objective`` on its lines), else ``sequence``.  This is the whole audit
-    of a plain log: ``audit_lines(open("run.jsonl"), preset="sdpo")``.
+    (``objective`` on its lines), else ``sequence``; ``lengths`` as in
+    :class:`tilt.audit.AuditObjective`.  This is the whole audit of a plain log:
+    ``audit_lines(open("run.jsonl"), preset="sdpo")``.
     """
-    chosen, stream = stream_estimates(lines, threshold, objective, preset)
+    chosen, stream = stream_estimates(lines, threshold, objective, preset, lengths)
     estimates = [estimate for estimate, _ in stream]
     return audit_prompts(estimates, bootstrap, confidence, seed, chosen)
 
@@ -807,6 +890,7 @@ def stream_estimates(
     threshold: float = 0.5,
     objective: str | None = None,
     preset: str | None = None,
+    lengths: tuple[int, int] | None = None,
 ) -> tuple[AuditObjective, Iterator[tuple[PromptEstimate, list[RolloutScore]]]]:
     """The audited objective and, per prompt, its estimates and per-rollout tilt scores.
 
@@ -822,7 +906,7 @@ def stream_estimates(
     """
     prompts = read_prompts(lines, threshold)
     first = next(prompts)
-    chosen = resolve_objective(objective, preset, first.objective)
+    chosen = resolve_objective(objective, preset, first.objective, lengths)
 
     def run() -> Iterator[tuple[PromptEstimate, list[RolloutScore]]]:
         for prompt in itertools.chain([first], prompts):

@@ -20,7 +20,8 @@ teachers' next-token distributions ``T_c(. | h_t)`` over demonstrations ``c``:
   siblings are equal (an approximation: the exact ``V`` needs the teacher on
   continuations the rollout did not take);
 * ``length-weighted``: ``token``'s ``Delta`` when the expected inverse lengths of
-  siblings are equal (the same kind of approximation);
+  siblings are equal (the same kind of approximation, whose error is bounded:
+  :func:`length_weighted_range`);
 * ``forward`` (sequence level): ``log E_c T_c(y) - E_c log T_c(y)``.
 
 ``S`` is estimated without bias from one demonstration per rollout;
@@ -39,8 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt._numerics import FloatArray
-from tilt.audit._read import Rollout
+from tilt._checks import check_ints
+from tilt._numerics import FloatArray, IntArray
+from tilt.audit._read import AuditInputError, Rollout
 from tilt.objectives import jsd_conditionals, parse_objective, preset
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "resolve_objective",
     "rollout_corrections",
     "TAIL_FLOOR",
+    "length_weighted_range",
 ]
 
 TAIL_FLOOR = 1e-12
@@ -70,6 +73,11 @@ class AuditObjective:
         ``default``.
     demos : str or None
         ``own`` or ``reference`` when a preset fixes the demonstrations.
+    lengths : tuple of int or None
+        ``length-weighted`` only: the shortest and the longest rollout (in tokens)
+        the sampler can produce, which bound the approximation's error
+        (:func:`length_weighted_range`); ``None``: each prompt's own shortest and
+        longest logged rollout.
     """
 
     spec: str
@@ -77,6 +85,7 @@ class AuditObjective:
     param: float | None
     source: str
     demos: str | None = None
+    lengths: tuple[int, int] | None = None
 
     @property
     def kind(self) -> str:
@@ -115,24 +124,35 @@ class AuditObjective:
             return "siblings' expected inverse lengths taken equal (then it is token's fixed point)"
         return None
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the approximation's error is bounded (``length-weighted``: by the lengths)."""
+        return self.name == "length-weighted"
+
     def describe(self) -> str:
         """``jsd=0.5 (preset sdpo)``."""
         return f"{self.spec} ({self.source})"
 
 
 def resolve_objective(
-    objective: str | None = None, preset_name: str | None = None, logged: str | None = None
+    objective: str | None = None,
+    preset_name: str | None = None,
+    logged: str | None = None,
+    lengths: tuple[int, int] | None = None,
 ) -> AuditObjective:
     """The objective to audit: ``objective``, else ``preset_name``'s, else ``logged``, else
-    ``sequence``.
+    ``sequence``; ``lengths`` as in :class:`AuditObjective`.
 
     Raises
     ------
     ValueError
-        When both ``objective`` and ``preset_name`` are given, or either is unknown.
+        When both ``objective`` and ``preset_name`` are given, either is unknown, or
+        ``lengths`` is not two positive integers, the shortest first.
     """
     if objective is not None and preset_name is not None:
         raise ValueError("give --objective or --preset, not both")
+    if lengths is not None:
+        lengths = _check_lengths(lengths)
     demos = None
     if objective is not None:
         source, text = "--objective", objective
@@ -144,7 +164,83 @@ def resolve_objective(
     else:
         source, text = "default", "sequence"
     parsed = parse_objective(text)
-    return AuditObjective(parsed.spec.strip(), parsed.name, parsed.param, source, demos)
+    return AuditObjective(parsed.spec.strip(), parsed.name, parsed.param, source, demos, lengths)
+
+
+def _check_lengths(lengths: object) -> tuple[int, int]:
+    values = check_ints("lengths", lengths, minimum=1)
+    if len(values) != 2 or values[0] > values[1]:
+        raise ValueError(
+            f"lengths must be the shortest and the longest rollout, in that order, got {lengths!r}"
+        )
+    return values[0], values[1]
+
+
+_BISECTIONS = 200
+"""Halvings of ``[0, -g(u_t)]``: the root to a relative ``2^-200``, below any float's spacing."""
+
+
+def length_weighted_range(
+    mean_log_t: FloatArray, depth: IntArray, lengths: tuple[int, int]
+) -> tuple[FloatArray, FloatArray]:
+    """How far ``length-weighted``'s exact per-position term can lie from its approximation.
+
+    At a prefix ``h`` at depth ``t`` with siblings ``u`` the exact term of the
+    sampled move ``u_t`` is ``x(u_t) = kappa_h / rho(h u_t)``, where
+    ``sum_u exp(g(u) + kappa_h / rho(hu)) = 1`` and ``rho(hu) = E_q[1 / |y| | hu]``;
+    the audit takes the siblings' ``rho`` equal, which gives ``-N(h)``
+    (``N = log sum_u exp g(u)``, token's term).  Every rollout through ``hu`` has
+    between ``max(t + 1, shortest)`` and ``longest`` tokens, so the ratio of two
+    siblings' ``rho`` lies within ``1/R`` and ``R = longest / max(t + 1, shortest)``;
+    ``kappa_h >= 0`` (``N <= 0``), so ``x(u_t)`` is largest when every other
+    sibling's term is ``x(u_t) / R`` and least when it is ``R x(u_t)``.  Both
+    extremes are the roots of an increasing function on ``[0, -g(u_t)]``, found by
+    bisection.
+
+    Parameters
+    ----------
+    mean_log_t : ndarray, shape (P, n)
+        ``g`` per position over its buckets (bucket 0 the sampled token; ``-inf`` pads).
+    depth : ndarray of int, shape (P,)
+        Each position's depth ``t`` (0 at the prompt).
+    lengths : (int, int)
+        The shortest and the longest rollout, in tokens.
+
+    Returns
+    -------
+    low, high : ndarray, shape (P,)
+        The least and the largest ``x(u_t) + N(h)`` (both 0 with equal lengths;
+        ``-inf``/``inf`` where the sampled move has no teacher mass).
+    """
+    shortest, longest = _check_lengths(lengths)
+    g = np.asarray(mean_log_t, dtype=np.float64)
+    ratio = longest / np.maximum(np.asarray(depth) + 1, shortest)
+    if (ratio < 1).any():
+        raise ValueError(f"a position lies deeper than the longest rollout ({longest} tokens)")
+    top = np.max(g, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        normaliser = np.log(np.exp(g - top[:, None]).sum(axis=1)) + top
+    sampled, rest = g[:, 0], g[:, 1:]
+    dead = ~np.isfinite(sampled)
+    ceiling = np.where(dead, 0.0, np.maximum(-sampled, 0.0))
+
+    def root(scale: FloatArray) -> FloatArray:
+        low, high = np.zeros_like(ceiling), ceiling.copy()
+        for _ in range(_BISECTIONS):
+            x = 0.5 * (low + high)
+            terms = np.concatenate([(sampled + x)[:, None], rest + (scale * x)[:, None]], axis=1)
+            peak = np.max(terms, axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                above = np.log(np.exp(terms - peak[:, None]).sum(axis=1)) + peak > 0
+            high = np.where(above, x, high)
+            low = np.where(above, low, x)
+        return high
+
+    low = root(ratio) + normaliser
+    high = root(1.0 / ratio) + normaliser
+    low = np.where(dead, -np.inf, np.minimum(low, 0.0))
+    high = np.where(dead, np.inf, np.maximum(high, 0.0))
+    return low, high
 
 
 def _tail(listed: FloatArray) -> float:
@@ -286,19 +382,32 @@ class Corrections:
         The mean tail mass the top-k lists leave (over rollouts, positions and
         teachers): what the corrections lump into one bucket; ``nan`` when the
         objective reads no lists.
+    low, high : tuple of ndarray or None
+        For an objective whose approximation is bounded (``length-weighted``), per
+        rollout and position, the least and the largest amount by which the exact
+        term can differ from the estimate's (:func:`length_weighted_range`, from
+        every demonstration's plug-in; empty for a rollout without a correction);
+        ``None`` for the others.
     """
 
     value: FloatArray
     influence: tuple[FloatArray, ...]
     tail: float = math.nan
+    low: tuple[FloatArray, ...] | None = None
+    high: tuple[FloatArray, ...] | None = None
 
 
-def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> Corrections:
+def rollout_corrections(
+    rollouts: list[Rollout], objective: AuditObjective, lengths: tuple[int, int] | None = None
+) -> Corrections:
     """Each rollout's jackknifed ``sum_t Delta(h_t, u_t)`` (``nan`` with fewer than two demos).
 
     With ``m`` demonstrations, ``D_m`` (all of them) and ``D_(-i)`` (all but
     ``i``): ``m D_m - (m - 1) mean_i D_(-i)``, which removes the ``1/m`` term of
     the plug-in's bias.  A rollout scored with its fixed reference has 0.
+    ``lengths`` (the shortest and the longest rollout; default
+    ``objective.lengths``, else the shortest and longest of ``rollouts``) bounds
+    ``length-weighted``'s approximation.
 
     Raises
     ------
@@ -309,6 +418,7 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
     influence = [np.zeros(len(r.teacher)) for r in rollouts]
     if objective.kind == "sequence":
         return Corrections(out, tuple(influence))
+    bounds = _bounds(rollouts, objective, lengths) if objective.bounded else None
     pending: list[tuple[int, FloatArray, FloatArray]] = []
     totals: dict[int, FloatArray] = {}
     tails: list[float] = []
@@ -327,6 +437,8 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
             log_t, tail = _buckets(r, objective.needs_top)
             if objective.needs_top:
                 tails.append(tail)
+            if bounds is not None:
+                bounds.add(j, _weighted_mean(weights[:1], log_t)[0])
             if objective.kind == "jsd":
                 pending.append((j, weights, log_t))
             else:
@@ -340,4 +452,55 @@ def rollout_corrections(rollouts: list[Rollout], objective: AuditObjective) -> C
         m = total.size - 1
         out[j] = float(m * total[0] - (m - 1) * total[1:].mean())
         influence[j] = total[0] - total[1:]
-    return Corrections(out, tuple(influence), float(np.mean(tails)) if tails else math.nan)
+    tail_mean = float(np.mean(tails)) if tails else math.nan
+    if bounds is None:
+        return Corrections(out, tuple(influence), tail_mean)
+    return Corrections(out, tuple(influence), tail_mean, *bounds.ranges())
+
+
+class _Bounds:
+    """The per-rollout range of ``length-weighted``'s error, solved for every position at once."""
+
+    def __init__(self, count: int, lengths: tuple[int, int] | None) -> None:
+        self.count = count
+        self.lengths = lengths
+        self.blocks: list[tuple[int, FloatArray]] = []
+
+    def add(self, j: int, mean_log_t: FloatArray) -> None:
+        self.blocks.append((j, mean_log_t))
+
+    def ranges(self) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]]:
+        low = [np.zeros(0) for _ in range(self.count)]
+        high = [np.zeros(0) for _ in range(self.count)]
+        if not self.blocks or self.lengths is None:
+            return tuple(low), tuple(high)
+        width = max(g.shape[1] for _, g in self.blocks)
+        g = np.full((sum(b.shape[0] for _, b in self.blocks), width), -np.inf)
+        depth = np.concatenate([np.arange(b.shape[0]) for _, b in self.blocks])
+        start = 0
+        for _, b in self.blocks:
+            g[start : start + b.shape[0], : b.shape[1]] = b
+            start += b.shape[0]
+        each_low, each_high = length_weighted_range(g, depth, self.lengths)
+        start = 0
+        for j, b in self.blocks:
+            low[j] = each_low[start : start + b.shape[0]]
+            high[j] = each_high[start : start + b.shape[0]]
+            start += b.shape[0]
+        return tuple(low), tuple(high)
+
+
+def _bounds(
+    rollouts: list[Rollout], objective: AuditObjective, lengths: tuple[int, int] | None
+) -> _Bounds:
+    span = lengths if lengths is not None else objective.lengths
+    sizes = [(r.token_logp.size, r.line) for r in rollouts if r.token_logp is not None]
+    if span is None:
+        span = (min(sizes)[0], max(sizes)[0]) if sizes else None
+    elif sizes and max(sizes)[0] > span[1]:
+        size, line = max(sizes)
+        raise AuditInputError(
+            f"line {line}: a rollout of {size} tokens, longer than the longest the lengths "
+            f"allow ({span[1]})"
+        )
+    return _Bounds(len(rollouts), span)

@@ -8,6 +8,7 @@ the end and removed on any error), so a bad line leaves no partial report.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import importlib.util
@@ -44,6 +45,18 @@ from tilt.objectives import PRESETS, objective_forms
 __all__ = ["main"]
 
 
+def _lengths(text: str) -> tuple[int, int]:
+    """``MIN:MAX`` as two positive integers, the shortest first (``--lengths``)."""
+    low, sep, high = text.partition(":")
+    if sep and low.strip().isdigit() and high.strip().isdigit() and len(text) <= 40:
+        shortest, longest = int(low), int(high)
+        if 1 <= shortest <= longest:
+            return shortest, longest
+    raise argparse.ArgumentTypeError(
+        f"expected MIN:MAX, two positive integers with MIN <= MAX, got {text!r}"
+    )
+
+
 def _parser() -> OneLineParser:
     parser = OneLineParser(
         prog="python -m tilt.audit",
@@ -78,6 +91,13 @@ def _parser() -> OneLineParser:
         "--preset",
         choices=sorted(PRESETS),
         help="a trainer's default objective and demonstrations (tilt.objectives.PRESETS)",
+    )
+    parser.add_argument(
+        "--lengths",
+        type=_lengths,
+        metavar="MIN:MAX",
+        help="length-weighted: the shortest and the longest rollout the sampler can produce, in "
+        "tokens, which bound the approximation's error (default: each prompt's own)",
     )
     parser.add_argument("--per-prompt", action="store_true", help="also a table per prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
@@ -215,6 +235,14 @@ def _report(result: AuditResult, source: str, per_prompt: bool) -> str:
                 f"gap slope {1 + o.estimate:.4f}" if o is not None else "not estimable",
             )
         )
+    if result.objective_bound is not None:
+        rows.append(
+            _interval_row(
+                f"amplification ({spec}, any lengths)",
+                result.objective_bound,
+                "with the approximation's largest error",
+            )
+        )
     rows.append(
         _interval_row(
             "amplification (token)",
@@ -309,6 +337,10 @@ def _as_json(result: AuditResult, source: str, per_prompt: bool) -> dict[str, ob
             "source": result.objective.source,
             "demos": result.objective.demos,
             "approximation": result.objective.approximation,
+            "lengths": None if result.objective.lengths is None else list(result.objective.lengths),
+            "amplification_bounded": (
+                None if result.objective_bound is None else result.objective_bound.as_dict()
+            ),
             "amplification": (
                 None
                 if result.objective_amplification is None
@@ -377,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             estimates = []
             with _lines(args.file) as lines:
                 objective, stream = stream_estimates(
-                    lines, args.success_threshold, args.objective, args.preset
+                    lines, args.success_threshold, args.objective, args.preset, args.lengths
                 )
                 for estimate, records in stream:
                     estimates.append(estimate)
