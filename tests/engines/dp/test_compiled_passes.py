@@ -129,6 +129,9 @@ def _passes(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, 
         out[f"{key} backward squared"] = dp_passes.backward_logsumexp(
             space, lin.squared(space), correct, compiled=True
         )
+        out[f"{key} backward squared on the fly"] = dp_passes.backward_logsumexp(
+            space, lin, correct, compiled=True, square=True
+        )
         out[f"{key} forward"] = dp_passes.forward_logsumexp(space, lin)
         out[f"{key} max"] = dp_passes.backward_max(space, q.log_cond, correct)
         finite = np.where(np.isfinite(q.log_cond), q.log_cond, 0.0)
@@ -266,3 +269,26 @@ def test_a_cycle_is_refused_in_the_same_words() -> None:
 
     compiled, plain = _both(message)
     assert compiled == plain
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", LATTICES)
+def test_fused_kernels_are_the_unfused_bits(name: str, scale: float) -> None:
+    """The pass squaring the weights on the fly gives the bits of the pass on the squared
+    weights, and both gap slopes' centred dots in one pass the bits of one pass each (the
+    same sums in the same order), with the kernels on every input."""
+    with _setting(True):
+        space = acyclic_space(_table(name, scale))
+        policies = _policies(space)
+        base = policies["base"]
+        correct = np.where(space.correct, 0.0, -np.inf)
+        for key, q in policies.items():
+            squared = dp_passes.backward_logsumexp(
+                space, q.linear.squared(space), correct, compiled=True
+            )
+            on_the_fly = dp_passes.backward_logsumexp(
+                space, q.linear, correct, compiled=True, square=True
+            )
+            np.testing.assert_array_equal(on_the_fly, squared, err_msg=key)
+            apart = (dpm._slope(q, base, uniform=True), dpm._slope(q, base, uniform=False))
+            np.testing.assert_array_equal(dpm._slopes(q, base), apart, err_msg=key)

@@ -103,11 +103,16 @@ def _backward_logsumexp(
     discount: float,
     safe_range: float,
     out: _F,
+    square: bool = False,
 ) -> None:
     """``out[s] = log sum_e exp(power w_e + discount out[head e])`` over the internal states,
     layers last to first (``out`` holds the leaf values, ``-inf`` elsewhere).  The heads of
     the edges leaving layer ``l`` lie in ``head_lo[l]:head_hi[l] + 1`` (:func:`head_spans`):
-    one shift for the layer when their values span at most ``safe_range`` nats."""
+    one shift for the layer when their values span at most ``safe_range`` nats.
+
+    ``square``: the weights squared on the fly, ``prob ** 2`` (``power`` is then twice the
+    weights' own, ``shift`` must be 0) and a layer with a finite ``w < -safe_range / power``
+    summed in log space, as :meth:`tilt.engines.dp.passes.LinearWeights.squared` flags it."""
     n_layers = layer_start.size - 1
     scratch = np.empty(0)
     for layer in range(n_layers - 1, -1, -1):
@@ -129,6 +134,13 @@ def _backward_logsumexp(
             elif v != -np.inf:
                 top, low = max(top, v), min(low, v)
         linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
+        if square and linear:
+            floor = -safe_range / power
+            for e in range(e0, e1):
+                w = log_weight[e]
+                if w < floor and w != -np.inf:
+                    linear = False
+                    break
         if not linear:
             for s in range(s0, s1):
                 if out_start[s + 1] > out_start[s]:
@@ -156,13 +168,14 @@ def _backward_logsumexp(
                 continue
             total = 0.0
             for e in range(a, b):
+                p = prob[e] * prob[e] if square else prob[e]
                 if narrow:
-                    total += prob[e] * scratch[edge_head[e] - lo]
+                    total += p * scratch[edge_head[e] - lo]
                 else:
                     v = out[edge_head[e]]
                     if discount != 1.0 and v != -np.inf:
                         v = discount * v
-                    total += prob[e] * math.exp(v - top)
+                    total += p * math.exp(v - top)
             out[s] = math.log(total) + offset if total > 0 else -np.inf
 
 

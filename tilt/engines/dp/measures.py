@@ -735,7 +735,7 @@ def distinct_at_k(
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    p2 = math.exp(backward_logsumexp(space, policy.linear.squared(space), leaf, compiled=True)[0])
+    p2 = math.exp(backward_logsumexp(space, policy.linear, leaf, compiled=True, square=True)[0])
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
     t2 = min(max(0.0, p2 - float((top_p * top_p).sum())) + 4e-16 * p2, math.exp(log_tau) * t1)

@@ -237,6 +237,7 @@ def backward_logsumexp(
     discount: float = 1.0,
     *,
     compiled: bool = False,
+    square: bool = False,
 ) -> FloatArray:
     """``B(s) = log sum_{e out of s} exp(w_e + discount * B(head e))``; ``B = f`` at a leaf.
 
@@ -245,7 +246,9 @@ def backward_logsumexp(
     rounding but not to the last bit; the default keeps numpy's digits, which the
     accuracy of every policy and the conditionals of every optimum need (the beta of RL
     matched to SD's accuracy is ill-conditioned: a last-bit change in the accuracy moves
-    it by 1e-11).
+    it by 1e-11).  ``square``: the weights ``2 w`` (:meth:`LinearWeights.squared`), which
+    the compiled pass squares on the fly (no edge-sized temporary) when the weights need
+    no shift.
 
     Notes
     -----
@@ -259,6 +262,8 @@ def backward_logsumexp(
     weights = linear_weights(space, edge_log_weight)
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
     passes = kernels(space) if compiled else None
+    if square and (passes is None or weights.shift.any()):
+        weights, square = weights.squared(space), False
     if passes is not None:
         head_lo, head_hi = _head_spans(space, passes)
         passes.backward_logsumexp(
@@ -271,10 +276,11 @@ def backward_logsumexp(
             weights.log_weight,
             weights.shift,
             weights.unsafe_tail,
-            float(weights.power),
+            2.0 * weights.power if square else float(weights.power),
             float(discount),
             SAFE_RANGE,
             out,
+            square,
         )
         return out
     with np.errstate(divide="ignore"):
