@@ -16,13 +16,19 @@ a backward pass visits the layers last to first and a forward pass first to last
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
 from numpy.typing import NDArray
 
 __all__ = [
+    "NUMPY_LOOPS",
+    "backward_exact",
     "backward_logsumexp",
     "forward_logsumexp",
     "head_spans",
@@ -59,6 +65,214 @@ def _add_compensated(total: float, carry: float, x: float) -> tuple[float, float
 
 
 _add = _jit(_add_compensated)
+
+
+class _UFuncHead(ctypes.Structure):
+    """The head of numpy's ``PyUFuncObject`` (``numpy/ufuncobject.h``): its loops and their
+    data, one per type signature."""
+
+    _fields_ = [
+        ("ob_refcnt", ctypes.c_ssize_t),
+        ("ob_type", ctypes.c_void_p),
+        ("nin", ctypes.c_int),
+        ("nout", ctypes.c_int),
+        ("nargs", ctypes.c_int),
+        ("identity", ctypes.c_int),
+        ("functions", ctypes.POINTER(ctypes.c_void_p)),
+        ("data", ctypes.POINTER(ctypes.c_void_p)),
+        ("ntypes", ctypes.c_int),
+    ]
+
+
+_LOOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _numpy_loop(ufunc: np.ufunc) -> tuple[int, int]:
+    """``(function, data)`` addresses of ``ufunc``'s float64 loop: the code ``ufunc`` runs on a
+    contiguous float64 array, so the same bits."""
+    head = _UFuncHead.from_address(id(ufunc))
+    if (head.nin, head.nout, head.ntypes) != (ufunc.nin, ufunc.nout, ufunc.ntypes):
+        raise RuntimeError(f"numpy.{ufunc.__name__}: an unknown ufunc layout")
+    i = ufunc.types.index("d->d")
+    return int(head.functions[i] or 0), int(head.data[i] or 0)
+
+
+def _numpy_loops() -> NDArray[np.intp] | None:
+    """``[exp, exp data, log, log data]``: numpy's own loops (:func:`_numpy_loop`), checked on
+    values where two ``exp`` implementations differ; ``None`` if they cannot be found or do
+    not give numpy's bits (then the exact passes are numpy's own)."""
+    try:
+        loops = [*_numpy_loop(np.exp), *_numpy_loop(np.log)]
+    except (RuntimeError, ValueError):
+        return None
+    if not loops[0] or not loops[2]:
+        return None
+    x = np.linspace(-745.0, 3.0, 4099)
+    for (fn, data), arg in (((loops[0], loops[1]), x), ((loops[2], loops[3]), np.exp(x) + 1e-3)):
+        out = np.empty_like(arg)
+        ptrs = (ctypes.c_void_p * 2)(arg.ctypes.data, out.ctypes.data)
+        dims, steps = (ctypes.c_ssize_t * 1)(arg.size), (ctypes.c_ssize_t * 2)(8, 8)
+        _LOOP(fn)(ctypes.addressof(ptrs), ctypes.addressof(dims), ctypes.addressof(steps), data)
+        expected = np.exp(arg) if fn == loops[0] else np.log(arg)
+        if not np.array_equal(out, expected):
+            return None
+    return np.array(loops, dtype=np.intp)
+
+
+NUMPY_LOOPS = _numpy_loops()
+"""numpy's float64 ``exp`` and ``log`` loops for :func:`backward_exact` (``None``: unavailable)."""
+
+
+@intrinsic
+def _call_loop(typingctx, fn, args, dims, steps, data):  # type: ignore[no-untyped-def]
+    """Call the ufunc loop at address ``fn`` (``void (char **, npy_intp *, npy_intp *, void *)``)."""
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, llargs):  # type: ignore[no-untyped-def]
+        byte = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [byte, byte, byte, byte])
+        target = builder.inttoptr(llargs[0], fnty.as_pointer())
+        builder.call(target, [builder.inttoptr(a, byte) for a in llargs[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _apply(
+    loops: NDArray[np.intp], which: int, x: _F, out: _F, n: int, frame: NDArray[np.intp]
+) -> None:
+    """``out[:n] = f(x[:n])`` by numpy's loop ``which`` (0: exp, 1: log)."""
+    frame[0] = x.ctypes.data
+    frame[1] = out.ctypes.data
+    frame[2] = n
+    frame[3] = 8
+    frame[4] = 8
+    base = frame.ctypes.data
+    _call_loop(loops[2 * which], base, base + 16, base + 24, loops[2 * which + 1])
+
+
+_numpy_apply = numba.njit(cache=True, nogil=True, error_model="numpy")(_apply)
+
+
+def _pairwise(x: _F, first: int, n: int) -> float:
+    """numpy's pairwise sum of ``x[first:first + n]`` for ``n <= 128`` (``DOUBLE_pairwise_sum``:
+    in order below 8, else eight running sums combined as a tree, then the rest in order)."""
+    if n < 8:
+        res = -0.0
+        for i in range(first, first + n):
+            res += x[i]
+        return res
+    r0, r1, r2, r3 = x[first], x[first + 1], x[first + 2], x[first + 3]
+    r4, r5, r6, r7 = x[first + 4], x[first + 5], x[first + 6], x[first + 7]
+    i = 8
+    while i < n - n % 8:
+        j = first + i
+        r0 += x[j]
+        r1 += x[j + 1]
+        r2 += x[j + 2]
+        r3 += x[j + 3]
+        r4 += x[j + 4]
+        r5 += x[j + 5]
+        r6 += x[j + 6]
+        r7 += x[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += x[first + i]
+        i += 1
+    return res
+
+
+_numpy_pairwise = numba.njit(cache=True, nogil=True, error_model="numpy")(_pairwise)
+
+
+def _backward_exact(
+    layer_start: _I,
+    out_start: _I,
+    edge_head: _I,
+    entry_layer: _I,
+    entry_lo: _I,
+    entry_hi: _I,
+    prob: _F,
+    shift: _F,
+    unsafe_tail: _B,
+    safe_range: float,
+    out: _F,
+    entry: int,
+    loops: NDArray[np.intp],
+) -> int:
+    """The numpy backward pass (:func:`tilt.engines.dp.passes._backward_layers`, ``discount``
+    1) with its bits, from layer entry ``entry`` down: the same shift, numpy's own ``exp``
+    and ``log`` loops on the same contiguous values, the products and ``reduceat``'s sums
+    (the first term plus numpy's pairwise sum of the rest) in numpy's order.  Returns the
+    first entry it leaves to numpy (a log-space layer, a value ``nan`` or ``inf``, a state
+    of more than 129 edges), or ``-1`` when done."""
+    frame = np.empty(5, dtype=np.intp)
+    shifted = np.empty(0)
+    scaled = np.empty(0)
+    terms = np.empty(0)
+    totals = np.empty(0)
+    logs = np.empty(0)
+    for i in range(entry, -1, -1):
+        layer = entry_layer[i]
+        s0, s1 = layer_start[layer], layer_start[layer + 1]
+        e0, e1 = out_start[s0], out_start[s1]
+        lo, hi = entry_lo[i], entry_hi[i]
+        if unsafe_tail[layer]:
+            return i
+        narrow = hi - lo <= 4 * (e1 - e0)
+        m = hi - lo if narrow else e1 - e0
+        top, low = -np.inf, np.inf
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_head[e0 + j]]
+            if v != v or v == np.inf:
+                return i
+            if v > top:
+                top = v
+            if v != -np.inf and v < low:
+                low = v
+        n_states = 0
+        for s in range(s0, s1):
+            if out_start[s + 1] > out_start[s]:
+                n_states += 1
+                if out_start[s + 1] - out_start[s] > 129:
+                    return i
+        if top == -np.inf:
+            for s in range(s0, s1):
+                if out_start[s + 1] > out_start[s]:
+                    out[s] = -np.inf
+            continue
+        if not top - low <= safe_range:
+            return i
+        if shifted.size < m:
+            shifted = np.empty(2 * m)
+            scaled = np.empty(2 * m)
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_head[e0 + j]]
+            shifted[j] = v - top
+        _numpy_apply(loops, 0, shifted, scaled, m, frame)
+        if totals.size < n_states:
+            totals = np.empty(2 * n_states)
+            logs = np.empty(2 * n_states)
+        k = 0
+        for s in range(s0, s1):
+            a, b = out_start[s], out_start[s + 1]
+            if b == a:
+                continue
+            if terms.size < b - a:
+                terms = np.empty(256)
+            for e in range(a, b):
+                terms[e - a] = prob[e] * (scaled[edge_head[e] - lo] if narrow else scaled[e - e0])
+            totals[k] = terms[0] + _numpy_pairwise(terms, 1, b - a - 1) if b - a > 1 else terms[0]
+            k += 1
+        _numpy_apply(loops, 1, totals, logs, n_states, frame)
+        offset = top + shift[layer]
+        k = 0
+        for s in range(s0, s1):
+            if out_start[s + 1] > out_start[s]:
+                out[s] = logs[k] + offset
+                k += 1
+    return -1
 
 
 def _state_logsumexp(
@@ -624,6 +838,7 @@ def _state_edges(
 
 
 backward_logsumexp = _jit(_backward_logsumexp)
+backward_exact = _jit(_backward_exact)
 head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
 backward_max = _jit(_backward_max)

@@ -284,17 +284,47 @@ def backward_logsumexp(
         )
         return out
     with np.errstate(divide="ignore"):
-        _backward_layers(space, weights, out, discount)
+        _backward_layers(space, weights, out, discount, kernels(space))
     return out
 
 
 def _backward_layers(
-    space: AcyclicSpace, weights: LinearWeights, out: FloatArray, discount: float
+    space: AcyclicSpace,
+    weights: LinearWeights,
+    out: FloatArray,
+    discount: float,
+    compiled: ModuleType | None = None,
 ) -> None:
+    """The numpy backward pass, layer by layer; with ``compiled`` (and ``discount`` 1), its
+    linear-domain layers by :func:`tilt.engines.dp._compiled.backward_exact`, which keeps
+    numpy's bits (numpy's own ``exp`` and ``log`` loops, numpy's order of sums), and only
+    the layers it leaves here by numpy."""
     w, prob = weights.log_weight, weights.prob
     head = space.edge_head
     layers, los, his = space.tail_spans
-    for i in range(len(space.tail_layers) - 1, -1, -1):
+    exact = None
+    if compiled is not None and compiled.NUMPY_LOOPS is not None and discount == 1.0:
+        exact = compiled.backward_exact
+    i = len(space.tail_layers) - 1
+    while i >= 0:
+        if exact is not None:
+            i = exact(
+                space.layer_start,
+                space.out_start,
+                head,
+                layers,
+                los,
+                his,
+                prob,
+                weights.shift,
+                weights.unsafe_tail,
+                SAFE_RANGE,
+                out,
+                i,
+                compiled.NUMPY_LOOPS,  # type: ignore[union-attr]
+            )
+            if i < 0:
+                break
         e0, e1, internal, starts, sizes = space.tail_layers[i]
         layer, lo, hi = int(layers[i]), int(los[i]), int(his[i])
         heads = head[e0:e1]
@@ -313,6 +343,7 @@ def _backward_layers(
             bool(weights.unsafe_tail[layer]),
             weights.power,
         )
+        i -= 1
 
 
 def forward_logsumexp(
