@@ -195,9 +195,9 @@ def _check(compiled: dict[str, object], plain: dict[str, object]) -> None:
                 _close(measures.pop(slope), expected.pop(slope), f"{key}.{slope}", tol)
             _close(measures, expected, key)
             continue
-        if " exact " in key:  # numpy's passes, kernels or not: numpy's bits
-            np.testing.assert_array_equal(value, plain[key], err_msg=key)
-        elif key.endswith(EXACT) and key.split()[0] in ("base", "rl0", "rl"):
+        # numpy's passes (kernels or not: numpy's bits), and the passes of EXACT
+        same_ops = key.endswith(EXACT) and key.split()[0] in ("base", "rl0", "rl")
+        if " exact " in key or same_ops:
             np.testing.assert_array_equal(value, plain[key], err_msg=key)
         else:
             _close(value, plain[key], key)

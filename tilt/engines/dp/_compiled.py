@@ -125,7 +125,7 @@ NUMPY_LOOPS = _numpy_loops()
 
 @intrinsic
 def _call_loop(typingctx, fn, args, dims, steps, data):  # type: ignore[no-untyped-def]
-    """Call the ufunc loop at address ``fn`` (``void (char **, npy_intp *, npy_intp *, void *)``)."""
+    """Call the ufunc loop at address ``fn``: ``void (char **, npy_intp *, npy_intp *, void *)``."""
     sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
 
     def codegen(context, builder, signature, llargs):  # type: ignore[no-untyped-def]
