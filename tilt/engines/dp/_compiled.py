@@ -38,6 +38,7 @@ __all__ = [
     "centred_dot",
     "centred_dot_pair",
     "correct_cond",
+    "tilted_cond",
     "chain_moments",
     "edge_flow",
     "reroute_change",
@@ -676,6 +677,20 @@ def _correct_cond(out_start: _I, edge_head: _I, log_cond: _F, below: _F) -> _F:
     return out
 
 
+def _tilted_cond(out_start: _I, edge_head: _I, weight: _F, back: _F, fallback: _F) -> _F:
+    """``(weight[e] + back[head]) - back[tail]``, ``fallback[e]`` where ``back[tail] = -inf``,
+    ``-inf`` for ``nan``: :func:`tilt.engines.dp.passes.tilted_conditionals` (``discount`` 1)
+    by the same operations in the same order, so the same bits."""
+    n = out_start.size - 1
+    out = np.empty(weight.size)
+    for s in range(n):
+        norm = back[s]
+        for e in range(out_start[s], out_start[s + 1]):
+            x = fallback[e] if norm == -np.inf else weight[e] + back[edge_head[e]] - norm
+            out[e] = -np.inf if x != x else x
+    return out
+
+
 def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:
     """``reach[tail] * chain[e]`` per edge."""
     n = out_start.size - 1
@@ -847,6 +862,7 @@ backward_spread = _jit(_backward_spread)
 centred_dot = _jit(_centred_dot)
 centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
+tilted_cond = _jit(_tilted_cond)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

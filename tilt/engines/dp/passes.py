@@ -487,6 +487,17 @@ def tilted_conditionals(
     back = backward_logsumexp(
         space, edge_log_weight, leaf_log_value=leaf_log_weight, discount=discount
     )
+    compiled = kernels(space)
+    if compiled is not None and discount == 1.0 and fallback is not None:
+        # the same operations per edge (no edge-sized temporaries): the same bits
+        cond_: FloatArray = compiled.tilted_cond(
+            space.out_start,
+            space.edge_head,
+            np.asarray(edge_log_weight, dtype=np.float64),
+            back,
+            np.asarray(fallback, dtype=np.float64),
+        )
+        return cond_, back
     below = back[space.edge_head]
     if discount != 1.0:
         below = np.where(np.isneginf(below), -np.inf, discount * below)
