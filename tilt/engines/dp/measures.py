@@ -396,7 +396,8 @@ def correct_flow_by_move(policy: MarkovPolicy) -> FloatArray:
     """``q({y in C : e in E(y)})`` per graph move."""
     space = policy.space
     flow = policy.accuracy * _flows(policy).flow
-    return np.bincount(space.edge_move, weights=flow, minlength=space.n_moves).astype(np.float64)
+    moves = np.bincount(space.edge_move, weights=flow, minlength=space.n_moves)
+    return moves.astype(np.float64, copy=False)
 
 
 def _power(x: FloatArray, k: int) -> FloatArray:
