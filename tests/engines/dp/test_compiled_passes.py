@@ -134,6 +134,7 @@ def _passes(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, 
         )
         out[f"{key} forward"] = dp_passes.forward_logsumexp(space, lin)
         out[f"{key} exact backward"] = dp_passes.backward_logsumexp(space, lin, correct)
+        out[f"{key} exact forward"] = dp_passes.forward_logsumexp(space, lin)
         out[f"{key} exact backward wrong"] = dp_passes.backward_logsumexp(space, lin, wrong)
         out[f"{key} exact tilted"] = np.concatenate(
             dp_passes.tilted_conditionals(

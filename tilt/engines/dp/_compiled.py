@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 __all__ = [
     "NUMPY_LOOPS",
     "backward_exact",
+    "forward_exact",
     "backward_logsumexp",
     "forward_logsumexp",
     "head_spans",
@@ -149,7 +150,7 @@ def _apply(
     frame[3] = 8
     frame[4] = 8
     base = frame.ctypes.data
-    _call_loop(loops[2 * which], base, base + 16, base + 24, loops[2 * which + 1])
+    _call_loop(loops[2 * which], base, base + 16, base + 24, loops[2 * which + 1])  # type: ignore[call-arg]
 
 
 _numpy_apply = numba.njit(cache=True, nogil=True, error_model="numpy")(_apply)
@@ -274,6 +275,100 @@ def _backward_exact(
                 out[s] = logs[k] + offset
                 k += 1
     return -1
+
+
+def _forward_exact(
+    layer_start: _I,
+    edge_tail: _I,
+    edge_head: _I,
+    prob: _F,
+    safe_range: float,
+    out: _F,
+    loops: NDArray[np.intp],
+) -> bool:
+    """The numpy forward pass (:func:`tilt.engines.dp.passes.forward_logsumexp`, every layer
+    in the linear domain) with its bits: the edges entering each layer grouped by head in
+    edge order (a counting sort: the order of the stable ``argsort``), the same shift,
+    numpy's own ``exp`` and ``log`` loops, ``reduceat``'s sums in numpy's order.  False
+    (``out`` then partly written) when a layer needs numpy's log-space path (values ``nan``
+    or ``inf``, spread beyond ``safe_range``) or a state has more than 129 in-edges."""
+    n = out.size
+    in_start = np.zeros(n + 1, dtype=np.int64)
+    for e in range(edge_head.size):
+        in_start[edge_head[e] + 1] += 1
+    for s in range(n):
+        if in_start[s + 1] > 129:
+            return False
+        in_start[s + 1] += in_start[s]
+    fill = in_start[:-1].copy()
+    order = np.empty(edge_head.size, dtype=np.int64)
+    for e in range(edge_head.size):
+        h = edge_head[e]
+        order[fill[h]] = e
+        fill[h] += 1
+    frame = np.empty(5, dtype=np.intp)
+    shifted = np.empty(0)
+    scaled = np.empty(0)
+    terms = np.empty(256)
+    totals = np.empty(0)
+    logs = np.empty(0)
+    for layer in range(1, layer_start.size - 1):
+        h0, h1 = layer_start[layer], layer_start[layer + 1]
+        i0, i1 = in_start[h0], in_start[h1]
+        if i1 == i0:
+            continue
+        lo, hi = n, -1
+        for i in range(i0, i1):
+            t = edge_tail[order[i]]
+            lo = min(lo, t)
+            hi = max(hi, t)
+        hi += 1
+        narrow = hi - lo <= 4 * (i1 - i0)
+        m = hi - lo if narrow else i1 - i0
+        top, low = -np.inf, np.inf
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_tail[order[i0 + j]]]
+            if v != v or v == np.inf:
+                return False
+            if v > top:
+                top = v
+            if v != -np.inf and v < low:
+                low = v
+        if top == -np.inf:
+            for h in range(h0, h1):
+                if in_start[h + 1] > in_start[h]:
+                    out[h] = -np.inf
+            continue
+        if not top - low <= safe_range:
+            return False
+        if shifted.size < m:
+            shifted = np.empty(2 * m)
+            scaled = np.empty(2 * m)
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_tail[order[i0 + j]]]
+            shifted[j] = v - top
+        _numpy_apply(loops, 0, shifted, scaled, m, frame)
+        if totals.size < h1 - h0:
+            totals = np.empty(2 * (h1 - h0))
+            logs = np.empty(2 * (h1 - h0))
+        k = 0
+        for h in range(h0, h1):
+            a, b = in_start[h], in_start[h + 1]
+            if b == a:
+                continue
+            for i in range(a, b):
+                e = order[i]
+                terms[i - a] = prob[e] * (scaled[edge_tail[e] - lo] if narrow else scaled[i - i0])
+            totals[k] = terms[0] + _numpy_pairwise(terms, 1, b - a - 1) if b - a > 1 else terms[0]
+            k += 1
+        _numpy_apply(loops, 1, totals, logs, k, frame)
+        offset = top + 0.0
+        k = 0
+        for h in range(h0, h1):
+            if in_start[h + 1] > in_start[h]:
+                out[h] = logs[k] + offset
+                k += 1
+    return True
 
 
 def _state_logsumexp(
@@ -854,6 +949,7 @@ def _state_edges(
 
 backward_logsumexp = _jit(_backward_logsumexp)
 backward_exact = _jit(_backward_exact)
+forward_exact = _jit(_forward_exact)
 head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
 backward_max = _jit(_backward_max)

@@ -379,6 +379,22 @@ def forward_logsumexp(
             out,
         )
         return out
+    exact = kernels(space)
+    if exact is not None and exact.NUMPY_LOOPS is not None and not unsafe.any():
+        # numpy's bits by the kernel (numpy's exp and log loops, numpy's order of sums)
+        done = exact.forward_exact(
+            space.layer_start,
+            space.edge_tail,
+            space.edge_head,
+            prob,
+            SAFE_RANGE,
+            out,
+            exact.NUMPY_LOOPS,
+        )
+        if done:
+            return out
+        out = np.full(space.n_states, -np.inf)
+        out[0] = 0.0
     tail = space.edge_tail
     layers, los, his = space.head_spans
     with np.errstate(divide="ignore"):
