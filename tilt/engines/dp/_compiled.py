@@ -16,13 +16,20 @@ a backward pass visits the layers last to first and a forward pass first to last
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
 from numpy.typing import NDArray
 
 __all__ = [
+    "NUMPY_LOOPS",
+    "backward_exact",
+    "forward_exact",
     "backward_logsumexp",
     "forward_logsumexp",
     "head_spans",
@@ -30,7 +37,9 @@ __all__ = [
     "backward_mean",
     "backward_spread",
     "centred_dot",
+    "centred_dot_pair",
     "correct_cond",
+    "tilted_cond",
     "chain_moments",
     "edge_flow",
     "reroute_change",
@@ -58,6 +67,308 @@ def _add_compensated(total: float, carry: float, x: float) -> tuple[float, float
 
 
 _add = _jit(_add_compensated)
+
+
+class _UFuncHead(ctypes.Structure):
+    """The head of numpy's ``PyUFuncObject`` (``numpy/ufuncobject.h``): its loops and their
+    data, one per type signature."""
+
+    _fields_ = [
+        ("ob_refcnt", ctypes.c_ssize_t),
+        ("ob_type", ctypes.c_void_p),
+        ("nin", ctypes.c_int),
+        ("nout", ctypes.c_int),
+        ("nargs", ctypes.c_int),
+        ("identity", ctypes.c_int),
+        ("functions", ctypes.POINTER(ctypes.c_void_p)),
+        ("data", ctypes.POINTER(ctypes.c_void_p)),
+        ("ntypes", ctypes.c_int),
+    ]
+
+
+_LOOP = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _numpy_loop(ufunc: np.ufunc) -> tuple[int, int]:
+    """``(function, data)`` addresses of ``ufunc``'s float64 loop: the code ``ufunc`` runs on a
+    contiguous float64 array, so the same bits."""
+    head = _UFuncHead.from_address(id(ufunc))
+    if (head.nin, head.nout, head.ntypes) != (ufunc.nin, ufunc.nout, ufunc.ntypes):
+        raise RuntimeError(f"numpy.{ufunc.__name__}: an unknown ufunc layout")
+    i = ufunc.types.index("d->d")
+    return int(head.functions[i] or 0), int(head.data[i] or 0)
+
+
+def _numpy_loops() -> NDArray[np.intp] | None:
+    """``[exp, exp data, log, log data]``: numpy's own loops (:func:`_numpy_loop`), checked on
+    values where two ``exp`` implementations differ; ``None`` if they cannot be found or do
+    not give numpy's bits (then the exact passes are numpy's own)."""
+    try:
+        loops = [*_numpy_loop(np.exp), *_numpy_loop(np.log)]
+    except (RuntimeError, ValueError):
+        return None
+    if not loops[0] or not loops[2]:
+        return None
+    x = np.linspace(-745.0, 3.0, 4099)
+    for (fn, data), arg in (((loops[0], loops[1]), x), ((loops[2], loops[3]), np.exp(x) + 1e-3)):
+        out = np.empty_like(arg)
+        ptrs = (ctypes.c_void_p * 2)(arg.ctypes.data, out.ctypes.data)
+        dims, steps = (ctypes.c_ssize_t * 1)(arg.size), (ctypes.c_ssize_t * 2)(8, 8)
+        _LOOP(fn)(ctypes.addressof(ptrs), ctypes.addressof(dims), ctypes.addressof(steps), data)
+        expected = np.exp(arg) if fn == loops[0] else np.log(arg)
+        if not np.array_equal(out, expected):
+            return None
+    return np.array(loops, dtype=np.intp)
+
+
+NUMPY_LOOPS = _numpy_loops()
+"""numpy's float64 ``exp`` and ``log`` loops for :func:`backward_exact` (``None``: unavailable)."""
+
+
+@intrinsic
+def _call_loop(typingctx, fn, args, dims, steps, data):  # type: ignore[no-untyped-def]
+    """Call the ufunc loop at address ``fn``: ``void (char **, npy_intp *, npy_intp *, void *)``."""
+    sig = types.void(types.intp, types.intp, types.intp, types.intp, types.intp)
+
+    def codegen(context, builder, signature, llargs):  # type: ignore[no-untyped-def]
+        byte = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [byte, byte, byte, byte])
+        target = builder.inttoptr(llargs[0], fnty.as_pointer())
+        builder.call(target, [builder.inttoptr(a, byte) for a in llargs[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _apply(
+    loops: NDArray[np.intp], which: int, x: _F, out: _F, n: int, frame: NDArray[np.intp]
+) -> None:
+    """``out[:n] = f(x[:n])`` by numpy's loop ``which`` (0: exp, 1: log)."""
+    frame[0] = x.ctypes.data
+    frame[1] = out.ctypes.data
+    frame[2] = n
+    frame[3] = 8
+    frame[4] = 8
+    base = frame.ctypes.data
+    _call_loop(loops[2 * which], base, base + 16, base + 24, loops[2 * which + 1])  # type: ignore[call-arg]
+
+
+_numpy_apply = numba.njit(cache=True, nogil=True, error_model="numpy")(_apply)
+
+
+def _pairwise(x: _F, first: int, n: int) -> float:
+    """numpy's pairwise sum of ``x[first:first + n]`` for ``n <= 128`` (``DOUBLE_pairwise_sum``:
+    in order below 8, else eight running sums combined as a tree, then the rest in order)."""
+    if n < 8:
+        res = -0.0
+        for i in range(first, first + n):
+            res += x[i]
+        return res
+    r0, r1, r2, r3 = x[first], x[first + 1], x[first + 2], x[first + 3]
+    r4, r5, r6, r7 = x[first + 4], x[first + 5], x[first + 6], x[first + 7]
+    i = 8
+    while i < n - n % 8:
+        j = first + i
+        r0 += x[j]
+        r1 += x[j + 1]
+        r2 += x[j + 2]
+        r3 += x[j + 3]
+        r4 += x[j + 4]
+        r5 += x[j + 5]
+        r6 += x[j + 6]
+        r7 += x[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += x[first + i]
+        i += 1
+    return res
+
+
+_numpy_pairwise = numba.njit(cache=True, nogil=True, error_model="numpy")(_pairwise)
+
+
+def _backward_exact(
+    layer_start: _I,
+    out_start: _I,
+    edge_head: _I,
+    entry_layer: _I,
+    entry_lo: _I,
+    entry_hi: _I,
+    prob: _F,
+    shift: _F,
+    unsafe_tail: _B,
+    safe_range: float,
+    out: _F,
+    entry: int,
+    loops: NDArray[np.intp],
+) -> int:
+    """The numpy backward pass (:func:`tilt.engines.dp.passes._backward_layers`, ``discount``
+    1) with its bits, from layer entry ``entry`` down: the same shift, numpy's own ``exp``
+    and ``log`` loops on the same contiguous values, the products and ``reduceat``'s sums
+    (the first term plus numpy's pairwise sum of the rest) in numpy's order.  Returns the
+    first entry it leaves to numpy (a log-space layer, a value ``nan`` or ``inf``, a state
+    of more than 129 edges), or ``-1`` when done."""
+    frame = np.empty(5, dtype=np.intp)
+    shifted = np.empty(0)
+    scaled = np.empty(0)
+    terms = np.empty(0)
+    totals = np.empty(0)
+    logs = np.empty(0)
+    for i in range(entry, -1, -1):
+        layer = entry_layer[i]
+        s0, s1 = layer_start[layer], layer_start[layer + 1]
+        e0, e1 = out_start[s0], out_start[s1]
+        lo, hi = entry_lo[i], entry_hi[i]
+        if unsafe_tail[layer]:
+            return i
+        narrow = hi - lo <= 4 * (e1 - e0)
+        m = hi - lo if narrow else e1 - e0
+        top, low = -np.inf, np.inf
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_head[e0 + j]]
+            if v != v or v == np.inf:
+                return i
+            if v > top:
+                top = v
+            if v != -np.inf and v < low:
+                low = v
+        n_states = 0
+        for s in range(s0, s1):
+            if out_start[s + 1] > out_start[s]:
+                n_states += 1
+                if out_start[s + 1] - out_start[s] > 129:
+                    return i
+        if top == -np.inf:
+            for s in range(s0, s1):
+                if out_start[s + 1] > out_start[s]:
+                    out[s] = -np.inf
+            continue
+        if not top - low <= safe_range:
+            return i
+        if shifted.size < m:
+            shifted = np.empty(2 * m)
+            scaled = np.empty(2 * m)
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_head[e0 + j]]
+            shifted[j] = v - top
+        _numpy_apply(loops, 0, shifted, scaled, m, frame)
+        if totals.size < n_states:
+            totals = np.empty(2 * n_states)
+            logs = np.empty(2 * n_states)
+        k = 0
+        for s in range(s0, s1):
+            a, b = out_start[s], out_start[s + 1]
+            if b == a:
+                continue
+            if terms.size < b - a:
+                terms = np.empty(256)
+            for e in range(a, b):
+                terms[e - a] = prob[e] * (scaled[edge_head[e] - lo] if narrow else scaled[e - e0])
+            totals[k] = terms[0] + _numpy_pairwise(terms, 1, b - a - 1) if b - a > 1 else terms[0]
+            k += 1
+        _numpy_apply(loops, 1, totals, logs, n_states, frame)
+        offset = top + shift[layer]
+        k = 0
+        for s in range(s0, s1):
+            if out_start[s + 1] > out_start[s]:
+                out[s] = logs[k] + offset
+                k += 1
+    return -1
+
+
+def _forward_exact(
+    layer_start: _I,
+    edge_tail: _I,
+    edge_head: _I,
+    prob: _F,
+    safe_range: float,
+    out: _F,
+    loops: NDArray[np.intp],
+) -> bool:
+    """The numpy forward pass (:func:`tilt.engines.dp.passes.forward_logsumexp`, every layer
+    in the linear domain) with its bits: the edges entering each layer grouped by head in
+    edge order (a counting sort: the order of the stable ``argsort``), the same shift,
+    numpy's own ``exp`` and ``log`` loops, ``reduceat``'s sums in numpy's order.  False
+    (``out`` then partly written) when a layer needs numpy's log-space path (values ``nan``
+    or ``inf``, spread beyond ``safe_range``) or a state has more than 129 in-edges."""
+    n = out.size
+    in_start = np.zeros(n + 1, dtype=np.int64)
+    for e in range(edge_head.size):
+        in_start[edge_head[e] + 1] += 1
+    for s in range(n):
+        if in_start[s + 1] > 129:
+            return False
+        in_start[s + 1] += in_start[s]
+    fill = in_start[:-1].copy()
+    order = np.empty(edge_head.size, dtype=np.int64)
+    for e in range(edge_head.size):
+        h = edge_head[e]
+        order[fill[h]] = e
+        fill[h] += 1
+    frame = np.empty(5, dtype=np.intp)
+    shifted = np.empty(0)
+    scaled = np.empty(0)
+    terms = np.empty(256)
+    totals = np.empty(0)
+    logs = np.empty(0)
+    for layer in range(1, layer_start.size - 1):
+        h0, h1 = layer_start[layer], layer_start[layer + 1]
+        i0, i1 = in_start[h0], in_start[h1]
+        if i1 == i0:
+            continue
+        lo, hi = n, -1
+        for i in range(i0, i1):
+            t = edge_tail[order[i]]
+            lo = min(lo, t)
+            hi = max(hi, t)
+        hi += 1
+        narrow = hi - lo <= 4 * (i1 - i0)
+        m = hi - lo if narrow else i1 - i0
+        top, low = -np.inf, np.inf
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_tail[order[i0 + j]]]
+            if v != v or v == np.inf:
+                return False
+            if v > top:
+                top = v
+            if v != -np.inf and v < low:
+                low = v
+        if top == -np.inf:
+            for h in range(h0, h1):
+                if in_start[h + 1] > in_start[h]:
+                    out[h] = -np.inf
+            continue
+        if not top - low <= safe_range:
+            return False
+        if shifted.size < m:
+            shifted = np.empty(2 * m)
+            scaled = np.empty(2 * m)
+        for j in range(m):
+            v = out[lo + j] if narrow else out[edge_tail[order[i0 + j]]]
+            shifted[j] = v - top
+        _numpy_apply(loops, 0, shifted, scaled, m, frame)
+        if totals.size < h1 - h0:
+            totals = np.empty(2 * (h1 - h0))
+            logs = np.empty(2 * (h1 - h0))
+        k = 0
+        for h in range(h0, h1):
+            a, b = in_start[h], in_start[h + 1]
+            if b == a:
+                continue
+            for i in range(a, b):
+                e = order[i]
+                terms[i - a] = prob[e] * (scaled[edge_tail[e] - lo] if narrow else scaled[i - i0])
+            totals[k] = terms[0] + _numpy_pairwise(terms, 1, b - a - 1) if b - a > 1 else terms[0]
+            k += 1
+        _numpy_apply(loops, 1, totals, logs, k, frame)
+        offset = top + 0.0
+        k = 0
+        for h in range(h0, h1):
+            if in_start[h + 1] > in_start[h]:
+                out[h] = logs[k] + offset
+                k += 1
+    return True
 
 
 def _state_logsumexp(
@@ -102,11 +413,16 @@ def _backward_logsumexp(
     discount: float,
     safe_range: float,
     out: _F,
+    square: bool = False,
 ) -> None:
     """``out[s] = log sum_e exp(power w_e + discount out[head e])`` over the internal states,
     layers last to first (``out`` holds the leaf values, ``-inf`` elsewhere).  The heads of
     the edges leaving layer ``l`` lie in ``head_lo[l]:head_hi[l] + 1`` (:func:`head_spans`):
-    one shift for the layer when their values span at most ``safe_range`` nats."""
+    one shift for the layer when their values span at most ``safe_range`` nats.
+
+    ``square``: the weights squared on the fly, ``prob ** 2`` (``power`` is then twice the
+    weights' own, ``shift`` must be 0) and a layer with a finite ``w < -safe_range / power``
+    summed in log space, as :meth:`tilt.engines.dp.passes.LinearWeights.squared` flags it."""
     n_layers = layer_start.size - 1
     scratch = np.empty(0)
     for layer in range(n_layers - 1, -1, -1):
@@ -128,6 +444,13 @@ def _backward_logsumexp(
             elif v != -np.inf:
                 top, low = max(top, v), min(low, v)
         linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
+        if square and linear:
+            floor = -safe_range / power
+            for e in range(e0, e1):
+                w = log_weight[e]
+                if w < floor and w != -np.inf:
+                    linear = False
+                    break
         if not linear:
             for s in range(s0, s1):
                 if out_start[s + 1] > out_start[s]:
@@ -155,13 +478,14 @@ def _backward_logsumexp(
                 continue
             total = 0.0
             for e in range(a, b):
+                p = prob[e] * prob[e] if square else prob[e]
                 if narrow:
-                    total += prob[e] * scratch[edge_head[e] - lo]
+                    total += p * scratch[edge_head[e] - lo]
                 else:
                     v = out[edge_head[e]]
                     if discount != 1.0 and v != -np.inf:
                         v = discount * v
-                    total += prob[e] * math.exp(v - top)
+                    total += p * math.exp(v - top)
             out[s] = math.log(total) + offset if total > 0 else -np.inf
 
 
@@ -344,6 +668,49 @@ def _centred_dot(
     return total + carry
 
 
+def _centred_dot_pair(
+    out_start: _I,
+    edge_head: _I,
+    a: _F,
+    b: _F,
+    prob: _F,
+    support: _B,
+    weight: _F,
+    prob2: _F,
+    support2: _B,
+    weight2: _F,
+) -> tuple[float, float]:
+    """:func:`_centred_dot` of two chains at once (the same ``y = a - b``, read once): each
+    sum in the same order as there, so the same bits, and the two chains' dependent sums
+    interleaved (the loop waits on neither)."""
+    n = out_start.size - 1
+    mean = np.zeros(n)
+    mean2 = np.zeros(n)
+    total, carry = 0.0, 0.0
+    total2, carry2 = 0.0, 0.0
+    for s in range(n - 1, -1, -1):
+        first, last = out_start[s], out_start[s + 1]
+        if last == first:
+            continue
+        acc, acc2 = 0.0, 0.0
+        for e in range(first, last):
+            d = a[e] - b[e]
+            h = edge_head[e]
+            acc += prob[e] * ((d if support[e] else 0.0) + mean[h])
+            acc2 += prob2[e] * ((d if support2[e] else 0.0) + mean2[h])
+        mean[s] = acc
+        mean2[s] = acc2
+        part, part2 = 0.0, 0.0
+        for e in range(first, last):
+            d = a[e] - b[e]
+            h = edge_head[e]
+            part += weight[e] * ((d if support[e] else 0.0) + mean[h] - acc)
+            part2 += weight2[e] * ((d if support2[e] else 0.0) + mean2[h] - acc2)
+        total, carry = _add(total, carry, part)
+        total2, carry2 = _add(total2, carry2, part2)
+    return total + carry, total2 + carry2
+
+
 def _chain_moments(
     layer_start: _I, out_start: _I, edge_head: _I, prob: _F, reach: _F, x: _F
 ) -> tuple[_B, _F, float, bool, float]:
@@ -401,6 +768,20 @@ def _correct_cond(out_start: _I, edge_head: _I, log_cond: _F, below: _F) -> _F:
                 out[e] = log_cond[e]
                 continue
             x = log_cond[e] + below[edge_head[e]] - norm
+            out[e] = -np.inf if x != x else x
+    return out
+
+
+def _tilted_cond(out_start: _I, edge_head: _I, weight: _F, back: _F, fallback: _F) -> _F:
+    """``(weight[e] + back[head]) - back[tail]``, ``fallback[e]`` where ``back[tail] = -inf``,
+    ``-inf`` for ``nan``: :func:`tilt.engines.dp.passes.tilted_conditionals` (``discount`` 1)
+    by the same operations in the same order, so the same bits."""
+    n = out_start.size - 1
+    out = np.empty(weight.size)
+    for s in range(n):
+        norm = back[s]
+        for e in range(out_start[s], out_start[s + 1]):
+            x = fallback[e] if norm == -np.inf else weight[e] + back[edge_head[e]] - norm
             out[e] = -np.inf if x != x else x
     return out
 
@@ -567,13 +948,17 @@ def _state_edges(
 
 
 backward_logsumexp = _jit(_backward_logsumexp)
+backward_exact = _jit(_backward_exact)
+forward_exact = _jit(_forward_exact)
 head_spans = _jit(_head_spans)
 forward_logsumexp = _jit(_forward_logsumexp)
 backward_max = _jit(_backward_max)
 backward_mean = _jit(_backward_mean)
 backward_spread = _jit(_backward_spread)
 centred_dot = _jit(_centred_dot)
+centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
+tilted_cond = _jit(_tilted_cond)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

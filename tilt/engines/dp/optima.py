@@ -96,7 +96,8 @@ def sd_hybrid(
         leaf = np.where(policy.space.leaf, 0.0, -np.inf)
     else:
         leaf = _reward_leaf(policy, beta)
-    return _tilt(policy, step / (1.0 + anchor), leaf)
+    # x / 1 is x: no edge-sized copy without an anchor
+    return _tilt(policy, step if anchor == 0 else step / (1.0 + anchor), leaf)
 
 
 def sd_token(

@@ -237,6 +237,7 @@ def backward_logsumexp(
     discount: float = 1.0,
     *,
     compiled: bool = False,
+    square: bool = False,
 ) -> FloatArray:
     """``B(s) = log sum_{e out of s} exp(w_e + discount * B(head e))``; ``B = f`` at a leaf.
 
@@ -245,7 +246,9 @@ def backward_logsumexp(
     rounding but not to the last bit; the default keeps numpy's digits, which the
     accuracy of every policy and the conditionals of every optimum need (the beta of RL
     matched to SD's accuracy is ill-conditioned: a last-bit change in the accuracy moves
-    it by 1e-11).
+    it by 1e-11).  ``square``: the weights ``2 w`` (:meth:`LinearWeights.squared`), which
+    the compiled pass squares on the fly (no edge-sized temporary) when the weights need
+    no shift.
 
     Notes
     -----
@@ -259,6 +262,8 @@ def backward_logsumexp(
     weights = linear_weights(space, edge_log_weight)
     out = np.where(space.leaf, leaf_log_value, -np.inf).astype(np.float64)
     passes = kernels(space) if compiled else None
+    if square and (passes is None or weights.shift.any()):
+        weights, square = weights.squared(space), False
     if passes is not None:
         head_lo, head_hi = _head_spans(space, passes)
         passes.backward_logsumexp(
@@ -271,24 +276,55 @@ def backward_logsumexp(
             weights.log_weight,
             weights.shift,
             weights.unsafe_tail,
-            float(weights.power),
+            2.0 * weights.power if square else float(weights.power),
             float(discount),
             SAFE_RANGE,
             out,
+            square,
         )
         return out
     with np.errstate(divide="ignore"):
-        _backward_layers(space, weights, out, discount)
+        _backward_layers(space, weights, out, discount, kernels(space))
     return out
 
 
 def _backward_layers(
-    space: AcyclicSpace, weights: LinearWeights, out: FloatArray, discount: float
+    space: AcyclicSpace,
+    weights: LinearWeights,
+    out: FloatArray,
+    discount: float,
+    compiled: ModuleType | None = None,
 ) -> None:
+    """The numpy backward pass, layer by layer; with ``compiled`` (and ``discount`` 1), its
+    linear-domain layers by :func:`tilt.engines.dp._compiled.backward_exact`, which keeps
+    numpy's bits (numpy's own ``exp`` and ``log`` loops, numpy's order of sums), and only
+    the layers it leaves here by numpy."""
     w, prob = weights.log_weight, weights.prob
     head = space.edge_head
     layers, los, his = space.tail_spans
-    for i in range(len(space.tail_layers) - 1, -1, -1):
+    exact = None
+    if compiled is not None and compiled.NUMPY_LOOPS is not None and discount == 1.0:
+        exact = compiled.backward_exact
+    i = len(space.tail_layers) - 1
+    while i >= 0:
+        if exact is not None:
+            i = exact(
+                space.layer_start,
+                space.out_start,
+                head,
+                layers,
+                los,
+                his,
+                prob,
+                weights.shift,
+                weights.unsafe_tail,
+                SAFE_RANGE,
+                out,
+                i,
+                compiled.NUMPY_LOOPS,  # type: ignore[union-attr]
+            )
+            if i < 0:
+                break
         e0, e1, internal, starts, sizes = space.tail_layers[i]
         layer, lo, hi = int(layers[i]), int(los[i]), int(his[i])
         heads = head[e0:e1]
@@ -307,6 +343,7 @@ def _backward_layers(
             bool(weights.unsafe_tail[layer]),
             weights.power,
         )
+        i -= 1
 
 
 def forward_logsumexp(
@@ -342,6 +379,22 @@ def forward_logsumexp(
             out,
         )
         return out
+    exact = kernels(space)
+    if exact is not None and exact.NUMPY_LOOPS is not None and not unsafe.any():
+        # numpy's bits by the kernel (numpy's exp and log loops, numpy's order of sums)
+        done = exact.forward_exact(
+            space.layer_start,
+            space.edge_tail,
+            space.edge_head,
+            prob,
+            SAFE_RANGE,
+            out,
+            exact.NUMPY_LOOPS,
+        )
+        if done:
+            return out
+        out = np.full(space.n_states, -np.inf)
+        out[0] = 0.0
     tail = space.edge_tail
     layers, los, his = space.head_spans
     with np.errstate(divide="ignore"):
@@ -450,6 +503,17 @@ def tilted_conditionals(
     back = backward_logsumexp(
         space, edge_log_weight, leaf_log_value=leaf_log_weight, discount=discount
     )
+    compiled = kernels(space)
+    if compiled is not None and discount == 1.0 and fallback is not None:
+        # the same operations per edge (no edge-sized temporaries): the same bits
+        cond_: FloatArray = compiled.tilted_cond(
+            space.out_start,
+            space.edge_head,
+            np.asarray(edge_log_weight, dtype=np.float64),
+            back,
+            np.asarray(fallback, dtype=np.float64),
+        )
+        return cond_, back
     below = back[space.edge_head]
     if discount != 1.0:
         below = np.where(np.isneginf(below), -np.inf, discount * below)

@@ -346,7 +346,7 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
         flow = np.exp(demos.log_edge_flow)
         return np.bincount(
             demos.space.edge_move, weights=flow, minlength=demos.space.n_moves
-        ).astype(np.float64)
+        ).astype(np.float64, copy=False)
 
     return demos.memo("edge_marginals", compute)
 
