@@ -32,6 +32,7 @@ __all__ = [
     "jit",
     "jit_allowed",
     "tree_reroute",
+    "tree_reroute_kept",
     "tree_subtree_sum",
     "tree_path_sum",
     "sweep_dominated_total",
@@ -259,6 +260,20 @@ def tree_reroute(
         empty if cond is None else cond,
         empty if total_leaf is None else total_leaf,
     )
+    return flow, bonus
+
+
+def tree_reroute_kept(
+    child_count: NDArray[np.uint8] | IntArray,
+    correct_leaf: FloatArray,
+    units: NDArray[np.int16] | NDArray[np.int32],
+    n_units: int,
+    cond: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`tree_reroute` with conditionals over a tree given by its child counts only,
+    its children blocks in the order of their parents (``tilt.measures.ood``'s kept
+    prefixes), compiled."""
+    flow, bonus = _compiled().reroute_pass_kept(child_count, correct_leaf, units, n_units, cond)
     return flow, bonus
 
 

@@ -43,7 +43,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilt._checks import check_k
-from tilt._numerics import FloatArray, IntArray, jit, linear_shift, others_sum, tree_reroute
+from tilt._numerics import (
+    FloatArray,
+    IntArray,
+    jit,
+    linear_shift,
+    others_sum,
+    tree_reroute,
+    tree_reroute_kept,
+)
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
 
@@ -85,6 +93,7 @@ class BlockedEdges:
     undirected: bool
     _prefix_units: NDArray[np.int32] | None = field(default=None, repr=False)
     _group_units: tuple[NDArray[np.int32], ...] | None = field(default=None, repr=False)
+    _correct_tree: _CorrectTree | None = field(default=None, repr=False)
 
     @property
     def n_edges(self) -> int:
@@ -112,6 +121,15 @@ class BlockedEdges:
         assert self._group_units is not None
         return self._group_units
 
+    def correct_tree(self, space: RolloutSpace) -> _CorrectTree:
+        """The part of ``space``'s prefix tree that the OOD pass of a policy with
+        conditionals reads (:class:`_CorrectTree`); built once, shared by every policy."""
+        if self._correct_tree is None:
+            has_correct = space.subtree_sum(space.correct.astype(np.float64)) > 0
+            object.__setattr__(self, "_correct_tree", _correct_tree(space, self, has_correct))
+        assert self._correct_tree is not None
+        return self._correct_tree
+
     def _with_sink(self, moves: NDArray[np.int32]) -> NDArray[np.int32]:
         unit = self.move_unit.astype(np.int32)[moves]  # an edge per move: far below 2^31
         unit[unit < 0] = self.n_edges
@@ -122,6 +140,68 @@ class BlockedEdges:
         :meth:`group_units`), shape (n_edges,)."""
         total = np.bincount(units.ravel(), weights.ravel(), minlength=self.n_edges + 1)
         return total[:-1].astype(np.float64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _CorrectTree:
+    """The prefixes whose parent has correct rollouts below it, and the root.
+
+    The OOD pass of a policy given by its conditionals needs nothing else: a prefix
+    with no correct rollout below has correct mass 0, so its children add nothing to
+    the flows, and a sibling group whose parent has no correct mass below gains
+    nothing (every ``M(h without m)`` is 0).  On grid6 these are 6.7 M of the 18.5 M
+    prefixes.  The kept prefixes, in prefix order, form a tree of their own (a kept
+    prefix with correct mass below keeps all its children, which are contiguous);
+    every other kept prefix is one of its leaves.  The pass over it adds the same
+    numbers in the same order as the pass over the whole tree, less its zeros.
+
+    The kept prefixes' children blocks follow each other in the order of their parents
+    from the second kept prefix on, so the tree is stored as its child counts alone.
+
+    Attributes
+    ----------
+    prefixes : ndarray of int32
+        The kept prefixes (original indices), increasing; ``prefixes[0] = 0``.
+    child_count : ndarray of uint8 (int64 past 255 children)
+        Per kept prefix, its number of children (0 also for a prefix with no correct
+        rollout below: a leaf of this tree).
+    leaf_of_correct : ndarray of int64
+        Per correct rollout (in ``space.correct_rollouts`` order), its place among the
+        leaves of this tree.
+    n_leaves : int
+    units : ndarray of int16 or int32
+        Per kept prefix but the root, the blocked edge of its last move (the sink
+        ``n_edges`` for none), as :meth:`BlockedEdges.prefix_units`.
+    """
+
+    prefixes: NDArray[np.int32]
+    child_count: NDArray[np.uint8] | IntArray
+    leaf_of_correct: IntArray
+    n_leaves: int
+    units: NDArray[np.int16] | NDArray[np.int32]
+
+
+def _correct_tree(
+    space: RolloutSpace, edges: BlockedEdges, has_correct: NDArray[np.bool_]
+) -> _CorrectTree:
+    keep = np.empty(space.n_prefixes, dtype=bool)
+    keep[0] = True
+    np.take(has_correct, space.parent[1:], out=keep[1:])
+    prefixes = np.flatnonzero(keep).astype(np.int32)  # prefixes: far below 2^31
+    del keep
+    count = space.child_count[prefixes]
+    count[~has_correct[prefixes]] = 0
+    correct_end = np.zeros(space.n_prefixes, dtype=bool)
+    correct_end[space.rollout_prefix[space.correct_rollouts]] = True
+    leaves = prefixes[count == 0]
+    leaf_of_correct = np.flatnonzero(correct_end[leaves])  # both in prefix order
+    units: NDArray[np.int16] | NDArray[np.int32] = edges.prefix_units(space)[prefixes[1:] - 1]
+    if edges.n_edges < np.iinfo(np.int16).max:
+        units = units.astype(np.int16)
+    counts: NDArray[np.uint8] | IntArray = count
+    if space.child_count.max() <= np.iinfo(np.uint8).max:
+        counts = count.astype(np.uint8)
+    return _CorrectTree(prefixes, counts, leaf_of_correct, leaves.size, units)
 
 
 _BLOCKED: weakref.WeakKeyDictionary[RolloutSpace, BlockedEdges] = weakref.WeakKeyDictionary()
@@ -165,6 +245,8 @@ def blocked_edges(space: RolloutSpace) -> BlockedEdges:
             unit[m] = len(labels)
             labels.append(space.move_label(int(m)))
     out = BlockedEdges(unit, tuple(labels), undirected)
+    if jit(space.n_prefixes):  # the OOD pass's tree, while the correct prefixes are at hand
+        object.__setattr__(out, "_correct_tree", _correct_tree(space, out, used_flow > 0))
     _BLOCKED[space] = out
     return out
 
@@ -221,9 +303,21 @@ def _compiled_pass(policy: Policy, edges: BlockedEdges) -> tuple[FloatArray, Flo
     underflows), else the conditionals recomputed in log space.
     """
     space = policy.space
+    log_cond = policy.remembered("log-conditionals")
+    if log_cond is not None:  # only the prefixes below correct mass
+        tree = edges.correct_tree(space)
+        correct_leaf = np.zeros(tree.n_leaves)
+        correct_leaf[tree.leaf_of_correct] = np.exp(policy.correct_log_prob())
+        flow, bonus = tree_reroute_kept(
+            tree.child_count,
+            correct_leaf,
+            tree.units,
+            edges.n_edges + 1,
+            np.exp(log_cond[tree.prefixes]),
+        )
+        return flow[:-1], bonus[:-1]
     correct_leaf = np.zeros(space.n_rollouts)
     correct_leaf[space.correct_rollouts] = np.exp(policy.correct_log_prob())
-    log_cond = policy.remembered("log-conditionals")
     cond, total_leaf = None, None
     if log_cond is None:
         top = linear_shift(policy.log_prob)
