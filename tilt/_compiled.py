@@ -103,23 +103,26 @@ def _reroute_pass(
 
 def _reroute_pass_kept(
     child_count: NDArray[np.uint8] | _I,
+    prefixes: NDArray[np.int32],
     correct_leaf: _F,
-    units: NDArray[np.int16],
+    units: NDArray[np.int16] | NDArray[np.int32],
     n_units: int,
-    cond: _F,
+    weight: _F,
+    weight_by_prefix: bool,
 ) -> tuple[_F, _F]:
-    """:func:`_reroute_pass` over a tree whose children blocks follow each other in the
-    order of their parents from prefix 1 on (as the kept prefixes of
-    :class:`tilt.measures.ood._CorrectTree`): each prefix's first child is found by
-    counting back from the end, so only the counts are stored.  Same sums in the same
-    order."""
+    """:func:`_reroute_pass` over the kept prefixes of :class:`tilt.measures.ood._CorrectTree`
+    (original indices ``prefixes``): a tree whose children blocks follow each other in the
+    order of their parents from its second prefix on, so that each prefix's first child is
+    found by counting back from the end.  ``units`` is indexed by original prefix less one;
+    ``weight`` by original prefix when ``weight_by_prefix``, else by kept prefix.  Same sums
+    in the same order as the pass over the whole tree, less its zeros."""
     n = child_count.size
     below = np.empty(n)
     bonus = np.zeros(n_units)
     width = 1
     for p in range(n):
         width = max(width, int(child_count[p]))
-    weight = np.empty(width)
+    own = np.empty(width)
     other_weight = np.empty(width)
     other_mass = np.empty(width)
     leaf = correct_leaf.size
@@ -139,28 +142,29 @@ def _reroute_pass_kept(
         if count < 2:
             continue
         for j in range(count):
-            weight[j] = cond[start + j]
+            own[j] = weight[prefixes[start + j]] if weight_by_prefix else weight[start + j]
         if count == 2:
-            other_weight[0], other_weight[1] = weight[1], weight[0]
+            other_weight[0], other_weight[1] = own[1], own[0]
             other_mass[0], other_mass[1] = below[start + 1], below[start]
         else:
             acc, acc_mass = 0.0, 0.0
             for j in range(count):
                 other_weight[j], other_mass[j] = acc, acc_mass
-                acc += weight[j]
+                acc += own[j]
                 acc_mass += below[start + j]
             acc, acc_mass = 0.0, 0.0
             for j in range(count - 1, -1, -1):
                 other_weight[j] += acc
                 other_mass[j] += acc_mass
-                acc += weight[j]
+                acc += own[j]
                 acc_mass += below[start + j]
         for j in range(count):
             if other_weight[j] > 0:
-                bonus[units[start + j - 1]] += other_mass[j] * weight[j] / other_weight[j]
+                unit = units[prefixes[start + j] - 1]
+                bonus[unit] += other_mass[j] * own[j] / other_weight[j]
     flow = np.zeros(n_units)
     for p in range(1, n):
-        flow[units[p - 1]] += below[p]
+        flow[units[prefixes[p] - 1]] += below[p]
     return flow, bonus
 
 

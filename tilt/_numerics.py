@@ -265,15 +265,20 @@ def tree_reroute(
 
 def tree_reroute_kept(
     child_count: NDArray[np.uint8] | IntArray,
+    prefixes: NDArray[np.int32],
     correct_leaf: FloatArray,
     units: NDArray[np.int16] | NDArray[np.int32],
     n_units: int,
-    cond: FloatArray,
+    weight: FloatArray,
+    weight_by_prefix: bool,
 ) -> tuple[FloatArray, FloatArray]:
-    """:func:`tree_reroute` with conditionals over a tree given by its child counts only,
-    its children blocks in the order of their parents (``tilt.measures.ood``'s kept
-    prefixes), compiled."""
-    flow, bonus = _compiled().reroute_pass_kept(child_count, correct_leaf, units, n_units, cond)
+    """:func:`tree_reroute` over a tree given by its child counts only, its children blocks
+    in the order of their parents (``tilt.measures.ood``'s kept ``prefixes``), compiled.
+    ``units`` per original prefix but the root; ``weight`` per original prefix when
+    ``weight_by_prefix``, else per kept prefix."""
+    flow, bonus = _compiled().reroute_pass_kept(
+        child_count, prefixes, correct_leaf, units, n_units, weight, weight_by_prefix
+    )
     return flow, bonus
 
 
