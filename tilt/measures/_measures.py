@@ -299,7 +299,10 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     n_d = int(d_rank[d_order[-1]]) + 1
     if n_d == 1:  # one class of d (RL): no gap widens
         return 0.0
-    if jit(x.size):  # a Fenwick tree over the d classes, swept in x order
+    if jit(x.size):  # a Fenwick tree over the coordinate with fewer classes, swept in the other
+        n_x = int(x_rank[x_order[-1]]) + 1
+        if n_x < n_d:  # the count is symmetric in the two coordinates
+            return sweep_dominated_total(d_rank, x_rank, w, d_order, n_x) / total
         return sweep_dominated_total(x_rank, d_rank, w, x_order, n_d) / total
     # points with the same (x class, d class) are one point of summed weight; the count is
     # symmetric in the two coordinates, so the pairs come out sorted by the coordinate with
