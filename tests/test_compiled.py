@@ -195,3 +195,35 @@ def test_widening_sweep_against_pairs(monkeypatch):
             if x_rank[j] < x_rank[i] and d_rank[j] < d_rank[i]
         )
         assert math.isclose(fast, slow, rel_tol=1e-12, abs_tol=1e-15)
+
+
+def test_ood_pass_over_the_kept_prefixes(space, monkeypatch):
+    """The pass over the prefixes below correct mass (and their children) adds the same
+    numbers in the same order as the pass over the whole tree: equal to the last bit, for
+    policies with conditionals and for policies of rollout weights."""
+    from tilt.measures.ood import _compiled_pass, blocked_edges
+
+    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
+    monkeypatch.delenv("TILT_NO_JIT", raising=False)
+    edges = blocked_edges(space)
+    tree = edges.correct_tree(space)
+    assert tree.prefixes[0] == 0
+    assert tree.n_leaves == np.count_nonzero(tree.child_count == 0)
+    assert tree.leaf_of_correct.size == space.correct_rollouts.size
+    assert np.array_equal(edges.narrow_prefix_units(space), edges.prefix_units(space))
+    for policy, _ in _policies(space):
+        correct_leaf = np.zeros(space.n_rollouts)
+        correct_leaf[space.correct_rollouts] = np.exp(policy.correct_log_prob())
+        log_cond = policy.remembered("log-conditionals")
+        whole = (space.child_start, space.child_count, correct_leaf, edges.prefix_units(space))
+        top = numerics.linear_shift(policy.log_prob)
+        if log_cond is None and top is not None:  # weights: the masses below, shifted
+            total_leaf = np.exp(policy.log_prob - top)
+            flow, bonus = numerics.tree_reroute(*whole, edges.n_edges + 1, None, total_leaf)
+        else:
+            if log_cond is None:
+                log_cond = policy.log_conditionals()
+            flow, bonus = numerics.tree_reroute(*whole, edges.n_edges + 1, np.exp(log_cond))
+        kept_flow, kept_bonus = _compiled_pass(policy, edges)
+        assert np.array_equal(kept_flow, flow[:-1])
+        assert np.array_equal(kept_bonus, bonus[:-1])

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "reroute_pass",
+    "reroute_pass_kept",
     "dominated_total",
     "subtree_sum",
     "path_sum",
@@ -100,6 +101,73 @@ def _reroute_pass(
     return flow, bonus
 
 
+def _reroute_pass_kept(
+    child_count: NDArray[np.uint8] | _I,
+    prefixes: NDArray[np.int32],
+    correct_leaf: _F,
+    units: NDArray[np.int16] | NDArray[np.int32],
+    n_units: int,
+    weight: _F,
+    weight_by_prefix: bool,
+) -> tuple[_F, _F]:
+    """:func:`_reroute_pass` over the kept prefixes of :class:`tilt.measures.ood._CorrectTree`
+    (original indices ``prefixes``): a tree whose children blocks follow each other in the
+    order of their parents from its second prefix on, so that each prefix's first child is
+    found by counting back from the end.  ``units`` is indexed by original prefix less one;
+    ``weight`` by original prefix when ``weight_by_prefix``, else by kept prefix.  Same sums
+    in the same order as the pass over the whole tree, less its zeros."""
+    n = child_count.size
+    below = np.empty(n)
+    bonus = np.zeros(n_units)
+    width = 1
+    for p in range(n):
+        width = max(width, int(child_count[p]))
+    own = np.empty(width)
+    other_weight = np.empty(width)
+    other_mass = np.empty(width)
+    leaf = correct_leaf.size
+    end = n
+    for p in range(n - 1, -1, -1):
+        count = int(child_count[p])
+        if count == 0:
+            leaf -= 1
+            below[p] = correct_leaf[leaf]
+            continue
+        start = end - count
+        end = start
+        acc = 0.0
+        for j in range(count):
+            acc += below[start + j]
+        below[p] = acc
+        if count < 2:
+            continue
+        for j in range(count):
+            own[j] = weight[prefixes[start + j]] if weight_by_prefix else weight[start + j]
+        if count == 2:
+            other_weight[0], other_weight[1] = own[1], own[0]
+            other_mass[0], other_mass[1] = below[start + 1], below[start]
+        else:
+            acc, acc_mass = 0.0, 0.0
+            for j in range(count):
+                other_weight[j], other_mass[j] = acc, acc_mass
+                acc += own[j]
+                acc_mass += below[start + j]
+            acc, acc_mass = 0.0, 0.0
+            for j in range(count - 1, -1, -1):
+                other_weight[j] += acc
+                other_mass[j] += acc_mass
+                acc += own[j]
+                acc_mass += below[start + j]
+        for j in range(count):
+            if other_weight[j] > 0:
+                unit = units[prefixes[start + j] - 1]
+                bonus[unit] += other_mass[j] * own[j] / other_weight[j]
+    flow = np.zeros(n_units)
+    for p in range(1, n):
+        flow[units[prefixes[p] - 1]] += below[p]
+    return flow, bonus
+
+
 def _dominated_total(x_rank: _I, d_rank: _I, w: _F, order: _I, n_d: int) -> float:
     """``sum of w[i] w[j]`` over the pairs with ``x_rank[j] < x_rank[i]`` and
     ``d_rank[j] < d_rank[i]``: ``order`` sorts ``x_rank``; a Fenwick tree over the
@@ -162,6 +230,7 @@ def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
 
 _jit = numba.njit(cache=True, nogil=True)
 reroute_pass = _jit(_reroute_pass)
+reroute_pass_kept = _jit(_reroute_pass_kept)
 dominated_total = _jit(_dominated_total)
 subtree_sum = _jit(_subtree_sum)
 path_sum = _jit(_path_sum)

@@ -32,6 +32,7 @@ __all__ = [
     "jit",
     "jit_allowed",
     "tree_reroute",
+    "tree_reroute_kept",
     "tree_subtree_sum",
     "tree_path_sum",
     "sweep_dominated_total",
@@ -258,6 +259,25 @@ def tree_reroute(
         n_units,
         empty if cond is None else cond,
         empty if total_leaf is None else total_leaf,
+    )
+    return flow, bonus
+
+
+def tree_reroute_kept(
+    child_count: NDArray[np.uint8] | IntArray,
+    prefixes: NDArray[np.int32],
+    correct_leaf: FloatArray,
+    units: NDArray[np.int16] | NDArray[np.int32],
+    n_units: int,
+    weight: FloatArray,
+    weight_by_prefix: bool,
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`tree_reroute` over a tree given by its child counts only, its children blocks
+    in the order of their parents (``tilt.measures.ood``'s kept ``prefixes``), compiled.
+    ``units`` per original prefix but the root; ``weight`` per original prefix when
+    ``weight_by_prefix``, else per kept prefix."""
+    flow, bonus = _compiled().reroute_pass_kept(
+        child_count, prefixes, correct_leaf, units, n_units, weight, weight_by_prefix
     )
     return flow, bonus
 

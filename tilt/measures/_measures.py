@@ -92,17 +92,49 @@ def least_squares_slope(x: FloatArray, y: FloatArray, weight: FloatArray | None 
     when fewer than two points carry weight or ``x`` is constant on them (its
     spread below ``1e-9 (1 + max |x|)``: rounding, not a gap).
     """
-    if weight is None:
-        weight = np.ones(x.size)
-    keep = weight > 0
-    if np.count_nonzero(keep) < 2:
-        return math.nan
-    x, y, w = x[keep], y[keep], weight[keep] / weight[keep].sum()
+    return _slope_on(_slope_setup(x, weight), y)
+
+
+_SlopeSetup = tuple[NDArray[np.bool_] | None, FloatArray | float, FloatArray, float, float] | None
+"""What a slope needs of ``x`` and the weights alone: the kept points (``None``: all), the
+normalised weights (one number for equal weights), the kept ``x``, its weighted mean and
+variance (``None`` for the whole: a slope of ``nan``).  Remembered on the base, so it holds
+no array of ``x``'s size but the weights."""
+
+
+def _slope_setup(x: FloatArray, weight: FloatArray | None) -> _SlopeSetup:
+    keep = np.ones(x.size, dtype=bool) if weight is None else weight > 0
+    n_kept = np.count_nonzero(keep)
+    if n_kept < 2:
+        return None
+    every = n_kept == x.size
+    if not every:
+        x = x[keep]
+    w: FloatArray | float
+    if weight is None:  # each weight 1 / n, as ones(n) / ones(n).sum()
+        w = 1.0 / float(n_kept)
+    else:
+        kept = weight if every else weight[keep]
+        w = kept / kept.sum()
     if float(x.max() - x.min()) <= 1e-9 * (1.0 + float(np.abs(x).max())):
-        return math.nan  # x constant up to rounding: no slope to speak of
-    dx = x - dot(w, x)
-    var = dot(w, dx * dx)
-    return dot(w, dx * (y - dot(w, y))) / var
+        return None  # x constant up to rounding: no slope to speak of
+    mean = _dot(w, x)
+    dx = x - mean
+    return (None if every else keep), w, x, mean, _dot(w, dx * dx)
+
+
+def _dot(w: FloatArray | float, values: FloatArray) -> float:
+    """:func:`dot` with the weights, or one weight for all (the same products)."""
+    return float(np.multiply(w, values).sum())
+
+
+def _slope_on(setup: _SlopeSetup, y: FloatArray) -> float:
+    if setup is None:
+        return math.nan
+    keep, w, x, mean, var = setup
+    if keep is not None:
+        y = y[keep]
+    return _dot(w, (x - mean) * (y - _dot(w, y))) / var
 
 
 def _finite_correct(policy: Policy, base: Policy) -> tuple[FloatArray, FloatArray]:
@@ -120,6 +152,8 @@ def gap_slope(policy: Policy, base: Policy) -> float:
     ``nan`` when fewer than two such rollouts or ``log pi0`` is constant on them.
     """
     x, y = _finite_correct(policy, base)
+    if x is base.correct_log_prob():  # every correct rollout kept: what x gives is the base's
+        return _slope_on(base.memo("slope-setup", lambda: _slope_setup(x, None)), y)
     return least_squares_slope(x, y)
 
 
@@ -132,7 +166,14 @@ def weighted_gap_slope(policy: Policy, base: Policy) -> float:
     ``nan`` when fewer than two correct rollouts have ``q(y) > 0``.
     """
     x, y = _finite_correct(policy, base)
-    return least_squares_slope(x, y, np.exp(x - x.max()) if x.size else x)
+    if x is base.correct_log_prob():  # as in gap_slope
+        setup = base.memo("weighted-slope-setup", lambda: _slope_setup(x, _base_weights(x)))
+        return _slope_on(setup, y)
+    return least_squares_slope(x, y, _base_weights(x))
+
+
+def _base_weights(x: FloatArray) -> FloatArray:
+    return np.exp(x - x.max()) if x.size else x
 
 
 GAP_TOLERANCE = 1e-9
@@ -258,7 +299,10 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
     n_d = int(d_rank[d_order[-1]]) + 1
     if n_d == 1:  # one class of d (RL): no gap widens
         return 0.0
-    if jit(x.size):  # a Fenwick tree over the d classes, swept in x order
+    if jit(x.size):  # a Fenwick tree over the coordinate with fewer classes, swept in the other
+        n_x = int(x_rank[x_order[-1]]) + 1
+        if n_x < n_d:  # the count is symmetric in the two coordinates
+            return sweep_dominated_total(d_rank, x_rank, w, d_order, n_x) / total
         return sweep_dominated_total(x_rank, d_rank, w, x_order, n_d) / total
     # points with the same (x class, d class) are one point of summed weight; the count is
     # symmetric in the two coordinates, so the pairs come out sorted by the coordinate with

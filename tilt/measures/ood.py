@@ -43,7 +43,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from tilt._checks import check_k
-from tilt._numerics import FloatArray, IntArray, jit, linear_shift, others_sum, tree_reroute
+from tilt._numerics import (
+    FloatArray,
+    IntArray,
+    jit,
+    linear_shift,
+    others_sum,
+    tree_reroute_kept,
+    tree_subtree_sum,
+)
 from tilt.policy import Policy
 from tilt.space import RolloutSpace
 
@@ -85,6 +93,8 @@ class BlockedEdges:
     undirected: bool
     _prefix_units: NDArray[np.int32] | None = field(default=None, repr=False)
     _group_units: tuple[NDArray[np.int32], ...] | None = field(default=None, repr=False)
+    _correct_tree: _CorrectTree | None = field(default=None, repr=False)
+    _narrow_units: NDArray[np.int16] | None = field(default=None, repr=False)
 
     @property
     def n_edges(self) -> int:
@@ -112,16 +122,93 @@ class BlockedEdges:
         assert self._group_units is not None
         return self._group_units
 
+    def correct_tree(self, space: RolloutSpace) -> _CorrectTree:
+        """The part of ``space``'s prefix tree that the compiled OOD pass reads
+        (:class:`_CorrectTree`); built once, shared by every policy."""
+        if self._correct_tree is None:
+            has_correct = space.subtree_sum(space.correct.astype(np.float64)) > 0
+            object.__setattr__(self, "_correct_tree", _correct_tree(space, has_correct))
+        assert self._correct_tree is not None
+        return self._correct_tree
+
     def _with_sink(self, moves: NDArray[np.int32]) -> NDArray[np.int32]:
         unit = self.move_unit.astype(np.int32)[moves]  # an edge per move: far below 2^31
         unit[unit < 0] = self.n_edges
         return unit
+
+    def narrow_prefix_units(self, space: RolloutSpace) -> NDArray[np.int16] | NDArray[np.int32]:
+        """:meth:`prefix_units` in 16 bits when the edges fit (half the memory: 37 MB on
+        grid6); for the compiled pass, which holds it beside its per-prefix arrays."""
+        if self.n_edges >= np.iinfo(np.int16).max:
+            return self.prefix_units(space)
+        if self._narrow_units is None:
+            if self._prefix_units is not None:
+                narrow = self._prefix_units.astype(np.int16)
+            else:
+                narrow = self.move_unit.astype(np.int16)[space.move[1:]]
+                narrow[narrow < 0] = self.n_edges
+            object.__setattr__(self, "_narrow_units", narrow)
+        assert self._narrow_units is not None
+        return self._narrow_units
 
     def per_edge(self, units: NDArray[np.int32], weights: FloatArray) -> FloatArray:
         """Sum ``weights`` by blocked edge (``units`` from :meth:`prefix_units` or
         :meth:`group_units`), shape (n_edges,)."""
         total = np.bincount(units.ravel(), weights.ravel(), minlength=self.n_edges + 1)
         return total[:-1].astype(np.float64, copy=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _CorrectTree:
+    """The prefixes whose parent has correct rollouts below it, and the root.
+
+    The OOD pass needs nothing else (but the weights of the kept prefixes): a prefix
+    with no correct rollout below has correct mass 0, so its children add nothing to
+    the flows, and a sibling group whose parent has no correct mass below gains
+    nothing (every ``M(h without m)`` is 0).  On grid6 these are 6.7 M of the 18.5 M
+    prefixes.  The kept prefixes, in prefix order, form a tree of their own (a kept
+    prefix with correct mass below keeps all its children, which are contiguous);
+    every other kept prefix is one of its leaves.  The pass over it adds the same
+    numbers in the same order as the pass over the whole tree, less its zeros.
+
+    The kept prefixes' children blocks follow each other in the order of their parents
+    from the second kept prefix on, so the tree is stored as its child counts alone.
+
+    Attributes
+    ----------
+    prefixes : ndarray of int32
+        The kept prefixes (original indices), increasing; ``prefixes[0] = 0``.
+    child_count : ndarray of uint8 (int64 past 255 children)
+        Per kept prefix, its number of children (0 also for a prefix with no correct
+        rollout below: a leaf of this tree).
+    leaf_of_correct : ndarray of int32
+        Per correct rollout (in ``space.correct_rollouts`` order), its place among the
+        leaves of this tree.
+    n_leaves : int
+    """
+
+    prefixes: NDArray[np.int32]
+    child_count: NDArray[np.uint8] | IntArray
+    leaf_of_correct: NDArray[np.int32]
+    n_leaves: int
+
+
+def _correct_tree(space: RolloutSpace, has_correct: NDArray[np.bool_]) -> _CorrectTree:
+    keep = np.empty(space.n_prefixes, dtype=bool)
+    keep[0] = True
+    np.take(has_correct, space.parent[1:], out=keep[1:])
+    prefixes = np.flatnonzero(keep).astype(np.int32)  # prefixes: far below 2^31
+    del keep
+    count = space.child_count[prefixes]
+    count[~has_correct[prefixes]] = 0
+    correct_end = np.zeros(space.n_prefixes, dtype=bool)
+    correct_end[space.rollout_prefix[space.correct_rollouts]] = True
+    leaves = prefixes[count == 0]
+    leaf_of_correct = np.flatnonzero(correct_end[leaves]).astype(np.int32)  # both in prefix order
+    counts: NDArray[np.uint8] | IntArray = count
+    if space.child_count.max() <= np.iinfo(np.uint8).max:
+        counts = count.astype(np.uint8)
+    return _CorrectTree(prefixes, counts, leaf_of_correct, leaves.size)
 
 
 _BLOCKED: weakref.WeakKeyDictionary[RolloutSpace, BlockedEdges] = weakref.WeakKeyDictionary()
@@ -165,6 +252,10 @@ def blocked_edges(space: RolloutSpace) -> BlockedEdges:
             unit[m] = len(labels)
             labels.append(space.move_label(int(m)))
     out = BlockedEdges(unit, tuple(labels), undirected)
+    if jit(space.n_prefixes):  # the OOD pass's tree, while the correct prefixes are at hand
+        has_correct = used_flow > 0
+        del used_flow
+        object.__setattr__(out, "_correct_tree", _correct_tree(space, has_correct))
     _BLOCKED[space] = out
     return out
 
@@ -215,32 +306,38 @@ def _failure_and_success(policy: Policy, reading: str) -> tuple[FloatArray, Floa
 def _compiled_pass(policy: Policy, edges: BlockedEdges) -> tuple[FloatArray, FloatArray]:
     """``(flow, bonus)`` per blocked edge from one compiled bottom-up pass.
 
-    The moves of a sibling group weigh their conditionals where the policy keeps them
-    (a softmax), else the masses below them, summed in the linear domain when every
-    rollout's log-probability lies within ``LINEAR_RANGE`` of the largest (no term
-    underflows), else the conditionals recomputed in log space.
+    The pass runs over the prefixes below correct mass and their children
+    (:class:`_CorrectTree`).  The moves of a sibling group weigh their conditionals where
+    the policy keeps them (a softmax), else the masses below them (one compiled subtree
+    sum over the whole tree first), summed in the linear domain when every rollout's
+    log-probability lies within ``LINEAR_RANGE`` of the largest (no term underflows), else
+    the conditionals recomputed in log space.
     """
     space = policy.space
-    correct_leaf = np.zeros(space.n_rollouts)
-    correct_leaf[space.correct_rollouts] = np.exp(policy.correct_log_prob())
+    tree = edges.correct_tree(space)
+    correct_leaf = np.zeros(tree.n_leaves)
+    correct_leaf[tree.leaf_of_correct] = np.exp(policy.correct_log_prob())
     log_cond = policy.remembered("log-conditionals")
-    cond, total_leaf = None, None
-    if log_cond is None:
+    by_prefix = False
+    if log_cond is not None:
+        weight = np.exp(log_cond[tree.prefixes])
+    else:
         top = linear_shift(policy.log_prob)
         if top is None:
-            cond = np.exp(policy.log_conditionals())
-        else:
+            weight = np.exp(policy.log_conditionals()[tree.prefixes])
+        else:  # the total mass below every prefix
             total_leaf = np.exp(policy.log_prob - top)
-    else:
-        cond = np.exp(log_cond)
-    flow, bonus = tree_reroute(
-        space.child_start,
-        space.child_count,
+            weight = tree_subtree_sum(space.child_start, space.child_count, total_leaf)
+            del total_leaf
+            by_prefix = True
+    flow, bonus = tree_reroute_kept(
+        tree.child_count,
+        tree.prefixes,
         correct_leaf,
-        edges.prefix_units(space),
+        edges.narrow_prefix_units(space),
         edges.n_edges + 1,  # the last unit: the sink of moves no correct rollout uses
-        cond,
-        total_leaf,
+        weight,
+        by_prefix,
     )
     return flow[:-1], bonus[:-1]
 
