@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from _compiled_paths import TOL, assert_close, kernels_on_and_off
 
 import tilt._numerics as numerics
 from tilt.context import EdgeContext, KernelContext, demonstrations
@@ -27,33 +28,10 @@ from tilt.tasks.graphs import named_task
 
 pytest.importorskip("numba")
 
-TOL = 1e-12
-
 
 @pytest.fixture(scope="module", params=["grid3", "grid4", "routes", "diamonds"])
 def space(request):
     return enumerate_rollouts(named_task(request.param))
-
-
-def _both(monkeypatch, compute):
-    """``compute()`` with the kernels on every input, then with them off."""
-    monkeypatch.delenv("TILT_NO_JIT", raising=False)
-    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
-    compiled = compute()
-    monkeypatch.setenv("TILT_NO_JIT", "1")
-    plain = compute()
-    monkeypatch.delenv("TILT_NO_JIT")
-    monkeypatch.delenv("TILT_JIT_MIN_SIZE")
-    return compiled, plain
-
-
-def _close(a, b, tol=TOL):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    assert a.shape == b.shape
-    same_inf = np.isinf(a) & (a == b)
-    both_nan = np.isnan(a) & np.isnan(b)
-    ok = same_inf | both_nan
-    assert np.all(ok | (np.abs(np.where(ok, 0.0, a - b)) <= tol * np.maximum(1.0, np.abs(b))))
 
 
 def test_the_gate(monkeypatch):
@@ -71,18 +49,20 @@ def test_tree_sums_and_softmax(space, monkeypatch):
     values = rng.normal(size=space.n_prefixes)
     leaf = rng.random(space.n_rollouts)
     pick = np.flatnonzero(space.correct)
-    _close(*_both(monkeypatch, lambda: space.path_sum(values)))
-    _close(*_both(monkeypatch, lambda: space.subtree_sum(leaf)))
-    _close(*_both(monkeypatch, lambda: space.subtree_sum(leaf[pick], pick)))
-    _close(*_both(monkeypatch, lambda: space.sibling_log_softmax(values)))
+    assert_close(*kernels_on_and_off(monkeypatch, lambda: space.path_sum(values)))
+    assert_close(*kernels_on_and_off(monkeypatch, lambda: space.subtree_sum(leaf)))
+    assert_close(*kernels_on_and_off(monkeypatch, lambda: space.subtree_sum(leaf[pick], pick)))
+    assert_close(*kernels_on_and_off(monkeypatch, lambda: space.sibling_log_softmax(values)))
     # a group of -inf logits takes the fallback's entries
     dead = values.copy()
     group = space.child_start[np.flatnonzero(space.child_count >= 2)[0]]
     count = space.child_count[np.flatnonzero(space.child_count >= 2)[0]]
     dead[group : group + count] = -np.inf
     fallback = rng.normal(size=space.n_prefixes)
-    compiled, plain = _both(monkeypatch, lambda: space.sibling_log_softmax(dead, fallback))
-    _close(compiled, plain)
+    compiled, plain = kernels_on_and_off(
+        monkeypatch, lambda: space.sibling_log_softmax(dead, fallback)
+    )
+    assert_close(compiled, plain)
     assert np.array_equal(compiled[group : group + count], fallback[group : group + count])
 
 
@@ -109,14 +89,20 @@ def test_ood_pass_and_widening(space, monkeypatch):
                 out.memo("log-conditionals", lambda known=known: known.copy())
             return out
 
-        compiled, plain = _both(monkeypatch, lambda: _failure_and_success(fresh(), "reroute"))
+        compiled, plain = kernels_on_and_off(
+            monkeypatch, lambda: _failure_and_success(fresh(), "reroute")
+        )
         for a, b in zip(compiled, plain, strict=True):
-            _close(a, b)
-        compiled, plain = _both(monkeypatch, lambda: _failure_and_success(fresh(), "fail"))
+            assert_close(a, b)
+        compiled, plain = kernels_on_and_off(
+            monkeypatch, lambda: _failure_and_success(fresh(), "fail")
+        )
         for a, b in zip(compiled, plain, strict=True):
-            _close(a, b)
+            assert_close(a, b)
         base_copy = Policy(space, base.log_prob.copy())
-        pair = _both(monkeypatch, lambda base_copy=base_copy: widening_fraction(fresh(), base_copy))
+        pair = kernels_on_and_off(
+            monkeypatch, lambda base_copy=base_copy: widening_fraction(fresh(), base_copy)
+        )
         assert pair[0] == pytest.approx(pair[1], abs=TOL, nan_ok=True)
 
 
@@ -135,7 +121,7 @@ def test_every_measure_and_the_edge_step(space, monkeypatch):
         out.append(model.tilt_score(fresh, demos))
         return out
 
-    compiled, plain = _both(monkeypatch, rows)
+    compiled, plain = kernels_on_and_off(monkeypatch, rows)
     for a, b in zip(compiled[:-3], plain[:-3], strict=True):
         for key, value in b.items():
             if key.endswith("worst_move"):  # ties go to the first edge within 1e-12 of the least
@@ -146,7 +132,7 @@ def test_every_measure_and_the_edge_step(space, monkeypatch):
             else:
                 assert a[key] == pytest.approx(value, abs=TOL, nan_ok=True), key
     for a, b in zip(compiled[-3:], plain[-3:], strict=True):
-        _close(a, b)
+        assert_close(a, b)
 
 
 def test_kernel_model_pass(monkeypatch):
@@ -159,9 +145,9 @@ def test_kernel_model_pass(monkeypatch):
         demos = demonstrations(fresh, "own")
         return model.token_log_target(fresh, demos), model.tilt_score(fresh, demos)
 
-    compiled, plain = _both(monkeypatch, targets)
+    compiled, plain = kernels_on_and_off(monkeypatch, targets)
     for a, b in zip(compiled, plain, strict=True):
-        _close(a, b)
+        assert_close(a, b)
 
 
 def test_a_small_command_does_not_import_numba():

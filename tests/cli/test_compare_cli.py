@@ -30,8 +30,6 @@ METHOD_KEYS = ["base", "rl", "rl_matched", "sd", "sd_token", "sd_forward"]
 CSV_HEAD = ["path", "correct", "base", "rl", "sd", "sd_token", "sd_forward", "tilt"]
 
 
-
-
 def _subprocess(*argv):
     """``python -m tilt.compare ...`` from the repository root (tilt need not be installed)."""
     env = {

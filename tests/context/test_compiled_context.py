@@ -9,8 +9,8 @@ tolerance).  Groups whose ``1 - sum m`` lost its digits take numpy's path in bot
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from _compiled_paths import assert_close, kernels_on_and_off
 
 from tilt.context import EdgeContext, demonstrations
 from tilt.objectives import sd_optimum
@@ -20,33 +20,10 @@ from tilt.tasks.graphs import named_task
 
 pytest.importorskip("numba")
 
-TOL = 1e-12
-
 
 @pytest.fixture(scope="module", params=["grid3", "grid4", "routes", "diamonds"])
 def space(request):
     return enumerate_rollouts(named_task(request.param))
-
-
-def _both(monkeypatch, compute):
-    """``compute()`` with the kernels on every input, then with them off."""
-    monkeypatch.delenv("TILT_NO_JIT", raising=False)
-    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
-    compiled = compute()
-    monkeypatch.setenv("TILT_NO_JIT", "1")
-    plain = compute()
-    monkeypatch.delenv("TILT_NO_JIT")
-    monkeypatch.delenv("TILT_JIT_MIN_SIZE")
-    return compiled, plain
-
-
-def _close(a, b, tol=TOL):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    assert a.shape == b.shape
-    ok = (np.isinf(a) & (a == b)) | (np.isnan(a) & np.isnan(b))
-    with np.errstate(invalid="ignore"):  # inf - inf where ok: masked out
-        gap = np.abs(np.where(ok, 0.0, a - b))
-    assert np.all(ok | (gap <= tol * np.maximum(1.0, np.abs(b))))
 
 
 @pytest.mark.parametrize("gamma", [0.0, 2.0, 50.0, 699.0, 800.0])
@@ -66,9 +43,9 @@ def test_token_forward_target(space, monkeypatch, gamma, demos, alpha):
             optimum = sd_optimum(fresh, model, "token-forward", given)
             return model.token_mean_log_target(fresh, given), optimum.log_prob
 
-        compiled, plain = _both(monkeypatch, target)
+        compiled, plain = kernels_on_and_off(monkeypatch, target)
         for a, b in zip(compiled, plain, strict=True):
-            _close(a, b)
+            assert_close(a, b)
 
 
 def test_near_groups_take_the_demonstrations(monkeypatch):
@@ -93,6 +70,6 @@ def test_near_groups_take_the_demonstrations(monkeypatch):
             fresh = Policy(space, base.log_prob.copy())
             return model.token_mean_log_target(fresh, demonstrations(fresh, "own"))
 
-        compiled, plain = _both(monkeypatch, target)
-        _close(compiled, plain)
+        compiled, plain = kernels_on_and_off(monkeypatch, target)
+        assert_close(compiled, plain)
     assert seen  # the fallback ran on at least one of them

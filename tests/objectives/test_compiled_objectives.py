@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _compiled_paths import assert_close, kernels_on_and_off
 
 from tilt.context import CopyContext, EdgeContext, KernelContext
 from tilt.objectives import sd_optimum
@@ -22,35 +23,10 @@ from tilt.tasks.graphs import named_task
 
 pytest.importorskip("numba")
 
-TOL = 1e-12
-
 
 @pytest.fixture(scope="module", params=["grid3", "grid4", "routes", "diamonds"])
 def space(request):
     return enumerate_rollouts(named_task(request.param))
-
-
-def _both(monkeypatch, compute):
-    """``compute()`` with the kernels on every input, then with them off."""
-    monkeypatch.delenv("TILT_NO_JIT", raising=False)
-    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
-    compiled = compute()
-    monkeypatch.setenv("TILT_NO_JIT", "1")
-    plain = compute()
-    monkeypatch.delenv("TILT_NO_JIT")
-    monkeypatch.delenv("TILT_JIT_MIN_SIZE")
-    return compiled, plain
-
-
-def _close(a, b, tol=TOL):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    assert a.shape == b.shape
-    same_inf = np.isinf(a) & (a == b)
-    both_nan = np.isnan(a) & np.isnan(b)
-    ok = same_inf | both_nan
-    with np.errstate(invalid="ignore"):  # inf - inf where ok: masked out
-        gap = np.abs(np.where(ok, 0.0, a - b))
-    assert np.all(ok | (gap <= tol * np.maximum(1.0, np.abs(b))))
 
 
 def _bases(space):
@@ -78,9 +54,9 @@ def test_optima_with_and_without_kernels(space, monkeypatch, model, spec):
             out = sd_optimum(fresh, model, spec)
             return out.log_prob, out.log_conditionals()
 
-        compiled, plain = _both(monkeypatch, optimum)
+        compiled, plain = kernels_on_and_off(monkeypatch, optimum)
         for a, b in zip(compiled, plain, strict=True):
-            _close(a, b)
+            assert_close(a, b)
 
 
 def test_discount_with_a_silent_group(space, monkeypatch):
@@ -104,8 +80,8 @@ def test_discount_with_a_silent_group(space, monkeypatch):
         value_np, log_cond_np, silent_np = _discount_pass(space, target, g)
         assert silent
         assert silent_np
-        _close(value, value_np)
-        _close(log_cond, log_cond_np)
+        assert_close(value, value_np)
+        assert_close(log_cond, log_cond_np)
 
 
 def test_distinct_columns_against_numpy(monkeypatch):
