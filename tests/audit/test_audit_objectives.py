@@ -22,6 +22,7 @@ from _repo import ROOT
 from scipy.optimize import minimize
 
 from tilt.audit import (
+    PromptEstimate,
     audit_lines,
     audit_prompts,
     estimate_prompt,
@@ -536,3 +537,45 @@ def test_the_exact_length_weighted_term_lies_in_its_range_at_every_prefix(graph:
             assert low[0] - 1e-10 <= value <= high[0] + 1e-10, (graph, parent, first)
             checked += 1
     assert checked > 0
+
+
+def test_lengths_that_a_rollout_contradicts_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # grid3's rollouts have 4 to 8 moves; a sampled log holds some of 8 (correct or not)
+    options = SampleOptions(40, 8, None, top=4)
+    text = sample_jsonl([_base("grid3")], make_context("edge", 2.0), options, seed=4)
+    path = _write(tmp_path, text)
+    for lengths in ("4:6", "5:8"):
+        assert main([str(path), "--objective", "length-weighted", "--lengths", lengths]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "outside the lengths" in err, err
+    assert main([str(path), "--objective", "length-weighted", "--lengths", "1:9"]) == 0
+    out = capsys.readouterr().out
+    assert "rollouts of 1 to 9 tokens" in out
+
+
+def test_a_prompt_whose_bound_is_infinite_makes_the_bound_infinite() -> None:
+    objective = resolve_objective("length-weighted", lengths=(1, 9))
+    prompts = [
+        PromptEstimate(
+            str(i),
+            8,
+            4,
+            slope_num=1.0 + i,
+            slope_den=2.0,
+            delta_entropy=-0.1,
+            objective_num=0.5 + i,
+            objective_den=2.0,
+            objective_shift_low=-0.1 if i else -math.inf,
+            objective_shift_high=0.2,
+        )
+        for i in range(40)
+    ]
+    result = audit_prompts(prompts, bootstrap=200, seed=0, objective=objective)
+    assert result.objective_bound is not None
+    assert result.objective_bound.low == -math.inf
+    assert math.isfinite(result.objective_bound.high)
+    assert result.objective_amplification is not None
+    assert result.objective_bound.high >= result.objective_amplification.high

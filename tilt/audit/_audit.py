@@ -283,11 +283,27 @@ def estimate_prompt(
 
 
 def _lengths(prompt: Prompt, objective: AuditObjective) -> tuple[int, int] | None:
-    """The lengths that bound the approximation: the objective's, else the prompt's own."""
-    if not objective.bounded or objective.lengths is not None:
+    """The lengths that bound the approximation: the objective's, else the prompt's own.
+
+    Raises
+    ------
+    AuditInputError
+        When a rollout of the prompt (correct or not: the fixed point's expected
+        lengths run over every rollout) lies outside the objective's lengths.
+    """
+    if not objective.bounded:
         return objective.lengths
-    sizes = [r.token_logp.size for r in prompt.rollouts if r.token_logp is not None]
-    return (min(sizes), max(sizes)) if sizes else None
+    sizes = [(r.token_logp.size, r.line) for r in prompt.rollouts if r.token_logp is not None]
+    if objective.lengths is None:
+        return (min(sizes)[0], max(sizes)[0]) if sizes else None
+    shortest, longest = objective.lengths
+    for size, line in sizes:
+        if not shortest <= size <= longest:
+            raise AuditInputError(
+                f"line {line}: a rollout of {size} tokens, outside the lengths "
+                f"{shortest}:{longest} (--lengths)"
+            )
+    return objective.lengths
 
 
 def _shift_terms(
@@ -663,10 +679,13 @@ def audit_prompts(
     columns["objective_den"] *= present("objective_num")
     if has_tokens:
         columns["token_num"], columns["token_den"] = column("token_num"), column("token_den")
-    if objective.bounded:
+    shifts = {}
+    if objective.bounded:  # a prompt without the objective's estimate moves nothing
         for end in ("low", "high"):
-            columns[f"objective_{end}"] = columns["objective_num"] + np.array(
-                [getattr(e, f"objective_shift_{end}") for e in usable]
+            shift = np.array([getattr(e, f"objective_shift_{end}") for e in usable])
+            shifts[end] = np.where(present("objective_num") > 0, shift, 0.0)
+            columns[f"objective_{end}"] = columns["objective_num"] + np.where(
+                np.isfinite(shifts[end]), shifts[end], 0.0
             )
     sums = {name: float(values.sum()) for name, values in columns.items()}
     boot = _bootstrap(columns, bootstrap, rng)
@@ -687,6 +706,10 @@ def audit_prompts(
     if objective.bounded and objective_amplification is not None:
         low = ratio("objective_low", "objective_den").low
         high = ratio("objective_high", "objective_den").high
+        if not np.isfinite(shifts["low"]).all():  # a sampled token without teacher mass
+            low = -math.inf
+        if not np.isfinite(shifts["high"]).all():
+            high = math.inf
         objective_bound = Interval(objective_amplification.estimate, low, high)
     objective_delta = (
         ratio("objective_delta_entropy", "objective_count") if sums["objective_count"] > 0 else None
