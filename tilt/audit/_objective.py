@@ -238,6 +238,7 @@ def length_weighted_range(
 
     low = root(ratio) + normaliser
     high = root(1.0 / ratio) + normaliser
+    # clipped: the reader's tolerances (listed sums up to 1 + 1e-6) can leave N a hair above 0
     low = np.where(dead, -np.inf, np.minimum(low, 0.0))
     high = np.where(dead, np.inf, np.maximum(high, 0.0))
     return low, high

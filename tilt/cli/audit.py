@@ -97,7 +97,8 @@ def _parser() -> OneLineParser:
         type=_lengths,
         metavar="MIN:MAX",
         help="length-weighted: the shortest and the longest rollout the sampler can produce, in "
-        "tokens, which bound the approximation's error (default: each prompt's own)",
+        "the log's tokens (MIN 1 is always safe), which bound the approximation's error "
+        "(default: each prompt's own shortest and longest)",
     )
     parser.add_argument("--per-prompt", action="store_true", help="also a table per prompt")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
