@@ -54,6 +54,7 @@ from tilt._numerics import FloatArray
 from tilt.audit._objective import (
     AuditObjective,
     Corrections,
+    resolve_lengths,
     resolve_objective,
     rollout_corrections,
 )
@@ -283,27 +284,12 @@ def estimate_prompt(
 
 
 def _lengths(prompt: Prompt, objective: AuditObjective) -> tuple[int, int] | None:
-    """The lengths that bound the approximation: the objective's, else the prompt's own.
-
-    Raises
-    ------
-    AuditInputError
-        When a rollout of the prompt (correct or not: the fixed point's expected
-        lengths run over every rollout) lies outside the objective's lengths.
-    """
+    """The lengths that bound the approximation: the objective's, checked against every
+    rollout of the prompt (correct or not: the fixed point's expected lengths run over
+    every rollout), else the prompt's own shortest and longest."""
     if not objective.bounded:
         return objective.lengths
-    sizes = [(r.token_logp.size, r.line) for r in prompt.rollouts if r.token_logp is not None]
-    if objective.lengths is None:
-        return (min(sizes)[0], max(sizes)[0]) if sizes else None
-    shortest, longest = objective.lengths
-    for size, line in sizes:
-        if not shortest <= size <= longest:
-            raise AuditInputError(
-                f"line {line}: a rollout of {size} tokens, outside the lengths "
-                f"{shortest}:{longest} (--lengths)"
-            )
-    return objective.lengths
+    return resolve_lengths(prompt.rollouts, objective.lengths)
 
 
 def _shift_terms(

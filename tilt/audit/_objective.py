@@ -36,12 +36,13 @@ reduces to order ``1/m^2``.  With a single fixed reference demonstration
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tilt._checks import check_ints
-from tilt._numerics import FloatArray, IntArray
+from tilt._numerics import FloatArray, IntArray, logsumexp_rows
 from tilt.audit._read import AuditInputError, Rollout
 from tilt.objectives import jsd_conditionals, parse_objective, preset
 
@@ -52,6 +53,7 @@ __all__ = [
     "rollout_corrections",
     "TAIL_FLOOR",
     "length_weighted_range",
+    "resolve_lengths",
 ]
 
 TAIL_FLOOR = 1e-12
@@ -217,9 +219,7 @@ def length_weighted_range(
     ratio = longest / np.maximum(np.asarray(depth) + 1, shortest)
     if (ratio < 1).any():
         raise ValueError(f"a position lies deeper than the longest rollout ({longest} tokens)")
-    top = np.max(g, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        normaliser = np.log(np.exp(g - top[:, None]).sum(axis=1)) + top
+    normaliser = logsumexp_rows(g.copy())
     sampled, rest = g[:, 0], g[:, 1:]
     dead = ~np.isfinite(sampled)
     ceiling = np.where(dead, 0.0, np.maximum(-sampled, 0.0))
@@ -229,9 +229,7 @@ def length_weighted_range(
         for _ in range(_BISECTIONS):
             x = 0.5 * (low + high)
             terms = np.concatenate([(sampled + x)[:, None], rest + (scale * x)[:, None]], axis=1)
-            peak = np.max(terms, axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                above = np.log(np.exp(terms - peak[:, None]).sum(axis=1)) + peak > 0
+            above = logsumexp_rows(terms) > 0
             high = np.where(above, x, high)
             low = np.where(above, low, x)
         return high
@@ -419,7 +417,8 @@ def rollout_corrections(
     influence = [np.zeros(len(r.teacher)) for r in rollouts]
     if objective.kind == "sequence":
         return Corrections(out, tuple(influence))
-    bounds = _bounds(rollouts, objective, lengths) if objective.bounded else None
+    span = resolve_lengths(rollouts, lengths or objective.lengths) if objective.bounded else None
+    bounded: list[tuple[int, FloatArray]] = []  # per rollout with a correction, its g (T, n)
     pending: list[tuple[int, FloatArray, FloatArray]] = []
     totals: dict[int, FloatArray] = {}
     tails: list[float] = []
@@ -438,8 +437,8 @@ def rollout_corrections(
             log_t, tail = _buckets(r, objective.needs_top)
             if objective.needs_top:
                 tails.append(tail)
-            if bounds is not None:
-                bounds.add(j, _weighted_mean(weights[:1], log_t)[0])
+            if span is not None:
+                bounded.append((j, _weighted_mean(weights[:1], log_t)[0]))
             if objective.kind == "jsd":
                 pending.append((j, weights, log_t))
             else:
@@ -454,54 +453,51 @@ def rollout_corrections(
         out[j] = float(m * total[0] - (m - 1) * total[1:].mean())
         influence[j] = total[0] - total[1:]
     tail_mean = float(np.mean(tails)) if tails else math.nan
-    if bounds is None:
-        return Corrections(out, tuple(influence), tail_mean)
-    return Corrections(out, tuple(influence), tail_mean, *bounds.ranges())
-
-
-class _Bounds:
-    """The per-rollout range of ``length-weighted``'s error, solved for every position at once."""
-
-    def __init__(self, count: int, lengths: tuple[int, int] | None) -> None:
-        self.count = count
-        self.lengths = lengths
-        self.blocks: list[tuple[int, FloatArray]] = []
-
-    def add(self, j: int, mean_log_t: FloatArray) -> None:
-        self.blocks.append((j, mean_log_t))
-
-    def ranges(self) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]]:
-        low = [np.zeros(0) for _ in range(self.count)]
-        high = [np.zeros(0) for _ in range(self.count)]
-        if not self.blocks or self.lengths is None:
-            return tuple(low), tuple(high)
-        width = max(g.shape[1] for _, g in self.blocks)
-        g = np.full((sum(b.shape[0] for _, b in self.blocks), width), -np.inf)
-        depth = np.concatenate([np.arange(b.shape[0]) for _, b in self.blocks])
-        start = 0
-        for _, b in self.blocks:
-            g[start : start + b.shape[0], : b.shape[1]] = b
-            start += b.shape[0]
-        each_low, each_high = length_weighted_range(g, depth, self.lengths)
-        start = 0
-        for j, b in self.blocks:
-            low[j] = each_low[start : start + b.shape[0]]
-            high[j] = each_high[start : start + b.shape[0]]
-            start += b.shape[0]
-        return tuple(low), tuple(high)
-
-
-def _bounds(
-    rollouts: list[Rollout], objective: AuditObjective, lengths: tuple[int, int] | None
-) -> _Bounds:
-    span = lengths if lengths is not None else objective.lengths
-    sizes = [(r.token_logp.size, r.line) for r in rollouts if r.token_logp is not None]
     if span is None:
-        span = (min(sizes)[0], max(sizes)[0]) if sizes else None
-    elif sizes and max(sizes)[0] > span[1]:
-        size, line = max(sizes)
-        raise AuditInputError(
-            f"line {line}: a rollout of {size} tokens, longer than the longest the lengths "
-            f"allow ({span[1]})"
-        )
-    return _Bounds(len(rollouts), span)
+        return Corrections(out, tuple(influence), tail_mean)
+    return Corrections(out, tuple(influence), tail_mean, *_ranges(len(rollouts), bounded, span))
+
+
+def _ranges(
+    count: int, bounded: list[tuple[int, FloatArray]], lengths: tuple[int, int]
+) -> tuple[tuple[FloatArray, ...], tuple[FloatArray, ...]]:
+    """Per rollout and position, :func:`length_weighted_range` of the rollouts in ``bounded``
+    (index, ``g`` of shape (T, n)), solved for every position at once; empty for the others."""
+    low = [np.zeros(0) for _ in range(count)]
+    high = [np.zeros(0) for _ in range(count)]
+    if not bounded:
+        return tuple(low), tuple(high)
+    width = max(g.shape[1] for _, g in bounded)
+    g = np.full((sum(b.shape[0] for _, b in bounded), width), -np.inf)
+    depth = np.concatenate([np.arange(b.shape[0]) for _, b in bounded])
+    ends = np.cumsum([0] + [b.shape[0] for _, b in bounded])
+    for (_, b), start in zip(bounded, ends[:-1], strict=True):
+        g[start : start + b.shape[0], : b.shape[1]] = b
+    each_low, each_high = length_weighted_range(g, depth, lengths)
+    for (j, _), start, stop in zip(bounded, ends[:-1], ends[1:], strict=True):
+        low[j], high[j] = each_low[start:stop], each_high[start:stop]
+    return tuple(low), tuple(high)
+
+
+def resolve_lengths(
+    rollouts: Sequence[Rollout], lengths: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """``lengths``, checked against every rollout's number of tokens, or (``None``) the shortest
+    and the longest of ``rollouts`` (``None`` without per-token values).
+
+    Raises
+    ------
+    AuditInputError
+        When a rollout lies outside ``lengths``, naming its line.
+    """
+    sizes = [(r.token_logp.size, r.line) for r in rollouts if r.token_logp is not None]
+    if lengths is None:
+        return (min(sizes)[0], max(sizes)[0]) if sizes else None
+    shortest, longest = lengths
+    for size, line in sizes:
+        if not shortest <= size <= longest:
+            raise AuditInputError(
+                f"line {line}: a rollout of {size} tokens, outside the lengths "
+                f"{shortest}:{longest} (--lengths)"
+            )
+    return lengths
