@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
@@ -528,13 +527,16 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     """
     space = policy.space
     flows = _flows(policy)
-    compiled = kernels(space)
-    if compiled is not None:
-        return _reroute_compiled(policy, flows, compiled)
-    keep_p, first_p = _complement(space, policy.prob)
-    keep_t, first_t = _complement(space, flows.chain)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
     log_through = policy.log_correct_below[0] + policy.log_correct_reach
+    compiled = kernels(space)
+    if compiled is not None:  # one pass over the states
+        change, tiny = compiled.reroute_change(
+            space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
+        )
+        return _reroute_finish(policy, flows, log_through, change, tiny)
+    keep_p, first_p = _complement(space, policy.prob)
+    keep_t, first_t = _complement(space, flows.chain)
     through = np.exp(log_through)[space.edge_tail]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = keep_t / keep_p
@@ -549,28 +551,22 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     tails = space.edge_tail[maybe]
     small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
     tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
-    if tiny.size:
-        _redo_tiny(policy, flows, log_through, change, tiny)
-    moves, _ = _used_moves(space)
-    acc = policy.accuracy + _by_move(space, change)
-    np.minimum(acc, 1.0, out=acc)
-    return moves, np.maximum(acc, 0.0, out=acc)
+    return _reroute_finish(policy, flows, log_through, change, tiny)
 
 
-def _reroute_compiled(
-    policy: MarkovPolicy, flows: _Flows, compiled: ModuleType
+def _reroute_finish(
+    policy: MarkovPolicy,
+    flows: _Flows,
+    log_through: FloatArray,
+    change: FloatArray,
+    tiny: np.ndarray,
 ) -> tuple[np.ndarray, FloatArray]:
-    """:func:`reroute_accuracy` by one compiled pass over the states (the tiny complements
-    still redone from the logs here)."""
-    space = policy.space
-    log_through = policy.log_correct_below[0] + policy.log_correct_reach
-    change, tiny = compiled.reroute_change(
-        space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
-    )
+    """The edges ``tiny`` redone from the logs, then ``(moves, q_e(C))`` from the per-edge
+    ``change`` (both paths of :func:`reroute_accuracy`)."""
     if tiny.size:
         _redo_tiny(policy, flows, log_through, change, tiny)
-    moves, _ = _used_moves(space)
-    acc = policy.accuracy + _by_move(space, change)
+    moves, _ = _used_moves(policy.space)
+    acc = policy.accuracy + _by_move(policy.space, change)
     np.minimum(acc, 1.0, out=acc)
     return moves, np.maximum(acc, 0.0, out=acc)
 
