@@ -30,6 +30,30 @@ _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
 
+def _sibling_others(
+    weight: _F, below: _F, start: int, count: int, other_weight: _F, other_mass: _F
+) -> None:
+    """For each of ``count`` siblings, the sum of the others' ``weight`` (``weight[:count]``)
+    and of their ``below`` (``below[start:start + count]``), into ``other_weight`` and
+    ``other_mass``: each one's sibling for two (as numpy's ``others_sum``), else the terms
+    before plus the terms after, each summed in order (no cancellation)."""
+    if count == 2:
+        other_weight[0], other_weight[1] = weight[1], weight[0]
+        other_mass[0], other_mass[1] = below[start + 1], below[start]
+        return
+    acc, acc_mass = 0.0, 0.0
+    for j in range(count):
+        other_weight[j], other_mass[j] = acc, acc_mass
+        acc += weight[j]
+        acc_mass += below[start + j]
+    acc, acc_mass = 0.0, 0.0
+    for j in range(count - 1, -1, -1):
+        other_weight[j] += acc
+        other_mass[j] += acc_mass
+        acc += weight[j]
+        acc_mass += below[start + j]
+
+
 def _reroute_pass(
     child_start: _I,
     child_count: _I,
@@ -77,21 +101,7 @@ def _reroute_pass(
             continue
         for j in range(count):
             weight[j] = total[start + j] if use_total else cond[start + j]
-        if count == 2:  # each one's sibling (as numpy's others_sum)
-            other_weight[0], other_weight[1] = weight[1], weight[0]
-            other_mass[0], other_mass[1] = below[start + 1], below[start]
-        else:  # the terms before plus the terms after, each summed in order
-            acc, acc_mass = 0.0, 0.0
-            for j in range(count):
-                other_weight[j], other_mass[j] = acc, acc_mass
-                acc += weight[j]
-                acc_mass += below[start + j]
-            acc, acc_mass = 0.0, 0.0
-            for j in range(count - 1, -1, -1):
-                other_weight[j] += acc
-                other_mass[j] += acc_mass
-                acc += weight[j]
-                acc_mass += below[start + j]
+        _sibling_others(weight, below, start, count, other_weight, other_mass)
         for j in range(count):
             if other_weight[j] > 0:
                 bonus[units[start + j - 1]] += other_mass[j] * weight[j] / other_weight[j]
@@ -143,21 +153,7 @@ def _reroute_pass_kept(
             continue
         for j in range(count):
             own[j] = weight[prefixes[start + j]] if weight_by_prefix else weight[start + j]
-        if count == 2:
-            other_weight[0], other_weight[1] = own[1], own[0]
-            other_mass[0], other_mass[1] = below[start + 1], below[start]
-        else:
-            acc, acc_mass = 0.0, 0.0
-            for j in range(count):
-                other_weight[j], other_mass[j] = acc, acc_mass
-                acc += own[j]
-                acc_mass += below[start + j]
-            acc, acc_mass = 0.0, 0.0
-            for j in range(count - 1, -1, -1):
-                other_weight[j] += acc
-                other_mass[j] += acc_mass
-                acc += own[j]
-                acc_mass += below[start + j]
+        _sibling_others(own, below, start, count, other_weight, other_mass)
         for j in range(count):
             if other_weight[j] > 0:
                 unit = units[prefixes[start + j] - 1]
@@ -229,6 +225,7 @@ def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
 
 
 _jit = numba.njit(cache=True, nogil=True)
+_sibling_others = _jit(_sibling_others)  # called by both re-route passes: compiled first
 reroute_pass = _jit(_reroute_pass)
 reroute_pass_kept = _jit(_reroute_pass_kept)
 dominated_total = _jit(_dominated_total)
