@@ -174,26 +174,41 @@ class LatticeMoves:
 def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
     """The nodes and moves of the lattice, built with numpy (no networkx).
 
-    Time and memory linear in the number of moves (about ``V^2 L min(M, V)``).
+    Time and memory linear in the number of moves (about ``V^2 L min(M, V)``).  Once the
+    automaton states reachable after ``i`` tokens stop changing, every later position holds
+    the same (token, state) nodes, so their labels and moves are the last ones renumbered:
+    built in one broadcast, not position by position.
     """
     V, L, M = spec.vocab, spec.length, spec.modulus
     start, bigram = lattice_logits(spec)
     token = np.arange(V)
-    # reach[a]: automaton state a reachable after i tokens
+    # pattern[i - 1]: the (V, M) mask of the nodes (i, v, a) at position i (1..L); node
+    # (i, v, a) exists when (a - v) mod M was reachable after i - 1 tokens
     reach = np.zeros(M, dtype=bool)
     reach[0] = True
-    index: list[np.ndarray] = []  # per position i (1..L): (V, M) node index or -1
-    labels: list[str] = ["s"]
-    for i in range(1, L + 1):
-        # node (i, v, a) exists when (a - v) mod M was reachable after i - 1 tokens
+    patterns: list[np.ndarray] = []
+    while len(patterns) < L:
         ok = reach[(np.arange(M)[None, :] - token[:, None]) % M]
+        patterns.append(ok)
+        following = ok.any(axis=0)
+        if np.array_equal(following, reach) and len(patterns) > 1:
+            break  # a fixed point: every later position has this pattern
+        reach = following
+    stable = len(patterns)  # positions stable..L repeat the last pattern
+    labels: list[str] = ["s"]
+    index: list[np.ndarray] = []  # per explicit position: (V, M) node index or -1
+    for i, ok in enumerate(patterns, start=1):
         here = np.full((V, M), -1, dtype=np.int64)
         vv, aa = np.nonzero(ok)
         here[vv, aa] = len(labels) + np.arange(vv.size)
         labels.extend(f"{i}:{v}/{a}" for v, a in zip(vv.tolist(), aa.tolist(), strict=True))
         index.append(here)
-        reach = ok.any(axis=0)
-    final_ok = reach
+    width = int(patterns[-1].sum())  # nodes per repeated position
+    vv, aa = np.nonzero(patterns[-1])
+    suffixes = [f":{v}/{a}" for v, a in zip(vv.tolist(), aa.tolist(), strict=True)]
+    for i in range(stable + 1, L + 1):
+        labels.extend([str(i) + tail for tail in suffixes])
+    final_ok = patterns[-1].any(axis=0)  # the states reachable after L tokens
     target = len(labels)
     labels.append("t")
     dead = target + 1 if final_ok[1:].any() else -1
@@ -201,29 +216,25 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
         labels.append("x")
     tails, heads, logits = [], [], []
     # source -> position 1
-    first = index[0]
     tails.append(np.zeros(V, dtype=np.int64))
-    heads.append(first[token, token % M])
+    heads.append(index[0][token, token % M])
     logits.append(start)
-    # position i -> i + 1; once the reachable (token, state) pattern repeats, the moves
-    # of the next position are the last ones shifted by the number of nodes per position
-    previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    for i in range(1, L):
-        here, nxt = index[i - 1], index[i]
-        if previous is not None and _same_pattern(index[i - 2], here, nxt):
-            tail, head, logit = previous
-            tail, head = tail + (here.max() - index[i - 2].max()), head + (nxt.max() - here.max())
-        else:
-            vv, aa = np.nonzero(here >= 0)
-            tail = np.repeat(here[vv, aa], V)
-            v2 = np.tile(token, vv.size)
-            a2 = (np.repeat(aa, V) + v2) % M
-            head, logit = nxt[v2, a2], bigram[np.repeat(vv, V), v2]
-        previous = (tail, head, logit)
+    # position i -> i + 1 while the patterns still change (and into the first repeat)
+    for i in range(1, min(stable, L - 1) + 1):
+        here = index[i - 1]
+        nxt = index[i] if i < stable else _renumbered(index[-1], width)
+        tail, head, logit = _step_moves(here, nxt, bigram, M)
         tails.append(tail)
         heads.append(head)
         logits.append(logit)
-    last = index[L - 1]
+    # the repeated positions stable + 1 .. L - 1: the last step's moves, renumbered
+    repeats = L - 1 - stable
+    if repeats > 0:
+        offset = width * np.arange(1, repeats + 1, dtype=np.int64)[:, None]
+        tails.append((tails[-1][None, :] + offset).ravel())
+        heads.append((heads[-1][None, :] + offset).ravel())
+        logits.append(np.tile(logits[-1], repeats))
+    last = index[-1] if stable == L else _renumbered(index[-1], width * (L - stable))
     vv, aa = np.nonzero(last >= 0)
     tails.append(last[vv, aa])
     heads.append(np.where(aa == 0, target, dead))
@@ -239,18 +250,20 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
     )
 
 
-def _same_pattern(before: np.ndarray, here: np.ndarray, nxt: np.ndarray) -> bool:
-    """Positions ``before``, ``here`` and ``nxt`` hold the same (token, state) nodes, each
-    numbered consecutively in the same order (so the moves shift by a constant)."""
-    if before.size == 0 or not (
-        np.array_equal(before >= 0, here >= 0) and np.array_equal(here >= 0, nxt >= 0)
-    ):
-        return False
-    live = here >= 0
-    return bool(
-        np.all(here[live] - before[live] == here.max() - before.max())
-        and np.all(nxt[live] - here[live] == nxt.max() - here.max())
-    )
+def _renumbered(index: np.ndarray, shift: int) -> np.ndarray:
+    """A position's node index moved ``shift`` nodes on (``-1`` stays)."""
+    return np.where(index >= 0, index + shift, -1)
+
+
+def _step_moves(
+    here: np.ndarray, nxt: np.ndarray, bigram: np.ndarray, M: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tail, head, logit)`` of the moves from the nodes ``here`` to ``nxt``, sorted by tail."""
+    V = bigram.shape[0]
+    vv, aa = np.nonzero(here >= 0)
+    v2 = np.tile(np.arange(V), vv.size)
+    a2 = (np.repeat(aa, V) + v2) % M
+    return np.repeat(here[vv, aa], V), nxt[v2, a2], bigram[np.repeat(vv, V), v2]
 
 
 def _description(spec: LatticeSpec) -> str:

@@ -50,7 +50,7 @@ from tilt.objectives import sd_optimum as objective_optimum
 from tilt.policy import Policy, edge_softmax
 from tilt.space import RolloutSpace, enumerate_rollouts
 from tilt.tasks.graphs import make_task, named_task
-from tilt.tasks.lattice import parse_lattice
+from tilt.tasks.lattice import lattice_logits, lattice_moves, parse_lattice
 from tilt.testing import RandomInstance, alphas, anchors, betas, dag_instances, demo_kinds
 
 TOL = 1e-12
@@ -650,6 +650,51 @@ def test_lattice_rule_and_size(name: str) -> None:
     task_space = acyclic_space(named_task(name))
     np.testing.assert_array_equal(task_space.edge_move, space.edge_move)
     np.testing.assert_array_equal(table.move_logit, task_space.moves.move_logit)
+
+
+def _lattice_by_definition(name: str) -> tuple[list[str], list[tuple[int, int, float]]]:
+    """Labels and ``(tail, head, logit)`` moves of a lattice from its definition, node by
+    node (positions in order; within one, tokens then automaton states; moves by token)."""
+    spec = parse_lattice(name)
+    V, L, M = spec.vocab, spec.length, spec.modulus
+    start, bigram = lattice_logits(spec)
+    labels, number = ["s"], {}
+    states = {0}
+    for i in range(1, L + 1):
+        here = sorted({(v, (a + v) % M) for a in states for v in range(V)})
+        for v, a in here:
+            number[i, v, a] = len(labels)
+            labels.append(f"{i}:{v}/{a}")
+        states = {a for _, a in here}
+    target = len(labels)
+    labels.append("t")
+    if any(a for a in states):
+        labels.append("x")
+    moves = [(0, number[1, v, v % M], float(start[v])) for v in range(V)]
+    for (i, v, a), node in sorted(number.items(), key=lambda kv: kv[1]):
+        if i < L:
+            moves += [(node, number[i + 1, u, (a + u) % M], float(bigram[v, u])) for u in range(V)]
+        else:
+            moves.append((node, target if a == 0 else target + 1, 0.0))
+    return labels, moves
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        f"lattice:V={v},L={n},M={m},seed=3"
+        for v, n, m in [(2, 1, 2), (2, 7, 2), (3, 5, 1), (3, 6, 4), (4, 2, 9), (5, 7, 6), (8, 4, 3)]
+    ],
+)
+def test_lattice_moves_match_the_definition(name: str) -> None:
+    """The broadcast over repeated positions builds the same nodes and moves, in the same
+    order, as the definition node by node (automata that settle at once, late or never)."""
+    labels, moves = _lattice_by_definition(name)
+    built = lattice_moves(parse_lattice(name))
+    assert list(built.labels) == labels
+    assert built.tail.tolist() == [m[0] for m in moves]
+    assert built.head.tolist() == [m[1] for m in moves]
+    assert built.logit.tolist() == [m[2] for m in moves]
 
 
 def test_horizon_states_carry_the_depth() -> None:
