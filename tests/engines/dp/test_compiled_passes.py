@@ -303,3 +303,30 @@ def test_fused_kernels_are_the_unfused_bits(name: str, scale: float) -> None:
             np.testing.assert_array_equal(on_the_fly, squared, err_msg=key)
             apart = (dpm._slope(q, base, uniform=True), dpm._slope(q, base, uniform=False))
             np.testing.assert_array_equal(dpm._slopes(q, base), apart, err_msg=key)
+
+
+@pytest.mark.parametrize("name", LATTICES)
+@pytest.mark.parametrize("scale", [0.0, 1.0, 30.0, 90.0, 300.0])
+def test_the_compiled_softmax_gives_numpy_bits(name: str, scale: float) -> None:
+    """The edge softmax and its exponential by the compiled pass, bit for bit numpy's
+    ``group_normalise`` and ``exp``: on spreads inside its one-shift range (up to 600
+    nats), and outside it (``scale`` 90 and 300, a ``-inf`` or ``nan`` logit), where it
+    hands the input to numpy."""
+    space = acyclic_space(lattice_table(name))
+    rng = np.random.default_rng(int(scale))
+    logits = rng.normal(0.0, 1.0, space.n_moves) * scale
+    cases = [logits, np.where(np.arange(space.n_moves) == 3, -np.inf, logits)]
+    cases.append(np.where(np.arange(space.n_moves) == 5, np.nan, logits))
+    for values in cases:
+        with np.errstate(invalid="ignore"):
+            expected = dp_passes.group_normalise(space, values[space.edge_move])
+        with _setting(True):
+            cond, prob = dp_passes.softmax_conditionals(space, values, index=space.edge_move)
+        np.testing.assert_array_equal(cond, expected)
+        spread = np.ptp(values) if np.isfinite(values).all() else np.inf
+        assert (prob is not None) == (spread <= 600.0)
+        if prob is not None:
+            np.testing.assert_array_equal(prob, np.exp(expected))
+        with _setting(True):  # the gathered values given directly
+            direct, _ = dp_passes.softmax_conditionals(space, values[space.edge_move])
+        np.testing.assert_array_equal(direct, expected)

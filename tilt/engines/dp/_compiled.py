@@ -40,6 +40,7 @@ __all__ = [
     "centred_dot_pair",
     "correct_cond",
     "tilted_cond",
+    "softmax_exact",
     "chain_moments",
     "edge_flow",
     "reroute_change",
@@ -786,6 +787,66 @@ def _tilted_cond(out_start: _I, edge_head: _I, weight: _F, back: _F, fallback: _
     return out
 
 
+def _softmax_exact(
+    out_start: _I,
+    values: _F,
+    index: _I,
+    linear_range: float,
+    loops: NDArray[np.intp],
+    out: _F,
+    prob: _F,
+) -> bool:
+    """:func:`tilt.engines.dp.passes.group_normalise` of ``values[index]`` (of ``values`` when
+    ``index`` is empty) with its bits, on its one-shift path: ``out[e] = w_e - (top + log
+    sum over the state's edges of exp(w - top))``, numpy's own ``exp`` and ``log`` loops,
+    ``reduceat``'s sums in numpy's order; ``prob = exp(out)`` by the same ``exp`` (numpy's
+    ``exp`` of the result).  False (nothing usable written) where numpy takes another path
+    (a value ``-inf``, ``inf`` or ``nan``, a spread beyond ``linear_range``) or a state has
+    more than 129 edges."""
+    n = out_start.size - 1
+    n_edges = out.size
+    gathered = index.size > 0
+    top, low = -np.inf, np.inf
+    for e in range(n_edges):
+        v = values[index[e]] if gathered else values[e]
+        if v != v:
+            return False
+        top = max(top, v)
+        low = min(low, v)
+    if low == -np.inf or not top - low <= linear_range:
+        return False
+    n_groups = 0
+    for s in range(n):
+        if out_start[s + 1] - out_start[s] > 129:
+            return False
+        n_groups += out_start[s + 1] > out_start[s]
+    frame = np.empty(5, dtype=np.intp)
+    for e in range(n_edges):
+        out[e] = (values[index[e]] if gathered else values[e]) - top
+    _numpy_apply(loops, 0, out, out, n_edges, frame)
+    totals = np.empty(n_groups)
+    k = 0
+    for s in range(n):
+        a, b = out_start[s], out_start[s + 1]
+        if b > a:
+            totals[k] = out[a] + _numpy_pairwise(out, a + 1, b - a - 1) if b - a > 1 else out[a]
+            k += 1
+    _numpy_apply(loops, 1, totals, totals, n_groups, frame)
+    k = 0
+    for s in range(n):
+        a, b = out_start[s], out_start[s + 1]
+        if b == a:
+            continue
+        norm = top + totals[k]
+        k += 1
+        for e in range(a, b):
+            x = (values[index[e]] if gathered else values[e]) - norm
+            out[e] = x
+            prob[e] = x
+    _numpy_apply(loops, 0, prob, prob, n_edges, frame)
+    return True
+
+
 def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:
     """``reach[tail] * chain[e]`` per edge."""
     n = out_start.size - 1
@@ -959,6 +1020,7 @@ centred_dot = _jit(_centred_dot)
 centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
 tilted_cond = _jit(_tilted_cond)
+softmax_exact = _jit(_softmax_exact)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

@@ -23,8 +23,8 @@ import numpy as np
 from tilt._checks import check_beta
 from tilt.context import ContextModel
 from tilt.engines.dp.context import markov_step, token_target
-from tilt.engines.dp.passes import group_normalise, tilted_conditionals
-from tilt.engines.dp.policy import Demos, MarkovPolicy, demonstrations
+from tilt.engines.dp.passes import softmax_conditionals, tilted_conditionals
+from tilt.engines.dp.policy import Demos, MarkovPolicy, demonstrations, with_prob
 from tilt.objectives import check_anchor
 
 __all__ = ["rl_optimum", "sd_sequence", "sd_token", "sd_hybrid", "sd_discount"]
@@ -111,13 +111,17 @@ def sd_token(
     anchor = check_anchor(anchor)
     target = token_target(policy, model, _demos(policy, demos, alpha))
     own = policy.log_cond
-    with np.errstate(invalid="ignore"):
-        logits = np.where(
-            np.isneginf(target),
-            -np.inf,
-            (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
-        )
-    return MarkovPolicy(policy.space, group_normalise(policy.space, logits, own))
+    if anchor == 0:  # (g + 0 log pi) / 1 is g (up to the sign of a zero)
+        logits = target
+    else:
+        with np.errstate(invalid="ignore"):
+            logits = np.where(
+                np.isneginf(target),
+                -np.inf,
+                (target + anchor * np.where(np.isneginf(own), 0.0, own)) / (1 + anchor),
+            )
+    cond, prob = softmax_conditionals(policy.space, logits, own)
+    return with_prob(MarkovPolicy(policy.space, cond), prob)
 
 
 def sd_discount(

@@ -28,6 +28,7 @@ __all__ = [
     "forward_logsumexp",
     "backward_max",
     "group_normalise",
+    "softmax_conditionals",
     "tilted_conditionals",
     "backward_mean",
     "LinearWeights",
@@ -96,6 +97,36 @@ def group_normalise(
         else:
             out[dead] = fallback[dead]
     return out
+
+
+def softmax_conditionals(
+    space: AcyclicSpace,
+    log_weight: FloatArray,
+    fallback: FloatArray | None = None,
+    index: IntArray | None = None,
+) -> tuple[FloatArray, FloatArray | None]:
+    """``(group_normalise(space, log_weight[index], fallback), exp of it or None)``.
+
+    The compiled pass (:func:`tilt.engines.dp._compiled.softmax_exact`) gives numpy's bits
+    and the exponential with them, in two passes over the edges and with no gathered
+    copy; where it does not apply, numpy's :func:`group_normalise` (no exponential).
+    """
+    compiled = kernels(space)
+    if compiled is not None and compiled.NUMPY_LOOPS is not None and space.n_edges:
+        out, prob = np.empty(space.n_edges), np.empty(space.n_edges)
+        empty = np.zeros(0, dtype=np.int64)
+        if compiled.softmax_exact(
+            space.out_start,
+            log_weight,
+            empty if index is None else index,
+            LINEAR_RANGE,
+            compiled.NUMPY_LOOPS,
+            out,
+            prob,
+        ):
+            return out, prob
+    values = log_weight if index is None else log_weight[index]
+    return group_normalise(space, values, fallback), None
 
 
 SAFE_RANGE = 350.0

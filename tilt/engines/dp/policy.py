@@ -25,9 +25,9 @@ from tilt.engines.dp.passes import (
     LinearWeights,
     backward_logsumexp,
     forward_logsumexp,
-    group_normalise,
     kernels,
     linear_weights,
+    softmax_conditionals,
     tilted_conditionals,
 )
 from tilt.engines.dp.space import AcyclicSpace
@@ -38,6 +38,7 @@ _T = TypeVar("_T")
 __all__ = [
     "MarkovPolicy",
     "edge_softmax",
+    "with_prob",
     "base_policy",
     "demonstrations",
     "Demos",
@@ -187,7 +188,15 @@ def edge_softmax(space: AcyclicSpace, move_logit: FloatArray) -> MarkovPolicy:
         raise ValueError(f"expected {space.n_moves} move logits, got shape {move_logit.shape}")
     if not np.isfinite(move_logit).all():
         raise ValueError("move logits must be finite")
-    return MarkovPolicy(space, group_normalise(space, move_logit[space.edge_move]))
+    cond, prob = softmax_conditionals(space, move_logit, index=space.edge_move)
+    return with_prob(MarkovPolicy(space, cond), prob)
+
+
+def with_prob(policy: MarkovPolicy, prob: FloatArray | None) -> MarkovPolicy:
+    """``policy`` with ``prob`` (``exp`` of its conditionals, when computed) remembered."""
+    if prob is not None:
+        policy.__dict__["prob"] = prob  # the cached_property's slot
+    return policy
 
 
 def base_policy(
