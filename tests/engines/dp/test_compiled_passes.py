@@ -330,3 +330,27 @@ def test_the_compiled_softmax_gives_numpy_bits(name: str, scale: float) -> None:
         with _setting(True):  # the gathered values given directly
             direct, _ = dp_passes.softmax_conditionals(space, values[space.edge_move])
         np.testing.assert_array_equal(direct, expected)
+
+
+@pytest.mark.parametrize("name", LATTICES)
+@pytest.mark.parametrize("scale", SCALES)
+def test_the_compiled_edge_form_gives_numpy_bits(name: str, scale: float) -> None:
+    """``edge(gamma)``'s per-edge form (move weights, boost normalisers, steps, none
+    weights) by the compiled pass is numpy's, bit for bit, for every kind of
+    demonstration and for gamma 0 (no boost), 2 and 40."""
+    from tilt.engines.dp.context import edge_form
+
+    space = acyclic_space(_table(name, scale))
+    base = dpp.edge_softmax(space, space.moves.move_logit)
+    for kind in ("own", "uniform", "tempered"):
+        demos = dpp.demonstrations(base, kind, 0.5)
+        for gamma in (0.0, 2.0, 40.0):
+            forms = []
+            for compiled in (True, False):
+                base.release(f"edge_form:{gamma!r}:{id(demos)}")
+                with _setting(compiled):
+                    forms.append(edge_form(base, gamma, demos))
+            assert forms[0] is not forms[1]  # computed twice, not remembered
+            for field in ("move_weight", "none_weight", "log_boost_norm", "step"):
+                a, b = getattr(forms[0], field), getattr(forms[1], field)
+                np.testing.assert_array_equal(a, b, err_msg=f"{kind} {gamma} {field}")

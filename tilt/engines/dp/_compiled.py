@@ -41,6 +41,7 @@ __all__ = [
     "correct_cond",
     "tilted_cond",
     "softmax_exact",
+    "edge_form",
     "chain_moments",
     "edge_flow",
     "reroute_change",
@@ -847,6 +848,65 @@ def _softmax_exact(
     return True
 
 
+def _logaddexp(x: float, y: float) -> float:
+    """numpy's ``logaddexp`` of two floats (``npy_logaddexp``: the same branches, the C
+    library's ``exp`` and ``log1p``, as numpy's loop calls them)."""
+    if x == y:
+        return x + 0.693147180559945309417232121458176568  # log(2)
+    tmp = x - y
+    if tmp > 0:
+        return x + math.log1p(math.exp(-tmp))
+    if tmp <= 0:
+        return y + math.log1p(math.exp(tmp))
+    return tmp  # a nan
+
+
+_logaddexp_pair = _jit(_logaddexp)
+
+
+def _edge_form(
+    out_start: _I,
+    edge_move: _I,
+    marginals: _F,
+    log_cond: _F,
+    log_c: float,
+    gamma: float,
+    move_weight: _F,
+    log_boost_norm: _F,
+    step: _F,
+    none_weight: _F,
+) -> bool:
+    """:func:`tilt.engines.dp.context.edge_form` with its bits, per state in one pass: ``m``
+    gathered, ``log Z = logaddexp(0, log_c + log pi)``, ``E = sum m log Z`` and ``sum m`` as
+    ``reduceat`` sums them, ``none = max(0, 1 - sum m)``, ``step = gamma m - E``.  False
+    (outputs unusable) when a state has more than 129 edges (numpy's longer sums)."""
+    n = out_start.size - 1
+    terms = np.empty(129)
+    for s in range(n):
+        a, b = out_start[s], out_start[s + 1]
+        if b - a > 129:
+            return False
+        if b == a:
+            none_weight[s] = 1.0
+            continue
+        for e in range(a, b):
+            m = marginals[edge_move[e]]
+            z = _logaddexp_pair(0.0, log_c + log_cond[e])
+            move_weight[e] = m
+            log_boost_norm[e] = z
+            terms[e - a] = m * z
+        k = b - a
+        expected = terms[0] + _numpy_pairwise(terms, 1, k - 1) if k > 1 else terms[0]
+        total = (
+            move_weight[a] + _numpy_pairwise(move_weight, a + 1, k - 1) if k > 1 else move_weight[a]
+        )
+        left = 1.0 - total
+        none_weight[s] = left if (left > 0.0 or left != left) else 0.0
+        for e in range(a, b):
+            step[e] = gamma * move_weight[e] - expected
+    return True
+
+
 def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:
     """``reach[tail] * chain[e]`` per edge."""
     n = out_start.size - 1
@@ -1021,6 +1081,7 @@ centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
 tilted_cond = _jit(_tilted_cond)
 softmax_exact = _jit(_softmax_exact)
+edge_form = _jit(_edge_form)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

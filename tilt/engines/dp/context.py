@@ -22,7 +22,7 @@ import numpy as np
 
 from tilt._numerics import FloatArray, log_expm1
 from tilt.context import ContextModel, MarkovForm
-from tilt.engines.dp.passes import segment_sum
+from tilt.engines.dp.passes import kernels, segment_sum
 from tilt.engines.dp.policy import MarkovPolicy, edge_marginals
 
 __all__ = ["EdgeForm", "markov_step", "edge_form", "token_target", "FORMS", "markov_form"]
@@ -80,6 +80,23 @@ def edge_form(policy: MarkovPolicy, gamma: float, demos: MarkovPolicy) -> EdgeFo
 
     def compute() -> EdgeForm:
         space = policy.space
+        compiled = kernels(space)
+        if compiled is not None:  # numpy's bits in one pass, no edge-sized temporaries
+            m, log_z, step = (np.empty(space.n_edges) for _ in range(3))
+            none = np.empty(space.n_states)
+            if compiled.edge_form(
+                space.out_start,
+                space.edge_move,
+                edge_marginals(demos),
+                policy.log_cond,
+                log_expm1(gamma),
+                gamma,
+                m,
+                log_z,
+                step,
+                none,
+            ):
+                return EdgeForm(gamma, m, none, log_z, step)
         m = edge_marginals(demos)[space.edge_move]
         log_z = np.logaddexp(0.0, log_expm1(gamma) + policy.log_cond)
         internal, starts = space.groups
