@@ -1,5 +1,8 @@
 """Task instances: a graph, a source, a target and a horizon.
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 A :class:`Task` is the ``(G, s, t, H)`` of ``docs/theory.md`` ("Rollout
 spaces").  The catalogue holds named instances with a documented default base
 policy (the edge attribute ``logit``); :func:`load_graph` reads a user's graph
@@ -17,8 +20,7 @@ import numbers
 import re
 from collections.abc import Callable, Hashable
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from tilt._read_limits import (
     MAX_NUMBER_CHARS,
@@ -28,6 +30,9 @@ from tilt._read_limits import (
     load_json,
 )
 from tilt.tasks._task import Task
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "catalogue",
@@ -47,6 +52,8 @@ __all__ = [
 
 def _toward_target_logits(graph: nx.DiGraph, target: Hashable, bias: float) -> None:
     """Set ``logit = bias`` on moves that shorten the distance to ``target``, else 0."""
+    import networkx as nx
+
     dist = nx.single_source_shortest_path_length(graph.reverse(copy=False), target)
     for v, u, data in graph.edges(data=True):
         closer = v in dist and u in dist and dist[u] < dist[v]
@@ -54,6 +61,8 @@ def _toward_target_logits(graph: nx.DiGraph, target: Hashable, bias: float) -> N
 
 
 def _grid(n: int) -> Task:
+    import networkx as nx
+
     graph = nx.grid_2d_graph(n, n).to_directed()
     source, target = (0, 0), (n - 1, n - 1)
     _toward_target_logits(graph, target, 1.0)
@@ -78,6 +87,8 @@ def _diamonds(k: int = 5) -> Task:
     diamonds they cross on the upper side, so their base probabilities are
     ``(2/3 * p)^u * (1/3 * p)^(k-u)`` with no length effect.
     """
+    import networkx as nx
+
     graph = nx.DiGraph()
     for j in range(k):
         junction, nxt = f"j{j}", f"j{j + 1}"
@@ -106,6 +117,8 @@ def _routes() -> Task:
     at the fork, the minority route ``b`` logit 0.  Each route node also offers
     a dead end.  Blocking a move on route ``a`` leaves only route ``b``.
     """
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_edge("s", "a0", logit=2.0)
     graph.add_edge("s", "b0", logit=0.0)
@@ -139,6 +152,8 @@ def _routes_bottleneck() -> Task:
     leaves the minority route alone in both OOD readings: nothing is left to
     re-route at ``a2``, and every rollout through the bottleneck fails.
     """
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_edge("s", "a0", logit=2.0)
     graph.add_edge("s", "b0", logit=0.0)
@@ -166,6 +181,8 @@ def _routes_bottleneck() -> Task:
 
 def _holed(n: int) -> Task:
     """The ``n x n`` grid with its centre node removed (``n`` odd): routes pass left or right."""
+    import networkx as nx
+
     graph = nx.grid_2d_graph(n, n)
     centre = (n // 2, n // 2)
     graph.remove_node(centre)
@@ -261,6 +278,8 @@ PATH_SEPARATOR = ">"
 
 
 def _read_file(path: Path, directed: bool) -> nx.Graph:
+    import networkx as nx
+
     suffix = path.suffix.lower()
     if suffix in {".graphml", ".xml"}:
         return nx.read_graphml(path)
@@ -310,6 +329,8 @@ def _merge_parallel(graph: nx.Graph) -> nx.Graph:
     with equal logits are one edge; with different logits the graph is refused
     (no rule picks one of them that a user would expect).
     """
+    import networkx as nx
+
     simple: nx.Graph = nx.DiGraph() if graph.is_directed() else nx.Graph()
     simple.graph.update(graph.graph)
     simple.add_nodes_from(graph.nodes(data=True))
@@ -387,6 +408,8 @@ def make_task(
         On a missing node, ``source == target``, a bad horizon, a bad logit,
         parallel edges with different logits, or a node label as above.
     """
+    import networkx as nx
+
     if not isinstance(graph, nx.Graph):
         raise TypeError(f"graph must be a networkx graph, got {type(graph).__name__}")
     if graph.is_multigraph():

@@ -20,6 +20,7 @@ Base logits (the edge attribute ``logit``): ``s -> 1:v`` has ``theta_0[v]`` and
 ``theta_0 ~ Normal(0, scale^2)^V`` then ``theta ~ Normal(0, scale^2)^(V x V)``
 from ``numpy.random.default_rng(seed)`` (``scale`` default 1).
 
+
 Fields: ``V`` (2..4096) and ``L`` (1..100000) are required; ``seed`` (default
 0), ``M`` (1..64, default 2) and ``scale`` (0..100, default 1) are optional.
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
 from tilt.tasks._task import Task
@@ -208,7 +208,7 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
     suffixes = [f":{v}/{a}" for v, a in zip(vv.tolist(), aa.tolist(), strict=True)]
     for i in range(stable + 1, L + 1):
         labels.extend([str(i) + tail for tail in suffixes])
-    final_ok = patterns[-1].any(axis=0)  # the states reachable after L tokens
+    final_ok = np.any(patterns[-1], axis=0)  # the states reachable after L tokens
     target = len(labels)
     labels.append("t")
     dead = target + 1 if final_ok[1:].any() else -1
@@ -290,6 +290,8 @@ def lattice_task(spec: LatticeSpec) -> Task:
     ValueError
         Above :data:`NETWORKX_MOVE_LIMIT` moves, before building anything.
     """
+    import networkx as nx
+
     count = lattice_move_count(spec)
     if count > NETWORKX_MOVE_LIMIT:
         raise ValueError(

@@ -22,7 +22,6 @@ from functools import cached_property
 from types import ModuleType
 from typing import TypeVar
 
-import networkx as nx
 import numpy as np
 from numpy.typing import NDArray
 
@@ -330,6 +329,8 @@ def _distinct(values: IntArray) -> tuple[IntArray, IntArray]:
 
 
 def _cycle_message(table: MoveTable, open_nodes: IntArray) -> str:
+    import networkx as nx
+
     graph = nx.DiGraph()
     keep = np.zeros(table.n_nodes, dtype=bool)
     keep[open_nodes] = True
