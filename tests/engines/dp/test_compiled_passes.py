@@ -354,3 +354,18 @@ def test_the_compiled_edge_form_gives_numpy_bits(name: str, scale: float) -> Non
             for field in ("move_weight", "none_weight", "log_boost_norm", "step"):
                 a, b = getattr(forms[0], field), getattr(forms[1], field)
                 np.testing.assert_array_equal(a, b, err_msg=f"{kind} {gamma} {field}")
+
+
+@pytest.mark.parametrize("name", [*LATTICES, "lattice:V=3,L=4,M=5,seed=1"])
+def test_the_compiled_ratio_conditionals_are_numpy_bits(name: str) -> None:
+    """The uniform distribution on the correct rollouts, as conditionals (the unweighted
+    gap slope's chain): the compiled pass gives numpy's bits, dead states (no correct
+    rollout below) uniform."""
+    space = acyclic_space(lattice_table(name))
+    below = dpm._log_correct_count(space)
+    assert np.isneginf(below).any()  # some state has no correct rollout below it
+    outs = []
+    for compiled in (True, False):
+        with _setting(compiled):
+            outs.append(dpm._ratio_conditionals(space, below))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -40,6 +40,7 @@ __all__ = [
     "centred_dot_pair",
     "correct_cond",
     "tilted_cond",
+    "ratio_cond",
     "softmax_exact",
     "edge_form",
     "chain_moments",
@@ -774,6 +775,20 @@ def _correct_cond(out_start: _I, edge_head: _I, log_cond: _F, below: _F) -> _F:
     return out
 
 
+def _ratio_cond(out_start: _I, edge_head: _I, below: _F, uniform: _F) -> _F:
+    """``below[head] - below[tail]`` per edge, ``uniform[tail]`` where ``below[tail] = -inf``,
+    ``-inf`` for ``nan`` (:func:`tilt.engines.dp.measures._ratio_conditionals`, the same
+    operations, so the same bits)."""
+    n = out_start.size - 1
+    out = np.empty(edge_head.size)
+    for s in range(n):
+        norm = below[s]
+        for e in range(out_start[s], out_start[s + 1]):
+            x = uniform[s] if norm == -np.inf else below[edge_head[e]] - norm
+            out[e] = -np.inf if x != x else x
+    return out
+
+
 def _tilted_cond(out_start: _I, edge_head: _I, weight: _F, back: _F, fallback: _F) -> _F:
     """``(weight[e] + back[head]) - back[tail]``, ``fallback[e]`` where ``back[tail] = -inf``,
     ``-inf`` for ``nan``: :func:`tilt.engines.dp.passes.tilted_conditionals` (``discount`` 1)
@@ -1080,6 +1095,7 @@ centred_dot = _jit(_centred_dot)
 centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
 tilted_cond = _jit(_tilted_cond)
+ratio_cond = _jit(_ratio_cond)
 softmax_exact = _jit(_softmax_exact)
 edge_form = _jit(_edge_form)
 chain_moments = _jit(_chain_moments)

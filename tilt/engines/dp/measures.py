@@ -230,7 +230,8 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
     leaf = np.where(space.correct, 0.0, -np.inf)
 
     def build(keep: FloatArray, count: float) -> _Chain:
-        x = np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
+        # where every move is finite (full), the increments are the base's conditionals
+        x = base.log_cond if full else np.where(np.isfinite(base.log_cond), base.log_cond, 0.0)
         if full and not uniform:  # pi0(. | C): the base's conditioned chain, its reach known
             return _chain(space, base.correct_cond, x, count, base)
         if full:  # uniform on C: the ratio of the counts below head and tail (cached)
@@ -252,6 +253,11 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
 def _ratio_conditionals(space: AcyclicSpace, below: FloatArray) -> FloatArray:
     """``below(head) - below(tail)`` per edge (uniform where ``below(tail) = -inf``): the
     conditionals of the uniform distribution on the paths that ``below`` counts."""
+    compiled = kernels(space)
+    if compiled is not None:  # the same operations, edge by edge
+        with np.errstate(divide="ignore"):  # a leaf's -log 0 is never read
+            uniform = -np.log(space.out_count)
+        return compiled.ratio_cond(space.out_start, space.edge_head, below, uniform)
     norm = below[space.edge_tail]
     with np.errstate(invalid="ignore"):
         out = below[space.edge_head] - norm
