@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from types import ModuleType
 
 import numpy as np
 
@@ -74,26 +76,44 @@ DISTINCT_EXACT_LIMIT = 200_000
 class _Flows:
     """Per-edge pieces of ``q(. | C)`` shared by the measures of one policy.
 
-    ``cond`` = ``log q_C(e)`` (the conditioned chain), ``chain = exp(cond)``,
-    ``flow`` = ``q(e on the path | C)`` = ``q_C(reach tail) q_C(e)`` (linear).
+    ``cond`` = ``log q_C(e)`` (the conditioned chain), ``chain = exp(cond)``, ``reach`` =
+    ``q_C(reach s)`` per state (linear), and :attr:`flow` = ``q(e on the path | C)`` =
+    ``q_C(reach tail) q_C(e)`` (linear; taken on first use: the compiled measures read
+    ``reach`` and ``chain`` instead).
     """
 
+    space: AcyclicSpace
     cond: FloatArray
     chain: FloatArray
-    flow: FloatArray
+    reach: FloatArray
+
+    @cached_property
+    def flow(self) -> FloatArray:
+        """``reach[tail] * chain`` per edge."""
+        space = self.space
+        compiled = kernels(space)
+        if compiled is not None:
+            flow: FloatArray = compiled.edge_flow(space.out_start, self.reach, self.chain)
+            return flow
+        return self.reach[space.edge_tail] * self.chain
 
 
 def _flows(policy: MarkovPolicy) -> _Flows:
     def compute() -> _Flows:
-        cond = policy.correct_cond
-        chain = policy.correct_prob
         reach = np.exp(policy.log_correct_reach)
-        compiled = kernels(policy.space)
-        if compiled is not None:
-            return _Flows(cond, chain, compiled.edge_flow(policy.space.out_start, reach, chain))
-        return _Flows(cond, chain, reach[policy.space.edge_tail] * chain)
+        return _Flows(policy.space, policy.correct_cond, policy.correct_prob, reach)
 
     return policy.memo("flows", compute)
+
+
+def _measure_kernels(space: AcyclicSpace) -> ModuleType | None:
+    """:mod:`tilt.engines.dp._compiled_measures` when the compiled passes serve ``space``
+    (:func:`tilt.engines.dp.passes.kernels`), else ``None`` (the numpy paths)."""
+    if kernels(space) is None:
+        return None
+    from tilt.engines.dp import _compiled_measures
+
+    return _compiled_measures
 
 
 def correct_entropy(policy: MarkovPolicy) -> float:
@@ -101,8 +121,14 @@ def correct_entropy(policy: MarkovPolicy) -> float:
     if not np.isfinite(policy.log_correct_below[0]):
         return 0.0
     flows = _flows(policy)
-    # numpy's dot, not a compiled sum: exp(H) (the effective number) turns the last bits of
-    # H into relative error, so H keeps numpy's summation order
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:  # the same products, summed with compensation (no temporaries)
+        total = compiled.correct_log_sum(
+            policy.space.out_start, flows.reach, flows.chain, flows.cond
+        )
+        return float(max(0.0, -total))
+    # numpy's dot: exp(H) (the effective number) turns the last bits of H into relative
+    # error, so H is summed by BLAS here, with compensation by the kernel
     live = flows.flow > 0
     return float(max(0.0, -np.dot(flows.flow, np.where(live, flows.cond, 0.0))))
 
@@ -451,9 +477,77 @@ def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for each move ``e`` of a correct rollout."""
     ks = [check_k(k) for k in ks]
     space = policy.space
-    moves, _ = _used_moves(space)
+    moves, edges = _used_moves(space)
+    scans = _ood_scans(policy, ks)
+    if scans is not None:
+        return list(scans[0])
     fail = policy.incorrect_mass + policy.accuracy * _by_move(space, _flows(policy).flow)
     return _ood(fail, moves, space, ks)
+
+
+def _ood_scans(
+    policy: MarkovPolicy, ks: Sequence[int]
+) -> tuple[list[OODPass], list[OODPass]] | None:
+    """Both readings (blocked, re-route) by one compiled pass over the edges
+    (:func:`tilt.engines.dp._compiled_measures.ood_scan`: the per-move values of
+    :func:`ood_blocked` and :func:`reroute_accuracy` and :func:`_ood`'s mean and worst case,
+    no edge-sized temporary; cached per policy and ``ks``), or ``None`` for the numpy paths
+    (no kernels, or a move made by several state edges)."""
+    space = policy.space
+    moves, edges = _used_moves(space)
+    compiled = _measure_kernels(space)
+    if compiled is None or edges is None or not moves.size:
+        return None
+
+    def compute() -> tuple[list[OODPass], list[OODPass]]:
+        flows = _flows(policy)
+        log_through = policy.log_correct_below[0] + policy.log_correct_reach
+        used = _on_correct_paths(space)
+        first = space.memo(
+            "first_used_moves",
+            lambda: compiled.first_moves(space.out_start, space.edge_move, used),
+        )
+        scan = compiled.ood_scan(
+            space.out_start,
+            space.edge_move,
+            used,
+            first,
+            policy.prob,
+            policy.log_cond,
+            flows.chain,
+            flows.cond,
+            flows.reach,
+            np.exp(log_through),
+            log_through,
+            policy.incorrect_mass,
+            policy.accuracy,
+            _TINY,
+            np.array(ks, dtype=np.int64),
+        )
+        return _ood_passes(scan[:3], moves, space, ks), _ood_passes(scan[3:], moves, space, ks)
+
+    return policy.memo(f"ood:{tuple(ks)}", compute)
+
+
+def _ood_passes(
+    scan: tuple[FloatArray, FloatArray, np.ndarray],
+    moves: np.ndarray,
+    space: AcyclicSpace,
+    ks: Sequence[int],
+) -> list[OODPass]:
+    """The :class:`OODPass` of each ``k`` from a compiled scan's ``(sums, worst, worst_move)``
+    (the worst move ``-1``: every value ``nan``, the first move then, as :func:`_ood`)."""
+    sums, worst, worst_move = scan
+    return [
+        OODPass(
+            k,
+            float(sums[i]) / moves.size,
+            float(worst[i]),
+            space.move_label(int(worst_move[i] if worst_move[i] >= 0 else moves[0])),
+            int(moves.size),
+        )
+        for i, k in enumerate(ks)
+    ]
 
 
 _TINY = 1e-280
@@ -525,6 +619,15 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     (a simple path visits ``v`` once).  Both complements are exact to rounding
     (:func:`_complement`); one below ``1e-280`` is redone from the logs.
     """
+    moves, _ = _used_moves(policy.space)
+    acc = policy.accuracy + _by_move(policy.space, _reroute_change(policy))
+    np.minimum(acc, 1.0, out=acc)
+    return moves, np.maximum(acc, 0.0, out=acc)
+
+
+def _reroute_change(policy: MarkovPolicy) -> FloatArray:
+    """``q_e(C) - q(C)`` per state edge (:func:`reroute_accuracy`), the edges whose
+    complements are below ``_TINY`` redone from the logs."""
     space = policy.space
     flows = _flows(policy)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
@@ -534,41 +637,26 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
         change, tiny = compiled.reroute_change(
             space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
         )
-        return _reroute_finish(policy, flows, log_through, change, tiny)
-    keep_p, first_p = _complement(space, policy.prob)
-    keep_t, first_t = _complement(space, flows.chain)
-    through = np.exp(log_through)[space.edge_tail]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = keep_t / keep_p
-    # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
-    ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
-    change = ratio
-    change -= 1.0
-    change *= through
-    if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
-        change[through == 0.0] = 0.0
-    maybe = np.union1d(first_p, first_t)
-    tails = space.edge_tail[maybe]
-    small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
-    tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
-    return _reroute_finish(policy, flows, log_through, change, tiny)
-
-
-def _reroute_finish(
-    policy: MarkovPolicy,
-    flows: _Flows,
-    log_through: FloatArray,
-    change: FloatArray,
-    tiny: np.ndarray,
-) -> tuple[np.ndarray, FloatArray]:
-    """The edges ``tiny`` redone from the logs, then ``(moves, q_e(C))`` from the per-edge
-    ``change`` (both paths of :func:`reroute_accuracy`)."""
+    else:
+        keep_p, first_p = _complement(space, policy.prob)
+        keep_t, first_t = _complement(space, flows.chain)
+        through = np.exp(log_through)[space.edge_tail]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = keep_t / keep_p
+        # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
+        ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
+        change = ratio
+        change -= 1.0
+        change *= through
+        if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
+            change[through == 0.0] = 0.0
+        maybe = np.union1d(first_p, first_t)
+        tails = space.edge_tail[maybe]
+        small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
+        tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
     if tiny.size:
         _redo_tiny(policy, flows, log_through, change, tiny)
-    moves, _ = _used_moves(policy.space)
-    acc = policy.accuracy + _by_move(policy.space, change)
-    np.minimum(acc, 1.0, out=acc)
-    return moves, np.maximum(acc, 0.0, out=acc)
+    return change
 
 
 def _redo_tiny(
@@ -593,6 +681,9 @@ def _redo_tiny(
 def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Re-route*: ``1 - (1 - q_e(C))^k`` for every move ``e`` of some correct rollout."""
     ks = [check_k(k) for k in ks]
+    scans = _ood_scans(policy, ks)
+    if scans is not None:
+        return list(scans[1])
     moves, acc = reroute_accuracy(policy)
     return _ood(1.0 - acc, moves, policy.space, ks)
 
@@ -608,7 +699,8 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
         return {}
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     below = _log_correct_count(space)[space.edge_head[e0:e1]]
-    flow = _flows(policy).flow[e0:e1]
+    flows = _flows(policy)
+    flow = flows.reach[0] * flows.chain[e0:e1]  # the source's edges of flows.flow
     return {
         space.edge_label(e): float(f)
         for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
@@ -635,7 +727,8 @@ def first_move_strategies(policy: MarkovPolicy, ks: Sequence[int]) -> StrategyMe
     labels = space.moves.labels
     heads = space.moves.move_head[space.edge_move[e0:e1][live]]
     if np.isfinite(policy.log_correct_below[0]):
-        flow = policy.accuracy * _flows(policy).flow[e0:e1][live]
+        flows = _flows(policy)
+        flow = policy.accuracy * (flows.reach[0] * flows.chain[e0:e1])[live]
     else:
         flow = np.zeros(int(live.sum()))
     mass = dict(zip((labels[h] for h in heads.tolist()), flow.tolist(), strict=True))

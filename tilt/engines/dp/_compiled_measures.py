@@ -1,0 +1,319 @@
+"""Compiled measures (numba) of the DP engine: one pass over the edges, no edge-sized temporary.
+
+Private to :mod:`tilt.engines.dp.measures`, which imports it behind the gate of
+:mod:`tilt.engines.dp._compiled` (:func:`tilt.engines.dp.passes.kernels`).  Each kernel
+stands in for a numpy path of that module, kept as it was:
+
+* :func:`correct_log_sum` for :func:`~tilt.engines.dp.measures.correct_entropy`'s dot
+  (the same products, a compensated sum instead of BLAS's);
+* :func:`ood_blocked_scan` and :func:`ood_reroute_scan` for the per-move values of both
+  out-of-distribution readings and :func:`~tilt.engines.dp.measures._ood`'s mean and worst
+  case: the same operations per move (the power by the same repeated squaring, so the
+  same bits), read in edge order with the tie for the worst case going to the smallest
+  move (the first in move order, as ``np.argmin`` there), the means as compensated sums.
+
+``tests/engines/dp/test_compiled_measures.py`` checks them against the numpy paths.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numpy.typing import NDArray
+
+from tilt.engines.dp._compiled import _add, _jit, _sum_others
+
+__all__ = ["correct_log_sum", "first_moves", "ood_scan"]
+
+_F = NDArray[np.float64]
+_I = NDArray[np.int64]
+_B = NDArray[np.bool_]
+
+
+def _correct_log_sum(out_start: _I, reach: _F, chain: _F, cond: _F) -> float:
+    """``sum_e F_e cond_e`` over the edges of positive flow ``F_e = reach[tail] chain_e``
+    (the products of :func:`tilt.engines.dp._compiled.edge_flow`), summed with Neumaier's
+    compensation."""
+    n = out_start.size - 1
+    total, carry = 0.0, 0.0
+    for s in range(n):
+        r = reach[s]
+        part = 0.0
+        for e in range(out_start[s], out_start[s + 1]):
+            flow = r * chain[e]
+            if flow > 0:
+                part += flow * cond[e]
+        total, carry = _add(total, carry, part)
+    return total + carry
+
+
+def _power(x: float, k: int) -> float:
+    """``x ** k`` by the repeated squaring of :func:`tilt.engines.dp.measures._power`."""
+    result, started = 1.0, False
+    square = x
+    while True:
+        if k & 1:
+            if started:
+                result = result * square
+            else:
+                result, started = square, True
+        k >>= 1
+        if not k:
+            return result
+        square = square * square
+
+
+_power_of = _jit(_power)
+
+
+def _take(
+    fail: _F,
+    edge: _I,
+    edge_move: _I,
+    m: int,
+    first_move: int,
+    ks: _I,
+    square: _F,
+    power: _F,
+    total: _F,
+    carry: _F,
+    worst: _F,
+    worst_move: _I,
+) -> None:
+    """Add ``1 - clip(fail[j], 0, 1)^k`` over ``j < m`` to the sums of each ``k`` (four running
+    sums, then added with compensation); keep the least, ties to the smallest move
+    ``edge_move[edge[j]]`` (none below ``first_move``; ``nan`` is never the least).
+
+    ``x^k`` by the repeated squaring of :func:`tilt.engines.dp.measures._power` (the same
+    products in the same order, so the same bits), the squares shared by every ``k``
+    (rows of ``power``).  Rounding is monotone, so ``1 - x^k`` never increases with ``x``:
+    the least here is that of the largest ``x``, and the values are searched only when it
+    may replace the least so far."""
+    if m == 0:
+        return
+    top = -1.0
+    for j in range(m):
+        x = fail[j]
+        x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+        square[j] = x
+        if x > top:
+            top = x
+    bit = 0
+    while True:
+        more = False
+        for i in range(ks.size):
+            k = ks[i]
+            if (k >> bit) & 1:
+                if k & ((1 << bit) - 1):  # a lower bit set: the product has started
+                    for j in range(m):
+                        power[i, j] = power[i, j] * square[j]
+                else:
+                    for j in range(m):
+                        power[i, j] = square[j]
+            more = more or (k >> (bit + 1)) > 0
+        if not more:
+            break
+        for j in range(m):
+            square[j] = square[j] * square[j]
+        bit += 1
+    for i in range(ks.size):
+        # four running sums (the loop waits on none), then the least apart
+        p0, p1, p2, p3 = 0.0, 0.0, 0.0, 0.0
+        j = 0
+        while j + 4 <= m:
+            p0 += 1.0 - power[i, j]
+            p1 += 1.0 - power[i, j + 1]
+            p2 += 1.0 - power[i, j + 2]
+            p3 += 1.0 - power[i, j + 3]
+            j += 4
+        part = (p0 + p1) + (p2 + p3)
+        while j < m:
+            part += 1.0 - power[i, j]
+            j += 1
+        total[i], carry[i] = _add(total[i], carry[i], part)
+        here = 1.0 - _power_of(top, ks[i]) if top >= 0.0 else np.nan
+        if not (here < worst[i] or (here == worst[i] and first_move < worst_move[i])):
+            continue
+        least, least_move = worst[i], worst_move[i]
+        for j in range(m):
+            value = 1.0 - power[i, j]
+            if value <= least and (value < least or edge_move[edge[j]] < least_move):
+                least, least_move = value, edge_move[edge[j]]
+        worst[i], worst_move[i] = least, least_move
+
+
+_take_into = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(_take)
+
+
+def _others_logsumexp(a: int, b: int, values: _F, skip: int) -> float:
+    """``log sum exp`` of ``values[a:b]`` but ``values[skip]``, shifted by its largest."""
+    peak = -np.inf
+    for e in range(a, b):
+        if e != skip and values[e] > peak:
+            peak = values[e]
+    if peak == -np.inf:
+        return peak
+    total = 0.0
+    for e in range(a, b):
+        if e != skip:
+            total += math.exp(values[e] - peak)
+    return math.log(total) + peak
+
+
+_others_lse = _jit(_others_logsumexp)
+
+
+def _state_change(
+    a: int,
+    b: int,
+    prob: _F,
+    chain: _F,
+    cond: _F,
+    log_cond: _F,
+    here: float,
+    log_here: float,
+    tiny_below: float,
+    change: _F,
+) -> None:
+    """``change[e - a]`` for the edges ``a:b`` of one state: the operations of
+    :func:`tilt.engines.dp._compiled.reroute_change` (the same bits), and an edge whose
+    complement is below ``tiny_below`` redone from the logs as
+    :func:`tilt.engines.dp.measures._redo_tiny` does."""
+    first_p, first_t = a, a
+    for e in range(a + 1, b):
+        if prob[e] > prob[first_p]:
+            first_p = e
+        if chain[e] > chain[first_t]:
+            first_t = e
+    for e in range(a, b):
+        change[e - a] = 0.0 if here == 0.0 else ((1.0 - chain[e]) / (1.0 - prob[e]) - 1.0) * here
+    if not (prob[first_p] > 0.5 or chain[first_t] > 0.5):
+        return
+    # the largest move of a state, above 1/2: its complement from the others
+    if not prob[first_p] > 0.5:
+        first_p = -1
+    if not chain[first_t] > 0.5:
+        first_t = -1
+    for which in range(2):
+        e = first_p if which == 0 else first_t
+        if e < 0 or (which == 1 and e == first_p):
+            continue
+        keep_p = _sum_others(a, b, prob, e) if e == first_p else 1.0 - prob[e]
+        keep_t = _sum_others(a, b, chain, e) if e == first_t else 1.0 - chain[e]
+        ratio = 0.0 if e == first_p and keep_p == 0.0 else keep_t / keep_p
+        change[e - a] = 0.0 if here == 0.0 else (ratio - 1.0) * here
+        if (keep_p < tiny_below or keep_t < tiny_below) and np.isfinite(log_here) and b - a > 1:
+            num = _others_lse(a, b, cond, e)
+            den = _others_lse(a, b, log_cond, e)
+            gain = 0.0 if den == -np.inf else math.exp(log_here + num - den)
+            change[e - a] = gain - here
+
+
+_change_of_state = _jit(_state_change)
+
+
+def _first_moves(out_start: _I, edge_move: _I, used: _B) -> _I:
+    """The smallest move of the ``used`` edges of each state (``n_moves`` bound: none)."""
+    n = out_start.size - 1
+    out = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    for s in range(n):
+        for e in range(out_start[s], out_start[s + 1]):
+            if used[e] and edge_move[e] < out[s]:
+                out[s] = edge_move[e]
+    return out
+
+
+def _ood_scan(
+    out_start: _I,
+    edge_move: _I,
+    used: _B,
+    first_move: _I,
+    prob: _F,
+    log_cond: _F,
+    chain: _F,
+    cond: _F,
+    reach: _F,
+    through: _F,
+    log_through: _F,
+    incorrect: float,
+    accuracy: float,
+    tiny_below: float,
+    ks: _I,
+) -> tuple[_F, _F, _I, _F, _F, _I]:
+    """Both readings of :func:`tilt.engines.dp.measures._ood` in one pass over the ``used``
+    edges: ``(sums, worst, worst_move)`` per ``k`` of ``1 - clip(fail)^k`` for *blocked =
+    fail* (``fail = incorrect + accuracy (reach[tail] chain_e)``), then for *re-route*
+    (``fail = 1 - clip(accuracy + change_e)``, ``change`` per state by
+    :func:`_state_change`); no edge-sized array."""
+    n_states = out_start.size - 1
+    widest = 1
+    for s in range(n_states):
+        widest = max(widest, out_start[s + 1] - out_start[s])
+    n = ks.size
+    sums = np.zeros((2, n))
+    carry = np.zeros((2, n))
+    worst = np.full((2, n), np.inf)
+    worst_move = np.full((2, n), -1, dtype=np.int64)
+    change = np.empty(widest)
+    blocked = np.empty(widest)
+    rerouted = np.empty(widest)
+    edge = np.empty(widest, dtype=np.int64)
+    square = np.empty(widest)
+    power = np.empty((n, widest))
+    for s in range(n_states):
+        a, b = out_start[s], out_start[s + 1]
+        if b == a:
+            continue
+        _change_of_state(
+            a, b, prob, chain, cond, log_cond, through[s], log_through[s], tiny_below, change
+        )
+        r = reach[s]
+        m = 0
+        for e in range(a, b):
+            if used[e]:
+                blocked[m] = incorrect + accuracy * (r * chain[e])
+                acc = accuracy + change[e - a]
+                if acc > 1.0:
+                    acc = 1.0
+                if acc < 0.0:
+                    acc = 0.0
+                rerouted[m] = 1.0 - acc
+                edge[m] = e
+                m += 1
+        _take_into(
+            blocked,
+            edge,
+            edge_move,
+            m,
+            first_move[s],
+            ks,
+            square,
+            power,
+            sums[0],
+            carry[0],
+            worst[0],
+            worst_move[0],
+        )
+        _take_into(
+            rerouted,
+            edge,
+            edge_move,
+            m,
+            first_move[s],
+            ks,
+            square,
+            power,
+            sums[1],
+            carry[1],
+            worst[1],
+            worst_move[1],
+        )
+    total = sums + carry
+    return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1]
+
+
+correct_log_sum = _jit(_correct_log_sum)
+first_moves = _jit(_first_moves)
+ood_scan = _jit(_ood_scan)
