@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from tilt.engines.dp._compiled import _add, _jit, _sum_others
 
-__all__ = ["correct_log_sum", "first_moves", "ood_scan"]
+__all__ = ["backward_sweep", "correct_log_sum", "first_moves", "ood_scan"]
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
@@ -314,6 +314,78 @@ def _ood_scan(
     return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1]
 
 
+def _backward_sweep(
+    out_start: _I,
+    edge_head: _I,
+    a: _F,
+    b: _F,
+    leaf: _F,
+    slopes: bool,
+    prob: _F,
+    support: _B,
+    weight: _F,
+    prob2: _F,
+    support2: _B,
+    weight2: _F,
+) -> tuple[_F, float, float, float, float, bool]:
+    """One backward pass over the edges for the measures that read ``a = log q`` (and
+    ``b = log pi0``) state by state: ``(best, top, low, cov, cov2, finite)``.
+
+    ``best``: :func:`tilt.engines.dp._compiled.backward_max` of ``a`` from ``leaf``;
+    ``(top, low)``: :func:`tilt.engines.dp._compiled.backward_spread` of ``a - b``; with
+    ``slopes``, ``(cov, cov2)``: :func:`tilt.engines.dp._compiled.centred_dot_pair` of the
+    two chains (else 0); ``finite``: every ``a`` finite.  Each the same operations in the
+    same order as there, so the same bits."""
+    n = out_start.size - 1
+    best = leaf.copy()
+    high = leaf.copy()
+    low = leaf.copy()
+    mean = np.zeros(n)
+    mean2 = np.zeros(n)
+    total, carry = 0.0, 0.0
+    total2, carry2 = 0.0, 0.0
+    finite = True
+    for s in range(n - 1, -1, -1):
+        first, last = out_start[s], out_start[s + 1]
+        if last == first:
+            continue
+        top, up, down = -np.inf, -np.inf, -np.inf
+        acc, acc2 = 0.0, 0.0
+        for e in range(first, last):
+            h = edge_head[e]
+            x = a[e]
+            finite = finite and x - x == 0.0
+            v = x + best[h]
+            if v > top:  # nan never is
+                top = v
+            d = x - b[e]
+            if d == d:
+                y = d + high[h]
+                if y > up:
+                    up = y
+                y = -d + low[h]
+                if y > down:
+                    down = y
+            if slopes:
+                acc += prob[e] * ((d if support[e] else 0.0) + mean[h])
+                acc2 += prob2[e] * ((d if support2[e] else 0.0) + mean2[h])
+        best[s], high[s], low[s] = top, up, down
+        if not slopes:
+            continue
+        mean[s] = acc
+        mean2[s] = acc2
+        part, part2 = 0.0, 0.0
+        for e in range(first, last):
+            d = a[e] - b[e]
+            h = edge_head[e]
+            part += weight[e] * ((d if support[e] else 0.0) + mean[h] - acc)
+            part2 += weight2[e] * ((d if support2[e] else 0.0) + mean2[h] - acc2)
+        total, carry = _add(total, carry, part)
+        total2, carry2 = _add(total2, carry2, part2)
+    return best, high[0], low[0], total + carry, total2 + carry2, finite
+
+
 correct_log_sum = _jit(_correct_log_sum)
 first_moves = _jit(_first_moves)
 ood_scan = _jit(_ood_scan)
+backward_sweep = _jit(_backward_sweep)

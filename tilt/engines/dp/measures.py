@@ -346,6 +346,42 @@ def _slopes(policy: MarkovPolicy, base: MarkovPolicy) -> tuple[float, float]:
     return policy.memo(f"slopes:{id(base)}", compute)
 
 
+def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
+    """With the kernels, the backward passes of :func:`_slopes`, :func:`ratio_distortion` and
+    :func:`_top_rollouts` (and whether every conditional is finite) in one pass over the
+    edges (:func:`tilt.engines.dp._compiled_measures.backward_sweep`: the same operations,
+    so the same bits), remembered where those functions look for them."""
+    space = policy.space
+    compiled = _measure_kernels(space)
+    if compiled is None or f"spread:{id(base)}" in policy._memo:
+        return
+    uniform = _counted_chain(policy, base, uniform=True)
+    weighted = _counted_chain(policy, base, uniform=False)
+    slopes = uniform.usable and weighted.usable
+    best, top, low, cov, cov2, finite = compiled.backward_sweep(
+        space.out_start,
+        space.edge_head,
+        policy.log_cond,
+        base.log_cond,
+        np.where(space.leaf & space.correct, 0.0, -np.inf),
+        slopes,
+        uniform.prob,
+        uniform.support,
+        uniform.scaled,
+        weighted.prob,
+        weighted.support,
+        weighted.scaled,
+    )
+    policy.memo("max_below", lambda: best)
+    policy.memo(f"spread:{id(base)}", lambda: (top, low))
+    policy.memo("all_finite", lambda: bool(finite))
+    if slopes:
+        policy.memo(
+            f"slopes:{id(base)}",
+            lambda: (1.0 + float(cov) / uniform.var, 1.0 + float(cov2) / weighted.var),
+        )
+
+
 def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
 
@@ -371,8 +407,11 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
     compiled = kernels(space)
     if compiled is not None:  # both passes at once, no edge-sized temporaries
-        top, low = compiled.backward_spread(
-            space.out_start, space.edge_head, policy.log_cond, base.log_cond, leaf
+        top, low = policy.memo(
+            f"spread:{id(base)}",
+            lambda: compiled.backward_spread(
+                space.out_start, space.edge_head, policy.log_cond, base.log_cond, leaf
+            ),
         )
         return math.inf if math.isinf(low) else float(top + low)
     with np.errstate(invalid="ignore"):
@@ -766,7 +805,7 @@ def _top_rollouts(policy: MarkovPolicy, log_tau: float, limit: int) -> FloatArra
     """``log q(y)`` of every correct ``y`` with ``log q(y) >= log_tau``; ``None`` past ``limit``."""
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
-    best = backward_max(space, policy.log_cond, leaf)
+    best = policy.memo("max_below", lambda: backward_max(space, policy.log_cond, leaf))
     state = np.array([0], dtype=np.int64)
     logp = np.array([0.0])
     found: list[FloatArray] = []
@@ -812,7 +851,7 @@ def distinct_at_k(
     ks = [check_k(k) for k in ks]
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
-    if np.isfinite(policy.log_cond).all():
+    if policy.memo("all_finite", lambda: bool(np.isfinite(policy.log_cond).all())):
         count = _log_correct_count(space)[0]
     else:
         finite = np.isfinite(policy.log_cond)
@@ -848,6 +887,7 @@ def measure_with_distinct(
 ) -> tuple[Measures, dict[int, DistinctAtK]]:
     """:func:`measure` and the :class:`DistinctAtK` (value, bound, exactness) behind it."""
     ks = [check_k(k) for k in ks]
+    _backward_sweep(policy, base)
     entropy = correct_entropy(policy)
     distinct = distinct_at_k(policy, ks)
     out = Measures(
