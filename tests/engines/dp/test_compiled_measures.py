@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tilt.context import EdgeContext
 from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table
 from tilt.engines.dp import measures as dpm
+from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
 from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.space import AcyclicSpace, MoveTable
@@ -223,14 +224,17 @@ def test_the_power_is_numpys_repeated_squaring() -> None:
         np.testing.assert_array_equal(got, expected, err_msg=str(k))
 
 
+@pytest.mark.parametrize("safe_range", [350.0, -1.0])
 @pytest.mark.parametrize("scale", [1.0, 300.0])
 def test_the_sweep_is_the_separate_passes_bits(
-    monkeypatch: pytest.MonkeyPatch, scale: float
+    monkeypatch: pytest.MonkeyPatch, scale: float, safe_range: float
 ) -> None:
     """The fused backward sweep gives the bits of the kernels it stands in for (the same
-    operations in the same order): the max-plus pass, the spread and both centred dots."""
+    operations in the same order): the max-plus pass, the spread, the sum of squares and
+    both centred dots."""
     monkeypatch.delenv("TILT_NO_JIT", raising=False)
     monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
+    monkeypatch.setattr(dp_passes, "SAFE_RANGE", safe_range)  # -1: every layer in log space
     space = _scaled(LATTICES[2], scale)
     policies = _policies(space)
     base = policies["base"]
@@ -251,4 +255,8 @@ def test_the_sweep_is_the_separate_passes_bits(
             np.testing.assert_array_equal(slopes, apart, err_msg=key)
             checked += 1
         assert swept._memo["all_finite"] == bool(np.isfinite(q.log_cond).all()), key
+        squares = dp_passes.backward_logsumexp(
+            space, alone.linear, leaf, compiled=True, square=True
+        )[0]
+        assert swept._memo["log_square_mass"] == squares, key
     assert checked >= 3  # the slopes' part ran

@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt.engines.dp._compiled import _add, _jit, _sum_others
+from tilt.engines.dp._compiled import _add, _jit, _logsumexp_state, _sum_others
 
 __all__ = ["backward_sweep", "correct_log_sum", "first_moves", "ood_scan"]
 
@@ -314,12 +314,71 @@ def _ood_scan(
     return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1]
 
 
+def _square_layer(
+    layer: int,
+    s0: int,
+    s1: int,
+    e0: int,
+    e1: int,
+    edge_head: _I,
+    head_lo: _I,
+    head_hi: _I,
+    log_weight: _F,
+    unsafe_tail: _B,
+    power: float,
+    safe_range: float,
+    out: _F,
+    scratch: _F,
+) -> tuple[int, float, bool]:
+    """The layer's rule of :func:`tilt.engines.dp._compiled.backward_logsumexp` with
+    ``square`` (``discount`` 1, no shift): ``(mode, top, narrow)`` with ``mode`` 0 in the
+    linear domain (``scratch[h - lo] = exp(out[h] - top)`` over the heads' span when
+    ``narrow``), 1 in log space state by state, 2 nothing below (``-inf``)."""
+    lo, hi = head_lo[layer], head_hi[layer]
+    narrow = hi - lo + 1 <= 4 * (e1 - e0)
+    top, low = -np.inf, np.inf
+    bad = False
+    for i in range(lo, hi + 1) if narrow else range(e0, e1):
+        v = out[i] if narrow else out[edge_head[i]]
+        if v != v or v == np.inf:
+            bad = True
+        elif v != -np.inf:
+            top, low = max(top, v), min(low, v)
+    linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
+    if linear:
+        floor = -safe_range / power
+        for e in range(e0, e1):
+            w = log_weight[e]
+            if w < floor and w != -np.inf:
+                linear = False
+                break
+    if not linear:
+        return 1, top, narrow
+    if top == -np.inf:
+        return 2, top, narrow
+    if narrow:
+        for h in range(lo, hi + 1):
+            scratch[h - lo] = math.exp(out[h] - top)
+    return 0, top, narrow
+
+
+_layer_of_squares = _jit(_square_layer)
+
+
 def _backward_sweep(
+    layer_start: _I,
     out_start: _I,
     edge_head: _I,
+    head_lo: _I,
+    head_hi: _I,
     a: _F,
     b: _F,
     leaf: _F,
+    squares: bool,
+    prob_a: _F,
+    unsafe_tail: _B,
+    power: float,
+    safe_range: float,
     slopes: bool,
     prob: _F,
     support: _B,
@@ -327,62 +386,105 @@ def _backward_sweep(
     prob2: _F,
     support2: _B,
     weight2: _F,
-) -> tuple[_F, float, float, float, float, bool]:
+) -> tuple[_F, float, float, float, float, float, bool]:
     """One backward pass over the edges for the measures that read ``a = log q`` (and
-    ``b = log pi0``) state by state: ``(best, top, low, cov, cov2, finite)``.
+    ``b = log pi0``) state by state: ``(best, top, low, square, cov, cov2, finite)``.
 
     ``best``: :func:`tilt.engines.dp._compiled.backward_max` of ``a`` from ``leaf``;
     ``(top, low)``: :func:`tilt.engines.dp._compiled.backward_spread` of ``a - b``; with
-    ``slopes``, ``(cov, cov2)``: :func:`tilt.engines.dp._compiled.centred_dot_pair` of the
-    two chains (else 0); ``finite``: every ``a`` finite.  Each the same operations in the
-    same order as there, so the same bits."""
+    ``squares``, ``square``: :func:`tilt.engines.dp._compiled.backward_logsumexp` of the
+    weights ``a`` squared on the fly (``prob_a = exp(a)``, no shift, its ``unsafe_tail``,
+    ``power`` twice the weights')
+    at state 0 (else ``nan``); with ``slopes``, ``(cov, cov2)``:
+    :func:`tilt.engines.dp._compiled.centred_dot_pair` of the two chains (else 0);
+    ``finite``: every ``a`` finite.  Each the same operations in the same order as there,
+    so the same bits."""
     n = out_start.size - 1
     best = leaf.copy()
     high = leaf.copy()
     low = leaf.copy()
+    below = leaf.copy()
     mean = np.zeros(n)
     mean2 = np.zeros(n)
+    scratch = np.empty(0)
     total, carry = 0.0, 0.0
     total2, carry2 = 0.0, 0.0
     finite = True
-    for s in range(n - 1, -1, -1):
-        first, last = out_start[s], out_start[s + 1]
-        if last == first:
+    for layer in range(layer_start.size - 2, -1, -1):
+        s0, s1 = layer_start[layer], layer_start[layer + 1]
+        e0, e1 = out_start[s0], out_start[s1]
+        if e0 == e1:
             continue
-        top, up, down = -np.inf, -np.inf, -np.inf
-        acc, acc2 = 0.0, 0.0
-        for e in range(first, last):
-            h = edge_head[e]
-            x = a[e]
-            finite = finite and x - x == 0.0
-            v = x + best[h]
-            if v > top:  # nan never is
-                top = v
-            d = x - b[e]
-            if d == d:
+        mode, shift, narrow = 2, 0.0, False
+        if squares:
+            if scratch.size < head_hi[layer] - head_lo[layer] + 1:
+                scratch = np.empty(head_hi[layer] - head_lo[layer] + 1)
+            mode, shift, narrow = _layer_of_squares(
+                layer,
+                s0,
+                s1,
+                e0,
+                e1,
+                edge_head,
+                head_lo,
+                head_hi,
+                a,
+                unsafe_tail,
+                power,
+                safe_range,
+                below,
+                scratch,
+            )
+        lo = head_lo[layer]
+        for s in range(s1 - 1, s0 - 1, -1):
+            first, last = out_start[s], out_start[s + 1]
+            if last == first:
+                continue
+            top, up, down = -np.inf, -np.inf, -np.inf
+            acc, acc2 = 0.0, 0.0
+            mass = 0.0
+            for e in range(first, last):
+                h = edge_head[e]
+                x = a[e]
+                finite &= x - x == 0.0
+                v = x + best[h]
+                top = v if v > top else top  # nan never is
+                d = x - b[e]
                 y = d + high[h]
-                if y > up:
-                    up = y
+                up = y if y > up else up  # nor is a nan difference
                 y = -d + low[h]
-                if y > down:
-                    down = y
-            if slopes:
-                acc += prob[e] * ((d if support[e] else 0.0) + mean[h])
-                acc2 += prob2[e] * ((d if support2[e] else 0.0) + mean2[h])
-        best[s], high[s], low[s] = top, up, down
-        if not slopes:
-            continue
-        mean[s] = acc
-        mean2[s] = acc2
-        part, part2 = 0.0, 0.0
-        for e in range(first, last):
-            d = a[e] - b[e]
-            h = edge_head[e]
-            part += weight[e] * ((d if support[e] else 0.0) + mean[h] - acc)
-            part2 += weight2[e] * ((d if support2[e] else 0.0) + mean2[h] - acc2)
-        total, carry = _add(total, carry, part)
-        total2, carry2 = _add(total2, carry2, part2)
-    return best, high[0], low[0], total + carry, total2 + carry2, finite
+                down = y if y > down else down
+                if slopes:
+                    acc += prob[e] * ((d if support[e] else 0.0) + mean[h])
+                    acc2 += prob2[e] * ((d if support2[e] else 0.0) + mean2[h])
+                if squares and mode == 0:
+                    p = prob_a[e] * prob_a[e]
+                    if narrow:
+                        mass += p * scratch[h - lo]
+                    else:
+                        mass += p * math.exp(below[h] - shift)
+            best[s], high[s], low[s] = top, up, down
+            if squares:
+                if mode == 0:
+                    below[s] = math.log(mass) + (shift + 0.0) if mass > 0 else -np.inf
+                elif mode == 1:
+                    below[s] = _logsumexp_state(first, last, edge_head, a, power, below, 1.0)
+                else:
+                    below[s] = -np.inf
+            if not slopes:
+                continue
+            mean[s] = acc
+            mean2[s] = acc2
+            part, part2 = 0.0, 0.0
+            for e in range(first, last):
+                d = a[e] - b[e]
+                h = edge_head[e]
+                part += weight[e] * ((d if support[e] else 0.0) + mean[h] - acc)
+                part2 += weight2[e] * ((d if support2[e] else 0.0) + mean2[h] - acc2)
+            total, carry = _add(total, carry, part)
+            total2, carry2 = _add(total2, carry2, part2)
+    square = below[0] if squares else np.nan
+    return best, high[0], low[0], square, total + carry, total2 + carry2, finite
 
 
 correct_log_sum = _jit(_correct_log_sum)

@@ -35,6 +35,7 @@ import numpy as np
 
 from tilt._checks import check_k
 from tilt._numerics import FloatArray
+from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp.passes import (
     backward_logsumexp,
     backward_max,
@@ -347,23 +348,39 @@ def _slopes(policy: MarkovPolicy, base: MarkovPolicy) -> tuple[float, float]:
 
 
 def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
-    """With the kernels, the backward passes of :func:`_slopes`, :func:`ratio_distortion` and
-    :func:`_top_rollouts` (and whether every conditional is finite) in one pass over the
-    edges (:func:`tilt.engines.dp._compiled_measures.backward_sweep`: the same operations,
-    so the same bits), remembered where those functions look for them."""
+    """With the kernels, the backward passes of :func:`_slopes`, :func:`ratio_distortion`,
+    :func:`_top_rollouts` and :func:`distinct_at_k` (its max-plus pass, its sum of squares,
+    whether every conditional is finite) in one pass over the edges
+    (:func:`tilt.engines.dp._compiled_measures.backward_sweep`: the same operations, so the
+    same bits; once per policy and base), remembered where those functions look for them."""
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:
+        policy.memo(f"sweep:{id(base)}", lambda: _sweep(policy, base, compiled))
+
+
+def _sweep(policy: MarkovPolicy, base: MarkovPolicy, compiled: ModuleType) -> bool:
     space = policy.space
-    compiled = _measure_kernels(space)
-    if compiled is None or f"spread:{id(base)}" in policy._memo:
-        return
     uniform = _counted_chain(policy, base, uniform=True)
     weighted = _counted_chain(policy, base, uniform=False)
     slopes = uniform.usable and weighted.usable
-    best, top, low, cov, cov2, finite = compiled.backward_sweep(
+    # distinct@k's sum of squares rides along when it squares on the fly (no shift)
+    weights = policy.linear
+    squares = not weights.shift.any()
+    head_lo, head_hi = dp_passes._head_spans(space, kernels(space))
+    best, top, low, square, cov, cov2, finite = compiled.backward_sweep(
+        space.layer_start,
         space.out_start,
         space.edge_head,
+        head_lo,
+        head_hi,
         policy.log_cond,
         base.log_cond,
         np.where(space.leaf & space.correct, 0.0, -np.inf),
+        squares,
+        weights.prob,
+        weights.unsafe_tail,
+        2.0 * weights.power,
+        dp_passes.SAFE_RANGE,
         slopes,
         uniform.prob,
         uniform.support,
@@ -375,11 +392,14 @@ def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
     policy.memo("max_below", lambda: best)
     policy.memo(f"spread:{id(base)}", lambda: (top, low))
     policy.memo("all_finite", lambda: bool(finite))
+    if squares:
+        policy.memo("log_square_mass", lambda: float(square))
     if slopes:
         policy.memo(
             f"slopes:{id(base)}",
             lambda: (1.0 + float(cov) / uniform.var, 1.0 + float(cov2) / weighted.var),
         )
+    return True
 
 
 def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
@@ -864,7 +884,14 @@ def distinct_at_k(
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    p2 = math.exp(backward_logsumexp(space, policy.linear, leaf, compiled=True, square=True)[0])
+    p2 = math.exp(
+        policy.memo(
+            "log_square_mass",
+            lambda: float(
+                backward_logsumexp(space, policy.linear, leaf, compiled=True, square=True)[0]
+            ),
+        )
+    )
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
     t2 = min(max(0.0, p2 - float((top_p * top_p).sum())) + 4e-16 * p2, math.exp(log_tau) * t1)
