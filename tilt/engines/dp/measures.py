@@ -360,13 +360,15 @@ def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
 
 def _sweep(policy: MarkovPolicy, base: MarkovPolicy, compiled: ModuleType) -> bool:
     space = policy.space
+    passes = kernels(space)
+    assert passes is not None  # the gate of _measure_kernels
     uniform = _counted_chain(policy, base, uniform=True)
     weighted = _counted_chain(policy, base, uniform=False)
     slopes = uniform.usable and weighted.usable
     # distinct@k's sum of squares rides along when it squares on the fly (no shift)
     weights = policy.linear
     squares = not weights.shift.any()
-    head_lo, head_hi = dp_passes._head_spans(space, kernels(space))
+    head_lo, head_hi = dp_passes._head_spans(space, passes)
     best, top, low, square, cov, cov2, finite = compiled.backward_sweep(
         space.layer_start,
         space.out_start,
