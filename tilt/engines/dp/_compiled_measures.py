@@ -68,23 +68,54 @@ def _power(x: float, k: int) -> float:
 _power_of = _jit(_power)
 
 
+def _finish(power: _F, square: _F, m: int, started: bool) -> float:
+    """``power[j] = power[j] * square[j]`` (``square[j]`` when not ``started``) for ``j < m``,
+    and the sum of ``1 - power[j]`` (four running sums: the loop waits on none)."""
+    p0, p1, p2, p3 = 0.0, 0.0, 0.0, 0.0
+    j = 0
+    while j + 4 <= m:
+        for t in range(4):
+            x = power[j + t] * square[j + t] if started else square[j + t]
+            power[j + t] = x
+            if t == 0:
+                p0 += 1.0 - x
+            elif t == 1:
+                p1 += 1.0 - x
+            elif t == 2:
+                p2 += 1.0 - x
+            else:
+                p3 += 1.0 - x
+        j += 4
+    part = (p0 + p1) + (p2 + p3)
+    while j < m:
+        x = power[j] * square[j] if started else square[j]
+        power[j] = x
+        part += 1.0 - x
+        j += 1
+    return part
+
+
+_finish_power = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(_finish)
+
+
 def _take(
-    fail: _F,
+    square: _F,
+    top: float,
     edge: _I,
     edge_move: _I,
     m: int,
     first_move: int,
     ks: _I,
-    square: _F,
     power: _F,
     total: _F,
     carry: _F,
     worst: _F,
     worst_move: _I,
 ) -> None:
-    """Add ``1 - clip(fail[j], 0, 1)^k`` over ``j < m`` to the sums of each ``k`` (four running
-    sums, then added with compensation); keep the least, ties to the smallest move
-    ``edge_move[edge[j]]`` (none below ``first_move``; ``nan`` is never the least).
+    """Add ``1 - x[j]^k`` over ``j < m`` (``x = square``, clipped to ``[0, 1]``, its largest
+    ``top``; overwritten) to the sums of each ``k`` (added with compensation); keep the
+    least, ties to the smallest move ``edge_move[edge[j]]`` (none below ``first_move``;
+    ``nan`` is never the least).
 
     ``x^k`` by the repeated squaring of :func:`tilt.engines.dp.measures._power` (the same
     products in the same order, so the same bits), the squares shared by every ``k``
@@ -93,46 +124,28 @@ def _take(
     may replace the least so far."""
     if m == 0:
         return
-    top = -1.0
-    for j in range(m):
-        x = fail[j]
-        x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
-        square[j] = x
-        if x > top:
-            top = x
     bit = 0
     while True:
         more = False
         for i in range(ks.size):
             k = ks[i]
             if (k >> bit) & 1:
-                if k & ((1 << bit) - 1):  # a lower bit set: the product has started
+                started = (k & ((1 << bit) - 1)) != 0  # a lower bit set: the product has begun
+                if k >> (bit + 1):
                     for j in range(m):
-                        power[i, j] = power[i, j] * square[j]
-                else:
-                    for j in range(m):
-                        power[i, j] = square[j]
-            more = more or (k >> (bit + 1)) > 0
+                        power[i, j] = power[i, j] * square[j] if started else square[j]
+                    more = True
+                else:  # the last factor: the sum on the way
+                    part = _finish_power(power[i], square, m, started)
+                    total[i], carry[i] = _add(total[i], carry[i], part)
+            elif k >> (bit + 1):
+                more = True
         if not more:
             break
         for j in range(m):
             square[j] = square[j] * square[j]
         bit += 1
     for i in range(ks.size):
-        # four running sums (the loop waits on none), then the least apart
-        p0, p1, p2, p3 = 0.0, 0.0, 0.0, 0.0
-        j = 0
-        while j + 4 <= m:
-            p0 += 1.0 - power[i, j]
-            p1 += 1.0 - power[i, j + 1]
-            p2 += 1.0 - power[i, j + 2]
-            p3 += 1.0 - power[i, j + 3]
-            j += 4
-        part = (p0 + p1) + (p2 + p3)
-        while j < m:
-            part += 1.0 - power[i, j]
-            j += 1
-        total[i], carry[i] = _add(total[i], carry[i], part)
         here = 1.0 - _power_of(top, ks[i]) if top >= 0.0 else np.nan
         if not (here < worst[i] or (here == worst[i] and first_move < worst_move[i])):
             continue
@@ -182,13 +195,17 @@ def _state_change(
     complement is below ``tiny_below`` redone from the logs as
     :func:`tilt.engines.dp.measures._redo_tiny` does."""
     first_p, first_t = a, a
+    top_p, top_t = prob[a], chain[a]
     for e in range(a + 1, b):
-        if prob[e] > prob[first_p]:
-            first_p = e
-        if chain[e] > chain[first_t]:
-            first_t = e
-    for e in range(a, b):
-        change[e - a] = 0.0 if here == 0.0 else ((1.0 - chain[e]) / (1.0 - prob[e]) - 1.0) * here
+        if prob[e] > top_p:
+            top_p, first_p = prob[e], e
+        if chain[e] > top_t:
+            top_t, first_t = chain[e], e
+    if here == 0.0:
+        change[: b - a] = 0.0
+    else:
+        for e in range(a, b):
+            change[e - a] = ((1.0 - chain[e]) / (1.0 - prob[e]) - 1.0) * here
     if not (prob[first_p] > 0.5 or chain[first_t] > 0.5):
         return
     # the largest move of a state, above 1/2: its complement from the others
@@ -211,7 +228,9 @@ def _state_change(
             change[e - a] = gain - here
 
 
-_change_of_state = _jit(_state_change)
+_change_of_state = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(
+    _state_change
+)
 
 
 def _first_moves(out_start: _I, edge_move: _I, used: _B) -> _I:
@@ -260,7 +279,6 @@ def _ood_scan(
     blocked = np.empty(widest)
     rerouted = np.empty(widest)
     edge = np.empty(widest, dtype=np.int64)
-    square = np.empty(widest)
     power = np.empty((n, widest))
     for s in range(n_states):
         a, b = out_start[s], out_start[s + 1]
@@ -271,25 +289,32 @@ def _ood_scan(
         )
         r = reach[s]
         m = 0
+        top_blocked, top_rerouted = -1.0, -1.0
         for e in range(a, b):
             if used[e]:
-                blocked[m] = incorrect + accuracy * (r * chain[e])
+                x = incorrect + accuracy * (r * chain[e])
+                x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+                blocked[m] = x
+                top_blocked = x if x > top_blocked else top_blocked
                 acc = accuracy + change[e - a]
                 if acc > 1.0:
                     acc = 1.0
                 if acc < 0.0:
                     acc = 0.0
-                rerouted[m] = 1.0 - acc
+                x = 1.0 - acc
+                x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+                rerouted[m] = x
+                top_rerouted = x if x > top_rerouted else top_rerouted
                 edge[m] = e
                 m += 1
         _take_into(
             blocked,
+            top_blocked,
             edge,
             edge_move,
             m,
             first_move[s],
             ks,
-            square,
             power,
             sums[0],
             carry[0],
@@ -298,12 +323,12 @@ def _ood_scan(
         )
         _take_into(
             rerouted,
+            top_rerouted,
             edge,
             edge_move,
             m,
             first_move[s],
             ks,
-            square,
             power,
             sums[1],
             carry[1],
