@@ -231,7 +231,7 @@ def test_the_sweep_is_the_separate_passes_bits(
 ) -> None:
     """The fused backward sweep gives the bits of the kernels it stands in for (the same
     operations in the same order): the max-plus pass, the spread, the sum of squares and
-    both centred dots."""
+    both centred dots; and the OOD scan the entropy's sum."""
     monkeypatch.delenv("TILT_NO_JIT", raising=False)
     monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
     monkeypatch.setattr(dp_passes, "SAFE_RANGE", safe_range)  # -1: every layer in log space
@@ -259,4 +259,9 @@ def test_the_sweep_is_the_separate_passes_bits(
             space, alone.linear, leaf, compiled=True, square=True
         )[0]
         assert swept._memo["log_square_mass"] == squares, key
+        # the OOD scan's entropy sum: the bits of correct_log_sum's own pass
+        scanned = dpp.MarkovPolicy(space, q.log_cond)
+        dpm._ood_scans(scanned, KS)
+        assert "correct_log_sum" in scanned._memo, key
+        assert dpm.correct_entropy(scanned) == dpm.correct_entropy(alone), key
     assert checked >= 3  # the slopes' part ran

@@ -260,12 +260,13 @@ def _ood_scan(
     accuracy: float,
     tiny_below: float,
     ks: _I,
-) -> tuple[_F, _F, _I, _F, _F, _I]:
+) -> tuple[_F, _F, _I, _F, _F, _I, float]:
     """Both readings of :func:`tilt.engines.dp.measures._ood` in one pass over the ``used``
     edges: ``(sums, worst, worst_move)`` per ``k`` of ``1 - clip(fail)^k`` for *blocked =
     fail* (``fail = incorrect + accuracy (reach[tail] chain_e)``), then for *re-route*
     (``fail = 1 - clip(accuracy + change_e)``, ``change`` per state by
-    :func:`_state_change`); no edge-sized array."""
+    :func:`_state_change`), and last :func:`correct_log_sum` on the way (the same sums in
+    the same order, so the same bits); no edge-sized array."""
     n_states = out_start.size - 1
     widest = 1
     for s in range(n_states):
@@ -280,6 +281,7 @@ def _ood_scan(
     rerouted = np.empty(widest)
     edge = np.empty(widest, dtype=np.int64)
     power = np.empty((n, widest))
+    log_sum, log_carry = 0.0, 0.0
     for s in range(n_states):
         a, b = out_start[s], out_start[s + 1]
         if b == a:
@@ -290,9 +292,13 @@ def _ood_scan(
         r = reach[s]
         m = 0
         top_blocked, top_rerouted = -1.0, -1.0
+        part = 0.0
         for e in range(a, b):
+            flow = r * chain[e]
+            if flow > 0:
+                part += flow * cond[e]
             if used[e]:
-                x = incorrect + accuracy * (r * chain[e])
+                x = incorrect + accuracy * flow
                 x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
                 blocked[m] = x
                 top_blocked = x if x > top_blocked else top_blocked
@@ -301,12 +307,12 @@ def _ood_scan(
                     acc = 1.0
                 if acc < 0.0:
                     acc = 0.0
-                x = 1.0 - acc
-                x = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+                x = 1.0 - acc  # in [0, 1] (or nan) already
                 rerouted[m] = x
                 top_rerouted = x if x > top_rerouted else top_rerouted
                 edge[m] = e
                 m += 1
+        log_sum, log_carry = _add(log_sum, log_carry, part)
         _take_into(
             blocked,
             top_blocked,
@@ -336,7 +342,8 @@ def _ood_scan(
             worst_move[1],
         )
     total = sums + carry
-    return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1]
+    log_total = log_sum + log_carry
+    return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1], log_total
 
 
 def _square_layer(

@@ -124,8 +124,13 @@ def correct_entropy(policy: MarkovPolicy) -> float:
     flows = _flows(policy)
     compiled = _measure_kernels(policy.space)
     if compiled is not None:  # the same products, summed with compensation (no temporaries)
-        total = compiled.correct_log_sum(
-            policy.space.out_start, flows.reach, flows.chain, flows.cond
+        total = policy.memo(
+            "correct_log_sum",
+            lambda: float(
+                compiled.correct_log_sum(
+                    policy.space.out_start, flows.reach, flows.chain, flows.cond
+                )
+            ),
         )
         return float(max(0.0, -total))
     # numpy's dot: exp(H) (the effective number) turns the last bits of H into relative
@@ -585,7 +590,8 @@ def _ood_scans(
             _TINY,
             np.array(ks, dtype=np.int64),
         )
-        return _ood_passes(scan[:3], moves, space, ks), _ood_passes(scan[3:], moves, space, ks)
+        policy.memo("correct_log_sum", lambda: float(scan[6]))
+        return _ood_passes(scan[:3], moves, space, ks), _ood_passes(scan[3:6], moves, space, ks)
 
     return policy.memo(f"ood:{tuple(ks)}", compute)
 
@@ -917,6 +923,7 @@ def measure_with_distinct(
     """:func:`measure` and the :class:`DistinctAtK` (value, bound, exactness) behind it."""
     ks = [check_k(k) for k in ks]
     _backward_sweep(policy, base)
+    _ood_scans(policy, ks)  # with the kernels, the entropy's sum on the way
     entropy = correct_entropy(policy)
     distinct = distinct_at_k(policy, ks)
     out = Measures(
