@@ -240,6 +240,7 @@ def test_the_sweep_is_the_separate_passes_bits(
     base = policies["base"]
     leaf = np.where(space.correct, 0.0, -np.inf)
     checked = 0
+    seen_finite: set[bool] = set()
     for key, q in policies.items():
         swept = dpp.MarkovPolicy(space, q.log_cond)
         dpm._backward_sweep(swept, base)
@@ -255,6 +256,10 @@ def test_the_sweep_is_the_separate_passes_bits(
             np.testing.assert_array_equal(slopes, apart, err_msg=key)
             checked += 1
         assert swept._memo["all_finite"] == bool(np.isfinite(q.log_cond).all()), key
+        on_path = dpm._on_correct_paths(space)
+        finite = bool(np.all(np.isfinite(q.log_cond) | ~on_path))  # the numpy path's test
+        assert dpm._finite_on_paths(dpp.MarkovPolicy(space, q.log_cond)) == finite, key
+        seen_finite.add(finite)
         squares = dp_passes.backward_logsumexp(
             space, alone.linear, leaf, compiled=True, square=True
         )[0]
@@ -265,3 +270,4 @@ def test_the_sweep_is_the_separate_passes_bits(
         assert "correct_log_sum" in scanned._memo, key
         assert dpm.correct_entropy(scanned) == dpm.correct_entropy(alone), key
     assert checked >= 3  # the slopes' part ran
+    assert seen_finite == {True, False}  # the point mass has -inf on correct paths

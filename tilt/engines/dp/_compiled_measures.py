@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from tilt.engines.dp._compiled import _add, _jit, _logsumexp_state, _sum_others
 
-__all__ = ["backward_sweep", "correct_log_sum", "first_moves", "ood_scan"]
+__all__ = ["backward_sweep", "correct_log_sum", "finite_where", "first_moves", "ood_scan"]
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
@@ -519,7 +519,17 @@ def _backward_sweep(
     return best, high[0], low[0], square, total + carry, total2 + carry2, finite
 
 
+def _finite_where(values: _F, mask: _B) -> bool:
+    """Whether every ``values[e]`` with ``mask[e]`` is finite (stops at the first that is not)."""
+    for e in range(values.size):
+        x = values[e]
+        if mask[e] and x - x != 0.0:  # nan or infinite
+            return False
+    return True
+
+
 correct_log_sum = _jit(_correct_log_sum)
 first_moves = _jit(_first_moves)
 ood_scan = _jit(_ood_scan)
+finite_where = _jit(_finite_where)
 backward_sweep = _jit(_backward_sweep)

@@ -250,6 +250,11 @@ def _centred_dot(space: AcyclicSpace, prob: FloatArray, y: FloatArray, weight: F
 def _finite_on_paths(policy: MarkovPolicy) -> bool:
     """Every move that some correct rollout makes has ``q > 0`` (cached per policy)."""
     on_path = _on_correct_paths(policy.space)
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:  # no edge-sized temporaries
+        return policy.memo(
+            "finite_on_paths", lambda: bool(compiled.finite_where(policy.log_cond, on_path))
+        )
     return policy.memo(
         "finite_on_paths", lambda: bool(np.all(np.isfinite(policy.log_cond) | ~on_path))
     )
