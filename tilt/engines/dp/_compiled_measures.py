@@ -4,13 +4,20 @@ Private to :mod:`tilt.engines.dp.measures`, which imports it behind the gate of
 :mod:`tilt.engines.dp._compiled` (:func:`tilt.engines.dp.passes.kernels`).  Each kernel
 stands in for a numpy path of that module, kept as it was:
 
+* :func:`ood_scan` for the per-move values of both out-of-distribution readings
+  (:func:`~tilt.engines.dp.measures.ood_blocked`,
+  :func:`~tilt.engines.dp.measures.reroute_accuracy`) and
+  :func:`~tilt.engines.dp.measures._ood`'s mean and worst case: the same operations per
+  move (the power by the same repeated squaring, so the same bits), read in edge order
+  with the tie for the worst case going to the smallest move (the first in move order,
+  as ``np.argmin`` there), the means as compensated sums; and the correct entropy's sum
+  on the way;
 * :func:`correct_log_sum` for :func:`~tilt.engines.dp.measures.correct_entropy`'s dot
   (the same products, a compensated sum instead of BLAS's);
-* :func:`ood_blocked_scan` and :func:`ood_reroute_scan` for the per-move values of both
-  out-of-distribution readings and :func:`~tilt.engines.dp.measures._ood`'s mean and worst
-  case: the same operations per move (the power by the same repeated squaring, so the
-  same bits), read in edge order with the tie for the worst case going to the smallest
-  move (the first in move order, as ``np.argmin`` there), the means as compensated sums.
+* :func:`backward_sweep` for the backward passes of the gap slopes, the ratio
+  distortion and distinct@k, one pass for all (each the same operations in the same
+  order as its own kernel in :mod:`tilt.engines.dp._compiled`, so the same bits);
+* :func:`finite_where` for :func:`~tilt.engines.dp.measures._finite_on_paths`.
 
 ``tests/engines/dp/test_compiled_measures.py`` checks them against the numpy paths.
 """
