@@ -134,7 +134,7 @@ def correct_entropy(policy: MarkovPolicy) -> float:
         )
         return float(max(0.0, -total))
     # exp(H) (the effective number) turns the last bits of H into relative error: numpy's
-    # dot here (as before), a compensated sum in the kernel (within 1e-14 of it)
+    # dot here (as before), a compensated sum in the kernel (the same to rounding)
     live = flows.flow > 0
     return float(max(0.0, -np.dot(flows.flow, np.where(live, flows.cond, 0.0))))
 
