@@ -28,11 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from types import ModuleType
 
 import numpy as np
 
 from tilt._checks import check_k
 from tilt._numerics import FloatArray
+from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp.passes import (
     backward_logsumexp,
     backward_max,
@@ -74,26 +77,44 @@ DISTINCT_EXACT_LIMIT = 200_000
 class _Flows:
     """Per-edge pieces of ``q(. | C)`` shared by the measures of one policy.
 
-    ``cond`` = ``log q_C(e)`` (the conditioned chain), ``chain = exp(cond)``,
-    ``flow`` = ``q(e on the path | C)`` = ``q_C(reach tail) q_C(e)`` (linear).
+    ``cond`` = ``log q_C(e)`` (the conditioned chain), ``chain = exp(cond)``, ``reach`` =
+    ``q_C(reach s)`` per state (linear), and :attr:`flow` = ``q(e on the path | C)`` =
+    ``q_C(reach tail) q_C(e)`` (linear; taken on first use: the compiled measures read
+    ``reach`` and ``chain`` instead).
     """
 
+    space: AcyclicSpace
     cond: FloatArray
     chain: FloatArray
-    flow: FloatArray
+    reach: FloatArray
+
+    @cached_property
+    def flow(self) -> FloatArray:
+        """``reach[tail] * chain`` per edge."""
+        space = self.space
+        compiled = kernels(space)
+        if compiled is not None:
+            flow: FloatArray = compiled.edge_flow(space.out_start, self.reach, self.chain)
+            return flow
+        return self.reach[space.edge_tail] * self.chain
 
 
 def _flows(policy: MarkovPolicy) -> _Flows:
     def compute() -> _Flows:
-        cond = policy.correct_cond
-        chain = policy.correct_prob
         reach = np.exp(policy.log_correct_reach)
-        compiled = kernels(policy.space)
-        if compiled is not None:
-            return _Flows(cond, chain, compiled.edge_flow(policy.space.out_start, reach, chain))
-        return _Flows(cond, chain, reach[policy.space.edge_tail] * chain)
+        return _Flows(policy.space, policy.correct_cond, policy.correct_prob, reach)
 
     return policy.memo("flows", compute)
+
+
+def _measure_kernels(space: AcyclicSpace) -> ModuleType | None:
+    """:mod:`tilt.engines.dp._compiled_measures` when the compiled passes serve ``space``
+    (:func:`tilt.engines.dp.passes.kernels`), else ``None`` (the numpy paths)."""
+    if kernels(space) is None:
+        return None
+    from tilt.engines.dp import _compiled_measures
+
+    return _compiled_measures
 
 
 def correct_entropy(policy: MarkovPolicy) -> float:
@@ -101,8 +122,19 @@ def correct_entropy(policy: MarkovPolicy) -> float:
     if not np.isfinite(policy.log_correct_below[0]):
         return 0.0
     flows = _flows(policy)
-    # numpy's dot, not a compiled sum: exp(H) (the effective number) turns the last bits of
-    # H into relative error, so H keeps numpy's summation order
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:  # the same products, summed with compensation (no temporaries)
+        total = policy.memo(
+            "correct_log_sum",
+            lambda: float(
+                compiled.correct_log_sum(
+                    policy.space.out_start, flows.reach, flows.chain, flows.cond
+                )
+            ),
+        )
+        return float(max(0.0, -total))
+    # exp(H) (the effective number) turns the last bits of H into relative error: numpy's
+    # dot here (as before), a compensated sum in the kernel (the same to rounding)
     live = flows.flow > 0
     return float(max(0.0, -np.dot(flows.flow, np.where(live, flows.cond, 0.0))))
 
@@ -218,6 +250,11 @@ def _centred_dot(space: AcyclicSpace, prob: FloatArray, y: FloatArray, weight: F
 def _finite_on_paths(policy: MarkovPolicy) -> bool:
     """Every move that some correct rollout makes has ``q > 0`` (cached per policy)."""
     on_path = _on_correct_paths(policy.space)
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:  # no edge-sized temporaries
+        return policy.memo(
+            "finite_on_paths", lambda: bool(compiled.finite_where(policy.log_cond, on_path))
+        )
     return policy.memo(
         "finite_on_paths", lambda: bool(np.all(np.isfinite(policy.log_cond) | ~on_path))
     )
@@ -326,6 +363,63 @@ def _slopes(policy: MarkovPolicy, base: MarkovPolicy) -> tuple[float, float]:
     return policy.memo(f"slopes:{id(base)}", compute)
 
 
+def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
+    """With the kernels, the backward passes of :func:`_slopes`, :func:`ratio_distortion`,
+    :func:`_top_rollouts` and :func:`distinct_at_k` (its max-plus pass, its sum of squares,
+    whether every conditional is finite) in one pass over the edges
+    (:func:`tilt.engines.dp._compiled_measures.backward_sweep`: the same operations, so the
+    same bits; once per policy and base), remembered where those functions look for them."""
+    compiled = _measure_kernels(policy.space)
+    if compiled is not None:
+        policy.memo(f"sweep:{id(base)}", lambda: _sweep(policy, base, compiled))
+
+
+def _sweep(policy: MarkovPolicy, base: MarkovPolicy, compiled: ModuleType) -> bool:
+    space = policy.space
+    passes = kernels(space)
+    assert passes is not None  # the gate of _measure_kernels
+    uniform = _counted_chain(policy, base, uniform=True)
+    weighted = _counted_chain(policy, base, uniform=False)
+    slopes = uniform.usable and weighted.usable
+    # distinct@k's sum of squares rides along when it squares on the fly (no shift)
+    weights = policy.linear
+    squares = not weights.shift.any()
+    head_lo, head_hi = dp_passes._head_spans(space, passes)
+    best, top, low, square, cov, cov2, finite = compiled.backward_sweep(
+        space.layer_start,
+        space.out_start,
+        space.edge_head,
+        head_lo,
+        head_hi,
+        policy.log_cond,
+        base.log_cond,
+        np.where(space.leaf & space.correct, 0.0, -np.inf),
+        squares,
+        weights.prob,
+        weights.unsafe_tail,
+        2.0 * weights.power,
+        dp_passes.SAFE_RANGE,
+        slopes,
+        uniform.prob,
+        uniform.support,
+        uniform.scaled,
+        weighted.prob,
+        weighted.support,
+        weighted.scaled,
+    )
+    policy.memo("max_below", lambda: best)
+    policy.memo(f"spread:{id(base)}", lambda: (top, low))
+    policy.memo("all_finite", lambda: bool(finite))
+    if squares:
+        policy.memo("log_square_mass", lambda: float(square))
+    if slopes:
+        policy.memo(
+            f"slopes:{id(base)}",
+            lambda: (1.0 + float(cov) / uniform.var, 1.0 + float(cov2) / weighted.var),
+        )
+    return True
+
+
 def gap_slope(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     """Least-squares slope of ``log q(y)`` on ``log pi0(y)`` over correct ``y`` with ``q(y) > 0``.
 
@@ -351,8 +445,11 @@ def ratio_distortion(policy: MarkovPolicy, base: MarkovPolicy) -> float:
     leaf = np.where(space.correct, 0.0, -np.inf)
     compiled = kernels(space)
     if compiled is not None:  # both passes at once, no edge-sized temporaries
-        top, low = compiled.backward_spread(
-            space.out_start, space.edge_head, policy.log_cond, base.log_cond, leaf
+        top, low = policy.memo(
+            f"spread:{id(base)}",
+            lambda: compiled.backward_spread(
+                space.out_start, space.edge_head, policy.log_cond, base.log_cond, leaf
+            ),
         )
         return math.inf if math.isinf(low) else float(top + low)
     with np.errstate(invalid="ignore"):
@@ -457,9 +554,78 @@ def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for each move ``e`` of a correct rollout."""
     ks = [check_k(k) for k in ks]
     space = policy.space
-    moves, _ = _used_moves(space)
+    moves, edges = _used_moves(space)
+    scans = _ood_scans(policy, ks)
+    if scans is not None:
+        return list(scans[0])
     fail = policy.incorrect_mass + policy.accuracy * _by_move(space, _flows(policy).flow)
     return _ood(fail, moves, space, ks)
+
+
+def _ood_scans(
+    policy: MarkovPolicy, ks: Sequence[int]
+) -> tuple[list[OODPass], list[OODPass]] | None:
+    """Both readings (blocked, re-route) by one compiled pass over the edges
+    (:func:`tilt.engines.dp._compiled_measures.ood_scan`: the per-move values of
+    :func:`ood_blocked` and :func:`reroute_accuracy` and :func:`_ood`'s mean and worst case,
+    no edge-sized temporary; cached per policy and ``ks``), or ``None`` for the numpy paths
+    (no kernels, or a move made by several state edges)."""
+    space = policy.space
+    moves, edges = _used_moves(space)
+    compiled = _measure_kernels(space)
+    if compiled is None or edges is None or not moves.size:
+        return None
+
+    def compute() -> tuple[list[OODPass], list[OODPass]]:
+        flows = _flows(policy)
+        log_through = policy.log_correct_below[0] + policy.log_correct_reach
+        used = _on_correct_paths(space)
+        first = space.memo(
+            "first_used_moves",
+            lambda: compiled.first_moves(space.out_start, space.edge_move, used),
+        )
+        scan = compiled.ood_scan(
+            space.out_start,
+            space.edge_move,
+            used,
+            first,
+            policy.prob,
+            policy.log_cond,
+            flows.chain,
+            flows.cond,
+            flows.reach,
+            np.exp(log_through),
+            log_through,
+            policy.incorrect_mass,
+            policy.accuracy,
+            _TINY,
+            np.array(ks, dtype=np.int64),
+        )
+        policy.memo("correct_log_sum", lambda: float(scan[6]))
+        return _ood_passes(scan[:3], moves, space, ks), _ood_passes(scan[3:6], moves, space, ks)
+
+    return policy.memo(f"ood:{tuple(ks)}", compute)
+
+
+def _ood_passes(
+    scan: tuple[FloatArray, FloatArray, np.ndarray],
+    moves: np.ndarray,
+    space: AcyclicSpace,
+    ks: Sequence[int],
+) -> list[OODPass]:
+    """The :class:`OODPass` of each ``k`` from a compiled scan's ``(sums, worst, worst_move)``
+    (the worst move ``-1``: every value ``nan``, the first move then, as :func:`_ood`)."""
+    sums, worst, worst_move = scan
+    return [
+        OODPass(
+            k,
+            float(sums[i]) / moves.size,
+            float(worst[i]),
+            space.move_label(int(worst_move[i] if worst_move[i] >= 0 else moves[0])),
+            int(moves.size),
+        )
+        for i, k in enumerate(ks)
+    ]
 
 
 _TINY = 1e-280
@@ -531,6 +697,15 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
     (a simple path visits ``v`` once).  Both complements are exact to rounding
     (:func:`_complement`); one below ``1e-280`` is redone from the logs.
     """
+    moves, _ = _used_moves(policy.space)
+    acc = policy.accuracy + _by_move(policy.space, _reroute_change(policy))
+    np.minimum(acc, 1.0, out=acc)
+    return moves, np.maximum(acc, 0.0, out=acc)
+
+
+def _reroute_change(policy: MarkovPolicy) -> FloatArray:
+    """``q_e(C) - q(C)`` per state edge (:func:`reroute_accuracy`), the edges whose
+    complements are below ``_TINY`` redone from the logs."""
     space = policy.space
     flows = _flows(policy)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
@@ -540,41 +715,26 @@ def reroute_accuracy(policy: MarkovPolicy) -> tuple[np.ndarray, FloatArray]:
         change, tiny = compiled.reroute_change(
             space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
         )
-        return _reroute_finish(policy, flows, log_through, change, tiny)
-    keep_p, first_p = _complement(space, policy.prob)
-    keep_t, first_t = _complement(space, flows.chain)
-    through = np.exp(log_through)[space.edge_tail]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = keep_t / keep_p
-    # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
-    ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
-    change = ratio
-    change -= 1.0
-    change *= through
-    if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
-        change[through == 0.0] = 0.0
-    maybe = np.union1d(first_p, first_t)
-    tails = space.edge_tail[maybe]
-    small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
-    tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
-    return _reroute_finish(policy, flows, log_through, change, tiny)
-
-
-def _reroute_finish(
-    policy: MarkovPolicy,
-    flows: _Flows,
-    log_through: FloatArray,
-    change: FloatArray,
-    tiny: np.ndarray,
-) -> tuple[np.ndarray, FloatArray]:
-    """The edges ``tiny`` redone from the logs, then ``(moves, q_e(C))`` from the per-edge
-    ``change`` (both paths of :func:`reroute_accuracy`)."""
+    else:
+        keep_p, first_p = _complement(space, policy.prob)
+        keep_t, first_t = _complement(space, flows.chain)
+        through = np.exp(log_through)[space.edge_tail]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = keep_t / keep_p
+        # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
+        ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
+        change = ratio
+        change -= 1.0
+        change *= through
+        if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
+            change[through == 0.0] = 0.0
+        maybe = np.union1d(first_p, first_t)
+        tails = space.edge_tail[maybe]
+        small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
+        tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
     if tiny.size:
         _redo_tiny(policy, flows, log_through, change, tiny)
-    moves, _ = _used_moves(policy.space)
-    acc = policy.accuracy + _by_move(policy.space, change)
-    np.minimum(acc, 1.0, out=acc)
-    return moves, np.maximum(acc, 0.0, out=acc)
+    return change
 
 
 def _redo_tiny(
@@ -599,6 +759,9 @@ def _redo_tiny(
 def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Re-route*: ``1 - (1 - q_e(C))^k`` for every move ``e`` of some correct rollout."""
     ks = [check_k(k) for k in ks]
+    scans = _ood_scans(policy, ks)
+    if scans is not None:
+        return list(scans[1])
     moves, acc = reroute_accuracy(policy)
     return _ood(1.0 - acc, moves, policy.space, ks)
 
@@ -614,7 +777,8 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
         return {}
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     below = _log_correct_count(space)[space.edge_head[e0:e1]]
-    flow = _flows(policy).flow[e0:e1]
+    flows = _flows(policy)
+    flow = flows.reach[0] * flows.chain[e0:e1]  # the source's edges of flows.flow
     return {
         space.edge_label(e): float(f)
         for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
@@ -641,7 +805,8 @@ def first_move_strategies(policy: MarkovPolicy, ks: Sequence[int]) -> StrategyMe
     labels = space.moves.labels
     heads = space.moves.move_head[space.edge_move[e0:e1][live]]
     if np.isfinite(policy.log_correct_below[0]):
-        flow = policy.accuracy * _flows(policy).flow[e0:e1][live]
+        flows = _flows(policy)
+        flow = policy.accuracy * (flows.reach[0] * flows.chain[e0:e1])[live]
     else:
         flow = np.zeros(int(live.sum()))
     mass = dict(zip((labels[h] for h in heads.tolist()), flow.tolist(), strict=True))
@@ -679,7 +844,7 @@ def _top_rollouts(policy: MarkovPolicy, log_tau: float, limit: int) -> FloatArra
     """``log q(y)`` of every correct ``y`` with ``log q(y) >= log_tau``; ``None`` past ``limit``."""
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
-    best = backward_max(space, policy.log_cond, leaf)
+    best = policy.memo("max_below", lambda: backward_max(space, policy.log_cond, leaf))
     state = np.array([0], dtype=np.int64)
     logp = np.array([0.0])
     found: list[FloatArray] = []
@@ -725,7 +890,7 @@ def distinct_at_k(
     ks = [check_k(k) for k in ks]
     space = policy.space
     leaf = np.where(space.correct, 0.0, -np.inf)
-    if np.isfinite(policy.log_cond).all():
+    if policy.memo("all_finite", lambda: bool(np.isfinite(policy.log_cond).all())):
         count = _log_correct_count(space)[0]
     else:
         finite = np.isfinite(policy.log_cond)
@@ -738,7 +903,14 @@ def distinct_at_k(
     log_tau = -math.log(limit)
     top = _top_rollouts(policy, log_tau, limit)
     assert top is not None  # at most 1 / tau rollouts have q(y) >= tau
-    p2 = math.exp(backward_logsumexp(space, policy.linear, leaf, compiled=True, square=True)[0])
+    p2 = math.exp(
+        policy.memo(
+            "log_square_mass",
+            lambda: float(
+                backward_logsumexp(space, policy.linear, leaf, compiled=True, square=True)[0]
+            ),
+        )
+    )
     top_p = np.exp(top)
     t1 = max(0.0, policy.accuracy - float(top_p.sum()))
     t2 = min(max(0.0, p2 - float((top_p * top_p).sum())) + 4e-16 * p2, math.exp(log_tau) * t1)
@@ -761,6 +933,8 @@ def measure_with_distinct(
 ) -> tuple[Measures, dict[int, DistinctAtK]]:
     """:func:`measure` and the :class:`DistinctAtK` (value, bound, exactness) behind it."""
     ks = [check_k(k) for k in ks]
+    _backward_sweep(policy, base)
+    _ood_scans(policy, ks)  # with the kernels, the entropy's sum on the way
     entropy = correct_entropy(policy)
     distinct = distinct_at_k(policy, ks)
     out = Measures(
