@@ -222,6 +222,25 @@ def jit_allowed(size: int) -> bool:
     return size >= least
 
 
+THREADS_MIN_SIZE = 1 << 20
+"""Smallest input (state edges) whose measures run on two threads (:func:`threads_allowed`)."""
+
+
+def threads_allowed(size: int) -> bool:
+    """Whether independent measures of an input of ``size`` entries may run on two threads:
+    at least two CPUs available to this process, ``size`` at least ``TILT_JIT_MIN_SIZE`` (or
+    :data:`THREADS_MIN_SIZE`), and ``TILT_THREADS`` unset or above 1 (``TILT_THREADS=1``:
+    one thread, as on a one-CPU machine).  The results do not depend on it: each measure is
+    computed by the same operations either way."""
+    setting = os.environ.get("TILT_THREADS", "").strip()
+    if setting.isdigit() and int(setting) <= 1:
+        return False
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
+    least = int(limit) if limit.strip().isdigit() else THREADS_MIN_SIZE
+    return (cpus or 1) >= 2 and size >= least
+
+
 def jit(size: int) -> bool:
     """Whether the compiled kernels serve an input of ``size`` entries (importing them then)."""
     return jit_allowed(size) and _kernels() is not None

@@ -1005,3 +1005,26 @@ def test_weighted_slope_where_rounding_matters() -> None:
         var = sum(a * (b - mx) ** 2 for a, b in zip(w, x, strict=True))
         exact = float(cov / var)
     assert abs(theirs - exact) <= 1e-14
+
+
+@pytest.mark.parametrize(
+    "name", ["lattice:V=4,L=6,seed=0", "lattice:V=3,L=5,seed=1,M=3", "diamonds"]
+)
+def test_measures_on_two_threads_are_the_same_numbers(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measures split over two threads (as on a large space) equal the one-thread
+    measures exactly, row by row, distinct@k's bounds included."""
+    from tilt._numerics import threads_allowed
+
+    space = acyclic_space(lattice_table(name) if name.startswith("lattice") else named_task(name))
+    rows = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("TILT_THREADS", threads)
+        monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")  # every size is large enough
+        if threads == "2" and not threads_allowed(space.n_edges):
+            pytest.skip("one CPU: the measures never split")
+        base = dpp.base_policy(space)  # fresh: nothing remembered from the other run
+        policies = [base, dp_rl(base, 0.0), dp_optimum(base, EdgeContext(2.0), "sequence")]
+        rows.append([dpm.measure_with_distinct(q, base) for q in policies])
+    assert rows[0] == rows[1]
