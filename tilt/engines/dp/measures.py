@@ -283,8 +283,7 @@ def _counted_chain(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> _
 
     if full:  # every correct rollout counts: the chain depends on the base alone (cached)
         key = f"gap_chain:{'uniform' if uniform else 'weighted'}"
-        zero = np.zeros(space.n_edges)
-        return base.memo(key, lambda: build(zero, _log_correct_count(space)[0]))
+        return base.memo(key, lambda: build(np.zeros(space.n_edges), _log_correct_count(space)[0]))
     keep = _keep(policy, base)
     return build(keep, backward_logsumexp(space, keep, leaf, compiled=True)[0])
 
@@ -479,7 +478,9 @@ def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | slice | N
         count = np.bincount(space.edge_move, minlength=space.n_moves)
         if count.max(initial=0) <= 1:
             edges = np.flatnonzero(hit)
-            edges = edges[np.argsort(space.edge_move[edges], kind="stable")]
+            order = space.edge_move[edges]
+            if not bool((order[1:] > order[:-1]).all()):  # already in move order: kept
+                edges = edges[np.argsort(order, kind="stable")]
             if edges.size == space.n_edges and bool((np.diff(edges) == 1).all()):
                 return space.edge_move, slice(None)  # every edge, in move order: no gather
             return space.edge_move[edges], edges
