@@ -30,7 +30,7 @@ from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
 from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.space import AcyclicSpace, MoveTable
-from tilt.tasks.graphs import named_task
+from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import dag_instances
 
 pytest.importorskip("numba")
@@ -369,3 +369,27 @@ def test_the_compiled_ratio_conditionals_are_numpy_bits(name: str) -> None:
         with _setting(compiled):
             outs.append(dpm._ratio_conditionals(space, below))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("name", [*LATTICES, "diamonds", "routes:horizon"])
+def test_the_compiled_move_marginals_are_numpy_bits(name: str) -> None:
+    """The demonstrations' move marginals (the flow through each move, summed over its
+    state edges in edge order, as ``bincount`` sums them) by the compiled pass: numpy's
+    bits, for each kind of demonstration, with depth in the state too."""
+    if name == "routes:horizon":
+        task = named_task("routes")
+        space = acyclic_space(make_task(task.graph, task.source, task.target, 6, name="routes"))
+    elif name.startswith("lattice"):
+        space = acyclic_space(_table(name, 1.0))
+    else:
+        space = acyclic_space(named_task(name))
+    base = dpp.base_policy(space)
+    for kind in ("own", "uniform", "tempered"):
+        demos = dpp.demonstrations(base, kind, 0.5)
+        marginals = []
+        for compiled in (True, False):
+            demos.release("edge_marginals")
+            with _setting(compiled):
+                marginals.append(dpp.edge_marginals(demos))
+        assert marginals[0] is not marginals[1]
+        np.testing.assert_array_equal(marginals[0], marginals[1], err_msg=kind)

@@ -43,6 +43,7 @@ __all__ = [
     "ratio_cond",
     "softmax_exact",
     "edge_form",
+    "move_marginals",
     "chain_moments",
     "edge_flow",
     "reroute_change",
@@ -922,6 +923,29 @@ def _edge_form(
     return True
 
 
+def _move_marginals(
+    out_start: _I,
+    edge_move: _I,
+    log_reach: _F,
+    log_cond: _F,
+    loops: NDArray[np.intp],
+    flow: _F,
+    out: _F,
+) -> None:
+    """``out[m] += exp(log_reach[tail] + log_cond[e])`` over the edges in order (``out``
+    zeros): :func:`tilt.engines.dp.policy.edge_marginals`'s ``bincount`` of the flows, with
+    numpy's own ``exp`` loop (``flow`` is scratch), so the same bits."""
+    n = out_start.size - 1
+    for s in range(n):
+        r = log_reach[s]
+        for e in range(out_start[s], out_start[s + 1]):
+            flow[e] = r + log_cond[e]
+    frame = np.empty(5, dtype=np.intp)
+    _numpy_apply(loops, 0, flow, flow, flow.size, frame)
+    for e in range(flow.size):
+        out[edge_move[e]] += flow[e]
+
+
 def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:
     """``reach[tail] * chain[e]`` per edge."""
     n = out_start.size - 1
@@ -1098,6 +1122,7 @@ tilted_cond = _jit(_tilted_cond)
 ratio_cond = _jit(_ratio_cond)
 softmax_exact = _jit(_softmax_exact)
 edge_form = _jit(_edge_form)
+move_marginals = _jit(_move_marginals)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
 reroute_change = _jit(_reroute_change)

@@ -352,6 +352,20 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
     """``m(e) = P_{c ~ D}(e in E(c))`` per graph move (a path makes each move at most once)."""
 
     def compute() -> FloatArray:
+        space = demos.space
+        compiled = kernels(space)
+        if compiled is not None and compiled.NUMPY_LOOPS is not None:  # numpy's bits
+            out = np.zeros(space.n_moves)
+            compiled.move_marginals(
+                space.out_start,
+                space.edge_move,
+                demos.log_reach,
+                demos.log_cond,
+                compiled.NUMPY_LOOPS,
+                np.empty(space.n_edges),
+                out,
+            )
+            return out
         flow = np.exp(demos.log_edge_flow)
         return np.bincount(
             demos.space.edge_move, weights=flow, minlength=demos.space.n_moves
