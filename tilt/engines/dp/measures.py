@@ -385,7 +385,7 @@ def _sweep(policy: MarkovPolicy, base: MarkovPolicy, compiled: ModuleType) -> bo
     # distinct@k's sum of squares rides along when it squares on the fly (no shift)
     weights = policy.linear
     squares = not weights.shift.any()
-    head_lo, head_hi = dp_passes._head_spans(space, passes)
+    head_lo, head_hi = dp_passes.layer_head_spans(space, passes)
     best, top, low, square, cov, cov2, finite = compiled.backward_sweep(
         space.layer_start,
         space.out_start,

@@ -29,6 +29,7 @@ __all__ = [
     "backward_max",
     "group_normalise",
     "softmax_conditionals",
+    "layer_head_spans",
     "tilted_conditionals",
     "backward_mean",
     "LinearWeights",
@@ -240,7 +241,7 @@ def kernels(space: AcyclicSpace) -> ModuleType | None:
     return compiled_passes(space.n_edges)
 
 
-def _head_spans(space: AcyclicSpace, compiled: ModuleType) -> tuple[IntArray, IntArray]:
+def layer_head_spans(space: AcyclicSpace, compiled: ModuleType) -> tuple[IntArray, IntArray]:
     """The least and largest head of the edges leaving each layer (cached)."""
     spans: tuple[IntArray, IntArray] = space.memo(
         "head_spans",
@@ -296,7 +297,7 @@ def backward_logsumexp(
     if square and (passes is None or weights.shift.any()):
         weights, square = weights.squared(space), False
     if passes is not None:
-        head_lo, head_hi = _head_spans(space, passes)
+        head_lo, head_hi = layer_head_spans(space, passes)
         passes.backward_logsumexp(
             space.layer_start,
             space.out_start,
@@ -395,7 +396,7 @@ def forward_logsumexp(
     out[0] = 0.0
     passes = kernels(space) if compiled else None
     if passes is not None:
-        head_lo, head_hi = _head_spans(space, passes)
+        head_lo, head_hi = layer_head_spans(space, passes)
         passes.forward_logsumexp(
             space.layer_start,
             space.out_start,
