@@ -13,6 +13,8 @@ from functools import cache
 import numpy as np
 import oracle
 
+from tilt.engines.dp import lattice_table
+from tilt.engines.dp.space import MoveTable
 from tilt.policy import as_generator, base_policy
 from tilt.space import enumerate_rollouts
 from tilt.tasks.graphs import make_task, named_task
@@ -94,3 +96,19 @@ CASES = [
     (n, m, s, d, a) for n in INSTANCES if n != "grid4" for (m, s) in MODELS for (d, a) in DEMOS
 ]
 CASES += [("grid4", m, s, "own", 1.0) for (m, s) in MODELS]
+
+
+def scaled_lattice_table(name: str, scale: float) -> MoveTable:
+    """The move table of the lattice ``name`` with its logits times ``scale`` (hundreds of
+    nats apart at ``scale`` 300: the DP passes' log-space fallbacks)."""
+    table = lattice_table(name)
+    return MoveTable(
+        table.name,
+        table.labels,
+        table.source,
+        table.target,
+        table.horizon,
+        table.move_tail,
+        table.move_head,
+        table.move_logit * scale,
+    )

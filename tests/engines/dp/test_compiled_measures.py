@@ -17,11 +17,12 @@ import math
 import numpy as np
 import pytest
 from _compiled_paths import assert_close, kernels_on_and_off
+from _instances import scaled_lattice_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tilt.context import EdgeContext
-from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table
+from tilt.engines.dp import acyclic_space, dp_optimum
 from tilt.engines.dp import measures as dpm
 from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
@@ -36,20 +37,8 @@ KS = (1, 3, 8, 64)
 LATTICES = ["lattice:V=4,L=6,seed=0", "lattice:V=3,L=5,seed=1,M=3", "lattice:V=8,L=16,seed=2"]
 
 
-def _scaled(name: str, scale: float) -> AcyclicSpace:
-    table = lattice_table(name)
-    return acyclic_space(
-        MoveTable(
-            table.name,
-            table.labels,
-            table.source,
-            table.target,
-            table.horizon,
-            table.move_tail,
-            table.move_head,
-            table.move_logit * scale,
-        )
-    )
+def _scaled_space(name: str, scale: float) -> AcyclicSpace:
+    return acyclic_space(scaled_lattice_table(name, scale))
 
 
 def _policies(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, dpp.MarkovPolicy]:
@@ -127,7 +116,7 @@ def test_measures_agree_on_lattices(
     monkeypatch: pytest.MonkeyPatch, name: str, scale: float
 ) -> None:
     compiled, plain = kernels_on_and_off(
-        monkeypatch, lambda: _measures(lambda: _scaled(name, scale))
+        monkeypatch, lambda: _measures(lambda: _scaled_space(name, scale))
     )
     _check(compiled, plain)
 
@@ -192,12 +181,12 @@ def test_complements_from_the_logs_agree(monkeypatch: pytest.MonkeyPatch) -> Non
     # inside the scan when compiled, against numpy's _redo_tiny; then every complement
     # so (_TINY above 1)
     compiled, plain = kernels_on_and_off(
-        monkeypatch, lambda: _measures(lambda: _scaled(LATTICES[0], 3000.0))
+        monkeypatch, lambda: _measures(lambda: _scaled_space(LATTICES[0], 3000.0))
     )
     _check(compiled, plain)
     monkeypatch.setattr(dpm, "_TINY", 2.0)
     compiled, plain = kernels_on_and_off(
-        monkeypatch, lambda: _measures(lambda: _scaled(LATTICES[0], 300.0))
+        monkeypatch, lambda: _measures(lambda: _scaled_space(LATTICES[0], 300.0))
     )
     _check(compiled, plain)
 
@@ -235,7 +224,7 @@ def test_the_sweep_is_the_separate_passes_bits(
     monkeypatch.delenv("TILT_NO_JIT", raising=False)
     monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
     monkeypatch.setattr(dp_passes, "SAFE_RANGE", safe_range)  # -1: every layer in log space
-    space = _scaled(LATTICES[2], scale)
+    space = _scaled_space(LATTICES[2], scale)
     policies = _policies(space)
     base = policies["base"]
     leaf = np.where(space.correct, 0.0, -np.inf)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
+from _instances import scaled_lattice_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -79,20 +80,6 @@ def _close(a: object, b: object, where: str = "", tol: float = TOL) -> None:
     with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity
         gap = np.abs(np.where(same, 0.0, x - y))
     assert np.all(same | (gap <= tol * np.maximum(1.0, np.abs(y)))), (where, float(gap.max()))
-
-
-def _table(name: str, scale: float) -> MoveTable:
-    table = lattice_table(name)
-    return MoveTable(
-        table.name,
-        table.labels,
-        table.source,
-        table.target,
-        table.horizon,
-        table.move_tail,
-        table.move_head,
-        table.move_logit * scale,
-    )
 
 
 def _policies(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, dpp.MarkovPolicy]:
@@ -208,7 +195,7 @@ def _check(compiled: dict[str, object], plain: dict[str, object]) -> None:
 @pytest.mark.parametrize("name", LATTICES)
 def test_passes_agree_on_lattices(name: str, scale: float) -> None:
     def run() -> dict[str, object]:
-        return _passes(acyclic_space(_table(name, scale)))
+        return _passes(acyclic_space(scaled_lattice_table(name, scale)))
 
     compiled, plain = _both(run)
     _check(compiled, plain)  # type: ignore[arg-type]
@@ -238,7 +225,9 @@ def test_log_space_fallbacks_agree() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(dp_passes, "SAFE_RANGE", -1.0)
         patch.setattr(dpm, "_TINY", 2.0)
-        compiled, plain = _both(lambda: _passes(acyclic_space(_table(LATTICES[0], 300.0))))
+        compiled, plain = _both(
+            lambda: _passes(acyclic_space(scaled_lattice_table(LATTICES[0], 300.0)))
+        )
     _check(compiled, plain)  # type: ignore[arg-type]
 
 
@@ -289,7 +278,7 @@ def test_fused_kernels_are_the_unfused_bits(name: str, scale: float) -> None:
     weights, and both gap slopes' centred dots in one pass the bits of one pass each (the
     same sums in the same order), with the kernels on every input."""
     with _setting(True):
-        space = acyclic_space(_table(name, scale))
+        space = acyclic_space(scaled_lattice_table(name, scale))
         policies = _policies(space)
         base = policies["base"]
         correct = np.where(space.correct, 0.0, -np.inf)
@@ -340,7 +329,7 @@ def test_the_compiled_edge_form_gives_numpy_bits(name: str, scale: float) -> Non
     demonstration and for gamma 0 (no boost), 2 and 40."""
     from tilt.engines.dp.context import edge_form
 
-    space = acyclic_space(_table(name, scale))
+    space = acyclic_space(scaled_lattice_table(name, scale))
     base = dpp.edge_softmax(space, space.moves.move_logit)
     for kind in ("own", "uniform", "tempered"):
         demos = dpp.demonstrations(base, kind, 0.5)
@@ -380,7 +369,7 @@ def test_the_compiled_move_marginals_are_numpy_bits(name: str) -> None:
         task = named_task("routes")
         space = acyclic_space(make_task(task.graph, task.source, task.target, 6, name="routes"))
     elif name.startswith("lattice"):
-        space = acyclic_space(_table(name, 1.0))
+        space = acyclic_space(scaled_lattice_table(name, 1.0))
     else:
         space = acyclic_space(named_task(name))
     base = dpp.base_policy(space)

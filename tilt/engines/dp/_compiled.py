@@ -37,7 +37,6 @@ __all__ = [
     "backward_mean",
     "backward_spread",
     "centred_dot",
-    "centred_dot_pair",
     "correct_cond",
     "tilted_cond",
     "ratio_cond",
@@ -46,7 +45,6 @@ __all__ = [
     "move_marginals",
     "chain_moments",
     "edge_flow",
-    "reroute_change",
     "node_layers",
     "state_edges",
 ]
@@ -672,49 +670,6 @@ def _centred_dot(
     return total + carry
 
 
-def _centred_dot_pair(
-    out_start: _I,
-    edge_head: _I,
-    a: _F,
-    b: _F,
-    prob: _F,
-    support: _B,
-    weight: _F,
-    prob2: _F,
-    support2: _B,
-    weight2: _F,
-) -> tuple[float, float]:
-    """:func:`_centred_dot` of two chains at once (the same ``y = a - b``, read once): each
-    sum in the same order as there, so the same bits, and the two chains' dependent sums
-    interleaved (the loop waits on neither)."""
-    n = out_start.size - 1
-    mean = np.zeros(n)
-    mean2 = np.zeros(n)
-    total, carry = 0.0, 0.0
-    total2, carry2 = 0.0, 0.0
-    for s in range(n - 1, -1, -1):
-        first, last = out_start[s], out_start[s + 1]
-        if last == first:
-            continue
-        acc, acc2 = 0.0, 0.0
-        for e in range(first, last):
-            d = a[e] - b[e]
-            h = edge_head[e]
-            acc += prob[e] * ((d if support[e] else 0.0) + mean[h])
-            acc2 += prob2[e] * ((d if support2[e] else 0.0) + mean2[h])
-        mean[s] = acc
-        mean2[s] = acc2
-        part, part2 = 0.0, 0.0
-        for e in range(first, last):
-            d = a[e] - b[e]
-            h = edge_head[e]
-            part += weight[e] * ((d if support[e] else 0.0) + mean[h] - acc)
-            part2 += weight2[e] * ((d if support2[e] else 0.0) + mean2[h] - acc2)
-        total, carry = _add(total, carry, part)
-        total2, carry2 = _add(total2, carry2, part2)
-    return total + carry, total2 + carry2
-
-
 def _chain_moments(
     layer_start: _I, out_start: _I, edge_head: _I, prob: _F, reach: _F, x: _F
 ) -> tuple[_B, _F, float, bool, float]:
@@ -969,65 +924,6 @@ def _others(a: int, b: int, values: _F, skip: int) -> float:
 _sum_others = _jit(_others)
 
 
-def _reroute_change(
-    out_start: _I,
-    prob: _F,
-    chain: _F,
-    through: _F,
-    log_through: _F,
-    tiny_below: float,
-) -> tuple[_F, _I]:
-    """``(change, tiny)`` of :func:`tilt.engines.dp.measures.reroute_accuracy`: per edge
-    ``through(tail) ((1 - t_e) / (1 - q_e) - 1)``, each complement ``1 - x`` taken as the sum
-    of the other edges for the one edge of a state above 1/2 (the first largest); ``tiny``
-    lists the edges whose complement is below ``tiny_below`` (redone from the logs by the
-    caller)."""
-    n = out_start.size - 1
-    change = np.empty(prob.size)
-    tiny = np.empty(16, dtype=np.int64)
-    n_tiny = 0
-    for s in range(n):
-        a, b = out_start[s], out_start[s + 1]
-        if b == a:
-            continue
-        first_p, first_t = a, a
-        for e in range(a + 1, b):
-            if prob[e] > prob[first_p]:
-                first_p = e
-            if chain[e] > chain[first_t]:
-                first_t = e
-        here = through[s]
-        for e in range(a, b):
-            change[e] = 0.0 if here == 0.0 else ((1.0 - chain[e]) / (1.0 - prob[e]) - 1.0) * here
-        if not (prob[first_p] > 0.5 or chain[first_t] > 0.5):
-            continue
-        # the largest move of a state, above 1/2: its complement from the others
-        if not prob[first_p] > 0.5:
-            first_p = -1
-        if not chain[first_t] > 0.5:
-            first_t = -1
-        for which in range(2):
-            e = first_p if which == 0 else first_t
-            if e < 0 or (which == 1 and e == first_p):
-                continue
-            keep_p = _sum_others(a, b, prob, e) if e == first_p else 1.0 - prob[e]
-            keep_t = _sum_others(a, b, chain, e) if e == first_t else 1.0 - chain[e]
-            ratio = 0.0 if e == first_p and keep_p == 0.0 else keep_t / keep_p
-            change[e] = 0.0 if here == 0.0 else (ratio - 1.0) * here
-            if (
-                (keep_p < tiny_below or keep_t < tiny_below)
-                and np.isfinite(log_through[s])
-                and b - a > 1
-            ):
-                if n_tiny == tiny.size:
-                    grown = np.empty(2 * tiny.size, dtype=np.int64)
-                    grown[:n_tiny] = tiny
-                    tiny = grown
-                tiny[n_tiny] = e
-                n_tiny += 1
-    return change, tiny[:n_tiny].copy()
-
-
 def _node_layers(indptr: _I, move_head: _I, source: int, target: int) -> tuple[_I, _I, _B, _I]:
     """Kahn's algorithm on the nodes reachable from ``source`` (``target`` not expanded):
     ``(order, sizes, seen, indegree)``, the nodes layer by layer (each layer sorted) and the
@@ -1116,7 +1012,6 @@ backward_max = _jit(_backward_max)
 backward_mean = _jit(_backward_mean)
 backward_spread = _jit(_backward_spread)
 centred_dot = _jit(_centred_dot)
-centred_dot_pair = _jit(_centred_dot_pair)
 correct_cond = _jit(_correct_cond)
 tilted_cond = _jit(_tilted_cond)
 ratio_cond = _jit(_ratio_cond)
@@ -1125,6 +1020,5 @@ edge_form = _jit(_edge_form)
 move_marginals = _jit(_move_marginals)
 chain_moments = _jit(_chain_moments)
 edge_flow = _jit(_edge_flow)
-reroute_change = _jit(_reroute_change)
 node_layers = _jit(_node_layers)
 state_edges = _jit(_state_edges)

@@ -28,15 +28,17 @@ import math
 
 import numba
 import numpy as np
-from numpy.typing import NDArray
 
-from tilt.engines.dp._compiled import _add, _jit, _logsumexp_state, _sum_others
+from tilt.engines.dp._compiled import _B, _F, _I, _add, _jit, _logsumexp_state, _sum_others
 
-__all__ = ["backward_sweep", "correct_log_sum", "finite_where", "first_moves", "ood_scan"]
-
-_F = NDArray[np.float64]
-_I = NDArray[np.int64]
-_B = NDArray[np.bool_]
+__all__ = [
+    "backward_sweep",
+    "correct_log_sum",
+    "finite_where",
+    "first_moves",
+    "ood_scan",
+    "reroute_changes",
+]
 
 
 def _correct_log_sum(out_start: _I, reach: _F, chain: _F, cond: _F) -> float:
@@ -240,6 +242,29 @@ _change_of_state = numba.njit(cache=True, nogil=True, error_model="numpy", inlin
 )
 
 
+def _reroute_changes(
+    out_start: _I,
+    prob: _F,
+    chain: _F,
+    cond: _F,
+    log_cond: _F,
+    through: _F,
+    log_through: _F,
+    tiny_below: float,
+) -> _F:
+    """:func:`tilt.engines.dp.measures.reroute_accuracy`'s per-edge change, state by state
+    (:func:`_state_change`: the tiny complements redone from the logs on the way)."""
+    change = np.empty(prob.size)
+    for s in range(out_start.size - 1):
+        a, b = out_start[s], out_start[s + 1]
+        if b > a:
+            _change_of_state(
+                a, b, prob, chain, cond, log_cond, through[s], log_through[s], tiny_below,
+                change[a:b],
+            )  # fmt: skip
+    return change
+
+
 def _first_moves(out_start: _I, edge_move: _I, used: _B) -> _I:
     """The smallest move of the ``used`` edges of each state (``n_moves`` bound: none)."""
     n = out_start.size - 1
@@ -435,7 +460,7 @@ def _backward_sweep(
     weights ``a`` squared on the fly (``prob_a = exp(a)``, no shift, its ``unsafe_tail``,
     ``power`` twice the weights')
     at state 0 (else ``nan``); with ``slopes``, ``(cov, cov2)``:
-    :func:`tilt.engines.dp._compiled.centred_dot_pair` of the two chains (else 0);
+    :func:`tilt.engines.dp._compiled.centred_dot` of each of the two chains (else 0);
     ``finite``: every ``a`` finite.  Each the same operations in the same order as there,
     so the same bits."""
     n = out_start.size - 1
@@ -540,3 +565,4 @@ first_moves = _jit(_first_moves)
 ood_scan = _jit(_ood_scan)
 finite_where = _jit(_finite_where)
 backward_sweep = _jit(_backward_sweep)
+reroute_changes = _jit(_reroute_changes)

@@ -335,33 +335,16 @@ def _slope(policy: MarkovPolicy, base: MarkovPolicy, uniform: bool) -> float:
 
 
 def _slopes(policy: MarkovPolicy, base: MarkovPolicy) -> tuple[float, float]:
-    """``(gap_slope, weighted_gap_slope)``; with the kernels, both centred dots in one pass
-    (the same sums as :func:`_slope`'s, so the same bits; cached per policy and base)."""
+    """``(gap_slope, weighted_gap_slope)``; with the kernels, both centred dots from the
+    backward sweep when both chains are usable (:func:`_backward_sweep`: the same sums as
+    :func:`_slope`'s, so the same bits), else one :func:`_slope` each; cached per policy and
+    base."""
+    _backward_sweep(policy, base)  # remembers both slopes when it computes them
 
-    def compute() -> tuple[float, float]:
-        space = policy.space
-        compiled = kernels(space)
-        if compiled is None:
-            return _slope(policy, base, uniform=True), _slope(policy, base, uniform=False)
-        uniform = _counted_chain(policy, base, uniform=True)
-        weighted = _counted_chain(policy, base, uniform=False)
-        if not (uniform.usable and weighted.usable):
-            return _slope(policy, base, uniform=True), _slope(policy, base, uniform=False)
-        cov, cov2 = compiled.centred_dot_pair(
-            space.out_start,
-            space.edge_head,
-            policy.log_cond,
-            base.log_cond,
-            uniform.prob,
-            uniform.support,
-            uniform.scaled,
-            weighted.prob,
-            weighted.support,
-            weighted.scaled,
-        )
-        return 1.0 + float(cov) / uniform.var, 1.0 + float(cov2) / weighted.var
+    def apart() -> tuple[float, float]:
+        return _slope(policy, base, uniform=True), _slope(policy, base, uniform=False)
 
-    return policy.memo(f"slopes:{id(base)}", compute)
+    return policy.memo(f"slopes:{id(base)}", apart)
 
 
 def _backward_sweep(policy: MarkovPolicy, base: MarkovPolicy) -> None:
@@ -713,28 +696,35 @@ def _reroute_change(policy: MarkovPolicy) -> FloatArray:
     flows = _flows(policy)
     # q(reach s) q(C | s) = q(C) q_C(reach s), the correct mass through s
     log_through = policy.log_correct_below[0] + policy.log_correct_reach
-    compiled = kernels(space)
-    if compiled is not None:  # one pass over the states
-        change, tiny = compiled.reroute_change(
-            space.out_start, policy.prob, flows.chain, np.exp(log_through), log_through, _TINY
+    compiled = _measure_kernels(space)
+    if compiled is not None:  # one pass over the states, the tiny complements on the way
+        change: FloatArray = compiled.reroute_changes(
+            space.out_start,
+            policy.prob,
+            flows.chain,
+            flows.cond,
+            policy.log_cond,
+            np.exp(log_through),
+            log_through,
+            _TINY,
         )
-    else:
-        keep_p, first_p = _complement(space, policy.prob)
-        keep_t, first_t = _complement(space, flows.chain)
-        through = np.exp(log_through)[space.edge_tail]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = keep_t / keep_p
-        # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
-        ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
-        change = ratio
-        change -= 1.0
-        change *= through
-        if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
-            change[through == 0.0] = 0.0
-        maybe = np.union1d(first_p, first_t)
-        tails = space.edge_tail[maybe]
-        small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
-        tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
+        return change
+    keep_p, first_p = _complement(space, policy.prob)
+    keep_t, first_t = _complement(space, flows.chain)
+    through = np.exp(log_through)[space.edge_tail]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = keep_t / keep_p
+    # a complement below 1/2 is on a `first` edge: no other mass there is a failed dead end
+    ratio[first_p[keep_p[first_p] == 0.0]] = 0.0
+    change = ratio
+    change -= 1.0
+    change *= through
+    if not np.isfinite(change).all():  # a state no correct mass passes: nothing changes
+        change[through == 0.0] = 0.0
+    maybe = np.union1d(first_p, first_t)
+    tails = space.edge_tail[maybe]
+    small = (keep_p[maybe] < _TINY) | (keep_t[maybe] < _TINY)
+    tiny = maybe[small & np.isfinite(log_through[tails]) & (space.out_count[tails] > 1)]
     if tiny.size:
         _redo_tiny(policy, flows, log_through, change, tiny)
     return change
