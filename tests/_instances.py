@@ -13,8 +13,11 @@ from functools import cache
 import numpy as np
 import oracle
 
-from tilt.engines.dp import lattice_table
-from tilt.engines.dp.space import MoveTable
+from tilt.context import EdgeContext
+from tilt.engines.dp import dp_optimum, lattice_table
+from tilt.engines.dp.optima import rl_optimum as dp_rl_optimum
+from tilt.engines.dp.policy import MarkovPolicy, edge_softmax
+from tilt.engines.dp.space import AcyclicSpace, MoveTable
 from tilt.policy import as_generator, base_policy
 from tilt.space import enumerate_rollouts
 from tilt.tasks.graphs import make_task, named_task
@@ -112,3 +115,18 @@ def scaled_lattice_table(name: str, scale: float) -> MoveTable:
         table.move_head,
         table.move_logit * scale,
     )
+
+
+def dp_rows(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, MarkovPolicy]:
+    """The DP engine's policies of ``python -m tilt.compare``, fresh (nothing cached): the
+    base (the edge softmax of ``logits``, default the space's), RL at ``beta -> 0`` and 0.7,
+    and sequence and token SD with ``edge(2)``."""
+    base = edge_softmax(space, space.moves.move_logit if logits is None else logits)
+    model = EdgeContext(2.0)
+    return {
+        "base": base,
+        "rl0": dp_rl_optimum(base, 0.0),
+        "rl": dp_rl_optimum(base, 0.7),
+        "sequence": dp_optimum(base, model, "sequence"),
+        "token": dp_optimum(base, model, "token"),
+    }

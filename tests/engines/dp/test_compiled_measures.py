@@ -17,16 +17,14 @@ import math
 import numpy as np
 import pytest
 from _compiled_paths import assert_close, kernels_on_and_off
-from _instances import scaled_lattice_table
+from _instances import dp_rows, scaled_lattice_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilt.context import EdgeContext
-from tilt.engines.dp import acyclic_space, dp_optimum
+from tilt.engines.dp import acyclic_space
 from tilt.engines.dp import measures as dpm
 from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
-from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.space import AcyclicSpace, MoveTable
 from tilt.tasks.graphs import named_task
 from tilt.testing import dag_instances
@@ -42,19 +40,11 @@ def _scaled_space(name: str, scale: float) -> AcyclicSpace:
 
 
 def _policies(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, dpp.MarkovPolicy]:
-    """Fresh policies (nothing cached): the base, RL (``beta -> 0`` gives the incorrect
-    moves probability 0), the SD optima and the base's likeliest correct rollout (a point
-    mass: probability 0 off the path)."""
-    base = dpp.edge_softmax(space, space.moves.move_logit if logits is None else logits)
-    model = EdgeContext(2.0)
-    return {
-        "base": base,
-        "rl0": rl_optimum(base, 0.0),
-        "rl": rl_optimum(base, 0.7),
-        "sequence": dp_optimum(base, model, "sequence"),
-        "token": dp_optimum(base, model, "token"),
-        "point": dpp.point_mass(space, dpp.reference_edges(base)),
-    }
+    """The rows of ``python -m tilt.compare`` (:func:`_instances.dp_rows`), and the base's
+    likeliest correct rollout (a point mass: probability 0 off the path)."""
+    rows = dp_rows(space, logits)
+    rows["point"] = dpp.point_mass(space, dpp.reference_edges(rows["base"]))
+    return rows
 
 
 def _ood(passes: list) -> list[tuple[float, float, int]]:  # type: ignore[type-arg]

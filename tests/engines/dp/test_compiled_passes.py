@@ -20,16 +20,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from _instances import scaled_lattice_table
+from _instances import dp_rows, scaled_lattice_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilt.context import EdgeContext
-from tilt.engines.dp import acyclic_space, dp_optimum, lattice_table
+from tilt.engines.dp import acyclic_space, lattice_table
 from tilt.engines.dp import measures as dpm
 from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp import policy as dpp
-from tilt.engines.dp.optima import rl_optimum
 from tilt.engines.dp.space import AcyclicSpace, MoveTable
 from tilt.tasks.graphs import make_task, named_task
 from tilt.testing import dag_instances
@@ -83,17 +81,9 @@ def _close(a: object, b: object, where: str = "", tol: float = TOL) -> None:
 
 
 def _policies(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, dpp.MarkovPolicy]:
-    """The base (the edge softmax of ``logits``, default the space's) and the optima of
-    ``python -m tilt.compare`` (fresh: nothing cached)."""
-    base = dpp.edge_softmax(space, space.moves.move_logit if logits is None else logits)
-    model = EdgeContext(2.0)
-    return {
-        "base": base,
-        "rl0": rl_optimum(base, 0.0),
-        "rl": rl_optimum(base, 0.7),
-        "sequence": dp_optimum(base, model, "sequence"),
-        "token": dp_optimum(base, model, "token"),
-    }
+    """The rows of ``python -m tilt.compare`` (:func:`_instances.dp_rows`)."""
+    rows = dp_rows(space, logits)
+    return rows
 
 
 def _passes(space: AcyclicSpace, logits: np.ndarray | None = None) -> dict[str, object]:

@@ -401,6 +401,67 @@ def _state_logsumexp(
 _logsumexp_state = _jit(_state_logsumexp)
 
 
+def _layer_rule(
+    layer: int,
+    e0: int,
+    e1: int,
+    edge_head: _I,
+    head_lo: _I,
+    head_hi: _I,
+    log_weight: _F,
+    unsafe_tail: _B,
+    power: float,
+    discount: float,
+    safe_range: float,
+    square: bool,
+    out: _F,
+    scratch: _F,
+) -> tuple[int, float, bool]:
+    """How :func:`backward_logsumexp` sums the layer of edges ``e0:e1``: ``(mode, top,
+    narrow)``, ``mode`` 0 in the linear domain shifted by ``top`` (with ``narrow``,
+    ``scratch[h - lo] = exp(discount out[h] - top)`` over the heads' span ``lo:hi + 1``,
+    the span when it is at most four times the edges: one layer on a lattice), 1 in log
+    space state by state (values ``nan`` or ``inf``, a spread beyond ``safe_range``, an
+    unsafe layer, or with ``square`` a finite ``w < -safe_range / power``), 2 nothing
+    below (``-inf``)."""
+    lo, hi = head_lo[layer], head_hi[layer]
+    narrow = hi - lo + 1 <= 4 * (e1 - e0)
+    top, low = -np.inf, np.inf
+    bad = False
+    for i in range(lo, hi + 1) if narrow else range(e0, e1):
+        v = out[i] if narrow else out[edge_head[i]]
+        if discount != 1.0 and v != -np.inf:
+            v = discount * v
+        if v != v or v == np.inf:
+            bad = True
+        elif v != -np.inf:
+            top, low = max(top, v), min(low, v)
+    linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
+    if square and linear:
+        floor = -safe_range / power
+        for e in range(e0, e1):
+            w = log_weight[e]
+            if w < floor and w != -np.inf:
+                linear = False
+                break
+    if not linear:
+        return 1, top, narrow
+    if top == -np.inf:
+        return 2, top, narrow
+    if narrow:  # the exponential per state of the span
+        for h in range(lo, hi + 1):
+            v = out[h]
+            if discount != 1.0 and v != -np.inf:
+                v = discount * v
+            scratch[h - lo] = math.exp(v - top)
+    return 0, top, narrow
+
+
+_rule_of_layer = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(
+    _layer_rule
+)
+
+
 def _backward_logsumexp(
     layer_start: _I,
     out_start: _I,
@@ -420,7 +481,8 @@ def _backward_logsumexp(
     """``out[s] = log sum_e exp(power w_e + discount out[head e])`` over the internal states,
     layers last to first (``out`` holds the leaf values, ``-inf`` elsewhere).  The heads of
     the edges leaving layer ``l`` lie in ``head_lo[l]:head_hi[l] + 1`` (:func:`head_spans`):
-    one shift for the layer when their values span at most ``safe_range`` nats.
+    one shift for the layer when their values span at most ``safe_range`` nats
+    (:func:`_layer_rule`).
 
     ``square``: the weights squared on the fly, ``prob ** 2`` (``power`` is then twice the
     weights' own, ``shift`` must be 0) and a layer with a finite ``w < -safe_range / power``
@@ -432,48 +494,27 @@ def _backward_logsumexp(
         e0, e1 = out_start[s0], out_start[s1]
         if e0 == e1:
             continue
-        lo, hi = head_lo[layer], head_hi[layer]
-        # the heads' span (one layer on a lattice), else the heads edge by edge
-        narrow = hi - lo + 1 <= 4 * (e1 - e0)
-        top, low = -np.inf, np.inf
-        bad = False
-        for i in range(lo, hi + 1) if narrow else range(e0, e1):
-            v = out[i] if narrow else out[edge_head[i]]
-            if discount != 1.0 and v != -np.inf:
-                v = discount * v
-            if v != v or v == np.inf:
-                bad = True
-            elif v != -np.inf:
-                top, low = max(top, v), min(low, v)
-        linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
-        if square and linear:
-            floor = -safe_range / power
-            for e in range(e0, e1):
-                w = log_weight[e]
-                if w < floor and w != -np.inf:
-                    linear = False
-                    break
-        if not linear:
+        lo = head_lo[layer]
+        span = head_hi[layer] - lo + 1
+        if span <= 4 * (e1 - e0) and scratch.size < span:
+            scratch = np.empty(span)
+        mode, top, narrow = _rule_of_layer(
+            layer, e0, e1, edge_head, head_lo, head_hi, log_weight, unsafe_tail, power,
+            discount, safe_range, square, out, scratch,
+        )  # fmt: skip
+        if mode == 1:
             for s in range(s0, s1):
                 if out_start[s + 1] > out_start[s]:
                     out[s] = _logsumexp_state(
                         out_start[s], out_start[s + 1], edge_head, log_weight, power, out, discount
                     )
             continue
-        if top == -np.inf:
+        if mode == 2:
             for s in range(s0, s1):
                 if out_start[s + 1] > out_start[s]:
                     out[s] = -np.inf
             continue
         offset = top + shift[layer]
-        if narrow:  # the exponential per state of the span
-            if scratch.size < hi - lo + 1:
-                scratch = np.empty(hi - lo + 1)
-            for h in range(lo, hi + 1):
-                v = out[h]
-                if discount != 1.0 and v != -np.inf:
-                    v = discount * v
-                scratch[h - lo] = math.exp(v - top)
         for s in range(s0, s1):
             a, b = out_start[s], out_start[s + 1]
             if b == a:

@@ -29,7 +29,16 @@ import math
 import numba
 import numpy as np
 
-from tilt.engines.dp._compiled import _B, _F, _I, _add, _jit, _logsumexp_state, _sum_others
+from tilt.engines.dp._compiled import (
+    _B,
+    _F,
+    _I,
+    _add,
+    _jit,
+    _logsumexp_state,
+    _rule_of_layer,
+    _sum_others,
+)
 
 __all__ = [
     "backward_sweep",
@@ -378,57 +387,6 @@ def _ood_scan(
     return total[0], worst[0], worst_move[0], total[1], worst[1], worst_move[1], log_total
 
 
-def _square_layer(
-    layer: int,
-    s0: int,
-    s1: int,
-    e0: int,
-    e1: int,
-    edge_head: _I,
-    head_lo: _I,
-    head_hi: _I,
-    log_weight: _F,
-    unsafe_tail: _B,
-    power: float,
-    safe_range: float,
-    out: _F,
-    scratch: _F,
-) -> tuple[int, float, bool]:
-    """The layer's rule of :func:`tilt.engines.dp._compiled.backward_logsumexp` with
-    ``square`` (``discount`` 1, no shift): ``(mode, top, narrow)`` with ``mode`` 0 in the
-    linear domain (``scratch[h - lo] = exp(out[h] - top)`` over the heads' span when
-    ``narrow``), 1 in log space state by state, 2 nothing below (``-inf``)."""
-    lo, hi = head_lo[layer], head_hi[layer]
-    narrow = hi - lo + 1 <= 4 * (e1 - e0)
-    top, low = -np.inf, np.inf
-    bad = False
-    for i in range(lo, hi + 1) if narrow else range(e0, e1):
-        v = out[i] if narrow else out[edge_head[i]]
-        if v != v or v == np.inf:
-            bad = True
-        elif v != -np.inf:
-            top, low = max(top, v), min(low, v)
-    linear = not unsafe_tail[layer] and not bad and (top == -np.inf or top - low <= safe_range)
-    if linear:
-        floor = -safe_range / power
-        for e in range(e0, e1):
-            w = log_weight[e]
-            if w < floor and w != -np.inf:
-                linear = False
-                break
-    if not linear:
-        return 1, top, narrow
-    if top == -np.inf:
-        return 2, top, narrow
-    if narrow:
-        for h in range(lo, hi + 1):
-            scratch[h - lo] = math.exp(out[h] - top)
-    return 0, top, narrow
-
-
-_layer_of_squares = _jit(_square_layer)
-
-
 def _backward_sweep(
     layer_start: _I,
     out_start: _I,
@@ -483,22 +441,10 @@ def _backward_sweep(
         if squares:
             if scratch.size < head_hi[layer] - head_lo[layer] + 1:
                 scratch = np.empty(head_hi[layer] - head_lo[layer] + 1)
-            mode, shift, narrow = _layer_of_squares(
-                layer,
-                s0,
-                s1,
-                e0,
-                e1,
-                edge_head,
-                head_lo,
-                head_hi,
-                a,
-                unsafe_tail,
-                power,
-                safe_range,
-                below,
-                scratch,
-            )
+            mode, shift, narrow = _rule_of_layer(
+                layer, e0, e1, edge_head, head_lo, head_hi, a, unsafe_tail, power, 1.0,
+                safe_range, True, below, scratch,
+            )  # fmt: skip
         lo = head_lo[layer]
         for s in range(s1 - 1, s0 - 1, -1):
             first, last = out_start[s], out_start[s + 1]
