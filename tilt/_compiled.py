@@ -245,13 +245,12 @@ def _subtree_sum(child_start: _I, child_count: _I, leaf_value: _F) -> _F:
     return out
 
 
-def _path_sum(parent: NDArray[np.int32], values: _F) -> _F:
-    """``out[p] = out[parent[p]] + values[p]`` in prefix order (``out[0] = values[0]``)."""
-    out = np.empty(values.size)
+def _path_sum(parent: NDArray[np.int32], values: _F, out: _F) -> None:
+    """``out[p] = out[parent[p]] + values[p]`` in prefix order (``out[0] = values[0]``), into
+    ``out`` (given by the caller: numpy maps a large array in huge pages, numba does not)."""
     out[0] = values[0]
     for p in range(1, values.size):
         out[p] = out[parent[p]] + values[p]
-    return out
 
 
 _jit = numba.njit(cache=True, nogil=True)

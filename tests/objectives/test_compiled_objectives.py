@@ -74,8 +74,9 @@ def test_discount_with_a_silent_group(space, monkeypatch):
     kernels = _kernels(space.n_prefixes)
     assert kernels is not None
     for g in (0.3, 1.0):
-        value, log_cond, silent = kernels.discount_pass(
-            space.child_start, space.child_count, target, g
+        value, log_cond = np.zeros(space.n_prefixes), np.zeros(space.n_prefixes)
+        silent = kernels.discount_pass(
+            space.child_start, space.child_count, target, g, value, log_cond
         )
         value_np, log_cond_np, silent_np = _discount_pass(space, target, g)
         assert silent

@@ -23,17 +23,18 @@ _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
 
-def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float) -> tuple[_F, _F, bool]:
-    """``(value, log_cond, silent)`` of the ``discount=g`` pass, prefix by prefix bottom-up.
+def _discount_pass(
+    child_start: _I, child_count: _I, target: _F, g: float, value: _F, log_cond: _F
+) -> bool:
+    """The ``discount=g`` pass, prefix by prefix bottom-up, into ``value`` and ``log_cond``
+    (zeros, given: numpy's allocation maps a large array in huge pages, numba's does not, and
+    touching its pages costs half as much again); whether some group has no finite ``x``.
 
     ``x(q) = target(q) + g V(q)`` for each child ``q`` of ``h``; ``V(h) = x`` of an only
     child (whose ``log q`` is 0), the log-sum-exp of the group's ``x`` otherwise (shifted by
     the group's largest), and ``log q(u | h) = x(hu) - V(h)``; ``V = 0`` at a leaf.
-    ``silent``: some group has no finite ``x``.
     """
     n = child_count.size
-    value = np.zeros(n)
-    log_cond = np.zeros(n)
     silent = False
     for p in range(n - 1, -1, -1):
         count = child_count[p]
@@ -77,7 +78,7 @@ def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float) -> tu
         value[p] = norm
         for j in range(count):
             log_cond[start + j] -= norm
-    return value, log_cond, silent
+    return silent
 
 
 def _distinct_columns(columns: _F) -> tuple[_I, _I]:

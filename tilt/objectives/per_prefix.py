@@ -487,8 +487,9 @@ def sd_discount(
     target = model_output(model, "token_log_target", policy, demos)
     compiled = _kernels(space.n_prefixes)
     if compiled is not None:  # the same pass, prefix by prefix
-        value, log_cond, silent = compiled.discount_pass(
-            space.child_start, space.child_count, target, g
+        value, log_cond = np.zeros(space.n_prefixes), np.zeros(space.n_prefixes)
+        silent = compiled.discount_pass(
+            space.child_start, space.child_count, target, g, value, log_cond
         )
     else:
         value, log_cond, silent = _discount_pass(space, target, g)
