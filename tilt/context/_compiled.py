@@ -63,11 +63,15 @@ def _edge_mean_target(
     boosted = np.empty(count)
     for g in range(starts.size):
         start = starts[g]
-        total = 0.0
-        for j in range(count):
-            mass[j] = marginal[move[start + j]]
-            total += mass[j]
-        none = 1.0 - total
+        if count == 2:  # most groups: the loops below written out, the same operations
+            m0, m1 = marginal[move[start]], marginal[move[start + 1]]
+            none = 1.0 - (0.0 + m0 + m1)
+        else:
+            total = 0.0
+            for j in range(count):
+                mass[j] = marginal[move[start + j]]
+                total += mass[j]
+            none = 1.0 - total
         if none <= rounding * count:
             none = 0.0
         if none < near_below and parent[start] != 0:
@@ -77,6 +81,17 @@ def _edge_mean_target(
                 near = grown
             near[n_near] = g
             n_near += 1
+            continue
+        if count == 2:  # without the scratch arrays: 0.2 s against 0.27 s on grid6
+            c0, c1 = math.exp(own[start]), math.exp(own[start + 1])
+            lift0, lift1 = lift_factor * c0, lift_factor * c1
+            inverse0, inverse1 = 1.0 / (1.0 + lift0), 1.0 / (1.0 + lift1)
+            rest = none + (0.0 + m0 * inverse0 + m1 * inverse1)
+            c0 = c0 * rest + m0 * lift0 * inverse0
+            c1 = c1 * rest + m1 * lift1 * inverse1
+            total = 0.0 + c0 + c1
+            out[start] = math.log(c0 / total)
+            out[start + 1] = math.log(c1 / total)
             continue
         rest = 0.0
         for j in range(count):
