@@ -23,62 +23,60 @@ _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
 
-def _discount_pass(
-    child_start: _I, child_count: _I, target: _F, g: float, value: _F, log_cond: _F
-) -> bool:
-    """The ``discount=g`` pass, prefix by prefix bottom-up, into ``value`` and ``log_cond``
-    (zeros, given: numpy's allocation maps a large array in huge pages, numba's does not, and
-    touching its pages costs half as much again); whether some group has no finite ``x``.
+def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float, log_cond: _F) -> bool:
+    """The ``discount=g`` pass, prefix by prefix bottom-up, into ``log_cond`` (zeros, given:
+    numpy maps a large array in huge pages, numba does not, and touching its pages costs half
+    as much again); ``True``, and an unfinished ``log_cond``, as soon as a group has no finite
+    ``x`` (the caller then runs the numpy twin, which keeps ``V``).
 
     ``x(q) = target(q) + g V(q)`` for each child ``q`` of ``h``; ``V(h) = x`` of an only
     child (whose ``log q`` is 0), the log-sum-exp of the group's ``x`` otherwise (shifted by
-    the group's largest), and ``log q(u | h) = x(hu) - V(h)``; ``V = 0`` at a leaf.
+    the group's largest), and ``log q(u | h) = x(hu) - V(h)``; ``V = 0`` at a leaf.  ``V(h)``
+    is kept in ``log_cond[h]`` until ``h``'s parent reads it and writes ``h``'s conditional
+    there (``log_cond[0]`` ends as ``V`` of the root): no array of values.
     """
     n = child_count.size
-    silent = False
     for p in range(n - 1, -1, -1):
         count = child_count[p]
-        if count == 0:
+        if count == 0:  # V = 0: log_cond[p] is 0 as given
             continue
         start = child_start[p]
         if count == 1:
-            value[p] = target[start] + g * value[start]
+            log_cond[p] = target[start] + g * log_cond[start]
+            log_cond[start] = 0.0
             continue
         if count == 2:  # log(e^a + e^b) = top + log1p(e^(low - top)): one exp, one log
-            a = target[start] + g * value[start]
-            b = target[start + 1] + g * value[start + 1]
+            a = target[start] + g * log_cond[start]
+            b = target[start + 1] + g * log_cond[start + 1]
             top, low = (a, b) if a >= b else (b, a)
-            if top == -math.inf or math.isnan(top) or math.isnan(low):
-                silent = silent or top == -math.inf
-                value[p] = -math.inf if top == -math.inf else math.nan
+            if top == -math.inf:
+                return True
+            if math.isnan(top) or math.isnan(low):
+                log_cond[p] = math.nan
                 log_cond[start] = math.nan
                 log_cond[start + 1] = math.nan
                 continue
             norm = top + math.log1p(math.exp(low - top))
-            value[p] = norm
+            log_cond[p] = norm
             log_cond[start] = a - norm
             log_cond[start + 1] = b - norm
             continue
         top = -math.inf
         for j in range(count):
-            x = target[start + j] + g * value[start + j]
+            x = target[start + j] + g * log_cond[start + j]
             log_cond[start + j] = x
             if x > top:
                 top = x
-        if top == -math.inf:  # no signal in the group (as numpy: -inf - -inf is nan)
-            silent = True
-            for j in range(count):
-                log_cond[start + j] = math.nan
-            value[p] = -math.inf
-            continue
+        if top == -math.inf:  # no signal in the group
+            return True
         total = 0.0
         for j in range(count):
             total += math.exp(log_cond[start + j] - top)
         norm = top + math.log(total)
-        value[p] = norm
+        log_cond[p] = norm
         for j in range(count):
             log_cond[start + j] -= norm
-    return silent
+    return False
 
 
 def _distinct_columns(columns: _F) -> tuple[_I, _I]:

@@ -486,13 +486,13 @@ def sd_discount(
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
     compiled = _kernels(space.n_prefixes)
-    if compiled is not None:  # the same pass, prefix by prefix
-        value, log_cond = np.zeros(space.n_prefixes), np.zeros(space.n_prefixes)
-        silent = compiled.discount_pass(
-            space.child_start, space.child_count, target, g, value, log_cond
-        )
-    else:
-        value, log_cond, silent = _discount_pass(space, target, g)
+    if compiled is not None:  # the same pass, prefix by prefix, with no array of values
+        log_cond = np.zeros(space.n_prefixes)
+        if not compiled.discount_pass(space.child_start, space.child_count, target, g, log_cond):
+            del target
+            return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+        del log_cond  # a group with no signal: numpy's pass, which keeps the values
+    value, log_cond, silent = _discount_pass(space, target, g)
     if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
         value *= g
         value += target
