@@ -128,14 +128,26 @@ def test_distinct_groups_from_rows(space, monkeypatch):
     base = base_policy(space, "random", seed=2)
     classes = EdgeContext(2.0).teacher_classes(base, demonstrations(base, "own"))
     own, mass = classes.group_key_rows()
+    own_by_move, marginal = classes.group_key_by_move()
+    assert own_by_move is own
+    assert np.array_equal(marginal[space.move[1:]], mass[1:])
     random_rows = (
         rng.integers(0, 3, size=space.n_prefixes).astype(float),
         rng.integers(0, 2, size=space.n_prefixes).astype(float),
     )
-    for first_row, second_row in [(own, mass), random_rows]:
+    random_by_move = rng.integers(0, 2, size=space.n_moves).astype(float)
+    direct = np.empty(0, dtype=np.int32)
+    cases = [
+        (own, mass, direct),
+        (*random_rows, direct),
+        (own, marginal, space.move),  # the second row read through each prefix's move
+        (random_rows[0], random_by_move, space.move),
+    ]
+    for first_row, second_row, move in cases:
+        second = second_row if move.size == 0 else second_row[move]
         for _, children in space.sibling_groups_by_size:
-            key = np.concatenate([first_row[children], second_row[children]])
-            first, inverse = kernels.distinct_groups(first_row, second_row, children)
+            key = np.concatenate([first_row[children], second[children]])
+            first, inverse = kernels.distinct_groups(first_row, second_row, move, children)
             assert np.array_equal(key[:, first][:, inverse], key)
             _, inverse_np = distinct_columns(key)
             assert first.size == np.unique(inverse_np).size

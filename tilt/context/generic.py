@@ -127,6 +127,16 @@ class TeacherClasses:
         """
         return None
 
+    def group_key_by_move(self) -> tuple[FloatArray, FloatArray] | None:
+        """``(per_prefix, per_move)`` that make up :meth:`group_key`, or ``None``.
+
+        When given, ``group_key(children)`` is ``concatenate([per_prefix[children],
+        per_move[space.move[children]]])``: as :meth:`group_key_rows`, with the second row
+        read through each prefix's last move (no per-prefix array to build).  ``None`` (the
+        default) when the key is not of that form.
+        """
+        return None
+
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
     """Raise :class:`TooLargeError` when ``n_classes x n_prefixes`` exceeds :data:`CLASS_LIMIT`."""

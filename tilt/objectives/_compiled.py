@@ -142,10 +142,15 @@ def _distinct_columns(columns: _F) -> tuple[_I, _I]:
     return first[:n_classes].copy(), inverse
 
 
-def _distinct_groups(first_row: _F, second_row: _F, children: _I) -> tuple[_I, _I]:
+def _distinct_groups(
+    first_row: _F, second_row: _F, move: NDArray[np.int32], children: _I
+) -> tuple[_I, _I]:
     """:func:`_distinct_columns` of the key ``[first_row[children], second_row[children]]``
-    (shape ``(2n, G)``), read from the two per-prefix arrays without gathering it."""
+    (shape ``(2n, G)``), read from the two per-prefix arrays without gathering it; with a
+    ``move`` per prefix, ``second_row`` is per move and the key's second half
+    ``second_row[move[children]]``."""
     n, count = children.shape
+    by_move = move.size > 0
     multipliers = np.empty(2 * n, dtype=np.uint64)
     state = np.uint64(0x9E3779B97F4A7C15)
     for f in range(2 * n):  # fixed odd multipliers (splitmix64)
@@ -168,7 +173,7 @@ def _distinct_groups(first_row: _F, second_row: _F, children: _I) -> tuple[_I, _
             q = children[j, c]
             key ^= first_bits[q] * multipliers[j]
             key = (key << np.uint64(13)) | (key >> np.uint64(51))
-            key ^= second_bits[q] * multipliers[n + j]
+            key ^= second_bits[move[q] if by_move else q] * multipliers[n + j]
             key = (key << np.uint64(13)) | (key >> np.uint64(51))
         key ^= key >> np.uint64(29)
         mask = size - 1
@@ -187,7 +192,8 @@ def _distinct_groups(first_row: _F, second_row: _F, children: _I) -> tuple[_I, _
                 same = True
                 for j in range(n):
                     q, r = children[j, c], children[j, f0]
-                    if not (first_row[q] == first_row[r] and second_row[q] == second_row[r]):
+                    q2, r2 = (move[q], move[r]) if by_move else (q, r)
+                    if not (first_row[q] == first_row[r] and second_row[q2] == second_row[r2]):
                         same = False
                         break
                 if same:

@@ -38,7 +38,7 @@ from tilt._numerics import (
     jit,
     linear_shift_of,
 )
-from tilt.context import ContextModel
+from tilt.context import ContextModel, TeacherClasses
 from tilt.objectives._common import (
     Demos,
     check_anchor,
@@ -159,9 +159,7 @@ def sd_jsd(
     # own conditionals are right there, and where no teacher reaches (no signal)
     log_cond = policy.log_conditionals().copy()
     compiled = _kernels(space.n_prefixes)
-    rows = classes.group_key_rows() if compiled is not None else None
-    if rows is not None:
-        rows = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in rows)
+    key_rows = None if compiled is None else _key_rows(classes, space)
     for _, every in space.sibling_groups_by_size:
         width = -(-every.shape[1] // max(1, every.size // _BLOCK))
         for start in range(0, every.shape[1], width):
@@ -169,8 +167,8 @@ def sd_jsd(
             # groups with equal inputs have equal solutions: solve each distinct one once
             if compiled is None:
                 first, inverse = distinct_columns(classes.group_key(children))
-            elif rows is not None and len(rows) == 2:  # read from the rows: no key gathered
-                first, inverse = compiled.distinct_groups(*rows, children)
+            elif key_rows is not None:  # read from the rows: no key gathered
+                first, inverse = compiled.distinct_groups(*key_rows, children)
             else:
                 key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
                 first, inverse = compiled.distinct_columns(key)
@@ -190,6 +188,27 @@ def sd_jsd(
                 compiled.scatter_columns(log_cond, children, solved, inverse)
     # every solved group is normalised (projected onto the simplex at each Newton step)
     return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+
+
+def _key_rows(
+    classes: TeacherClasses, space: RolloutSpace
+) -> tuple[FloatArray, FloatArray, NDArray[np.int32]] | None:
+    """The compiled group search's inputs: the classes'
+    :meth:`~tilt.context.TeacherClasses.group_key_by_move` (the second row read through
+    ``space.move``), else a pair of :meth:`~tilt.context.TeacherClasses.group_key_rows` (an
+    empty move: read directly); ``None`` when they give neither."""
+    by_move = classes.group_key_by_move()
+    if by_move is not None:
+        first, second = by_move
+        move = space.move
+    else:
+        rows = classes.group_key_rows()
+        if rows is None or len(rows) != 2:
+            return None
+        first, second = rows
+        move = np.empty(0, dtype=np.int32)
+    as_float = np.ascontiguousarray
+    return as_float(first, dtype=np.float64), as_float(second, dtype=np.float64), move
 
 
 def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
