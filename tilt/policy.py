@@ -184,8 +184,10 @@ class Policy:
         policy = cls.from_log_weights(space, log_prefix[space.rollout_prefix])
         if softmax:
             # below a zero conditional: uniform, as recomputed (a nan would have reached a
-            # rollout through the path sums, which from_log_weights refuses)
-            if float(values.min()) == -np.inf:
+            # rollout through the path sums, which from_log_weights refuses); a -inf
+            # conditional makes every rollout below it -inf, so the rollouts (5.3 M on grid6)
+            # are scanned first and the conditionals (18.5 M) only when some rollout is -inf
+            if float(policy.log_prob.min()) == -np.inf and float(values.min()) == -np.inf:
                 unreachable = np.flatnonzero(np.isneginf(log_prefix[space.parent[1:]])) + 1
                 values[unreachable] = -np.log(space.child_count[space.parent[unreachable]])
             policy.memo("log-conditionals", lambda: values)
