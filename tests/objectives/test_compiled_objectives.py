@@ -115,22 +115,19 @@ def test_distinct_columns_against_numpy(monkeypatch):
 
 
 def test_distinct_groups_from_rows(space, monkeypatch):
-    """The search from the two per-prefix rows finds the classes of the gathered key
-    (:meth:`~tilt.context.TeacherClasses.group_key_rows`), on the edge model's classes and
-    on random rows with repeats."""
+    """The compiled search from the per-prefix rows (``tilt.context._compiled``) finds the
+    classes of the gathered key, with the second row per prefix or read through
+    ``space.move``; the edge classes' :meth:`~tilt.context.TeacherClasses.group_classes`
+    are the classes of their :meth:`~tilt.context.TeacherClasses.group_key` columns."""
+    import tilt.context._compiled as kernels
     from tilt.context import demonstrations
-    from tilt.objectives.per_prefix import _kernels
 
     monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
-    kernels = _kernels(1)
-    assert kernels is not None
+    monkeypatch.delenv("TILT_NO_JIT", raising=False)
     rng = np.random.default_rng(1)
     base = base_policy(space, "random", seed=2)
     classes = EdgeContext(2.0).teacher_classes(base, demonstrations(base, "own"))
     own, mass = classes.group_key_rows()
-    own_by_move, marginal = classes.group_key_by_move()
-    assert own_by_move is own
-    assert np.array_equal(marginal[space.move[1:]], mass[1:])
     random_rows = (
         rng.integers(0, 3, size=space.n_prefixes).astype(float),
         rng.integers(0, 2, size=space.n_prefixes).astype(float),
@@ -140,8 +137,7 @@ def test_distinct_groups_from_rows(space, monkeypatch):
     cases = [
         (own, mass, direct),
         (*random_rows, direct),
-        (own, marginal, space.move),  # the second row read through each prefix's move
-        (random_rows[0], random_by_move, space.move),
+        (random_rows[0], random_by_move, space.move),  # the second row through the moves
     ]
     for first_row, second_row, move in cases:
         second = second_row if move.size == 0 else second_row[move]
@@ -152,3 +148,13 @@ def test_distinct_groups_from_rows(space, monkeypatch):
             _, inverse_np = distinct_columns(key)
             assert first.size == np.unique(inverse_np).size
             assert len(set(zip(inverse.tolist(), inverse_np.tolist(), strict=True))) == first.size
+    for n, children in space.sibling_groups_by_size:
+        found = classes.group_classes(n, children)
+        assert found is not None
+        first, inverse = found
+        key = classes.group_key(children)
+        assert np.array_equal(key[:, first][:, inverse], key)
+        assert first.size == distinct_columns(key)[0].size
+        assert classes.group_classes(n, children) is found  # remembered on the policy
+    monkeypatch.setenv("TILT_NO_JIT", "1")
+    assert classes.group_classes(2, space.sibling_groups_by_size[0][1]) is None

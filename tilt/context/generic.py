@@ -127,13 +127,12 @@ class TeacherClasses:
         """
         return None
 
-    def group_key_by_move(self) -> tuple[FloatArray, FloatArray] | None:
-        """``(per_prefix, per_move)`` that make up :meth:`group_key`, or ``None``.
-
-        When given, ``group_key(children)`` is ``concatenate([per_prefix[children],
-        per_move[space.move[children]]])``: as :meth:`group_key_rows`, with the second row
-        read through each prefix's last move (no per-prefix array to build).  ``None`` (the
-        default) when the key is not of that form.
+    def group_classes(self, n: int, children: IntArray) -> tuple[IntArray, IntArray] | None:
+        """``(first, inverse)``: the groups of ``n`` siblings ``children`` (all of them, as
+        ``space.sibling_groups_by_size`` gives them) in classes of equal :meth:`group_key`
+        columns, ``children[:, first]`` one group of each; or ``None`` (the default), and a
+        solver finds them from :meth:`group_key` block by block.  A model may give them
+        from a faster search, or remember them for every solver of the same policy.
         """
         return None
 

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["discount_pass", "distinct_columns", "distinct_groups", "scatter_columns"]
+__all__ = ["discount_pass", "distinct_columns", "scatter_columns"]
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
@@ -142,76 +142,6 @@ def _distinct_columns(columns: _F) -> tuple[_I, _I]:
     return first[:n_classes].copy(), inverse
 
 
-def _distinct_groups(
-    first_row: _F, second_row: _F, move: NDArray[np.int32], children: _I
-) -> tuple[_I, _I]:
-    """:func:`_distinct_columns` of the key ``[first_row[children], second_row[children]]``
-    (shape ``(2n, G)``), read from the two per-prefix arrays without gathering it; with a
-    ``move`` per prefix, ``second_row`` is per move and the key's second half
-    ``second_row[move[children]]``."""
-    n, count = children.shape
-    by_move = move.size > 0
-    multipliers = np.empty(2 * n, dtype=np.uint64)
-    state = np.uint64(0x9E3779B97F4A7C15)
-    for f in range(2 * n):  # fixed odd multipliers (splitmix64)
-        state += np.uint64(0x9E3779B97F4A7C15)
-        z = state
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        multipliers[f] = (z ^ (z >> np.uint64(31))) | np.uint64(1)
-    first_bits = first_row.view(np.uint64)
-    second_bits = second_row.view(np.uint64)
-    size = 1024
-    table = np.full(size, -1, dtype=np.int64)
-    first = np.empty(count, dtype=np.int64)
-    class_hash = np.empty(count, dtype=np.uint64)
-    inverse = np.empty(count, dtype=np.int64)
-    n_classes = 0
-    for c in range(count):
-        key = np.uint64(0)
-        for j in range(n):
-            q = children[j, c]
-            key ^= first_bits[q] * multipliers[j]
-            key = (key << np.uint64(13)) | (key >> np.uint64(51))
-            key ^= second_bits[move[q] if by_move else q] * multipliers[n + j]
-            key = (key << np.uint64(13)) | (key >> np.uint64(51))
-        key ^= key >> np.uint64(29)
-        mask = size - 1
-        slot = np.int64(key & np.uint64(mask))
-        while True:
-            e = table[slot]
-            if e < 0:  # a new class
-                table[slot] = n_classes
-                first[n_classes] = c
-                class_hash[n_classes] = key
-                inverse[c] = n_classes
-                n_classes += 1
-                break
-            if class_hash[e] == key:
-                f0 = first[e]
-                same = True
-                for j in range(n):
-                    q, r = children[j, c], children[j, f0]
-                    q2, r2 = (move[q], move[r]) if by_move else (q, r)
-                    if not (first_row[q] == first_row[r] and second_row[q2] == second_row[r2]):
-                        same = False
-                        break
-                if same:
-                    inverse[c] = e
-                    break
-            slot = (slot + 1) & mask
-        if 2 * n_classes > size:  # grow the table: rehash every class
-            size *= 4
-            mask = size - 1
-            table = np.full(size, -1, dtype=np.int64)
-            for e in range(n_classes):
-                slot = np.int64(class_hash[e] & np.uint64(mask))
-                while table[slot] >= 0:
-                    slot = (slot + 1) & mask
-                table[slot] = e
-    return first[:n_classes].copy(), inverse
-
-
 def _scatter_columns(out: _F, children: _I, solved: _F, inverse: _I) -> None:
     """``out[children] = solved[:, inverse]`` without the gathered block."""
     n, count = children.shape
@@ -224,5 +154,4 @@ def _scatter_columns(out: _F, children: _I, solved: _F, inverse: _I) -> None:
 _jit = numba.njit(cache=True, nogil=True)
 discount_pass = _jit(_discount_pass)
 distinct_columns = _jit(_distinct_columns)
-distinct_groups = _jit(_distinct_groups)
 scatter_columns = _jit(_scatter_columns)

@@ -24,6 +24,7 @@ loops only over depth and Newton iterations.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -139,7 +140,9 @@ def sd_jsd(
     iterations.  Sums run in the linear domain where every conditional exceeds
     ``e^-600``, in log space otherwise.  Groups with equal inputs
     (:meth:`~tilt.context.TeacherClasses.group_key`) are solved once
-    (:func:`distinct_columns`): on an edge-softmax base with ``edge`` classes,
+    (:func:`distinct_columns`, or the classes' own
+    :meth:`~tilt.context.TeacherClasses.group_classes`, which `edge` shares with its
+    token-forward target): on an edge-softmax base with ``edge`` classes,
     one solve per node and set of available moves (130 groups of two and 62 of
     three stand for grid6's 4.84 M).  Cost ``O(prefixes)`` to find them plus
     ``O(iterations x classes x distinct groups)``.
@@ -159,56 +162,45 @@ def sd_jsd(
     # own conditionals are right there, and where no teacher reaches (no signal)
     log_cond = policy.log_conditionals().copy()
     compiled = _kernels(space.n_prefixes)
-    key_rows = None if compiled is None else _key_rows(classes, space)
-    for _, every in space.sibling_groups_by_size:
-        width = -(-every.shape[1] // max(1, every.size // _BLOCK))
-        for start in range(0, every.shape[1], width):
-            children = every[:, start : start + width]  # (n, G): sibling-major
-            # groups with equal inputs have equal solutions: solve each distinct one once
-            if compiled is None:
-                first, inverse = distinct_columns(classes.group_key(children))
-            elif key_rows is not None:  # read from the rows: no key gathered
-                first, inverse = compiled.distinct_groups(*key_rows, children)
-            else:
-                key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
-                first, inverse = compiled.distinct_columns(key)
-            distinct = children[:, first]
-            weight, teacher = classes.sibling_blocks(distinct)
-            total = weight.sum(axis=0)
-            signal = np.flatnonzero(total > 0)
-            if signal.size == 0:
-                continue
-            solved = log_cond[distinct]  # no signal: the policy's own conditionals
-            solved[:, signal] = _jsd_block(
-                weight[:, signal] / total[signal], teacher[:, :, signal], a
-            )
-            if compiled is None:
-                log_cond[children] = solved[:, inverse]
-            else:
-                compiled.scatter_columns(log_cond, children, solved, inverse)
+    for children, first, inverse in _group_classes(classes, space, compiled):
+        distinct = children[:, first]
+        weight, teacher = classes.sibling_blocks(distinct)
+        total = weight.sum(axis=0)
+        signal = np.flatnonzero(total > 0)
+        if signal.size == 0:
+            continue
+        solved = log_cond[distinct]  # no signal: the policy's own conditionals
+        solved[:, signal] = _jsd_block(weight[:, signal] / total[signal], teacher[:, :, signal], a)
+        if compiled is None:
+            log_cond[children] = solved[:, inverse]
+        else:
+            compiled.scatter_columns(log_cond, children, solved, inverse)
     # every solved group is normalised (projected onto the simplex at each Newton step)
     return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
 
 
-def _key_rows(
-    classes: TeacherClasses, space: RolloutSpace
-) -> tuple[FloatArray, FloatArray, NDArray[np.int32]] | None:
-    """The compiled group search's inputs: the classes'
-    :meth:`~tilt.context.TeacherClasses.group_key_by_move` (the second row read through
-    ``space.move``), else a pair of :meth:`~tilt.context.TeacherClasses.group_key_rows` (an
-    empty move: read directly); ``None`` when they give neither."""
-    by_move = classes.group_key_by_move()
-    if by_move is not None:
-        first, second = by_move
-        move = space.move
-    else:
-        rows = classes.group_key_rows()
-        if rows is None or len(rows) != 2:
-            return None
-        first, second = rows
-        move = np.empty(0, dtype=np.int32)
-    as_float = np.ascontiguousarray
-    return as_float(first, dtype=np.float64), as_float(second, dtype=np.float64), move
+def _group_classes(
+    classes: TeacherClasses, space: RolloutSpace, compiled: ModuleType | None
+) -> Iterator[tuple[IntArray, IntArray, IntArray]]:
+    """``(children, first, inverse)`` for blocks of sibling groups (``children`` (n, G)):
+    groups with equal inputs have equal solutions, so each distinct one is solved once.  The
+    classes' own :meth:`~tilt.context.TeacherClasses.group_classes` over each size when they
+    give them, else blocks of at most ``_BLOCK`` children and the distinct columns of their
+    :meth:`~tilt.context.TeacherClasses.group_key` (compiled, or numpy's twin)."""
+    for n, every in space.sibling_groups_by_size:
+        found = None if compiled is None else classes.group_classes(n, every)
+        if found is not None:
+            yield every, *found
+            continue
+        width = -(-every.shape[1] // max(1, every.size // _BLOCK))
+        for start in range(0, every.shape[1], width):
+            children = every[:, start : start + width]  # (n, G): sibling-major
+            if compiled is None:
+                first, inverse = distinct_columns(classes.group_key(children))
+            else:
+                key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
+                first, inverse = compiled.distinct_columns(key)
+            yield children, first, inverse
 
 
 def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
