@@ -141,7 +141,7 @@ def sd_jsd(
     ``e^-600``, in log space otherwise.  Groups with equal inputs
     (:meth:`~tilt.context.TeacherClasses.group_key`) are solved once
     (:func:`distinct_columns`, or the classes' own
-    :meth:`~tilt.context.TeacherClasses.group_classes`, which `edge` shares with its
+    :meth:`~tilt.context.TeacherClasses.group_classes`, which ``edge`` shares with its
     token-forward target): on an edge-softmax base with ``edge`` classes,
     one solve per node and set of available moves (130 groups of two and 62 of
     three stand for grid6's 4.84 M).  Cost ``O(prefixes)`` to find them plus
