@@ -20,23 +20,10 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["group_floor", "edge_mean_target", "distinct_groups", "spread_columns"]
+__all__ = ["edge_mean_target", "distinct_groups", "spread_columns"]
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
-
-
-def _group_floor(starts: _I, count: int, own: _F) -> float:
-    """The least finite ``own`` over the children of the groups of ``count`` siblings that
-    begin at ``starts`` (0 at most)."""
-    low = 0.0
-    for g in range(starts.size):
-        start = starts[g]
-        for j in range(count):
-            v = own[start + j]
-            if v < low and v != -math.inf:
-                low = v
-    return low
 
 
 def _edge_mean_target(
@@ -196,7 +183,6 @@ def _spread_columns(out: _F, children: _I, distinct: _I, inverse: _I) -> None:
 
 
 _jit = numba.njit(cache=True, nogil=True)
-group_floor = _jit(_group_floor)
 edge_mean_target = _jit(_edge_mean_target)
 distinct_groups = _jit(_distinct_groups)
 spread_columns = _jit(_spread_columns)

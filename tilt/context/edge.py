@@ -168,21 +168,22 @@ class EdgeContext(ContextModel):
             low = min(
                 (float(np.min(b, initial=0.0, where=b != -np.inf)) for b in blocks), default=0.0
             )
-        else:
+        else:  # groups with equal own conditionals and move masses (the classes' key) have
+            # equal targets: one group of each class (its first) is computed, the others take
+            # its values; the floor is the same over one group of each class
+            classes = [
+                (children, *_group_classes(compiled, policy, demos, n, children))
+                for n, children in space.sibling_groups_by_size
+            ]
+            distincts = [own[children[:, first]] for children, first, _ in classes]
             low = min(
-                (
-                    compiled.group_floor(children[0], n, own)
-                    for n, children in space.sibling_groups_by_size
-                ),
+                (float(np.min(b, initial=0.0, where=b != -np.inf)) for b in distincts),
                 default=0.0,
             )
         low = min(low, float(np.min(log_m, initial=0.0, where=log_m != -np.inf)))
         linear = self.gamma <= _LINEAR_GAMMA and low - self.gamma > -_LINEAR_FLOOR
         if compiled is not None and linear:  # group by group, as the blocks below
-            for n, children in space.sibling_groups_by_size:
-                # groups with equal own conditionals and move masses have equal targets: each
-                # class's first group is computed, and the others take its values
-                first, inverse = _group_classes(compiled, policy, demos, n, children)
+            for children, first, inverse in classes:
                 distinct = children[:, first]
                 self._mean_target_groups(compiled, space, demos, own, distinct, out)
                 compiled.spread_columns(out, children, distinct, inverse)
