@@ -236,7 +236,9 @@ class Policy:
 
     def correct_log_prob(self) -> FloatArray:
         """``log pi(y)`` for the correct rollouts, in rollout order (remembered; read-only)."""
-        return self.memo("correct-log-prob", lambda: self.log_prob[self.space.correct])
+        # the correct rollouts' indices, not the mask: the same values, a take of 1.3 M
+        # instead of a scan of 5.3 M on grid6
+        return self.memo("correct-log-prob", lambda: self.log_prob[self.space.correct_rollouts])
 
     def prefix_log_mass(self) -> FloatArray:
         """``log pi(h)`` for every prefix ``h``: the mass of the rollouts through it.
