@@ -306,7 +306,7 @@ def _group_classes(
 
     def search() -> tuple[IntArray, IntArray]:
         space = policy.space
-        return compiled.distinct_groups(  # type: ignore[no-any-return]
+        return compiled.distinct_groups(
             policy.log_conditionals(), edge_marginals(demos), space.move, children
         )
 
