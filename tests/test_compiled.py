@@ -106,6 +106,37 @@ def test_ood_pass_and_widening(space, monkeypatch):
         assert pair[0] == pytest.approx(pair[1], abs=TOL, nan_ok=True)
 
 
+def test_widening_sweeps_over_either_coordinate(space, monkeypatch):
+    """The widening fraction with the kernels (the points gathered in sweep order, then a
+    Fenwick tree over the coordinate with fewer classes) against numpy: a tilt with two
+    classes of ``d`` on a base with distinct ``log pi0`` (the tree over ``d``, swept in
+    ``log pi0`` order), and one with a class of ``d`` per rollout on the default base, whose
+    ``log pi0`` has ties (the tree over ``log pi0``, swept in ``d`` order)."""
+    from tilt.measures._measures import _tie_classes
+
+    index = np.arange(space.n_rollouts)
+    noise = np.random.default_rng(6).normal(size=space.n_rollouts)
+    random_base, default_base = base_policy(space, "random", seed=4, scale=2.0), base_policy(space)
+    cases = (
+        (random_base, random_base.log_prob + 0.7 * (index % 2), False),
+        (default_base, default_base.log_prob + noise, True),
+    )
+    for base, log_weight, tree_over_x in cases:
+        policy = Policy.from_log_weights(space, log_weight)
+        n_x = int(_tie_classes(base.correct_log_prob(), 1e-9)[0].max()) + 1
+        d = policy.correct_log_prob() - base.correct_log_prob()
+        n_d = int(_tie_classes(d, 1e-9)[0].max()) + 1
+        assert (n_x < n_d) == tree_over_x  # each branch of the sweep is taken
+        pair = kernels_on_and_off(
+            monkeypatch,
+            lambda policy=policy, base=base: widening_fraction(
+                Policy(space, policy.log_prob.copy()), Policy(space, base.log_prob.copy())
+            ),
+        )
+        assert 0.0 < pair[1] < 1.0
+        assert pair[0] == pytest.approx(pair[1], abs=TOL)
+
+
 def test_every_measure_and_the_edge_step(space, monkeypatch):
     base = base_policy(space, "random", seed=1)
     model = EdgeContext(2.0)

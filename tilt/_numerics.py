@@ -309,7 +309,8 @@ def tree_subtree_sum(child_start: IntArray, child_count: IntArray, leaf: FloatAr
 
 def tree_path_sum(parent: NDArray[np.int32], values: FloatArray) -> FloatArray:
     """``out[p] = out[parent[p]] + values[p]`` down the tree, compiled."""
-    out: FloatArray = _compiled().path_sum(parent, values)
+    out = np.empty(values.size)  # numpy's allocation: huge pages, cheaper to fill than numba's
+    _compiled().path_sum(parent, values, out)
     return out
 
 

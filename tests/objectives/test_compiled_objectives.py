@@ -74,13 +74,18 @@ def test_discount_with_a_silent_group(space, monkeypatch):
     kernels = _kernels(space.n_prefixes)
     assert kernels is not None
     for g in (0.3, 1.0):
-        value, log_cond, silent = kernels.discount_pass(
-            space.child_start, space.child_count, target, g
+        # the kernel stops at the silent group (its caller then takes the numpy pass)
+        assert kernels.discount_pass(
+            space.child_start, space.child_count, target, g, np.zeros(space.n_prefixes)
         )
-        value_np, log_cond_np, silent_np = _discount_pass(space, target, g)
-        assert silent
-        assert silent_np
-        assert_close(value, value_np)
+        assert _discount_pass(space, target, g)[2]
+        # with no silent group, the same conditionals as the numpy pass
+        finite = np.where(np.isneginf(target), -5.0, target)
+        log_cond = np.zeros(space.n_prefixes)
+        assert not kernels.discount_pass(space.child_start, space.child_count, finite, g, log_cond)
+        _, log_cond_np, silent_np = _discount_pass(space, finite, g)
+        assert not silent_np
+        log_cond[0] = log_cond_np[0]  # the kernel leaves V(root) there; entry 0 is never read
         assert_close(log_cond, log_cond_np)
 
 
@@ -110,15 +115,15 @@ def test_distinct_columns_against_numpy(monkeypatch):
 
 
 def test_distinct_groups_from_rows(space, monkeypatch):
-    """The search from the two per-prefix rows finds the classes of the gathered key
-    (:meth:`~tilt.context.TeacherClasses.group_key_rows`), on the edge model's classes and
-    on random rows with repeats."""
+    """The compiled search from the per-prefix rows (``tilt.context._compiled``) finds the
+    classes of the gathered key, with the second row per prefix or read through
+    ``space.move``; the edge classes' :meth:`~tilt.context.TeacherClasses.group_classes`
+    are the classes of their :meth:`~tilt.context.TeacherClasses.group_key` columns."""
+    import tilt.context._compiled as kernels
     from tilt.context import demonstrations
-    from tilt.objectives.per_prefix import _kernels
 
     monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
-    kernels = _kernels(1)
-    assert kernels is not None
+    monkeypatch.delenv("TILT_NO_JIT", raising=False)
     rng = np.random.default_rng(1)
     base = base_policy(space, "random", seed=2)
     classes = EdgeContext(2.0).teacher_classes(base, demonstrations(base, "own"))
@@ -127,11 +132,29 @@ def test_distinct_groups_from_rows(space, monkeypatch):
         rng.integers(0, 3, size=space.n_prefixes).astype(float),
         rng.integers(0, 2, size=space.n_prefixes).astype(float),
     )
-    for first_row, second_row in [(own, mass), random_rows]:
+    random_by_move = rng.integers(0, 2, size=space.n_moves).astype(float)
+    direct = np.empty(0, dtype=np.int32)
+    cases = [
+        (own, mass, direct),
+        (*random_rows, direct),
+        (random_rows[0], random_by_move, space.move),  # the second row through the moves
+    ]
+    for first_row, second_row, move in cases:
+        second = second_row if move.size == 0 else second_row[move]
         for _, children in space.sibling_groups_by_size:
-            key = np.concatenate([first_row[children], second_row[children]])
-            first, inverse = kernels.distinct_groups(first_row, second_row, children)
+            key = np.concatenate([first_row[children], second[children]])
+            first, inverse = kernels.distinct_groups(first_row, second_row, move, children)
             assert np.array_equal(key[:, first][:, inverse], key)
             _, inverse_np = distinct_columns(key)
             assert first.size == np.unique(inverse_np).size
             assert len(set(zip(inverse.tolist(), inverse_np.tolist(), strict=True))) == first.size
+    for n, children in space.sibling_groups_by_size:
+        found = classes.group_classes(n, children)
+        assert found is not None
+        first, inverse = found
+        key = classes.group_key(children)
+        assert np.array_equal(key[:, first][:, inverse], key)
+        assert first.size == distinct_columns(key)[0].size
+        assert classes.group_classes(n, children) is found  # remembered on the policy
+    monkeypatch.setenv("TILT_NO_JIT", "1")
+    assert classes.group_classes(2, space.sibling_groups_by_size[0][1]) is None

@@ -127,6 +127,15 @@ class TeacherClasses:
         """
         return None
 
+    def group_classes(self, n: int, children: IntArray) -> tuple[IntArray, IntArray] | None:
+        """``(first, inverse)``: the groups of ``n`` siblings ``children`` (all of them, as
+        ``space.sibling_groups_by_size`` gives them) in classes of equal :meth:`group_key`
+        columns, ``children[:, first]`` one group of each; or ``None`` (the default), and a
+        solver finds them from :meth:`group_key` block by block.  A model may give them
+        from a faster search, or remember them for every solver of the same policy.
+        """
+        return None
+
 
 def check_classes(space: RolloutSpace, n_classes: int, what: str) -> None:
     """Raise :class:`TooLargeError` when ``n_classes x n_prefixes`` exceeds :data:`CLASS_LIMIT`."""

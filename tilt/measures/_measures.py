@@ -187,14 +187,20 @@ def _tie_classes(values: FloatArray, tol: float) -> tuple[IntArray, IntArray]:
     Sorted values closer than ``tol`` to the previous share a class; ``-inf``
     values form their own lowest class.
     """
+    sorted_rank, order = _sorted_tie_classes(values, tol)
+    rank = np.empty(values.size, dtype=np.int64)
+    rank[order] = sorted_rank
+    return rank, order
+
+
+def _sorted_tie_classes(values: FloatArray, tol: float) -> tuple[IntArray, IntArray]:
+    """:func:`_tie_classes` with the ranks in sorted order: ``rank[order]``."""
     order = np.argsort(values)  # equal values share a class whatever their order
     ordered = values[order]
     with np.errstate(invalid="ignore"):
         step = np.diff(ordered) > tol
     step |= np.isneginf(ordered[:-1]) & np.isfinite(ordered[1:])
-    rank = np.empty(values.size, dtype=np.int64)
-    rank[order] = np.r_[0, np.cumsum(step)]
-    return rank, order
+    return np.r_[0, np.cumsum(step)], order
 
 
 def _dominated_total(x_rank: IntArray, d_rank: IntArray, w: FloatArray) -> float:
@@ -295,15 +301,26 @@ def widening_fraction(policy: Policy, base: Policy, tol: float = GAP_TOLERANCE) 
         return math.nan
     with np.errstate(invalid="ignore"):
         d = policy.correct_log_prob()[keep] - x
+    if jit(x.size):  # a Fenwick tree over the coordinate with fewer classes, swept in the other
+        # the points are gathered in the sweep's order first and read in turn (the sweep reads
+        # them through an identity order): half the time of reading them through the order
+        d_sorted, d_order = _sorted_tie_classes(d, tol)
+        n_d = int(d_sorted[-1]) + 1
+        if n_d == 1:  # one class of d (RL): no gap widens
+            return 0.0
+        n_x = int(x_rank[x_order[-1]]) + 1
+        in_turn = np.arange(x.size)
+        if n_x < n_d:  # the count is symmetric in the two coordinates
+            swept = sweep_dominated_total(d_sorted, x_rank[d_order], w[d_order], in_turn, n_x)
+            return swept / total
+        d_rank = np.empty(x.size, dtype=np.int64)
+        d_rank[d_order] = d_sorted
+        swept = sweep_dominated_total(x_rank[x_order], d_rank[x_order], w[x_order], in_turn, n_d)
+        return swept / total
     d_rank, d_order = _tie_classes(d, tol)
     n_d = int(d_rank[d_order[-1]]) + 1
     if n_d == 1:  # one class of d (RL): no gap widens
         return 0.0
-    if jit(x.size):  # a Fenwick tree over the coordinate with fewer classes, swept in the other
-        n_x = int(x_rank[x_order[-1]]) + 1
-        if n_x < n_d:  # the count is symmetric in the two coordinates
-            return sweep_dominated_total(d_rank, x_rank, w, d_order, n_x) / total
-        return sweep_dominated_total(x_rank, d_rank, w, x_order, n_d) / total
     # points with the same (x class, d class) are one point of summed weight; the count is
     # symmetric in the two coordinates, so the pairs come out sorted by the coordinate with
     # more classes and the sweep runs over the bits of the other

@@ -320,7 +320,8 @@ def _compiled_pass(policy: Policy, edges: BlockedEdges) -> tuple[FloatArray, Flo
     log_cond = policy.remembered("log-conditionals")
     by_prefix = False
     if log_cond is not None:
-        weight = np.exp(log_cond[tree.prefixes])
+        weight = log_cond[tree.prefixes]
+        np.exp(weight, out=weight)
     else:
         top = linear_shift(policy.log_prob)
         if top is None:

@@ -17,67 +17,66 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["discount_pass", "distinct_columns", "distinct_groups", "scatter_columns"]
+__all__ = ["discount_pass", "distinct_columns", "scatter_columns"]
 
 _F = NDArray[np.float64]
 _I = NDArray[np.int64]
 
 
-def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float) -> tuple[_F, _F, bool]:
-    """``(value, log_cond, silent)`` of the ``discount=g`` pass, prefix by prefix bottom-up.
+def _discount_pass(child_start: _I, child_count: _I, target: _F, g: float, log_cond: _F) -> bool:
+    """The ``discount=g`` pass, prefix by prefix bottom-up, into ``log_cond`` (zeros, given:
+    numpy maps a large array in huge pages, numba does not, and touching its pages costs half
+    as much again); ``True``, and an unfinished ``log_cond``, as soon as a group has no finite
+    ``x`` (the caller then runs the numpy twin, which keeps ``V``).
 
     ``x(q) = target(q) + g V(q)`` for each child ``q`` of ``h``; ``V(h) = x`` of an only
     child (whose ``log q`` is 0), the log-sum-exp of the group's ``x`` otherwise (shifted by
-    the group's largest), and ``log q(u | h) = x(hu) - V(h)``; ``V = 0`` at a leaf.
-    ``silent``: some group has no finite ``x``.
+    the group's largest), and ``log q(u | h) = x(hu) - V(h)``; ``V = 0`` at a leaf.  ``V(h)``
+    is kept in ``log_cond[h]`` until ``h``'s parent reads it and writes ``h``'s conditional
+    there (``log_cond[0]`` ends as ``V`` of the root): no array of values.
     """
     n = child_count.size
-    value = np.zeros(n)
-    log_cond = np.zeros(n)
-    silent = False
     for p in range(n - 1, -1, -1):
         count = child_count[p]
-        if count == 0:
+        if count == 0:  # V = 0: log_cond[p] is 0 as given
             continue
         start = child_start[p]
         if count == 1:
-            value[p] = target[start] + g * value[start]
+            log_cond[p] = target[start] + g * log_cond[start]
+            log_cond[start] = 0.0
             continue
         if count == 2:  # log(e^a + e^b) = top + log1p(e^(low - top)): one exp, one log
-            a = target[start] + g * value[start]
-            b = target[start + 1] + g * value[start + 1]
+            a = target[start] + g * log_cond[start]
+            b = target[start + 1] + g * log_cond[start + 1]
             top, low = (a, b) if a >= b else (b, a)
-            if top == -math.inf or math.isnan(top) or math.isnan(low):
-                silent = silent or top == -math.inf
-                value[p] = -math.inf if top == -math.inf else math.nan
+            if top == -math.inf:
+                return True
+            if math.isnan(top) or math.isnan(low):
+                log_cond[p] = math.nan
                 log_cond[start] = math.nan
                 log_cond[start + 1] = math.nan
                 continue
             norm = top + math.log1p(math.exp(low - top))
-            value[p] = norm
+            log_cond[p] = norm
             log_cond[start] = a - norm
             log_cond[start + 1] = b - norm
             continue
         top = -math.inf
         for j in range(count):
-            x = target[start + j] + g * value[start + j]
+            x = target[start + j] + g * log_cond[start + j]
             log_cond[start + j] = x
             if x > top:
                 top = x
-        if top == -math.inf:  # no signal in the group (as numpy: -inf - -inf is nan)
-            silent = True
-            for j in range(count):
-                log_cond[start + j] = math.nan
-            value[p] = -math.inf
-            continue
+        if top == -math.inf:  # no signal in the group
+            return True
         total = 0.0
         for j in range(count):
             total += math.exp(log_cond[start + j] - top)
         norm = top + math.log(total)
-        value[p] = norm
+        log_cond[p] = norm
         for j in range(count):
             log_cond[start + j] -= norm
-    return value, log_cond, silent
+    return False
 
 
 def _distinct_columns(columns: _F) -> tuple[_I, _I]:
@@ -143,70 +142,6 @@ def _distinct_columns(columns: _F) -> tuple[_I, _I]:
     return first[:n_classes].copy(), inverse
 
 
-def _distinct_groups(first_row: _F, second_row: _F, children: _I) -> tuple[_I, _I]:
-    """:func:`_distinct_columns` of the key ``[first_row[children], second_row[children]]``
-    (shape ``(2n, G)``), read from the two per-prefix arrays without gathering it."""
-    n, count = children.shape
-    multipliers = np.empty(2 * n, dtype=np.uint64)
-    state = np.uint64(0x9E3779B97F4A7C15)
-    for f in range(2 * n):  # fixed odd multipliers (splitmix64)
-        state += np.uint64(0x9E3779B97F4A7C15)
-        z = state
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        multipliers[f] = (z ^ (z >> np.uint64(31))) | np.uint64(1)
-    first_bits = first_row.view(np.uint64)
-    second_bits = second_row.view(np.uint64)
-    size = 1024
-    table = np.full(size, -1, dtype=np.int64)
-    first = np.empty(count, dtype=np.int64)
-    class_hash = np.empty(count, dtype=np.uint64)
-    inverse = np.empty(count, dtype=np.int64)
-    n_classes = 0
-    for c in range(count):
-        key = np.uint64(0)
-        for j in range(n):
-            q = children[j, c]
-            key ^= first_bits[q] * multipliers[j]
-            key = (key << np.uint64(13)) | (key >> np.uint64(51))
-            key ^= second_bits[q] * multipliers[n + j]
-            key = (key << np.uint64(13)) | (key >> np.uint64(51))
-        key ^= key >> np.uint64(29)
-        mask = size - 1
-        slot = np.int64(key & np.uint64(mask))
-        while True:
-            e = table[slot]
-            if e < 0:  # a new class
-                table[slot] = n_classes
-                first[n_classes] = c
-                class_hash[n_classes] = key
-                inverse[c] = n_classes
-                n_classes += 1
-                break
-            if class_hash[e] == key:
-                f0 = first[e]
-                same = True
-                for j in range(n):
-                    q, r = children[j, c], children[j, f0]
-                    if not (first_row[q] == first_row[r] and second_row[q] == second_row[r]):
-                        same = False
-                        break
-                if same:
-                    inverse[c] = e
-                    break
-            slot = (slot + 1) & mask
-        if 2 * n_classes > size:  # grow the table: rehash every class
-            size *= 4
-            mask = size - 1
-            table = np.full(size, -1, dtype=np.int64)
-            for e in range(n_classes):
-                slot = np.int64(class_hash[e] & np.uint64(mask))
-                while table[slot] >= 0:
-                    slot = (slot + 1) & mask
-                table[slot] = e
-    return first[:n_classes].copy(), inverse
-
-
 def _scatter_columns(out: _F, children: _I, solved: _F, inverse: _I) -> None:
     """``out[children] = solved[:, inverse]`` without the gathered block."""
     n, count = children.shape
@@ -219,5 +154,4 @@ def _scatter_columns(out: _F, children: _I, solved: _F, inverse: _I) -> None:
 _jit = numba.njit(cache=True, nogil=True)
 discount_pass = _jit(_discount_pass)
 distinct_columns = _jit(_distinct_columns)
-distinct_groups = _jit(_distinct_groups)
 scatter_columns = _jit(_scatter_columns)

@@ -24,6 +24,7 @@ loops only over depth and Newton iterations.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -38,7 +39,7 @@ from tilt._numerics import (
     jit,
     linear_shift_of,
 )
-from tilt.context import ContextModel
+from tilt.context import ContextModel, TeacherClasses
 from tilt.objectives._common import (
     Demos,
     check_anchor,
@@ -139,7 +140,9 @@ def sd_jsd(
     iterations.  Sums run in the linear domain where every conditional exceeds
     ``e^-600``, in log space otherwise.  Groups with equal inputs
     (:meth:`~tilt.context.TeacherClasses.group_key`) are solved once
-    (:func:`distinct_columns`): on an edge-softmax base with ``edge`` classes,
+    (:func:`distinct_columns`, or the classes' own
+    :meth:`~tilt.context.TeacherClasses.group_classes`, which ``edge`` shares with its
+    token-forward target): on an edge-softmax base with ``edge`` classes,
     one solve per node and set of available moves (130 groups of two and 62 of
     three stand for grid6's 4.84 M).  Cost ``O(prefixes)`` to find them plus
     ``O(iterations x classes x distinct groups)``.
@@ -159,37 +162,45 @@ def sd_jsd(
     # own conditionals are right there, and where no teacher reaches (no signal)
     log_cond = policy.log_conditionals().copy()
     compiled = _kernels(space.n_prefixes)
-    rows = classes.group_key_rows() if compiled is not None else None
-    if rows is not None:
-        rows = tuple(np.ascontiguousarray(row, dtype=np.float64) for row in rows)
-    for _, every in space.sibling_groups_by_size:
+    for children, first, inverse in _group_classes(classes, space, compiled):
+        distinct = children[:, first]
+        weight, teacher = classes.sibling_blocks(distinct)
+        total = weight.sum(axis=0)
+        signal = np.flatnonzero(total > 0)
+        if signal.size == 0:
+            continue
+        solved = log_cond[distinct]  # no signal: the policy's own conditionals
+        solved[:, signal] = _jsd_block(weight[:, signal] / total[signal], teacher[:, :, signal], a)
+        if compiled is None:
+            log_cond[children] = solved[:, inverse]
+        else:
+            compiled.scatter_columns(log_cond, children, solved, inverse)
+    # every solved group is normalised (projected onto the simplex at each Newton step)
+    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+
+
+def _group_classes(
+    classes: TeacherClasses, space: RolloutSpace, compiled: ModuleType | None
+) -> Iterator[tuple[IntArray, IntArray, IntArray]]:
+    """``(children, first, inverse)`` for blocks of sibling groups (``children`` (n, G)):
+    groups with equal inputs have equal solutions, so each distinct one is solved once.  The
+    classes' own :meth:`~tilt.context.TeacherClasses.group_classes` over each size when they
+    give them, else blocks of at most ``_BLOCK`` children and the distinct columns of their
+    :meth:`~tilt.context.TeacherClasses.group_key` (compiled, or numpy's twin)."""
+    for n, every in space.sibling_groups_by_size:
+        found = None if compiled is None else classes.group_classes(n, every)
+        if found is not None:
+            yield every, *found
+            continue
         width = -(-every.shape[1] // max(1, every.size // _BLOCK))
         for start in range(0, every.shape[1], width):
             children = every[:, start : start + width]  # (n, G): sibling-major
-            # groups with equal inputs have equal solutions: solve each distinct one once
             if compiled is None:
                 first, inverse = distinct_columns(classes.group_key(children))
-            elif rows is not None and len(rows) == 2:  # read from the rows: no key gathered
-                first, inverse = compiled.distinct_groups(*rows, children)
             else:
                 key = np.ascontiguousarray(classes.group_key(children), dtype=np.float64)
                 first, inverse = compiled.distinct_columns(key)
-            distinct = children[:, first]
-            weight, teacher = classes.sibling_blocks(distinct)
-            total = weight.sum(axis=0)
-            signal = np.flatnonzero(total > 0)
-            if signal.size == 0:
-                continue
-            solved = log_cond[distinct]  # no signal: the policy's own conditionals
-            solved[:, signal] = _jsd_block(
-                weight[:, signal] / total[signal], teacher[:, :, signal], a
-            )
-            if compiled is None:
-                log_cond[children] = solved[:, inverse]
-            else:
-                compiled.scatter_columns(log_cond, children, solved, inverse)
-    # every solved group is normalised (projected onto the simplex at each Newton step)
-    return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+            yield children, first, inverse
 
 
 def distinct_columns(columns: FloatArray) -> tuple[IntArray, IntArray]:
@@ -486,12 +497,13 @@ def sd_discount(
     space = policy.space
     target = model_output(model, "token_log_target", policy, demos)
     compiled = _kernels(space.n_prefixes)
-    if compiled is not None:  # the same pass, prefix by prefix
-        value, log_cond, silent = compiled.discount_pass(
-            space.child_start, space.child_count, target, g
-        )
-    else:
-        value, log_cond, silent = _discount_pass(space, target, g)
+    if compiled is not None:  # the same pass, prefix by prefix, with no array of values
+        log_cond = np.zeros(space.n_prefixes)
+        if not compiled.discount_pass(space.child_start, space.child_count, target, g, log_cond):
+            del target
+            return Policy.from_log_conditionals(space, log_cond, softmax=True, copy=False)
+        del log_cond  # a group with no signal: numpy's pass, which keeps the values
+    value, log_cond, silent = _discount_pass(space, target, g)
     if silent:  # a group with no signal keeps the policy's conditionals: the softmax does it
         value *= g
         value += target
