@@ -217,9 +217,7 @@ def jit_allowed(size: int) -> bool:
     imports itself, falling back to numpy when numba is missing."""
     if os.environ.get("TILT_NO_JIT", "") not in ("", "0"):
         return False
-    limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
-    least = int(limit) if limit.strip().isdigit() else JIT_MIN_SIZE
-    return size >= least
+    return size >= _least_size(JIT_MIN_SIZE)
 
 
 THREADS_MIN_SIZE = 1 << 20
@@ -236,9 +234,13 @@ def threads_allowed(size: int) -> bool:
     if setting.isdigit() and int(setting) <= 1:
         return False
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cpus or 1) >= 2 and size >= _least_size(THREADS_MIN_SIZE)
+
+
+def _least_size(default: int) -> int:
+    """``TILT_JIT_MIN_SIZE`` when it is a whole number, else ``default``."""
     limit = os.environ.get("TILT_JIT_MIN_SIZE", "")
-    least = int(limit) if limit.strip().isdigit() else THREADS_MIN_SIZE
-    return (cpus or 1) >= 2 and size >= least
+    return int(limit) if limit.strip().isdigit() else default
 
 
 def jit(size: int) -> bool:
