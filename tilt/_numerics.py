@@ -227,8 +227,9 @@ THREADS_MIN_SIZE = 1 << 20
 def threads_allowed(size: int) -> bool:
     """Whether independent measures of an input of ``size`` entries may run on two threads:
     at least two CPUs available to this process, ``size`` at least ``TILT_JIT_MIN_SIZE`` (or
-    :data:`THREADS_MIN_SIZE`), and ``TILT_THREADS`` unset or above 1 (``TILT_THREADS=1``:
-    one thread, as on a one-CPU machine).  The results do not depend on it: each measure is
+    :data:`THREADS_MIN_SIZE`), and ``TILT_THREADS`` not ``0`` or ``1`` (either keeps one
+    thread, as on a one-CPU machine; other values are ignored).  The CPUs are the process's
+    affinity, not a container's quota.  The results do not depend on it: each measure is
     computed by the same operations either way."""
     setting = os.environ.get("TILT_THREADS", "").strip()
     if setting.isdigit() and int(setting) <= 1:

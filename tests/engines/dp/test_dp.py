@@ -1014,11 +1014,22 @@ def test_measures_on_two_threads_are_the_same_numbers(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The measures split over two threads (as on a large space) equal the one-thread
-    measures exactly, row by row, distinct@k's bounds included."""
+    measures exactly, row by row, distinct@k's bounds included; the second thread runs by
+    default and never with ``TILT_THREADS=1``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tilt._numerics import threads_allowed
 
     space = acyclic_space(lattice_table(name) if name.startswith("lattice") else named_task(name))
-    rows = []
+    submitted = []
+    real_submit = ThreadPoolExecutor.submit
+
+    def counted(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        submitted.append(fn)
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", counted)
+    rows, calls = [], []
     for threads in ("1", "2"):
         monkeypatch.setenv("TILT_THREADS", threads)
         monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")  # every size is large enough
@@ -1026,5 +1037,8 @@ def test_measures_on_two_threads_are_the_same_numbers(
             pytest.skip("one CPU: the measures never split")
         base = dpp.base_policy(space)  # fresh: nothing remembered from the other run
         policies = [base, dp_rl(base, 0.0), dp_optimum(base, EdgeContext(2.0), "sequence")]
+        before = len(submitted)
         rows.append([dpm.measure_with_distinct(q, base) for q in policies])
+        calls.append(len(submitted) - before)
+    assert calls == [0, 3]  # one thread with TILT_THREADS=1, a second for each row else
     assert rows[0] == rows[1]

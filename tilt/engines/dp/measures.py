@@ -938,6 +938,10 @@ def measure_with_distinct(
     _used_moves(policy.space)
     _on_correct_paths(policy.space)
 
+    # each half writes its own memo keys on the policy: the sweep "sweep", "max_below",
+    # "spread", "all_finite", "log_square_mass", "slopes"; the scan "ood" and
+    # "correct_log_sum" (both halves may compute the same property or shared memo, and
+    # get the same value)
     def beside() -> dict[int, DistinctAtK]:
         _backward_sweep(policy, base)
         return distinct_at_k(policy, ks)
