@@ -540,10 +540,10 @@ def ood_blocked(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     """*Blocked = fail*: ``1 - (1 - q(C without e))^k`` for each move ``e`` of a correct rollout."""
     ks = [check_k(k) for k in ks]
     space = policy.space
-    moves, edges = _used_moves(space)
     scans = _ood_scans(policy, ks)
     if scans is not None:
         return list(scans[0])
+    moves, _ = _used_moves(space)
     fail = policy.incorrect_mass + policy.accuracy * _by_move(space, _flows(policy).flow)
     return _ood(fail, moves, space, ks)
 
@@ -759,6 +759,14 @@ def ood_reroute(policy: MarkovPolicy, ks: Sequence[int]) -> list[OODPass]:
     return _ood(1.0 - acc, moves, policy.space, ks)
 
 
+def _source_flow(policy: MarkovPolicy) -> FloatArray:
+    """``q(e on the path | C)`` for the source's edges: those entries of :attr:`_Flows.flow`
+    (the same products), without the edge-sized array."""
+    flows = _flows(policy)
+    e0, e1 = int(policy.space.out_start[0]), int(policy.space.out_start[1])
+    return flows.reach[0] * flows.chain[e0:e1]
+
+
 def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
     """Strategy shares for the ``first-move`` labelling: ``q(first move = e | C)`` per move
     ``e`` out of the source that some correct rollout makes (the source state's correct flows).
@@ -770,8 +778,7 @@ def first_move_shares(policy: MarkovPolicy) -> dict[str, float]:
         return {}
     e0, e1 = int(space.out_start[0]), int(space.out_start[1])
     below = _log_correct_count(space)[space.edge_head[e0:e1]]
-    flows = _flows(policy)
-    flow = flows.reach[0] * flows.chain[e0:e1]  # the source's edges of flows.flow
+    flow = _source_flow(policy)
     return {
         space.edge_label(e): float(f)
         for e, f, ok in zip(range(e0, e1), flow, np.isfinite(below), strict=True)
@@ -798,8 +805,7 @@ def first_move_strategies(policy: MarkovPolicy, ks: Sequence[int]) -> StrategyMe
     labels = space.moves.labels
     heads = space.moves.move_head[space.edge_move[e0:e1][live]]
     if np.isfinite(policy.log_correct_below[0]):
-        flows = _flows(policy)
-        flow = policy.accuracy * (flows.reach[0] * flows.chain[e0:e1])[live]
+        flow = policy.accuracy * _source_flow(policy)[live]
     else:
         flow = np.zeros(int(live.sum()))
     mass = dict(zip((labels[h] for h in heads.tolist()), flow.tolist(), strict=True))

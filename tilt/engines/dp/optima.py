@@ -57,9 +57,8 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
     if beta == 0:
         # pi(. | C): the conditioned chain (the tilt below computes exactly these
         # conditionals), whose reach is known without a pass
-        limit = MarkovPolicy(policy.space, policy.correct_cond)
-        limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_properties' slots
-        limit.__dict__["prob"] = policy.correct_prob
+        limit = with_prob(MarkovPolicy(policy.space, policy.correct_cond), policy.correct_prob)
+        limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
         return limit
     return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
 
