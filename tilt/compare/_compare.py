@@ -9,6 +9,7 @@ through the engine protocol of :mod:`tilt.engines`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,49 +145,18 @@ def compare(
     """
     ks = tuple(ks)
     base = instance.base
-    strategy_rows: list[tuple[str, StrategyMeasures]] = []
-
-    def row(key: str, label: str, policy: Any, **fields: Any) -> MethodResult:
-        measures, bound = instance.measure(policy, ks)
-        if strategies is not None:
-            strategy_rows.append((key, instance.strategy_measures(policy, strategies, ks)))
-        instance.release(policy)
-        note = "; ".join(n for n in (fields.pop("note", ""), bound) if n)
-        return MethodResult(key, label, policy, measures, note=note, **fields)
-
-    results = [row("base", "base", base)]
-    rl = iterate(base, lambda p: instance.rl_optimum(p, instance.beta), rounds)[-1]
-    rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
-    results.append(row("rl", rl_label, rl, beta=instance.beta))
-    sd_rows: list[MethodResult] = []
-    for v in variants:
-        demos = instance.demos if v.demos is None else v.demos
-        anchor, notes = instance.anchor, []
-        reason = instance.unavailable(v.objective, demos)
-        q = None
-        if reason is not None:
-            notes = [f"skipped: {reason}"]
-        else:
-            if anchor > 0 and not v.objective.kind.takes_anchor:
-                anchor = 0.0
-                notes.append(f"{v.objective.spec} has no anchor: b = 0 here")
-            if v.demos == "reference" and instance.demos != "reference":
-                notes.append(f"reference demonstration {instance.reference_label()}")
-            try:
-                q = iterate(base, _step(instance, v, demos, anchor), rounds)[-1]
-            except TooLargeError as exc:
-                notes = [f"skipped: {exc}"]
-        fields: dict[str, Any] = {
-            "note": "; ".join(notes),
-            "objective": v.objective.spec,
-            "demos": demos,
-        }
-        if q is None:
-            sd_rows.append(MethodResult(v.key, v.label, None, None, **fields))
-        else:
-            sd_rows.append(row(v.key, v.label, q, **fields))
-    results.append(_matched_row(instance, sd_rows, row))
-    results.extend(sd_rows)
+    rows = _Rows(instance, ks, strategies)
+    try:
+        measured = [rows.add("base", "base", base)]
+        rl = iterate(base, lambda p: instance.rl_optimum(p, instance.beta), rounds)[-1]
+        rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
+        measured.append(rows.add("rl", rl_label, rl, beta=instance.beta))
+        sd_rows = [_sd_row(instance, v, rounds, rows) for v in variants]
+        measured.append(_matched_row(instance, sd_rows, rows))
+        measured.extend(sd_rows)
+        results = [finish() for finish in measured]
+    finally:
+        rows.close()
     order = {r.key: i for i, r in enumerate(results)}
     return Comparison(
         instance,
@@ -196,19 +166,112 @@ def compare(
         instance.tilt_score(),
         engine=instance.engine,
         strategies=strategies,
-        strategy_rows=tuple(sorted(strategy_rows, key=lambda kv: order[kv[0]])),
+        strategy_rows=tuple(sorted(rows.strategy_rows, key=lambda kv: order[kv[0]])),
     )
 
 
+class _Rows:
+    """Each row's measures (and strategy measures), then its release.
+
+    When the instance allows (:attr:`EngineInstance.measures_beside`), a row is measured on
+    a second thread while the caller computes the next optimum: one row at a time, in order,
+    each released by the caller once measured, so at most two rows' arrays are alive.  The
+    numbers are the same either way (each row is measured by the same operations).
+    """
+
+    def __init__(
+        self, instance: EngineInstance, ks: tuple[int, ...], strategies: Strategies | None
+    ) -> None:
+        self.instance = instance
+        self.ks = ks
+        self.strategies = strategies
+        self.strategy_rows: list[tuple[str, StrategyMeasures]] = []
+        self.pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="tilt-rows")
+            if instance.measures_beside
+            else None
+        )
+        self.waiting: tuple[Future[MethodResult], Any] | None = None
+
+    def add(self, key: str, label: str, policy: Any, **fields: Any) -> Callable[[], MethodResult]:
+        """The row of ``policy`` (measured now, or on the second thread): call it for the
+        :class:`MethodResult`."""
+        self.settle()
+        if self.pool is None:
+            result = self._measure(key, label, policy, fields)
+            self.instance.release(policy)
+            return lambda: result
+        later = self.pool.submit(self._measure, key, label, policy, fields)
+        self.waiting = (later, policy)
+        return later.result
+
+    def settle(self) -> None:
+        """Wait for the row being measured, then release it."""
+        if self.waiting is not None:
+            later, policy = self.waiting
+            self.waiting = None
+            later.result()
+            self.instance.release(policy)
+
+    def close(self) -> None:
+        """Settle the last row and stop the second thread."""
+        if self.pool is not None:
+            try:
+                self.settle()
+            finally:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _measure(self, key: str, label: str, policy: Any, fields: dict[str, Any]) -> MethodResult:
+        measures, bound = self.instance.measure(policy, self.ks)
+        if self.strategies is not None:
+            shares = self.instance.strategy_measures(policy, self.strategies, self.ks)
+            self.strategy_rows.append((key, shares))
+        note = "; ".join(n for n in (fields.pop("note", ""), bound) if n)
+        return MethodResult(key, label, policy, measures, note=note, **fields)
+
+
+def _sd_row(
+    instance: EngineInstance, v: SDVariant, rounds: int, rows: _Rows
+) -> Callable[[], MethodResult]:
+    """The row of SD variant ``v``: its optimum after ``rounds``, or a note saying why none."""
+    demos = instance.demos if v.demos is None else v.demos
+    anchor, notes = instance.anchor, []
+    reason = instance.unavailable(v.objective, demos)
+    q = None
+    if reason is not None:
+        notes = [f"skipped: {reason}"]
+    else:
+        if anchor > 0 and not v.objective.kind.takes_anchor:
+            anchor = 0.0
+            notes.append(f"{v.objective.spec} has no anchor: b = 0 here")
+        if v.demos == "reference" and instance.demos != "reference":
+            notes.append(f"reference demonstration {instance.reference_label()}")
+        try:
+            q = iterate(instance.base, _step(instance, v, demos, anchor), rounds)[-1]
+        except TooLargeError as exc:
+            notes = [f"skipped: {exc}"]
+    fields: dict[str, Any] = {
+        "note": "; ".join(notes),
+        "objective": v.objective.spec,
+        "demos": demos,
+    }
+    if q is None:
+        result = MethodResult(v.key, v.label, None, None, **fields)
+        return lambda: result
+    return rows.add(v.key, v.label, q, **fields)
+
+
 def _matched_row(
-    instance: EngineInstance, sd_rows: Sequence[MethodResult], row: Callable[..., MethodResult]
-) -> MethodResult:
+    instance: EngineInstance, sd_rows: Sequence[Callable[[], MethodResult]], rows: _Rows
+) -> Callable[[], MethodResult]:
     """RL at the accuracy of the first SD row that has an optimum."""
     label = "RL @ SD acc"
-    first = next((r for r in sd_rows if r.policy is not None and r.measures is not None), None)
+    first = next((r for r in (row() for row in sd_rows) if r.measures is not None), None)
     if first is None or first.measures is None:
-        return MethodResult("rl_matched", label, None, None, note="no SD row to match")
+        result = MethodResult("rl_matched", label, None, None, note="no SD row to match")
+        return lambda: result
     matched = rl_matched(instance.base, first.measures.accuracy, instance.rl_optimum)
     if matched.policy is None:
-        return MethodResult("rl_matched", label, None, None, note=matched.message)
-    return row("rl_matched", label, matched.policy, beta=matched.beta)
+        result = MethodResult("rl_matched", label, None, None, note=matched.message)
+        return lambda: result
+    return rows.add("rl_matched", label, matched.policy, beta=matched.beta)

@@ -120,6 +120,11 @@ class EngineInstance(Protocol):
     def release(self, policy: Any) -> None:
         """Let go of what ``policy`` remembered for its measures."""
 
+    @property
+    def measures_beside(self) -> bool:
+        """Whether a row's measures may run on a second thread beside the next optimum (the
+        same numbers, sooner; at most two rows' arrays alive at once)."""
+
     def tilt_score(self) -> FloatArray | None:
         """``S(y)`` per rollout of the base, or ``None`` when the engine keeps none."""
 

@@ -135,6 +135,12 @@ class EnumeratedInstance:
         if policy is not self.base:
             policy.release()
 
+    @property
+    def measures_beside(self) -> bool:
+        """No: a row's per-prefix arrays are large (some 300 MB on grid6) and its measures
+        are not all in GIL-free passes, so one row at a time."""
+        return False
+
     def tilt_score(self) -> FloatArray | None:
         """``S(y)`` of the base under its own demonstrations."""
         return tilt_score(self.base, self.model, self.demonstrations(self.base))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt._numerics import FloatArray
+from tilt._numerics import FloatArray, threads_allowed
 from tilt.context import ContextModel, make_context
 from tilt.engines._spec import InstanceSpec, Method
 from tilt.engines.dp.measures import first_move_names, first_move_strategies, measure_with_distinct
@@ -154,6 +154,12 @@ class DPInstance:
             policy.release("prob", "linear", "flows", "log_incorrect_below")
         else:
             policy.release()
+
+    @property
+    def measures_beside(self) -> bool:
+        """On a space of at least a million state edges with two CPUs
+        (:func:`tilt._numerics.threads_allowed`): the passes release the GIL."""
+        return threads_allowed(self.space.n_edges)
 
     def tilt_score(self) -> FloatArray | None:
         """``None``: the DP engine keeps no per-rollout tilt score."""
