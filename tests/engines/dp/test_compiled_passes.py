@@ -372,3 +372,35 @@ def test_the_compiled_move_marginals_are_numpy_bits(name: str) -> None:
                 marginals.append(dpp.edge_marginals(demos))
         assert marginals[0] is not marginals[1]
         np.testing.assert_array_equal(marginals[0], marginals[1], err_msg=kind)
+
+
+def test_the_kernels_load_on_a_thread_only_when_they_will_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``load_compiled_passes`` starts a thread only for an input the kernels serve, the
+    thread ends with the kernels loaded, and a failure on it stays there."""
+    from tilt.engines.dp import space as dp_space
+
+    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "100")
+    assert dp_space.load_compiled_passes(99) is None
+    thread = dp_space.load_compiled_passes(100)
+    assert thread is not None
+    assert thread.name == "tilt-load-kernels"
+    thread.join()
+    assert dp_space.compiled_passes(100) is not None
+    monkeypatch.setenv("TILT_NO_JIT", "1")
+    assert dp_space.load_compiled_passes(10**9) is None
+    monkeypatch.delenv("TILT_NO_JIT")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no kernel")
+
+    from tilt.engines.dp import _compiled
+
+    monkeypatch.setattr(_compiled, "node_layers", broken)
+    thread = dp_space.load_compiled_passes(100)
+    assert thread is not None
+    thread.join()  # the error is ignored: the thread ends, nothing is raised here
+    # the caller's own use reports it
+    with _setting(True), pytest.raises(RuntimeError, match="no kernel"):
+        acyclic_space(lattice_table("lattice:V=3,L=2"))

@@ -16,6 +16,7 @@ head is in one layer (:mod:`tilt.engines.dp.passes`).  Nothing here enumerates p
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -134,7 +135,9 @@ def lattice_table(name: str, horizon: int | None = None) -> MoveTable:
     spec = parse_lattice(name)
     # before building the moves: the run's memory, counted as the moves times the automaton
     # states (lattice_move_count), at BYTES_PER_STATE_EDGE each
-    check_edges_fit(spec.name, lattice_move_count(spec), "use a smaller V, L or M")
+    size = lattice_move_count(spec)
+    check_edges_fit(spec.name, size, "use a smaller V, L or M")
+    load_compiled_passes(size)  # numba loads while the moves are built
     moves = lattice_moves(spec)
     return MoveTable(
         name=spec.name,
@@ -373,6 +376,35 @@ def compiled_passes(size: int) -> ModuleType | None:
     except ImportError:  # numba is not installed: the numpy paths
         return None
     return _compiled
+
+
+def load_compiled_passes(size: int) -> threading.Thread | None:
+    """Start loading the compiled passes on a thread, when an input of ``size`` will need
+    them (:func:`compiled_passes`), and return it (else ``None``).
+
+    Importing numba and loading its first kernel takes about half a second, mostly
+    importing numba's own modules (and ``scipy.linalg``); a caller that knows the size
+    before building the input (:func:`lattice_table`) starts it first, so that the build
+    and the loading overlap.  A later :func:`compiled_passes` waits for the import
+    (Python's import lock), and numba's compiler lock orders the rest.  Nothing here
+    changes a result; an error on the thread is ignored (the caller's own import reports
+    it, or falls back to numpy)."""
+    if not jit_allowed(size):
+        return None
+
+    def load() -> None:
+        try:
+            from tilt.engines.dp import _compiled
+
+            # a one-node graph: numba's start, and the kernel _node_layers calls first
+            one = np.zeros(2, dtype=np.int64)
+            _compiled.node_layers(one, one[:0], 0, 0)
+        except Exception:  # noqa: BLE001, S110 - the caller's own use reports any problem
+            pass
+
+    thread = threading.Thread(target=load, name="tilt-load-kernels")
+    thread.start()
+    return thread
 
 
 def _node_layers(table: MoveTable) -> list[IntArray]:
