@@ -9,7 +9,7 @@ through the engine protocol of :mod:`tilt.engines`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,8 +152,11 @@ def compare(
         rl_label = "RL beta->0" if instance.beta == 0 else f"RL beta={instance.beta:g}"
         measured.append(rows.add("rl", rl_label, rl, beta=instance.beta))
         sd_rows = [_sd_row(instance, v, rounds, rows) for v in variants]
-        measured.append(_matched_row(instance, sd_rows, rows))
-        measured.extend(sd_rows)
+        # RL is matched to the first SD optimum's accuracy (its measures' accuracy, read
+        # from the policy before its row may be measured and released)
+        first = next((accuracy for _, accuracy in sd_rows if accuracy is not None), None)
+        measured.append(_matched_row(instance, first, rows))
+        measured.extend(row for row, _ in sd_rows)
         results = [finish() for finish in measured]
     finally:
         rows.close()
@@ -173,10 +176,11 @@ def compare(
 class _Rows:
     """Each row's measures (and strategy measures), then its release.
 
-    When the instance allows (:attr:`EngineInstance.measures_beside`), a row is measured on
-    a second thread while the caller computes the next optimum: one row at a time, in order,
-    each released by the caller once measured, so at most two rows' arrays are alive.  The
-    numbers are the same either way (each row is measured by the same operations).
+    When the instance allows (:attr:`EngineInstance.measures_beside`), the rows are
+    measured in order on a second thread while the caller goes on to the next optima; that
+    thread releases each row once measured (the base last, as every optimum reads it), and
+    after an error measures nothing more (each later row raises the same error).  The
+    numbers are the same either way: each row is measured by the same operations.
     """
 
     def __init__(
@@ -191,35 +195,36 @@ class _Rows:
             if instance.measures_beside
             else None
         )
-        self.waiting: tuple[Future[MethodResult], Any] | None = None
+        self.error: BaseException | None = None
 
     def add(self, key: str, label: str, policy: Any, **fields: Any) -> Callable[[], MethodResult]:
-        """The row of ``policy`` (measured now, or on the second thread): call it for the
-        :class:`MethodResult`."""
-        self.settle()
+        """The row of ``policy`` (measured now, or queued for the second thread): call it
+        for the :class:`MethodResult`."""
         if self.pool is None:
             result = self._measure(key, label, policy, fields)
             self.instance.release(policy)
             return lambda: result
-        later = self.pool.submit(self._measure, key, label, policy, fields)
-        self.waiting = (later, policy)
-        return later.result
-
-    def settle(self) -> None:
-        """Wait for the row being measured, then release it."""
-        if self.waiting is not None:
-            later, policy = self.waiting
-            self.waiting = None
-            later.result()
-            self.instance.release(policy)
+        return self.pool.submit(self._measure_beside, key, label, policy, fields).result
 
     def close(self) -> None:
-        """Settle the last row and stop the second thread."""
+        """Wait for the second thread's rows, stop it and release the base."""
         if self.pool is not None:
-            try:
-                self.settle()
-            finally:
-                self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.instance.release(self.instance.base)
+
+    def _measure_beside(
+        self, key: str, label: str, policy: Any, fields: dict[str, Any]
+    ) -> MethodResult:
+        if self.error is not None:
+            raise self.error
+        try:
+            result = self._measure(key, label, policy, fields)
+        except BaseException as exc:
+            self.error = exc
+            raise
+        if policy is not self.instance.base:
+            self.instance.release(policy)
+        return result
 
     def _measure(self, key: str, label: str, policy: Any, fields: dict[str, Any]) -> MethodResult:
         measures, bound = self.instance.measure(policy, self.ks)
@@ -232,8 +237,9 @@ class _Rows:
 
 def _sd_row(
     instance: EngineInstance, v: SDVariant, rounds: int, rows: _Rows
-) -> Callable[[], MethodResult]:
-    """The row of SD variant ``v``: its optimum after ``rounds``, or a note saying why none."""
+) -> tuple[Callable[[], MethodResult], float | None]:
+    """The row of SD variant ``v`` (its optimum after ``rounds``, or a note saying why none)
+    and the optimum's accuracy (``None`` without one)."""
     demos = instance.demos if v.demos is None else v.demos
     anchor, notes = instance.anchor, []
     reason = instance.unavailable(v.objective, demos)
@@ -257,20 +263,20 @@ def _sd_row(
     }
     if q is None:
         result = MethodResult(v.key, v.label, None, None, **fields)
-        return lambda: result
-    return rows.add(v.key, v.label, q, **fields)
+        return (lambda: result), None
+    accuracy = float(q.accuracy)
+    return rows.add(v.key, v.label, q, **fields), accuracy
 
 
 def _matched_row(
-    instance: EngineInstance, sd_rows: Sequence[Callable[[], MethodResult]], rows: _Rows
+    instance: EngineInstance, accuracy: float | None, rows: _Rows
 ) -> Callable[[], MethodResult]:
-    """RL at the accuracy of the first SD row that has an optimum."""
+    """RL at ``accuracy``, the first SD optimum's (``None``: no SD row has one)."""
     label = "RL @ SD acc"
-    first = next((r for r in (row() for row in sd_rows) if r.measures is not None), None)
-    if first is None or first.measures is None:
+    if accuracy is None:
         result = MethodResult("rl_matched", label, None, None, note="no SD row to match")
         return lambda: result
-    matched = rl_matched(instance.base, first.measures.accuracy, instance.rl_optimum)
+    matched = rl_matched(instance.base, accuracy, instance.rl_optimum)
     if matched.policy is None:
         result = MethodResult("rl_matched", label, None, None, note=matched.message)
         return lambda: result

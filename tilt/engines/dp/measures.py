@@ -472,6 +472,26 @@ def _used_moves(space: AcyclicSpace) -> tuple[np.ndarray, np.ndarray | slice | N
     return space.memo("used_moves", compute)
 
 
+def _used_summary(space: AcyclicSpace) -> tuple[int, int, bool]:
+    """``(count, first, single)`` of the moves some correct rollout makes: how many, the
+    smallest, and whether each is made by one state edge at most (so that the compiled scan
+    may read them edge by edge); :func:`_used_moves`'s size, first entry and
+    ``edges is not None``, without keeping its arrays (two of the edges' size)."""
+
+    def compute() -> tuple[int, int, bool]:
+        hit = _on_correct_paths(space)
+        # without the depth a state is a node, whose moves leave it once each
+        single = not space.with_depth or int(np.bincount(space.edge_move).max(initial=0)) <= 1
+        if not single:
+            moves, _ = _used_moves(space)
+            return int(moves.size), int(moves[0]) if moves.size else -1, False
+        count = int(np.count_nonzero(hit))
+        first = int(np.min(space.edge_move, where=hit, initial=space.n_moves)) if count else -1
+        return count, first, True
+
+    return space.memo("used_summary", compute)
+
+
 def _by_move(space: AcyclicSpace, edge_values: FloatArray) -> FloatArray:
     """Per used move (in the order of :func:`_used_moves`): the sum over its state edges."""
     moves, edges = _used_moves(space)
@@ -557,9 +577,9 @@ def _ood_scans(
     no edge-sized temporary; cached per policy and ``ks``), or ``None`` for the numpy paths
     (no kernels, or a move made by several state edges)."""
     space = policy.space
-    moves, edges = _used_moves(space)
+    count, first_move, single = _used_summary(space)
     compiled = _measure_kernels(space)
-    if compiled is None or edges is None or not moves.size:
+    if compiled is None or not single or not count:
         return None
 
     def compute() -> tuple[list[OODPass], list[OODPass]]:
@@ -588,27 +608,30 @@ def _ood_scans(
             np.array(ks, dtype=np.int64),
         )
         policy.memo("correct_log_sum", lambda: float(scan[6]))
-        return _ood_passes(scan[:3], moves, space, ks), _ood_passes(scan[3:6], moves, space, ks)
+        used = (count, first_move)
+        return _ood_passes(scan[:3], used, space, ks), _ood_passes(scan[3:6], used, space, ks)
 
     return policy.memo(f"ood:{tuple(ks)}", compute)
 
 
 def _ood_passes(
     scan: tuple[FloatArray, FloatArray, np.ndarray],
-    moves: np.ndarray,
+    used: tuple[int, int],
     space: AcyclicSpace,
     ks: Sequence[int],
 ) -> list[OODPass]:
     """The :class:`OODPass` of each ``k`` from a compiled scan's ``(sums, worst, worst_move)``
-    (the worst move ``-1``: every value ``nan``, the first move then, as :func:`_ood`)."""
+    over ``used = (count, first)`` moves (the worst move ``-1``: every value ``nan``, the
+    first move then, as :func:`_ood`)."""
     sums, worst, worst_move = scan
+    count, first = used
     return [
         OODPass(
             k,
-            float(sums[i]) / moves.size,
+            float(sums[i]) / count,
             float(worst[i]),
-            space.move_label(int(worst_move[i] if worst_move[i] >= 0 else moves[0])),
-            int(moves.size),
+            space.move_label(int(worst_move[i] if worst_move[i] >= 0 else first)),
+            count,
         )
         for i, k in enumerate(ks)
     ]
@@ -941,8 +964,8 @@ def measure_with_distinct(
     # what both halves read, computed once before they split
     policy.linear  # noqa: B018 - a cached property
     policy.log_correct_below  # noqa: B018
-    _used_moves(policy.space)
     _on_correct_paths(policy.space)
+    _used_summary(policy.space)
 
     # each half writes its own memo keys on the policy: the sweep "sweep", "max_below",
     # "spread", "all_finite", "log_square_mass", "slopes"; the scan "ood" and

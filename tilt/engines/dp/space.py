@@ -507,11 +507,19 @@ def acyclic_space(
         if count > max_edges:
             raise ValueError(_too_many(table, count, max_edges))
         check_edges_fit(table.name, count)
-        state_of = np.full(table.n_nodes, -1, dtype=np.int64)
-        state_of[state_node] = np.arange(n_states)
-        edge_tail, edge_head, moves, out_start = compiled.state_edges(
-            table.indptr, table.move_head, state_node, expandable, state_of
-        )
+        if count == table.move_tail.size and np.array_equal(
+            state_node, np.arange(table.n_nodes)
+        ):
+            # every node is a state, in node order, and every move is made: the state
+            # edges are the moves themselves (a token lattice), shared, not copied
+            edge_tail, edge_head = table.move_tail, table.move_head
+            moves, out_start = np.arange(count), table.indptr.copy()
+        else:
+            state_of = np.full(table.n_nodes, -1, dtype=np.int64)
+            state_of[state_node] = np.arange(n_states)
+            edge_tail, edge_head, moves, out_start = compiled.state_edges(
+                table.indptr, table.move_head, state_node, expandable, state_of
+            )
         return _space(
             table, with_depth, state_node, state_layer, layer_start, edge_tail, edge_head,
             moves, out_start,
