@@ -608,8 +608,8 @@ def _ood_scans(
             np.array(ks, dtype=np.int64),
         )
         policy.memo("correct_log_sum", lambda: float(scan[6]))
-        used = (count, first_move)
-        return _ood_passes(scan[:3], used, space, ks), _ood_passes(scan[3:6], used, space, ks)
+        summary = (count, first_move)
+        return _ood_passes(scan[:3], summary, space, ks), _ood_passes(scan[3:6], summary, space, ks)
 
     return policy.memo(f"ood:{tuple(ks)}", compute)
 

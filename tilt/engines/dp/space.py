@@ -507,9 +507,7 @@ def acyclic_space(
         if count > max_edges:
             raise ValueError(_too_many(table, count, max_edges))
         check_edges_fit(table.name, count)
-        if count == table.move_tail.size and np.array_equal(
-            state_node, np.arange(table.n_nodes)
-        ):
+        if count == table.move_tail.size and np.array_equal(state_node, np.arange(table.n_nodes)):
             # every node is a state, in node order, and every move is made: the state
             # edges are the moves themselves (a token lattice), shared, not copied
             edge_tail, edge_head = table.move_tail, table.move_head
