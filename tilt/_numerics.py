@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -236,6 +238,24 @@ def threads_allowed(size: int) -> bool:
         return False
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cpus or 1) >= 2 and size >= _least_size(THREADS_MIN_SIZE)
+
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+
+
+def both(
+    size: int, first: Callable[[], _A], second: Callable[[], _B], name: str = "tilt-beside"
+) -> tuple[_A, _B]:
+    """``(first(), second())``, ``second`` on a thread named ``name`` beside ``first`` when
+    :func:`threads_allowed` for ``size`` (the compiled passes and numpy's loops release the
+    GIL); else one after the other.  The same values either way, each computed by the same
+    operations."""
+    if not threads_allowed(size):
+        return first(), second()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=name) as pool:
+        later = pool.submit(second)
+        return first(), later.result()
 
 
 def _least_size(default: int) -> int:

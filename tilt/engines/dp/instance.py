@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilt._numerics import FloatArray, threads_allowed
+from tilt._numerics import FloatArray, both, threads_allowed
 from tilt.context import ContextModel, make_context
 from tilt.engines._spec import InstanceSpec, Method
 from tilt.engines.dp.measures import first_move_names, first_move_strategies, measure_with_distinct
@@ -229,10 +229,23 @@ def dp_instance(
         if engine == "dp":
             raise
         return None  # a cycle (or another problem enumeration reports in its own words)
-    log_rollouts = log_rollout_count(space)
-    if engine == "auto" and blocked and log_rollouts <= math.log(spec.max_rollouts):
+
+    def counts() -> tuple[float, float]:
+        return log_rollout_count(space), log_rollout_count(space, correct_only=True)
+
+    def make_base() -> MarkovPolicy:
+        return base_policy(space, spec.base, seed=spec.seed)
+
+    may_enumerate = engine == "auto" and bool(blocked)
+    base: MarkovPolicy | None = None
+    if may_enumerate and not threads_allowed(space.n_edges):
+        log_rollouts, log_correct = counts()  # first: they may hand the instance over
+    else:  # the base beside the rollout counts (two backward passes, cached on the space)
+        base, (log_rollouts, log_correct) = both(space.n_edges, make_base, counts)
+    if may_enumerate and log_rollouts <= math.log(spec.max_rollouts):
         return None  # enumeration can do every method
-    base = base_policy(space, spec.base, seed=spec.seed)
+    if base is None:
+        base = make_base()
     spec.check()
     reference, reference_path = None, None
     wants = spec.demos == "reference" or any(m.demos == "reference" for m in methods)
@@ -254,7 +267,7 @@ def dp_instance(
         spec.base_label,
         spec,
         log_rollouts,
-        log_rollout_count(space, correct_only=True),
+        log_correct,
         reference,
         reference_path,
     )

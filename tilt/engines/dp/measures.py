@@ -26,17 +26,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import ModuleType
-from typing import TypeVar
 
 import numpy as np
 
 from tilt._checks import check_k
-from tilt._numerics import FloatArray, threads_allowed
+from tilt._numerics import FloatArray, both
 from tilt.engines.dp import passes as dp_passes
 from tilt.engines.dp.passes import (
     backward_logsumexp,
@@ -979,7 +977,7 @@ def measure_with_distinct(
         _ood_scans(policy, ks)  # with the kernels, the entropy's sum on the way
         return correct_entropy(policy)
 
-    entropy, distinct = _both(policy.space, here, beside)
+    entropy, distinct = both(policy.space.n_edges, here, beside, "tilt-measures")
     out = Measures(
         accuracy=policy.accuracy,
         correct_entropy=entropy,
@@ -994,17 +992,3 @@ def measure_with_distinct(
         ood_reroute=dict(zip(ks, ood_reroute(policy, ks), strict=True)),
     )
     return out, distinct
-
-
-_A = TypeVar("_A")
-_B = TypeVar("_B")
-
-
-def _both(space: AcyclicSpace, first: Callable[[], _A], second: Callable[[], _B]) -> tuple[_A, _B]:
-    """``(first(), second())``, ``second`` on another thread when the space is large enough
-    and two CPUs are available (the compiled passes and numpy's loops release the GIL)."""
-    if not threads_allowed(space.n_edges):
-        return first(), second()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tilt-measures") as pool:
-        later = pool.submit(second)
-        return first(), later.result()
