@@ -239,8 +239,11 @@ def test_the_state_dag_is_the_same(name: str) -> None:
     np.testing.assert_array_equal(compiled.out_start, plain.out_start)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(compiled.correct, plain.correct)  # type: ignore[attr-defined]
     if name.startswith("lattice:"):  # every node a state in node order: the moves, shared
+        assert compiled.edges_are_moves  # type: ignore[attr-defined]
         assert compiled.edge_tail is compiled.moves.move_tail  # type: ignore[attr-defined]
         assert compiled.edge_head is compiled.moves.move_head  # type: ignore[attr-defined]
+    if compiled.edges_are_moves:  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(compiled.edge_move, np.arange(compiled.n_edges))  # type: ignore[attr-defined]
 
 
 def test_a_cycle_is_refused_in_the_same_words() -> None:

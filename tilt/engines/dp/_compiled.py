@@ -927,10 +927,12 @@ def _move_marginals(
     loops: NDArray[np.intp],
     flow: _F,
     out: _F,
+    scatter: bool,
 ) -> None:
     """``out[m] += exp(log_reach[tail] + log_cond[e])`` over the edges in order (``out``
     zeros): :func:`tilt.engines.dp.policy.edge_marginals`'s ``bincount`` of the flows, with
-    numpy's own ``exp`` loop (``flow`` is scratch), so the same bits."""
+    numpy's own ``exp`` loop (``flow`` is scratch), so the same bits.  Without ``scatter``
+    (edge ``e`` is move ``e``) the flows stay in ``flow``: ``0 + x`` is ``x``."""
     n = out_start.size - 1
     for s in range(n):
         r = log_reach[s]
@@ -938,8 +940,9 @@ def _move_marginals(
             flow[e] = r + log_cond[e]
     frame = np.empty(5, dtype=np.intp)
     _numpy_apply(loops, 0, flow, flow, flow.size, frame)
-    for e in range(flow.size):
-        out[edge_move[e]] += flow[e]
+    if scatter:
+        for e in range(flow.size):
+            out[edge_move[e]] += flow[e]
 
 
 def _edge_flow(out_start: _I, reach: _F, chain: _F) -> _F:

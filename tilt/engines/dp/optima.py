@@ -36,8 +36,10 @@ def _reward_leaf(policy: MarkovPolicy, beta: float) -> np.ndarray:
     return np.where(space.correct, 0.0, np.where(space.leaf, penalty, -np.inf))
 
 
-def _tilt(policy: MarkovPolicy, weight: np.ndarray, leaf: np.ndarray) -> MarkovPolicy:
-    cond, _ = tilted_conditionals(policy.space, policy.log_cond + weight, leaf, policy.log_cond)
+def _tilt(policy: MarkovPolicy, weight: np.ndarray | None, leaf: np.ndarray) -> MarkovPolicy:
+    """``policy`` tilted by ``weight`` per edge (``None``: none, only the leaves)."""
+    log_weight = policy.log_cond if weight is None else policy.log_cond + weight
+    cond, _ = tilted_conditionals(policy.space, log_weight, leaf, policy.log_cond)
     return MarkovPolicy(policy.space, cond)
 
 
@@ -60,7 +62,7 @@ def rl_optimum(policy: MarkovPolicy, beta: float = 0.0) -> MarkovPolicy:
         limit = with_prob(MarkovPolicy(policy.space, policy.correct_cond), policy.correct_prob)
         limit.__dict__["log_reach"] = policy.log_correct_reach  # the cached_property's slot
         return limit
-    return _tilt(policy, np.zeros(policy.space.n_edges), _reward_leaf(policy, beta))
+    return _tilt(policy, None, _reward_leaf(policy, beta))
 
 
 def _demos(policy: MarkovPolicy, demos: Demos, alpha: float) -> MarkovPolicy:

@@ -355,15 +355,17 @@ def edge_marginals(demos: MarkovPolicy) -> FloatArray:
         space = demos.space
         compiled = kernels(space)
         if compiled is not None and compiled.NUMPY_LOOPS is not None:  # numpy's bits
-            out = np.zeros(space.n_moves)
+            flow = np.empty(space.n_edges)
+            out = flow if space.edges_are_moves else np.zeros(space.n_moves)
             compiled.move_marginals(
                 space.out_start,
                 space.edge_move,
                 demos.log_reach,
                 demos.log_cond,
                 compiled.NUMPY_LOOPS,
-                np.empty(space.n_edges),
+                flow,
                 out,
+                not space.edges_are_moves,
             )
             return out
         flow = np.exp(demos.log_edge_flow)
@@ -382,8 +384,13 @@ def log_rollout_count(space: AcyclicSpace, correct_only: bool = False) -> float:
 def log_rollout_counts(space: AcyclicSpace, correct_only: bool = False) -> FloatArray:
     """``log`` of the number of rollouts (correct ones) below every state (cached)."""
 
-    def compute() -> FloatArray:
-        leaf = np.where(space.correct if correct_only else space.leaf, 0.0, -np.inf)
-        return backward_logsumexp(space, np.zeros(space.n_edges), leaf, compiled=True)
+    def compute() -> tuple[FloatArray, FloatArray]:
+        # both counts by one set of unit weights (two edge-sized arrays, made once)
+        counting = linear_weights(space, np.zeros(space.n_edges))
+        every, correct = (
+            backward_logsumexp(space, counting, np.where(leaf, 0.0, -np.inf), compiled=True)
+            for leaf in (space.leaf, space.correct)
+        )
+        return every, correct
 
-    return space.memo(f"log_rollout_counts:{correct_only}", compute)
+    return space.memo("log_rollout_counts", compute)[1 if correct_only else 0]

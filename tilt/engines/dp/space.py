@@ -170,6 +170,10 @@ class AcyclicSpace:
         Sorted by tail; ``out_start[s]:out_start[s + 1]`` are the edges of ``s``.
     correct : ndarray of bool, shape (n_states,)
         The state is a leaf at the target.
+    edges_are_moves : bool
+        Every state edge is its own move (``edge_move[e] == e``, and the edge arrays are the
+        move table's): every node is a state, in node order, and every move is made (a
+        token lattice).
     """
 
     moves: MoveTable
@@ -182,6 +186,7 @@ class AcyclicSpace:
     edge_move: IntArray
     out_start: IntArray
     correct: NDArray[np.bool_]
+    edges_are_moves: bool = False
     _memo: dict[str, object] = field(default_factory=dict, init=False, repr=False)
 
     def memo(self, key: str, compute: Callable[[], _T]) -> _T:
@@ -507,7 +512,10 @@ def acyclic_space(
         if count > max_edges:
             raise ValueError(_too_many(table, count, max_edges))
         check_edges_fit(table.name, count)
-        if count == table.move_tail.size and np.array_equal(state_node, np.arange(table.n_nodes)):
+        same = count == table.move_tail.size and np.array_equal(
+            state_node, np.arange(table.n_nodes)
+        )
+        if same:
             # every node is a state, in node order, and every move is made: the state
             # edges are the moves themselves (a token lattice), shared, not copied
             edge_tail, edge_head = table.move_tail, table.move_head
@@ -520,7 +528,7 @@ def acyclic_space(
             )
         return _space(
             table, with_depth, state_node, state_layer, layer_start, edge_tail, edge_head,
-            moves, out_start,
+            moves, out_start, edges_are_moves=same,
         )  # fmt: skip
     tails = np.flatnonzero(expandable)
     owner, moves = _gather_moves(table, state_node[tails])
@@ -564,6 +572,7 @@ def _space(
     edge_head: IntArray,
     moves: IntArray,
     out_start: IntArray,
+    edges_are_moves: bool = False,
 ) -> AcyclicSpace:
     """The :class:`AcyclicSpace` of these arrays, once some rollout is correct."""
     horizon = table.horizon
@@ -586,6 +595,7 @@ def _space(
         edge_move=moves,
         out_start=out_start,
         correct=correct,
+        edges_are_moves=edges_are_moves,
     )
 
 
