@@ -228,25 +228,29 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
         heads.append(head)
         logits.append(logit)
     # the repeated positions stable + 1 .. L - 1: the last step's moves, renumbered
-    repeats = L - 1 - stable
-    if repeats > 0:
-        offset = width * np.arange(1, repeats + 1, dtype=np.int64)[:, None]
-        tails.append((tails[-1][None, :] + offset).ravel())
-        heads.append((heads[-1][None, :] + offset).ravel())
-        logits.append(np.tile(logits[-1], repeats))
+    repeats = max(L - 1 - stable, 0)
     last = index[-1] if stable == L else _renumbered(index[-1], width * (L - stable))
     vv, aa = np.nonzero(last >= 0)
     tails.append(last[vv, aa])
     heads.append(np.where(aa == 0, target, dead))
     logits.append(np.zeros(vv.size))
-    # built position by position, so already sorted by tail (CSR order)
+    # built position by position, so already sorted by tail (CSR order); the repeated
+    # positions are written straight into the outputs (no edge-sized temporaries)
+    step = tails[-2].size if repeats else 0
+    n_before = sum(t.size for t in tails[:-1])
+    total = n_before + repeats * step + tails[-1].size
+    out = (np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total))
+    for parts, array in zip((tails, heads, logits), out, strict=True):
+        np.concatenate(parts[:-1], out=array[:n_before])
+        np.concatenate(parts[-1:], out=array[n_before + repeats * step :])
+    if repeats:
+        offset = width * np.arange(1, repeats + 1, dtype=np.int64)[:, None]
+        block = slice(n_before, n_before + repeats * step)
+        for parts, array in zip((tails, heads), out[:2], strict=True):
+            np.add(parts[-2][None, :], offset, out=array[block].reshape(repeats, step))
+        out[2][block].reshape(repeats, step)[:] = logits[-2]
     return LatticeMoves(
-        labels=tuple(labels),
-        tail=np.concatenate(tails),
-        head=np.concatenate(heads),
-        logit=np.concatenate(logits),
-        source=0,
-        target=target,
+        labels=tuple(labels), tail=out[0], head=out[1], logit=out[2], source=0, target=target
     )
 
 
