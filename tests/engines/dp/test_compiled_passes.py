@@ -16,6 +16,7 @@ conditioned chain and the state DAG itself are the same operations and agree exa
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -394,6 +395,7 @@ def test_the_kernels_load_on_a_thread_only_when_they_will_serve(
     assert thread.name == "tilt-load-kernels"
     thread.join()
     assert dp_space.compiled_passes(100) is not None
+    assert gc.isenabled()  # the collector, paused while numba loads, runs again
     monkeypatch.setenv("TILT_NO_JIT", "1")
     assert dp_space.load_compiled_passes(10**9) is None
     monkeypatch.delenv("TILT_NO_JIT")

@@ -16,6 +16,7 @@ head is in one layer (:mod:`tilt.engines.dp.passes`).  Nothing here enumerates p
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -398,6 +399,10 @@ def load_compiled_passes(size: int) -> threading.Thread | None:
         return None
 
     def load() -> None:
+        # importing numba makes some hundred thousand objects: the cyclic collector would
+        # sweep them again and again (some 0.08 s here), so it waits for the end
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             from tilt.engines.dp import _compiled
 
@@ -406,6 +411,9 @@ def load_compiled_passes(size: int) -> threading.Thread | None:
             _compiled.node_layers(one, one[:0], 0, 0)
         except Exception:  # noqa: BLE001, S110 - the caller's own use reports any problem
             pass
+        finally:
+            if collecting:
+                gc.enable()
 
     thread = threading.Thread(target=load, name="tilt-load-kernels")
     thread.start()
