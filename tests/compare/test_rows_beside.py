@@ -76,4 +76,64 @@ def test_an_error_while_measuring_beside_reaches_the_caller(
     instance = _instance("routes")
     with pytest.raises(ValueError, match="measure failed"):
         compare(instance, variants=VARIANTS)
-    assert len(calls) == 2  # nothing measured after the failure
+    assert calls == ["tilt-rows_0"] * 2  # on the second thread; nothing after the failure
+    assert not [t for t in threading.enumerate() if t.name.startswith("tilt-rows")]
+
+
+def test_rows_are_measured_one_at_a_time_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No second thread for a space below the size gate, nor on the enumeration engine
+    (whose rows are large), whatever the CPUs."""
+    from tilt.engines import EnumeratedInstance
+
+    measured_on: set[str] = set()
+
+    def measure(self: DPInstance, policy: Any, ks: Any) -> Any:
+        measured_on.add(threading.current_thread().name)
+        return MEASURE(self, policy, ks)
+
+    monkeypatch.setattr(DPInstance, "measure", measure)
+    monkeypatch.delenv("TILT_JIT_MIN_SIZE", raising=False)
+    instance = _instance("routes")  # some hundred state edges: below the gate
+    assert not instance.measures_beside
+    compare(instance, variants=VARIANTS)
+    assert measured_on == {"MainThread"}
+    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
+    enumerated = build_instance(InstanceSpec(graph="grid3"), methods(VARIANTS))
+    assert isinstance(enumerated, EnumeratedInstance)
+    assert not enumerated.measures_beside
+
+
+def test_at_most_three_rows_wait_for_the_second_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller waits for a place rather than queuing every row: with slow measures, at
+    most three rows are queued or being measured whenever it queues one."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("TILT_JIT_MIN_SIZE", "0")
+    if not threads_allowed(0):
+        pytest.skip("one CPU: rows are measured one at a time")
+    queued, finished, in_flight = [0], [0], []
+    real_submit = ThreadPoolExecutor.submit
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "MainThread" and fn.__name__ == "_measure_beside":
+            queued[0] += 1
+            in_flight.append(queued[0] - finished[0])
+        return real_submit(self, fn, *args, **kwargs)
+
+    def measure(self: DPInstance, policy: Any, ks: Any) -> Any:
+        time.sleep(0.05)  # slower than the optima: the caller runs ahead
+        try:
+            return MEASURE(self, policy, ks)
+        finally:
+            finished[0] += 1
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
+    monkeypatch.setattr(DPInstance, "measure", measure)
+    variants = sd_variants(["jsd=0.5", "discount=0.5", "token-forward"])
+    instance = build_instance(InstanceSpec(graph="diamonds"), methods(variants), engine="dp")
+    compare(instance, variants=variants)
+    assert queued[0] >= 6
+    assert max(in_flight) == 3

@@ -8,6 +8,7 @@ through the engine protocol of :mod:`tilt.engines`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -173,14 +174,21 @@ def compare(
     )
 
 
+_IN_FLIGHT = 3
+"""Rows queued for the second thread or being measured there at once (:class:`_Rows`)."""
+
+
 class _Rows:
     """Each row's measures (and strategy measures), then its release.
 
     When the instance allows (:attr:`EngineInstance.measures_beside`), the rows are
-    measured in order on a second thread while the caller goes on to the next optima; that
-    thread releases each row once measured (the base last, as every optimum reads it), and
-    after an error measures nothing more (each later row raises the same error).  The
-    numbers are the same either way: each row is measured by the same operations.
+    measured in order on a second thread while the caller goes on to the next optima, at
+    most :data:`_IN_FLIGHT` rows queued or being measured at once (the caller waits for a
+    place: memory does not grow with the number of rows); that thread releases each row
+    once measured, and the caller releases the base once the thread has stopped (every
+    optimum reads it).  After an error the thread measures nothing more, and the caller
+    raises it as it queues its next row (or at the end).  The numbers are the same either
+    way: each row is measured by the same operations.
     """
 
     def __init__(
@@ -195,6 +203,7 @@ class _Rows:
             if instance.measures_beside
             else None
         )
+        self.places = threading.BoundedSemaphore(_IN_FLIGHT)
         self.error: BaseException | None = None
 
     def add(self, key: str, label: str, policy: Any, **fields: Any) -> Callable[[], MethodResult]:
@@ -204,6 +213,10 @@ class _Rows:
             result = self._measure(key, label, policy, fields)
             self.instance.release(policy)
             return lambda: result
+        self.places.acquire()  # given back by the second thread when a row is measured
+        if self.error is not None:
+            self.places.release()
+            raise self.error
         return self.pool.submit(self._measure_beside, key, label, policy, fields).result
 
     def close(self) -> None:
@@ -215,16 +228,18 @@ class _Rows:
     def _measure_beside(
         self, key: str, label: str, policy: Any, fields: dict[str, Any]
     ) -> MethodResult:
-        if self.error is not None:
-            raise self.error
         try:
+            if self.error is not None:
+                raise self.error
             result = self._measure(key, label, policy, fields)
+            if policy is not self.instance.base:
+                self.instance.release(policy)
+            return result
         except BaseException as exc:
-            self.error = exc
+            self.error = self.error or exc
             raise
-        if policy is not self.instance.base:
-            self.instance.release(policy)
-        return result
+        finally:
+            self.places.release()
 
     def _measure(self, key: str, label: str, policy: Any, fields: dict[str, Any]) -> MethodResult:
         measures, bound = self.instance.measure(policy, self.ks)

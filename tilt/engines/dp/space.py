@@ -16,7 +16,6 @@ head is in one layer (:mod:`tilt.engines.dp.passes`).  Nothing here enumerates p
 
 from __future__ import annotations
 
-import gc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from tilt._numerics import jit_allowed
+from tilt._numerics import jit_allowed, threads_allowed
 from tilt.space import TooLargeError, memory_shortfall
 from tilt.tasks import Task
 
@@ -386,7 +385,8 @@ def compiled_passes(size: int) -> ModuleType | None:
 
 def load_compiled_passes(size: int) -> threading.Thread | None:
     """Start loading the compiled passes on a thread, when an input of ``size`` will need
-    them (:func:`compiled_passes`), and return it (else ``None``).
+    them (:func:`compiled_passes`) and a second thread is allowed
+    (:func:`tilt._numerics.threads_allowed`), and return it (else ``None``).
 
     Importing numba and loading its first kernel takes about half a second, mostly
     importing numba's own modules (and ``scipy.linalg``); a caller that knows the size
@@ -395,14 +395,10 @@ def load_compiled_passes(size: int) -> threading.Thread | None:
     (Python's import lock), and numba's compiler lock orders the rest.  Nothing here
     changes a result; an error on the thread is ignored (the caller's own import reports
     it, or falls back to numpy)."""
-    if not jit_allowed(size):
+    if not (jit_allowed(size) and threads_allowed(size)):
         return None
 
     def load() -> None:
-        # importing numba makes some hundred thousand objects: the cyclic collector would
-        # sweep them again and again (some 0.08 s here), so it waits for the end
-        collecting = gc.isenabled()
-        gc.disable()
         try:
             from tilt.engines.dp import _compiled
 
@@ -411,9 +407,6 @@ def load_compiled_passes(size: int) -> threading.Thread | None:
             _compiled.node_layers(one, one[:0], 0, 0)
         except Exception:  # noqa: BLE001, S110 - the caller's own use reports any problem
             pass
-        finally:
-            if collecting:
-                gc.enable()
 
     thread = threading.Thread(target=load, name="tilt-load-kernels")
     thread.start()
