@@ -240,7 +240,9 @@ def dp_instance(
     base: MarkovPolicy | None = None
     if may_enumerate and not threads_allowed(space.n_edges):
         log_rollouts, log_correct = counts()  # first: they may hand the instance over
-    else:  # the base beside the rollout counts (two backward passes, cached on the space)
+    else:  # the base beside the rollout counts (two backward passes, cached on the space);
+        # a large space handed to enumeration below has built its base for nothing (rare:
+        # a million state edges and at most --max-rollouts rollouts)
         base, (log_rollouts, log_correct) = both(space.n_edges, make_base, counts)
     if may_enumerate and log_rollouts <= math.log(spec.max_rollouts):
         return None  # enumeration can do every method
