@@ -1,5 +1,5 @@
 """``python -m tilt COMMAND ...``: the commands of :mod:`tilt.cli`."""
 
-from tilt.cli import main
+from tilt.cli import end_process, main
 
-raise SystemExit(main())
+end_process(main())

@@ -900,3 +900,32 @@ def test_sigint_during_figures_is_one_line(tmp_path: Path) -> None:
         assert process.returncode == 130, err
         assert err.strip().splitlines()[-1] == "python -m figures: interrupted", err
     assert leftovers(tmp_path) == [], err
+
+
+def test_a_command_process_ends_with_its_status_and_the_collector_frozen() -> None:
+    """``end_process`` (each ``__main__``'s last line) exits with the status given, after
+    freezing the cyclic collector; nothing else changes (the objects stay alive)."""
+    import gc
+
+    from tilt.cli._run import end_process
+
+    marker = [object()]
+    before = gc.get_freeze_count()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            end_process(3)
+        assert exit_info.value.code == 3
+        assert gc.get_freeze_count() > before
+        assert gc.isenabled()
+        assert marker[0] is not None
+    finally:
+        gc.unfreeze()
+
+
+def test_every_command_package_ends_its_process_through_end_process() -> None:
+    """Each ``python -m tilt.NAME`` (and ``python -m tilt``) leaves by ``end_process``."""
+    mains = sorted((ROOT / "tilt").glob("**/__main__.py"))
+    assert len(mains) == len(tilt.cli.COMMANDS) + 1
+    for path in mains:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        assert lines[-1] == "end_process(main())", path

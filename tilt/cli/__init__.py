@@ -22,7 +22,7 @@ from tilt.cli._args import (
     positive_int,
 )
 from tilt.cli._files import check_output_file, write_atomic
-from tilt.cli._run import Terminated, reuse_freed_memory, run_main, silence_stdout
+from tilt.cli._run import Terminated, end_process, reuse_freed_memory, run_main, silence_stdout
 
 __all__ = [
     "COMMANDS",
@@ -32,6 +32,7 @@ __all__ = [
     "non_negative_int",
     "finite_float",
     "run_main",
+    "end_process",
     "silence_stdout",
     "reuse_freed_memory",
     "Terminated",

@@ -1,5 +1,6 @@
 """``python -m tilt.train``: the command of :mod:`tilt.cli.train`."""
 
+from tilt.cli._run import end_process
 from tilt.cli.train import main
 
-raise SystemExit(main())
+end_process(main())
