@@ -123,8 +123,8 @@ class EngineInstance(Protocol):
     @property
     def measures_beside(self) -> bool:
         """Whether a row's measures may run on a second thread beside the next optima (the
-        same numbers, sooner; at most three rows queued or being measured at once, besides the
-        base and the optimum being computed)."""
+        same numbers, sooner; at most three rows, the base's among them, queued or being
+        measured at once, besides the optimum being computed)."""
 
     def tilt_score(self) -> FloatArray | None:
         """``S(y)`` per rollout of the base, or ``None`` when the engine keeps none."""
