@@ -242,7 +242,7 @@ def lattice_moves(spec: LatticeSpec) -> LatticeMoves:
     out = (np.empty(total, dtype=np.int64), np.empty(total, dtype=np.int64), np.empty(total))
     for parts, array in zip((tails, heads, logits), out, strict=True):
         np.concatenate(parts[:-1], out=array[:n_before])
-        np.concatenate(parts[-1:], out=array[n_before + repeats * step :])
+        array[n_before + repeats * step :] = parts[-1]
     if repeats:
         offset = width * np.arange(1, repeats + 1, dtype=np.int64)[:, None]
         block = slice(n_before, n_before + repeats * step)
